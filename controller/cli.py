@@ -1,0 +1,243 @@
+"""The ``nspvend`` command: the daemon, the demo, and the staff tools on the machine."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import sys
+from typing import Any
+
+from controller import logs
+from controller.config import EX_CONFIG, Config, ConfigError, find_config, load_config
+from controller.control import DaemonUnavailable, request
+
+log = logging.getLogger("nspvend")
+
+EX_UNAVAILABLE = 69
+EX_REFUSED = 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"nspvend: config {e}", file=sys.stderr)
+        return EX_CONFIG
+    except DaemonUnavailable as e:
+        print(f"nspvend: {e}", file=sys.stderr)
+        return EX_UNAVAILABLE
+    except BrokenPipeError:
+        return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nspvend", description=(
+        "Controller of an out-of-hours needle-exchange vending machine."))
+    p.add_argument("--config", help="config file (default: $NSPVEND_CONFIG, ./nspvend.toml, "
+                                    "/etc/nspvend/config.toml)")
+    p.add_argument("--socket", help="control socket of a running daemon (default: from config)")
+    sub = p.add_subparsers(metavar="COMMAND")
+
+    def add(name: str, func: Any, help: str, json_flag: bool = False) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.set_defaults(func=func)
+        if json_flag:
+            sp.add_argument("--json", action="store_true", help="print JSON for programs")
+        return sp
+
+    add("run", _run, "run the daemon (systemd starts this)")
+    demo = add("demo", _demo, "run the daemon on the simulator with a terminal front end")
+    demo.add_argument("--data", help="keep the demo's database here (default: a temporary folder)")
+    demo.add_argument("--fast", action="store_true", help="no motor delays")
+    add("status", _status, "mode, faults and stock", json_flag=True)
+    add("stock", _stock, "what each slot holds", json_flag=True)
+    refill = add("refill", _refill, "tell the machine how many packs a slot now holds",
+                 json_flag=True)
+    refill.add_argument("slot", nargs="?", type=int, help="slot number")
+    refill.add_argument("count", nargs="?", type=int, help="packs now in the slot")
+    refill.add_argument("--all", action="store_true", help="every slot is full to capacity")
+    slot = add("slot", _slot, "enable, disable, clear a fault or configure a slot", json_flag=True)
+    slot.add_argument("action", choices=("enable", "disable", "clear", "configure"))
+    slot.add_argument("slot", type=int)
+    slot.add_argument("--product")
+    slot.add_argument("--capacity", type=int)
+    slot.add_argument("--low-at", type=int)
+    mode = add("mode", _mode, "put the machine in or out of service", json_flag=True)
+    mode.add_argument("mode", choices=("in_service", "out_of_service", "service"))
+    usage = add("usage", _usage, "packs given out, per product and time bucket", json_flag=True)
+    usage.add_argument("--csv", action="store_true", help="CSV for a spreadsheet")
+    usage.add_argument("--since", help="from this date or time (e.g. 2026-11-01)")
+    usage.add_argument("--until", help="before this date or time")
+    events = add("events", _events, "the machine's recent events", json_flag=True)
+    events.add_argument("--limit", type=int, default=20)
+    check = add("check-config", _check_config, "check a config file and exit 0, or 78 with "
+                                               "the problem")
+    check.add_argument("file")
+    return p
+
+
+# -- the daemon ---------------------------------------------------------------
+def _run(args: argparse.Namespace) -> int:
+    from controller.daemon import Daemon, install_signal_handlers
+
+    logs.setup()
+    config = load_config(find_config(args.config))
+    daemon = Daemon(config)
+    install_signal_handlers(daemon)
+    return daemon.run()
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from simulator.terminal import run_demo
+
+    logs.setup("WARNING")
+    return run_demo(data_dir=args.data, fast=args.fast)
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    config = load_config(args.file)
+    print(f"{args.file}: ok ({config.machine_id}, hal {config.hal}, {len(config.products)} "
+          f"products, {len(config.slots)} slots, mqtt {'on' if config.mqtt else 'off'})")
+    return 0
+
+
+# -- staff tools over the control socket ----------------------------------------
+def _socket_path(args: argparse.Namespace) -> str:
+    if args.socket:
+        return args.socket
+    config: Config = load_config(find_config(args.config))
+    return config.control_socket
+
+
+def _ask(args: argparse.Namespace, command: dict) -> tuple[dict, int]:
+    answer = request(_socket_path(args), command)
+    if not answer.get("ok"):
+        print(f"nspvend: refused: {answer.get('error')}", file=sys.stderr)
+        return answer, EX_REFUSED
+    return answer, 0
+
+
+def _reply(args: argparse.Namespace, command: dict, show: Any) -> int:
+    answer, code = _ask(args, command)
+    if code:
+        return code
+    if getattr(args, "json", False):
+        print(json.dumps(answer["result"], indent=2))
+    else:
+        show(answer["result"])
+    return 0
+
+
+def _print_stock(stock: dict) -> None:
+    print(f"{'slot':>4}  {'product':<14} {'count':>9}  status")
+    for s in stock["slots"]:
+        print(f"{s['slot']:>4}  {s['product']:<14} {s['count']:>4}/{s['capacity']:<4}  "
+              f"{s['status']}{'  (low at ' + str(s['low_at']) + ')' if s['status'] == 'low' else ''}")
+    print()
+    for product, p in stock["products"].items():
+        print(f"  {product:<14} {p['count']:>4}  {p['status']}")
+
+
+def _status(args: argparse.Namespace) -> int:
+    def show(r: dict) -> None:
+        st = r["state"]
+        print(f"mode: {st['mode']}   door: {st['door']}   sharps bin: {st['sharps_bin']}   "
+              f"temperature: {st['temperature_c']} C")
+        print(f"faults: {', '.join(st['faults']) or 'none'}")
+        print(f"clock synced: {'yes' if st['clock_synced'] else 'no'}   up: {st['uptime_s']} s"
+              f"   version {st['version']}   messages waiting for the hub: {r['outbox']}")
+        if r["open_vends"]:
+            print(f"vends waiting for the board to confirm: {r['open_vends']}")
+        print()
+        _print_stock(r["stock"])
+
+    return _reply(args, {"cmd": "status"}, show)
+
+
+def _stock(args: argparse.Namespace) -> int:
+    return _reply(args, {"cmd": "stock"}, _print_stock)
+
+
+def _print_slots(r: dict) -> None:
+    for s in r.get("slots", [r]):
+        print(f"slot {s['slot']}: {s['product']} {s['count']}/{s['capacity']} (low at {s['low_at']})")
+
+
+def _refill(args: argparse.Namespace) -> int:
+    if args.all:
+        if args.slot is not None:
+            print("nspvend: refill: give either --all or SLOT COUNT, not both", file=sys.stderr)
+            return 2
+        command: dict = {"cmd": "refill", "all": True}
+    elif args.slot is None or args.count is None:
+        print("nspvend: refill: give SLOT COUNT (the packs now in the slot) or --all",
+              file=sys.stderr)
+        return 2
+    else:
+        command = {"cmd": "refill", "slot": args.slot, "count": args.count}
+    return _reply(args, command, _print_slots)
+
+
+def _slot(args: argparse.Namespace) -> int:
+    names = {"enable": "enable", "disable": "disable", "clear": "clear_fault",
+             "configure": "configure_slot"}
+    command: dict = {"cmd": names[args.action], "slot": args.slot}
+    if args.action == "configure":
+        for key, value in (("product", args.product), ("capacity", args.capacity),
+                           ("low_at", args.low_at)):
+            if value is not None:
+                command[key] = value
+    return _reply(args, command, _print_slots)
+
+
+def _mode(args: argparse.Namespace) -> int:
+    return _reply(args, {"cmd": "set_mode", "mode": args.mode},
+                  lambda r: print(f"mode: {r['mode']}"))
+
+
+def _usage(args: argparse.Namespace) -> int:
+    command: dict = {"cmd": "usage"}
+    for key in ("since", "until"):
+        if getattr(args, key):
+            command[key] = getattr(args, key)
+    answer, code = _ask(args, command)
+    if code:
+        return code
+    result = answer["result"]
+    if args.json:
+        print(json.dumps(result, indent=2))
+    elif args.csv:
+        out = csv.writer(sys.stdout)
+        out.writerow(["start", "end", "product", "confirmed", "unconfirmed", "clock_synced"])
+        for b in result["buckets"]:
+            for product in sorted(b["counts"]):
+                out.writerow([b["start"], b["end"] or "", product, b["counts"][product],
+                              b["unconfirmed"].get(product, 0), str(b["clock_synced"]).lower()])
+    else:
+        print(f"{'product':<14} {'packs':>7} {'unconfirmed':>12}")
+        for product, t in sorted(result["totals"].items()):
+            print(f"{product:<14} {t['confirmed']:>7} {t['unconfirmed']:>12}")
+        print(f"\n{len(result['buckets'])} time buckets; --csv for each of them")
+    return 0
+
+
+def _events(args: argparse.Namespace) -> int:
+    def show(r: dict) -> None:
+        for e in reversed(r["events"]):
+            where = f" slot {e['slot']}" if "slot" in e else ""
+            what = f" {e['product']}" if "product" in e else ""
+            detail = f": {e['detail']}" if "detail" in e else ""
+            print(f"{e['ts']}  {e['type']}{where}{what}{detail}")
+
+    return _reply(args, {"cmd": "events", "limit": args.limit}, show)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,348 @@
+"""The daemon's TOML configuration: read, check every key, and say plainly what is wrong.
+
+A bad file raises :class:`ConfigError`, whose text is one line naming the file,
+the key and the problem; the daemon prints it and exits 78 (EX_CONFIG).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from controller.schedule import Window, parse_window
+
+EX_CONFIG = 78
+DEFAULT_PATHS = ("./nspvend.toml", "/etc/nspvend/config.toml")
+MACHINE_ID = re.compile(r"^[a-z0-9-]{1,64}$")
+PRODUCT_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+MAX_SLOTS = 64
+
+
+class ConfigError(Exception):
+    """A configuration problem, as one line: ``FILE: KEY: PROBLEM``."""
+
+    def __init__(self, path: str | os.PathLike, key: str, problem: str) -> None:
+        self.path, self.key, self.problem = str(path), key, problem
+        super().__init__(f"{path}: {key}: {problem}" if key else f"{path}: {problem}")
+
+
+@dataclass(frozen=True)
+class Product:
+    id: str
+    name: str
+    button: int
+
+
+@dataclass(frozen=True)
+class SlotConfig:
+    slot: int
+    product: str
+    capacity: int
+    low_at: int
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    host: str
+    port: int = 1883
+    prefix: str = "nspvend"
+    username: str | None = None
+    password_file: str | None = None
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    protocol: str = "3.1.1"
+    keepalive_s: int = 60
+    stock_interval_s: int = 900
+    state_interval_s: int = 300
+    homeassistant: bool = False
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated configuration; every value has been checked."""
+
+    path: str
+    machine_id: str
+    hal: str
+    serial_port: str
+    database_path: str
+    control_socket: str
+    mqtt: MqttConfig | None
+    bucket_minutes: int
+    vend_retries: int
+    vend_min_interval_ms: int
+    silence_hours: float
+    hub_open: tuple[Window, ...]
+    hub_name: str
+    timezone: str
+    messages: tuple[str, ...]
+    alternative: str
+    thank_you_s: float
+    products: tuple[Product, ...]
+    slots: tuple[SlotConfig, ...]
+
+    def product(self, product_id: str) -> Product | None:
+        return next((p for p in self.products if p.id == product_id), None)
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class _Table:
+    """Reads one TOML table, checking types and ranges and refusing unknown keys."""
+
+    def __init__(self, path: str, data: Any, prefix: str) -> None:
+        self.path, self.prefix = path, prefix
+        if not isinstance(data, dict):
+            raise ConfigError(path, prefix, "must be a table")
+        self.data = data
+        self.seen: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def fail(self, name: str, problem: str) -> ConfigError:
+        return ConfigError(self.path, self.key(name), problem)
+
+    def get(self, name: str, kind: type | tuple[type, ...], default: Any, what: str) -> Any:
+        self.seen.add(name)
+        if name not in self.data:
+            if default is _REQUIRED:
+                raise self.fail(name, f"is missing; it must be {what}")
+            return default
+        value = self.data[name]
+        if isinstance(value, bool) and kind is not bool and bool not in _tuple(kind):
+            raise self.fail(name, f"must be {what}, not {value!r}")
+        if not isinstance(value, kind):
+            raise self.fail(name, f"must be {what}, not {value!r}")
+        return value
+
+    def text(self, name: str, default: Any = None, pattern: re.Pattern | None = None,
+             what: str = "a string") -> Any:
+        value = self.get(name, str, default, what)
+        if isinstance(value, str):
+            if not value.strip():
+                raise self.fail(name, f"must be {what}, not empty")
+            if pattern and not pattern.match(value):
+                raise self.fail(name, f"must be {what}, not {value!r}")
+        return value
+
+    def integer(self, name: str, default: Any, low: int, high: int) -> Any:
+        value = self.get(name, int, default, f"a whole number from {low} to {high}")
+        if isinstance(value, int) and not low <= value <= high:
+            raise self.fail(name, f"must be a whole number from {low} to {high}, not {value}")
+        return value
+
+    def number(self, name: str, default: Any, low: float, high: float) -> Any:
+        value = self.get(name, (int, float), default, f"a number from {low} to {high}")
+        if value is not None and not low <= value <= high:
+            raise self.fail(name, f"must be a number from {low} to {high}, not {value}")
+        return float(value) if value is not None else None
+
+    def flag(self, name: str, default: bool) -> bool:
+        return self.get(name, bool, default, "true or false")
+
+    def strings(self, name: str, default: Any) -> Any:
+        value = self.get(name, list, default, "a list of strings")
+        for i, item in enumerate(value or []):
+            if not isinstance(item, str) or not item.strip():
+                raise ConfigError(self.path, f"{self.key(name)}[{i}]", "must be a non-empty string")
+        return value
+
+    def table(self, name: str) -> _Table:
+        self.seen.add(name)
+        return _Table(self.path, self.data.get(name, {}), self.key(name))
+
+    def finish(self) -> None:
+        for name in self.data:
+            if name not in self.seen:
+                raise self.fail(name, "is not a setting nspvend knows (a typo?)")
+
+
+_REQUIRED = object()
+
+
+def _tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def find_config(explicit: str | None) -> str:
+    """The config file to use: ``explicit``, ``$NSPVEND_CONFIG``, or a default path."""
+    if explicit:
+        return explicit
+    if os.environ.get("NSPVEND_CONFIG"):
+        return os.environ["NSPVEND_CONFIG"]
+    for candidate in DEFAULT_PATHS:
+        if Path(candidate).exists():
+            return candidate
+    return DEFAULT_PATHS[-1]
+
+
+def load_config(path: str | os.PathLike) -> Config:
+    """Read and validate ``path``; raise :class:`ConfigError` on the first problem."""
+    path = str(path)
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(path, "", "no such file; pass --config FILE or set NSPVEND_CONFIG") from None
+    except PermissionError:
+        raise ConfigError(path, "", "cannot be read (permission denied)") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(path, "", f"is not valid TOML: {e}") from None
+    return parse_config(data, path)
+
+
+def parse_config(data: dict, path: str = "<config>") -> Config:
+    """Validate already-parsed TOML ``data`` read from ``path``."""
+    base = Path(path).resolve().parent if not path.startswith("<") else Path.cwd()
+
+    def resolve(p: str) -> str:
+        return str(p if os.path.isabs(p) else base / p)
+
+    top = _Table(path, data, "")
+    machine_id = top.text("machine_id", _REQUIRED, MACHINE_ID,
+                          "lower-case letters, digits and dashes, like \"hackney-01\"")
+    hal = top.get("hal", str, "sim", '"gpio", "serial" or "sim"')
+    if hal not in ("gpio", "serial", "sim"):
+        raise top.fail("hal", f'must be "gpio", "serial" or "sim", not {hal!r}')
+
+    serial = top.table("serial")
+    serial_port = serial.text("port", "/dev/ttyACM0")
+    serial.finish()
+
+    database = top.table("database")
+    database_path = resolve(database.text("path", "/var/lib/nspvend/nspvend.db"))
+    database.finish()
+
+    control = top.table("control")
+    control_socket = resolve(control.text("socket", "/run/nspvend/control.sock"))
+    control.finish()
+
+    mqtt = _parse_mqtt(top, resolve) if "mqtt" in data else None
+    top.seen.add("mqtt")
+
+    usage = top.table("usage")
+    bucket_minutes = usage.integer("bucket_minutes", 60, 1, 1440)
+    usage.finish()
+
+    vend = top.table("vend")
+    retries = vend.integer("retries", 1, 0, 5)
+    min_interval_ms = vend.integer("min_interval_ms", 0, 0, 60_000)
+    vend.finish()
+
+    alerts = top.table("alerts")
+    silence_hours = alerts.number("silence_hours", 12, 0.5, 24 * 14)
+    alerts.finish()
+
+    schedule = top.table("schedule")
+    windows = []
+    for i, line in enumerate(schedule.strings("hub_open", [])):
+        try:
+            windows.append(parse_window(line))
+        except ValueError as e:
+            raise ConfigError(path, f"schedule.hub_open[{i}]", str(e)) from None
+    hub_name = schedule.text("hub_name", "the Hub")
+    timezone = schedule.text("timezone", "Europe/London")
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise schedule.fail("timezone", f"{timezone!r} is not a time zone such as Europe/London") from None
+    schedule.finish()
+
+    display = top.table("display")
+    messages = display.strings("messages", [])
+    alternative = display.text(
+        "alternative", "Please try the Hub or a pharmacy with the needle exchange sign.")
+    thank_you_s = display.number("thank_you_s", 8, 1, 120)
+    display.finish()
+
+    products = _parse_products(path, top.get("products", list, [], "a list of [[products]]"))
+    top.seen.add("products")
+    slots = _parse_slots(path, top.get("slots", list, [], "a list of [[slots]]"), products)
+    top.seen.add("slots")
+    top.finish()
+
+    return Config(
+        path=path, machine_id=machine_id, hal=hal, serial_port=serial_port,
+        database_path=database_path, control_socket=control_socket, mqtt=mqtt,
+        bucket_minutes=bucket_minutes, vend_retries=retries,
+        vend_min_interval_ms=min_interval_ms, silence_hours=silence_hours,
+        hub_open=tuple(windows), hub_name=hub_name, timezone=timezone,
+        messages=tuple(messages), alternative=alternative, thank_you_s=thank_you_s,
+        products=tuple(products), slots=tuple(slots),
+    )
+
+
+def _parse_mqtt(top: _Table, resolve: Any) -> MqttConfig:
+    t = top.table("mqtt")
+    optional_path = lambda name: (lambda v: resolve(v) if v else None)(t.text(name, None))  # noqa: E731
+    cfg = MqttConfig(
+        host=t.text("host", _REQUIRED),
+        port=t.integer("port", 1883, 1, 65535),
+        prefix=t.text("prefix", "nspvend", re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_/-]*$"),
+                      "a topic prefix without wildcards"),
+        username=t.text("username", None),
+        password_file=optional_path("password_file"),
+        ca_file=optional_path("ca_file"),
+        cert_file=optional_path("cert_file"),
+        key_file=optional_path("key_file"),
+        protocol=t.text("protocol", "3.1.1", re.compile(r"^(3\.1\.1|5)$"), '"3.1.1" or "5"'),
+        keepalive_s=t.integer("keepalive_s", 60, 5, 3600),
+        stock_interval_s=t.integer("stock_interval_s", 900, 10, 86400),
+        state_interval_s=t.integer("state_interval_s", 300, 10, 86400),
+        homeassistant=t.flag("homeassistant", False),
+    )
+    t.finish()
+    return cfg
+
+
+def _parse_products(path: str, items: list) -> list[Product]:
+    products: list[Product] = []
+    for i, item in enumerate(items):
+        t = _Table(path, item, f"products[{i}]")
+        product = Product(
+            id=t.text("id", _REQUIRED, PRODUCT_ID, 'a short id like "syringe-1ml"'),
+            name=t.text("name", _REQUIRED),
+            button=t.integer("button", _REQUIRED, 1, 64),
+        )
+        t.finish()
+        if any(p.id == product.id for p in products):
+            raise t.fail("id", f"{product.id!r} is listed twice")
+        if any(p.button == product.button for p in products):
+            raise t.fail("button", f"button {product.button} is already used by another product")
+        products.append(product)
+    if not products:
+        raise ConfigError(path, "products", "is missing; add at least one [[products]] table")
+    return products
+
+
+def _parse_slots(path: str, items: list, products: list[Product]) -> list[SlotConfig]:
+    known = {p.id for p in products}
+    slots: list[SlotConfig] = []
+    for i, item in enumerate(items):
+        t = _Table(path, item, f"slots[{i}]")
+        slot = SlotConfig(
+            slot=t.integer("slot", _REQUIRED, 1, MAX_SLOTS),
+            product=t.text("product", _REQUIRED),
+            capacity=t.integer("capacity", _REQUIRED, 1, 1000),
+            low_at=t.integer("low_at", 0, 0, 1000),
+        )
+        t.finish()
+        if slot.product not in known:
+            raise t.fail("product", f"{slot.product!r} is not one of the [[products]] ids")
+        if slot.low_at > slot.capacity:
+            raise t.fail("low_at", f"{slot.low_at} is more than the capacity {slot.capacity}")
+        if any(s.slot == slot.slot for s in slots):
+            raise t.fail("slot", f"slot {slot.slot} is listed twice")
+        slots.append(slot)
+    if not slots:
+        raise ConfigError(path, "slots", "is missing; add at least one [[slots]] table")
+    return slots

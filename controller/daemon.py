@@ -1,0 +1,137 @@
+"""The daemon: one core loop feeding events, commands and ticks to the vending machine.
+
+Hardware callbacks, the control socket and signals only put things on one
+queue; the core loop takes them one at a time, so the machine's state is only
+ever touched from one thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import hal
+from controller.clock import Clock, SystemClock
+from controller.config import Config
+from controller.control import ControlServer
+from controller.ledger import Ledger
+from controller.vending import Command, Tick, VendingMachine
+
+log = logging.getLogger(__name__)
+
+TICK_S = 1.0
+
+
+class _Stop:
+    """Put on the queue to end the core loop."""
+
+
+STOP = _Stop()
+
+
+class Daemon:
+    """Everything one running machine needs, wired together.
+
+    Parameters: the validated ``config``; ``hardware`` already opened (or None
+    to open the backend the config names, with ``hardware_options``); a ``clock``.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        hardware: hal.Hardware | None = None,
+        clock: Clock | None = None,
+        **hardware_options: Any,
+    ) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.events: queue.SimpleQueue = queue.SimpleQueue()
+        self.ledger = Ledger(config.database_path, config.machine_id)
+        self.hardware = hardware or hal.open_hardware(config.hal, config, **hardware_options)
+        self.machine = VendingMachine(config, self.ledger, self.hardware, self.clock,
+                                      on_change=self._changed)
+        self.control: ControlServer | None = None
+        self.ready = threading.Event()
+        self.listeners: list[Callable[[str], None]] = []
+
+    def post(self, event: Any) -> None:
+        """Queue an event for the core loop (safe from any thread and from signal handlers)."""
+        self.events.put(event)
+
+    def stop(self) -> None:
+        self.post(STOP)
+
+    def ask(self, request: dict, timeout: float = 30) -> dict:
+        """Run a command in the core loop from another thread and wait for its answer."""
+        answers: queue.SimpleQueue = queue.SimpleQueue()
+        self.post(Command(request, answers.put, origin="local"))
+        return answers.get(timeout=timeout)
+
+    def _changed(self, kind: str) -> None:
+        for listener in self.listeners:
+            listener(kind)
+
+    def run(self) -> int:
+        """Start everything, serve until stopped, shut down cleanly. Returns the exit code."""
+        self.machine.start()
+        self.hardware.start(self.post)
+        self.control = ControlServer(self.config.control_socket, self.post)
+        self.control.start()
+        log.info("nspvend ready: machine %s, hal %s, control socket %s",
+                 self.config.machine_id, self.config.hal, self.config.control_socket)
+        self.ready.set()
+        try:
+            self._loop()
+        finally:
+            self._shutdown()
+        return 0
+
+    def _loop(self) -> None:
+        next_tick = self.clock.monotonic() + TICK_S
+        while True:
+            wait = max(0.0, next_tick - self.clock.monotonic())
+            try:
+                event = self.events.get(timeout=wait)
+            except queue.Empty:
+                event = None
+            if event is STOP:
+                return
+            if event is not None:
+                self._handle(event)
+            if self.clock.monotonic() >= next_tick:
+                self._handle(Tick())
+                next_tick = self.clock.monotonic() + TICK_S
+
+    def _handle(self, event: Any) -> None:
+        try:
+            self.machine.handle(event)
+        except Exception:
+            # One bad event must not take the machine away from its clients.
+            log.exception("error while handling %r; carrying on", event)
+            if isinstance(event, Command) and event.reply:
+                event.reply({"id": None, "ok": False, "error": "daemon: internal error, see log"})
+
+    def _shutdown(self) -> None:
+        log.info("stopping")
+        if self.control:
+            self.control.close()
+        try:
+            self.machine.stop()
+        finally:
+            self.hardware.close()
+            self.ledger.close()
+        log.info("stopped")
+
+
+def install_signal_handlers(daemon: Daemon) -> None:
+    """SIGTERM and SIGINT end the core loop gracefully."""
+
+    def on_signal(signum: int, frame: Any) -> None:
+        daemon.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)

@@ -1,0 +1,361 @@
+"""The machine's memory in one SQLite file: slots, usage buckets, open vends, outbox, events.
+
+Every change that must survive a power cut is one transaction here: a vend's
+journal entry is committed (WAL, ``synchronous=FULL``) before its motor turns;
+the drop, the stock decrement, the usage count and the outbox rows are one
+commit. Nothing is written while the machine is idle except the closing of a
+usage bucket. Schema changes are code: :data:`MIGRATIONS`, one step a version.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from controller.clock import iso, parse_iso
+
+log = logging.getLogger(__name__)
+
+EVENT_LOG_LIMIT = 500
+COMMAND_LOG_LIMIT = 1000
+
+
+@dataclass
+class SlotState:
+    """What the controller believes about one slot."""
+
+    slot: int
+    product: str
+    count: int
+    capacity: int
+    low_at: int
+    enabled: bool = True
+    fault: str | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something staff at the hub should hear about."""
+
+    type: str
+    slot: int | None = None
+    product: str | None = None
+    detail: str | None = None
+
+
+@dataclass
+class Bucket:
+    """The usage bucket being counted into."""
+
+    id: str
+    start: datetime
+    planned_end: datetime
+    clock_synced: bool
+
+
+@dataclass(frozen=True)
+class OpenVend:
+    seq: int
+    slot: int
+    product: str
+    started: str
+
+
+def _v1(db: sqlite_utils.Database) -> None:
+    db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
+    db["slots"].create(
+        {"slot": int, "product": str, "count": int, "capacity": int, "low_at": int,
+         "enabled": int, "fault": str, "config_sig": str},
+        pk="slot", not_null={"product", "count", "capacity", "low_at", "enabled"},
+        if_not_exists=True,
+    )
+    db["buckets"].create(
+        {"id": str, "start": str, "planned_end": str, "end": str, "clock_synced": int},
+        pk="id", not_null={"start", "clock_synced"}, if_not_exists=True,
+    )
+    db["bucket_counts"].create(
+        {"bucket_id": str, "product": str, "confirmed": int, "unconfirmed": int},
+        pk=("bucket_id", "product"), foreign_keys=[("bucket_id", "buckets", "id")],
+        if_not_exists=True,
+    )
+    db["journal"].create({"seq": int, "slot": int, "product": str, "started": str}, pk="seq",
+                         if_not_exists=True)
+    db["outbox"].create(
+        {"id": int, "kind": str, "message_id": str, "payload": str, "created": str}, pk="id",
+        if_not_exists=True,
+    )
+    db["events"].create(
+        {"id": str, "ts": str, "type": str, "slot": int, "product": str, "detail": str}, pk="id",
+        if_not_exists=True,
+    )
+    db["commands"].create({"id": str, "ts": str, "result": str}, pk="id", if_not_exists=True)
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class StorageError(Exception):
+    """The SQLite file cannot be written (disk full, card failing, read-only)."""
+
+
+class Ledger:
+    """All persistent state of one machine, in the SQLite file at ``path``."""
+
+    def __init__(self, path: str | Path, machine_id: str) -> None:
+        self.path = str(path)
+        self.machine_id = machine_id
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.db = sqlite_utils.Database(conn)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self._migrate()
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- plumbing --------------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One atomic, durable commit; raises :class:`StorageError` if it cannot be written."""
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
+            raise StorageError(str(e)) from e
+        try:
+            yield
+            self.db.execute("COMMIT")
+        except sqlite3.Error as e:
+            self._rollback()
+            raise StorageError(str(e)) from e
+        except BaseException:
+            self._rollback()
+            raise
+
+    def _rollback(self) -> None:
+        try:
+            self.db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+
+    def _migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StorageError(
+                f"{self.path} was written by a newer nspvend (schema {version}, this one knows "
+                f"{SCHEMA_VERSION}); install the newer version or move the file aside")
+        for step in range(version, SCHEMA_VERSION):
+            # sqlite-utils commits each schema change itself, so every step is written to
+            # be re-run safely if a power cut stops it half-way.
+            MIGRATIONS[step](self.db)
+            self.db.execute(f"PRAGMA user_version = {step + 1}")
+            log.info("database %s migrated to schema %d", self.path, step + 1)
+
+    def _x(self, sql: str, params: tuple | dict = ()) -> sqlite3.Cursor:
+        return self.db.execute(sql, params)
+
+    # -- meta ------------------------------------------------------------------
+    def meta(self, key: str, default: Any = None) -> Any:
+        row = self._x("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def set_meta(self, key: str, value: Any) -> None:
+        """Write one meta value (inside the caller's transaction)."""
+        self._x("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, json.dumps(value)))
+
+    # -- slots -----------------------------------------------------------------
+    def slots(self) -> dict[int, SlotState]:
+        rows = self._x(
+            "SELECT slot, product, count, capacity, low_at, enabled, fault FROM slots ORDER BY slot"
+        ).fetchall()
+        return {
+            r[0]: SlotState(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6]) for r in rows
+        }
+
+    def config_signatures(self) -> dict[int, str | None]:
+        return dict(self._x("SELECT slot, config_sig FROM slots").fetchall())
+
+    def save_slot(self, s: SlotState, config_sig: str | None = None) -> None:
+        """Write one slot (inside the caller's transaction)."""
+        self._x(
+            "INSERT INTO slots (slot, product, count, capacity, low_at, enabled, fault, config_sig)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(slot) DO UPDATE SET product=excluded."
+            "product, count=excluded.count, capacity=excluded.capacity, low_at=excluded.low_at,"
+            " enabled=excluded.enabled, fault=excluded.fault,"
+            " config_sig=coalesce(excluded.config_sig, slots.config_sig)",
+            (s.slot, s.product, s.count, s.capacity, s.low_at, int(s.enabled), s.fault, config_sig),
+        )
+
+    def delete_slot(self, slot: int) -> None:
+        self._x("DELETE FROM slots WHERE slot = ?", (slot,))
+
+    # -- vend journal ----------------------------------------------------------
+    def open_vend(self, seq: int, slot: int, product: str, now: datetime) -> None:
+        """Persist vend request ``seq`` durably, before its motor turns."""
+        with self.transaction():
+            self.set_meta("last_seq", seq)
+            self._x("INSERT INTO journal (seq, slot, product, started) VALUES (?, ?, ?, ?)",
+                    (seq, slot, product, iso(now)))
+
+    def open_vends(self) -> list[OpenVend]:
+        rows = self._x("SELECT seq, slot, product, started FROM journal ORDER BY seq").fetchall()
+        return [OpenVend(*r) for r in rows]
+
+    def close_vend(self, seq: int) -> None:
+        """Forget a journal entry (inside the caller's transaction)."""
+        self._x("DELETE FROM journal WHERE seq = ?", (seq,))
+
+    # -- usage -----------------------------------------------------------------
+    def open_bucket(self) -> Bucket | None:
+        row = self._x(
+            "SELECT id, start, planned_end, clock_synced FROM buckets WHERE end IS NULL"
+        ).fetchone()
+        if not row:
+            return None
+        return Bucket(row[0], parse_iso(row[1]), parse_iso(row[2]), bool(row[3]))
+
+    def start_bucket(self, bucket: Bucket) -> None:
+        """Record a newly opened bucket (inside the caller's transaction)."""
+        self._x(
+            "INSERT INTO buckets (id, start, planned_end, end, clock_synced) VALUES (?, ?, ?, NULL, ?)",
+            (bucket.id, iso(bucket.start), iso(bucket.planned_end), int(bucket.clock_synced)),
+        )
+
+    def count(self, bucket: Bucket, product: str, confirmed: bool) -> None:
+        """Add one pack to ``bucket`` (inside the caller's transaction)."""
+        column = "confirmed" if confirmed else "unconfirmed"
+        self._x(
+            "INSERT INTO bucket_counts (bucket_id, product, confirmed, unconfirmed)"
+            " VALUES (?, ?, 0, 0) ON CONFLICT DO NOTHING",
+            (bucket.id, product),
+        )
+        self._x(
+            f"UPDATE bucket_counts SET {column} = {column} + 1 WHERE bucket_id = ? AND product = ?",
+            (bucket.id, product),
+        )
+
+    def finish_bucket(self, bucket: Bucket, end: datetime, products: list[str]) -> dict:
+        """Close ``bucket`` at ``end`` and queue its usage message (inside a transaction)."""
+        self._x("UPDATE buckets SET end = ? WHERE id = ?", (iso(end), bucket.id))
+        rows = self._x(
+            "SELECT product, confirmed, unconfirmed FROM bucket_counts WHERE bucket_id = ?",
+            (bucket.id,),
+        ).fetchall()
+        counts = dict.fromkeys(products, 0)
+        unconfirmed = dict.fromkeys(products, 0)
+        for product, c, u in rows:
+            counts[product] = counts.get(product, 0) + c
+            unconfirmed[product] = unconfirmed.get(product, 0) + u
+        payload = {
+            "schema": 1, "id": bucket.id, "start": iso(bucket.start), "end": iso(end),
+            "counts": counts, "unconfirmed": unconfirmed, "clock_synced": bucket.clock_synced,
+        }
+        self.enqueue("usage", bucket.id, payload, end)
+        return payload
+
+    def usage(self, since: str | None = None, until: str | None = None) -> list[dict]:
+        """Usage per bucket and product, oldest first; the open bucket has ``end`` None."""
+        where, params = [], []
+        if since:
+            where.append("b.start >= ?")
+            params.append(since)
+        if until:
+            where.append("b.start < ?")
+            params.append(until)
+        sql = (
+            "SELECT b.id, b.start, b.end, b.clock_synced, c.product, c.confirmed, c.unconfirmed"
+            " FROM buckets b LEFT JOIN bucket_counts c ON c.bucket_id = b.id"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " ORDER BY b.start, b.rowid, c.product"
+        )
+        buckets: dict[str, dict] = {}
+        for bid, start, end, synced, product, c, u in self._x(sql, tuple(params)).fetchall():
+            b = buckets.setdefault(bid, {"id": bid, "start": start, "end": end,
+                                         "clock_synced": bool(synced), "counts": {},
+                                         "unconfirmed": {}})
+            if product is not None:
+                b["counts"][product] = c
+                b["unconfirmed"][product] = u
+        return list(buckets.values())
+
+    def totals(self) -> dict[str, dict[str, int]]:
+        """All-time confirmed and unconfirmed packs per product."""
+        rows = self._x(
+            "SELECT product, sum(confirmed), sum(unconfirmed) FROM bucket_counts GROUP BY product"
+        ).fetchall()
+        return {p: {"confirmed": c, "unconfirmed": u} for p, c, u in rows}
+
+    # -- outbox and events -----------------------------------------------------
+    def enqueue(self, kind: str, message_id: str, payload: dict, now: datetime) -> None:
+        """Queue a message for the hub (inside the caller's transaction)."""
+        self._x(
+            "INSERT INTO outbox (kind, message_id, payload, created) VALUES (?, ?, ?, ?)",
+            (kind, message_id, json.dumps(payload, separators=(",", ":")), iso(now)),
+        )
+
+    def outbox(self, limit: int = 100) -> list[tuple[int, str, str]]:
+        """Queued messages, oldest first: ``(row id, kind, payload)``."""
+        return self._x(
+            "SELECT id, kind, payload FROM outbox ORDER BY id LIMIT ?", (limit,)
+        ).fetchall()
+
+    def outbox_size(self) -> int:
+        return self._x("SELECT count(*) FROM outbox").fetchone()[0]
+
+    def add_event(self, event: Event, now: datetime) -> dict:
+        """Log ``event`` and queue it for the hub (inside the caller's transaction)."""
+        event_id = uuid.uuid4().hex
+        payload: dict[str, Any] = {"schema": 1, "id": event_id, "ts": iso(now), "type": event.type}
+        for key in ("slot", "product", "detail"):
+            if getattr(event, key) is not None:
+                payload[key] = getattr(event, key)
+        self._x(
+            "INSERT INTO events (id, ts, type, slot, product, detail) VALUES (?, ?, ?, ?, ?, ?)",
+            (event_id, payload["ts"], event.type, event.slot, event.product, event.detail),
+        )
+        self._x(
+            "DELETE FROM events WHERE rowid <= (SELECT max(rowid) FROM events) - ?",
+            (EVENT_LOG_LIMIT,),
+        )
+        self.enqueue("event", event_id, payload, now)
+        return payload
+
+    def events(self, limit: int = 20) -> list[dict]:
+        rows = self._x(
+            "SELECT id, ts, type, slot, product, detail FROM events ORDER BY rowid DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        keys = ("id", "ts", "type", "slot", "product", "detail")
+        return [{k: v for k, v in zip(keys, r, strict=True) if v is not None} for r in rows]
+
+    # -- command ids -----------------------------------------------------------
+    def command_result(self, command_id: str) -> dict | None:
+        row = self._x("SELECT result FROM commands WHERE id = ?", (command_id,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def remember_command(self, command_id: str, result: dict, now: datetime) -> None:
+        """Keep a command's result so a replay answers the same (inside a transaction)."""
+        self._x("INSERT OR REPLACE INTO commands (id, ts, result) VALUES (?, ?, ?)",
+                (command_id, iso(now), json.dumps(result)))
+        self._x(
+            "DELETE FROM commands WHERE rowid <= (SELECT max(rowid) FROM commands) - ?",
+            (COMMAND_LOG_LIMIT,),
+        )
+
+
+def new_bucket_id() -> str:
+    """A bucket id that stays unique even if the database is ever replaced."""
+    return uuid.uuid4().hex

@@ -1,0 +1,75 @@
+"""Stock rules: a slot's status, which slot serves a product, and the stock report."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from controller.ledger import SlotState
+
+STATUSES = ("ok", "low", "empty", "fault", "disabled")
+
+
+def slot_status(s: SlotState) -> str:
+    """``disabled``, ``fault``, ``empty``, ``low`` or ``ok``, in that order of precedence."""
+    if not s.enabled:
+        return "disabled"
+    if s.fault:
+        return "fault"
+    if s.count <= 0:
+        return "empty"
+    if s.count <= s.low_at:
+        return "low"
+    return "ok"
+
+
+def healthy(s: SlotState) -> bool:
+    return s.enabled and not s.fault
+
+
+def choose_slot(
+    slots: Iterable[SlotState], product: str, exclude: set[int] = frozenset()
+) -> SlotState | None:
+    """The slot to turn for ``product``: the fullest healthy one, lowest number on a tie.
+
+    When every healthy slot is counted empty, the lowest-numbered one is still
+    returned: staff counts can be wrong, and a turn that drops a pack is a client
+    served (access first). The caller treats nothing dropping there as empty, not a jam.
+    """
+    candidates = [s for s in slots if s.product == product and healthy(s) and s.slot not in exclude]
+    if not candidates:
+        return None
+    return min(candidates, key=lambda s: (-s.count, s.slot))
+
+
+def product_summary(slots: Iterable[SlotState], products: Iterable[str]) -> dict[str, dict]:
+    """Per product: packs in healthy slots and one status for the whole product."""
+    slots = list(slots)
+    summary: dict[str, dict] = {}
+    for product in products:
+        mine = [s for s in slots if s.product == product]
+        serving = [s for s in mine if healthy(s)]
+        count = sum(s.count for s in serving)
+        if not serving:
+            status = "fault" if any(s.fault for s in mine if s.enabled) else (
+                "disabled" if mine else "empty")
+        elif count <= 0:
+            status = "empty"
+        elif count <= sum(s.low_at for s in serving):
+            status = "low"
+        else:
+            status = "ok"
+        summary[product] = {"count": count, "status": status}
+    return summary
+
+
+def stock_report(slots: Iterable[SlotState], products: Iterable[str]) -> dict:
+    """The ``slots`` and ``products`` parts of the stock message."""
+    slots = sorted(slots, key=lambda s: s.slot)
+    return {
+        "slots": [
+            {"slot": s.slot, "product": s.product, "count": s.count, "capacity": s.capacity,
+             "low_at": s.low_at, "status": slot_status(s)}
+            for s in slots
+        ],
+        "products": product_summary(slots, products),
+    }

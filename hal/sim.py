@@ -1,0 +1,159 @@
+"""The ``sim`` backend: the hardware interfaces played by the simulator's physical model.
+
+It behaves as the real board does where the controller can tell: a request
+repeated with the same sequence number never turns a motor twice, outcomes of
+recent requests can be recalled, and a power cut wipes that memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from hal import (
+    ButtonPressed,
+    DoorChanged,
+    EventSink,
+    HardwareEvent,
+    SharpsBinChanged,
+    VendOutcome,
+)
+from simulator.model import PhysicalMachine, PowerCut
+
+log = logging.getLogger(__name__)
+
+MEMORY = 64
+
+
+class SimDispenser:
+    """Turns the model's spirals; remembers the last :data:`MEMORY` outcomes by sequence."""
+
+    def __init__(self, model: PhysicalMachine, sleep: Callable[[float], None] | None) -> None:
+        self.model = model
+        self.sleep = sleep
+        self._results: OrderedDict[int, VendOutcome] = OrderedDict()
+        self._first_seq_this_boot: int | None = None
+
+    def vend(self, slot: int, seq: int) -> VendOutcome:
+        if self.model.board_silent:
+            return VendOutcome.UNKNOWN
+        if seq in self._results:
+            return self._results[seq]
+        if self._first_seq_this_boot is None:
+            self._first_seq_this_boot = seq
+        try:
+            turn = self.model.turn(slot, self.sleep)
+        except PowerCut:
+            self._results.clear()
+            self._first_seq_this_boot = None
+            raise
+        if not turn.home_reached:
+            outcome = VendOutcome.MOTOR_STALLED
+        elif self.model.sensor_stuck:
+            outcome = VendOutcome.UNCERTAIN
+        elif turn.beam_seen:
+            outcome = VendOutcome.DROPPED
+        else:
+            outcome = VendOutcome.NOTHING_DROPPED
+        self._results[seq] = outcome
+        while len(self._results) > MEMORY:
+            self._results.popitem(last=False)
+        return outcome
+
+    def recall(self, seq: int) -> VendOutcome | None:
+        if self.model.board_silent:
+            return None
+        if seq in self._results:
+            return self._results[seq]
+        # Sequence numbers only grow: a later request seen since boot, and not this
+        # one, means this one never reached the board.
+        first = self._first_seq_this_boot
+        if first is not None and first <= seq and not self._evicted(seq):
+            return VendOutcome.NOT_RUN
+        return None
+
+    def _evicted(self, seq: int) -> bool:
+        return bool(self._results) and seq < next(iter(self._results))
+
+
+class SimDisplay:
+    """Keeps the lines last shown, for the terminal front end and for tests."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.changed = threading.Event()
+
+    def show(self, lines: list[str]) -> None:
+        self.lines = list(lines)
+        self.changed.set()
+
+
+class SimLed:
+    def __init__(self) -> None:
+        self.state = "off"
+
+    def set(self, state: str) -> None:
+        self.state = state
+
+
+class SimHardware:
+    """A whole simulated machine: the model, its outputs and its input events."""
+
+    def __init__(
+        self,
+        model: PhysicalMachine,
+        sleep: Callable[[float], None] | None = None,
+    ) -> None:
+        self.model = model
+        self.dispenser = SimDispenser(model, sleep)
+        self.display = SimDisplay()
+        self.led = SimLed()
+        self._sink: EventSink | None = None
+        model.subscribe(self._on_model_change)
+
+    def start(self, sink: EventSink) -> None:
+        self._sink = sink
+
+    def press(self, button: int) -> None:
+        """A client presses product button ``button``."""
+        self._emit(ButtonPressed(button))
+
+    def _on_model_change(self, kind: str, detail: dict) -> None:
+        if kind == "door":
+            self._emit(DoorChanged(open=bool(detail["open"])))
+        elif kind == "sharps_bin":
+            self._emit(SharpsBinChanged(full=bool(detail["full"])))
+
+    def _emit(self, event: HardwareEvent) -> None:
+        if self._sink is None:
+            log.debug("dropped %s: hardware not started", event)
+            return
+        self._sink(event)
+
+    def door_open(self) -> bool:
+        return self.model.door_open
+
+    def sharps_bin_full(self) -> bool:
+        return self.model.sharps_bin_full
+
+    def temperature_c(self) -> float | None:
+        return self.model.temperature_c
+
+    def close(self) -> None:
+        self._sink = None
+        self.led.set("off")
+
+
+def open_hardware(
+    config: Any,
+    model: PhysicalMachine | None = None,
+    sleep: Callable[[float], None] | None = None,
+) -> SimHardware:
+    """A simulated machine with as many slots as ``config`` has, or the given ``model``."""
+    if model is None:
+        slots = max((s.slot for s in config.slots), default=1)
+        model = PhysicalMachine(slots)
+    return SimHardware(model, sleep)

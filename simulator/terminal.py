@@ -1,0 +1,226 @@
+"""The demo: the real daemon on the simulator, with a terminal front end.
+
+Digits press product buttons; letters inject faults, open the door or refill.
+On a terminal the screen is redrawn in place; with input from a pipe each line
+is a key sequence and display changes are printed as lines (for scripts and tests).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.resources
+import os
+import select
+import sys
+import tempfile
+import termios
+import threading
+import time
+import tty
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TextIO
+
+from controller.config import load_config
+from controller.daemon import Daemon, install_signal_handlers
+from simulator.model import PhysicalMachine
+
+KEYS = """\
+keys: 1-9 press a product button   d door open/shut   b sharps bin full/ok
+      j<N> jam slot N   e<N> empty slot N   m<N> kill slot N's motor   s stuck drop sensor
+      c clear physical faults   f<N> staff clear slot N's fault   r staff refill all   q quit"""
+
+
+def run_demo(data_dir: str | None = None, fast: bool = False,
+             stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
+    """Run the demo until ``q`` or end of input; returns the daemon's exit code."""
+    folder = Path(data_dir or tempfile.mkdtemp(prefix="nspvend-demo-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    config_path = folder / "nspvend.toml"
+    if not config_path.exists():
+        config_path.write_text(
+            importlib.resources.files("simulator").joinpath("demo.toml").read_text())
+    config = load_config(config_path)
+    model = PhysicalMachine(max(s.slot for s in config.slots),
+                            turn_s=0.0 if fast else 1.2, drop_s=0.0 if fast else 0.3)
+    daemon = Daemon(config, model=model, sleep=None if fast else time.sleep)
+    install_signal_handlers(daemon)
+    front = FrontEnd(daemon, model, stdin or sys.stdin, stdout or sys.stdout, folder)
+    threading.Thread(target=front.run, name="front-end", daemon=True).start()
+    return daemon.run()
+
+
+class FrontEnd:
+    """Reads keys, acts on the simulated world, and shows the machine."""
+
+    def __init__(self, daemon: Daemon, model: PhysicalMachine, stdin: TextIO, stdout: TextIO,
+                 folder: Path) -> None:
+        self.daemon, self.model = daemon, model
+        self.hw = daemon.hardware
+        self.stdin, self.stdout, self.folder = stdin, stdout, folder
+        self.interactive = stdin.isatty() and stdout.isatty()
+        self.pending: str | None = None
+        self.note = ""
+        self._last_frame = ""
+
+    def run(self) -> None:
+        try:
+            self.daemon.ready.wait()
+            self._first_fill()
+            if self.interactive:
+                self._run_terminal()
+            else:
+                self._run_lines()
+        finally:
+            self.daemon.stop()
+
+    def _first_fill(self) -> None:
+        """A new demo machine is full; a kept one is as the controller last knew it."""
+        stock = self.daemon.ask({"id": "demo-stock", "cmd": "stock"})["result"]
+        if all(s["count"] == 0 for s in stock["slots"]):
+            stock = {"slots": self.daemon.ask(
+                {"id": f"demo-fill-{time.time_ns()}", "cmd": "refill", "all": True}
+            )["result"]["slots"]}
+        for s in stock["slots"]:
+            self.model.load(s["slot"], s["count"])
+
+    # -- input ---------------------------------------------------------------
+    def key(self, ch: str) -> bool:
+        """Act on one key; False means quit."""
+        if self.pending:
+            kind, self.pending = self.pending, None
+            if ch.isdigit():
+                self._slot_action(kind, int(ch))
+            return True
+        if ch == "q":
+            return False
+        if ch.isdigit() and ch != "0":
+            self.hw.press(int(ch))
+        elif ch in "jemf":
+            self.pending = ch
+        elif ch == "d":
+            self.model.set_door(not self.model.door_open)
+        elif ch == "b":
+            self.model.set_sharps_bin_full(not self.model.sharps_bin_full)
+        elif ch == "s":
+            self.model.inject("sensor_stuck")
+            self.note = "drop sensor stuck"
+        elif ch == "c":
+            self.model.inject("clear")
+            self.note = "physical faults cleared (staff still clear slot faults with f<N>)"
+        elif ch == "r":
+            answer = self.daemon.ask({"id": f"demo-{time.time_ns()}", "cmd": "refill",
+                                      "all": True})
+            for s in answer["result"]["slots"]:
+                self.model.load(s["slot"], s["count"])
+            self.note = "staff refilled every slot"
+        return True
+
+    def _slot_action(self, kind: str, slot: int) -> None:
+        try:
+            if kind == "f":
+                answer = self.daemon.ask({"id": f"demo-{time.time_ns()}", "cmd": "clear_fault",
+                                          "slot": slot})
+                self.note = (f"slot {slot} fault cleared" if answer["ok"]
+                             else f"refused: {answer['error']}")
+                return
+            self.model.inject({"j": "jam", "e": "empty", "m": "motor_dead"}[kind], slot)
+            self.note = f"slot {slot}: {({'j': 'jammed', 'e': 'emptied', 'm': 'motor dead'})[kind]}"
+        except ValueError as e:
+            self.note = str(e)
+
+    def _run_lines(self) -> None:
+        self._print_display_changes()
+        for line in self.stdin:
+            for ch in line.strip():
+                if not self.key(ch):
+                    return
+                self._settle()
+                self._print_display_changes()
+        self._settle()
+        self._print_display_changes()
+
+    def _settle(self) -> None:
+        """Wait until the core loop has dealt with everything sent so far."""
+        self.daemon.ask({"id": "demo-sync", "cmd": "stock"})
+
+    def _print_display_changes(self) -> None:
+        frame = "\n".join(f"display | {line}" for line in self.hw.display.lines)
+        if frame != self._last_frame:
+            self._last_frame = frame
+            print(frame, file=self.stdout, flush=True)
+
+    def _run_terminal(self) -> None:
+        fd = self.stdin.fileno()
+        with _cbreak(fd):
+            self.stdout.write("\x1b[?25l")
+            try:
+                while True:
+                    self._draw()
+                    ready, _, _ = select.select([fd], [], [], 0.25)
+                    if ready:
+                        ch = os.read(fd, 1).decode(errors="ignore")
+                        if not ch or not self.key(ch):
+                            return
+            finally:
+                self.stdout.write("\x1b[?25h\n")
+                self.stdout.flush()
+
+    # -- output --------------------------------------------------------------
+    def frame(self) -> str:
+        """The whole screen as text."""
+        stock = self.daemon.ask({"id": "demo-stock", "cmd": "status"})["result"]
+        events = self.daemon.ask({"id": "demo-events", "cmd": "events", "limit": 6})["result"]
+        truth = self.model.snapshot()
+        width = 62
+        out = [f" nspvend demo - machine {self.daemon.config.machine_id}"
+               f" - data in {self.folder}", ""]
+        out.append(" +" + "-" * width + "+")
+        for line in self.hw.display.lines or [""]:
+            out.append(f" | {line[:width - 2]:<{width - 2}} |")
+        out.append(" +" + "-" * width + "+")
+        state = stock["state"]
+        out.append(f" light: {self.hw.led.state:<6} mode: {state['mode']:<15} door: "
+                   f"{state['door']:<7} sharps bin: {state['sharps_bin']}")
+        out.append(f" faults: {', '.join(state['faults']) or 'none'}"
+                   + ("   DROP SENSOR STUCK" if truth["sensor_stuck"] else ""))
+        out.append("")
+        out.append(" buttons: " + "  ".join(f"[{p.button}] {p.name}"
+                                             for p in self.daemon.config.products[:3]))
+        out.append("          " + "  ".join(f"[{p.button}] {p.name}"
+                                             for p in self.daemon.config.products[3:]))
+        out.append("")
+        out.append(" slot product        counted  really in  dropped  status")
+        physical = {s["slot"]: s for s in truth["slots"]}
+        for s in stock["stock"]["slots"]:
+            p = physical.get(s["slot"], {})
+            mark = " JAMMED" if p.get("jammed") else (" MOTOR DEAD" if p.get("motor_dead") else "")
+            out.append(f" {s['slot']:>4} {s['product']:<14} {s['count']:>3}/{s['capacity']:<4}"
+                       f" {p.get('packs_left', '?'):>9} {p.get('packs_dropped', '?'):>8}  "
+                       f"{s['status']}{mark}")
+        out.append("")
+        out.append(" recent events:")
+        for e in events["events"]:
+            slot = f" slot {e['slot']}" if "slot" in e else ""
+            out.append(f"   {e['ts'][11:19]} {e['type']}{slot} {e.get('detail', '')}")
+        out.append("")
+        out.append(f" {self.note}")
+        out.append(KEYS)
+        return "\n".join(out)
+
+    def _draw(self) -> None:
+        frame = self.frame()
+        if frame != self._last_frame:
+            self._last_frame = frame
+            self.stdout.write("\x1b[H\x1b[2J" + frame.replace("\n", "\r\n"))
+            self.stdout.flush()
+
+
+@contextlib.contextmanager
+def _cbreak(fd: int) -> Iterator[None]:
+    saved = termios.tcgetattr(fd)
+    tty.setcbreak(fd)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)

@@ -1,0 +1,118 @@
+"""Shared fixtures: a machine on the simulator with a hand-driven clock, on a real SQLite file."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+
+from controller.clock import FakeClock
+from controller.config import Config, parse_config
+from controller.ledger import Ledger
+from controller.vending import Command, Tick, VendingMachine
+from hal.sim import SimHardware
+from simulator.model import PhysicalMachine
+
+BASE = {
+    "machine_id": "test-01",
+    "hal": "sim",
+    "schedule": {"hub_open": ["Mon-Fri 10:00-16:00"], "hub_name": "The Hub"},
+    "display": {"messages": ["Naloxone saves lives", "Free BBV testing"],
+                "alternative": "Go to the Hub"},
+    "products": [
+        {"id": "syringe-1ml", "name": "1ml syringes", "button": 1},
+        {"id": "foil", "name": "foil", "button": 2},
+        {"id": "naloxone", "name": "naloxone kit", "button": 3},
+    ],
+    "slots": [
+        {"slot": 1, "product": "syringe-1ml", "capacity": 10, "low_at": 2},
+        {"slot": 2, "product": "syringe-1ml", "capacity": 10, "low_at": 2},
+        {"slot": 3, "product": "foil", "capacity": 8, "low_at": 2},
+        {"slot": 4, "product": "naloxone", "capacity": 5, "low_at": 1},
+    ],
+}
+
+
+def make_config(tmp: Path, **overrides: object) -> Config:
+    data = copy.deepcopy(BASE)
+    data["database"] = {"path": str(tmp / "nspvend.db")}
+    data["control"] = {"socket": str(tmp / "control.sock")}
+    for key, value in overrides.items():
+        data[key] = value
+    return parse_config(data, str(tmp / "nspvend.toml"))
+
+
+class Rig:
+    """A controller, its simulated machine and its clock, restartable on the same file."""
+
+    def __init__(self, config: Config, clock: FakeClock | None = None) -> None:
+        self.config = config
+        self.clock = clock or FakeClock()
+        self.model = PhysicalMachine(max(s.slot for s in config.slots))
+        self.hw = SimHardware(self.model)
+        self.changes: list[str] = []
+        self.vm: VendingMachine | None = None
+        self.ledger: Ledger | None = None
+        self.start()
+
+    def start(self) -> VendingMachine:
+        self.ledger = Ledger(self.config.database_path, self.config.machine_id)
+        self.vm = VendingMachine(self.config, self.ledger, self.hw, self.clock,
+                                 on_change=self.changes.append)
+        self.vm.start()
+        self.hw.start(self.vm.handle)
+        return self.vm
+
+    def stop(self) -> None:
+        self.vm.stop()
+        self.ledger.close()
+
+    def restart(self) -> VendingMachine:
+        """A graceful stop, then a new controller on the same SQLite file."""
+        self.stop()
+        return self.start()
+
+    def crash_restart(self) -> VendingMachine:
+        """The controller dies without stopping (power cut, kill -9) and starts again."""
+        self.ledger.close()
+        return self.start()
+
+    def press(self, button: int) -> None:
+        self.hw.press(button)
+
+    def command(self, **request: object) -> dict:
+        request.setdefault("id", f"t-{len(self.changes)}-{id(request)}")
+        return self.vm.handle(Command(request))
+
+    def refill(self, slot: int, count: int) -> dict:
+        """Staff put packs in and tell the controller, as at the machine."""
+        self.model.load(slot, count)
+        return self.command(cmd="refill", slot=slot, count=count)
+
+    def fill_all(self) -> None:
+        for s in self.config.slots:
+            self.refill(s.slot, s.capacity)
+
+    def tick(self, seconds: float = 1.0) -> None:
+        self.clock.advance(seconds)
+        self.vm.handle(Tick())
+
+    def counts(self) -> dict[int, int]:
+        return {n: s.count for n, s in self.vm.slots.items()}
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    return make_config(tmp_path)
+
+
+@pytest.fixture
+def rig(config: Config) -> Rig:
+    r = Rig(config)
+    r.fill_all()
+    yield r
+    try:
+        r.ledger.close()
+    except Exception:
+        pass
