@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 MODES = ("in_service", "out_of_service", "service")
 SORRY_S = 10.0
+MAX_ROLLS_PER_TICK = 200
+MAX_CATCH_UP = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,7 @@ class VendingMachine:
         self._last_seq = 0
         self._unsaved: list[Callable[[datetime], None]] = []
         self.storage_fault: str | None = None
+        self.sensor_fault = False
         self.started_mono = 0.0
 
     # -- life cycle ------------------------------------------------------------
@@ -197,7 +200,15 @@ class VendingMachine:
                 outcome = self.hw.dispenser.vend(slot.slot, seq)
                 log.info("vend seq=%d slot=%d product=%s: %s", seq, slot.slot, product.id,
                          outcome.value)
+                if outcome is VendOutcome.UNCERTAIN:
+                    self._drop_sensor_failing()
+                    if counted_empty:
+                        # Likely nothing there: don't invent a pack from a blind sensor.
+                        self._settle(seq)
+                        break
                 if outcome in (VendOutcome.DROPPED, VendOutcome.UNCERTAIN):
+                    if outcome is VendOutcome.DROPPED:
+                        self._drop_sensor_working()
                     self._count_pack(seq, slot, product.id, outcome is VendOutcome.DROPPED)
                     self._thank(certain=outcome is VendOutcome.DROPPED)
                     return True
@@ -220,6 +231,19 @@ class VendingMachine:
                 break
         self._show("sorry", texts.sorry(product.name, self.config.alternative), SORRY_S)
         return False
+
+    def _drop_sensor_failing(self) -> None:
+        if not self.sensor_fault:
+            self.sensor_fault = True
+            log.error("the drop sensor cannot be trusted: packs are counted unconfirmed")
+            self._record(Event("sensor_fault", detail="drop sensor stuck: vends are unconfirmed"))
+            self.on_change("state")
+
+    def _drop_sensor_working(self) -> None:
+        if self.sensor_fault:
+            self.sensor_fault = False
+            self._record(Event("fault_cleared", detail="drop sensor works again"))
+            self.on_change("state")
 
     def _open_vend(self, slot: SlotState) -> int:
         self._last_seq += 1
@@ -359,24 +383,33 @@ class VendingMachine:
             self._record(Event("silence", detail=f"no pack dispensed for {silent_for / 3600:.0f} h"))
 
     def _roll_bucket_if_due(self) -> None:
+        for _ in range(MAX_ROLLS_PER_TICK):
+            if not self._roll_bucket_once():
+                return
+
+    def _roll_bucket_once(self) -> bool:
+        """Close the bucket if its time is up and open the next; False if not due."""
         bucket = self.bucket
         if bucket is None:
-            return
+            return False
         elapsed = self.clock.monotonic() - self._bucket_opened
+        length = (bucket.planned_end - bucket.start).total_seconds()
         synced = self.clock.synced()
         if synced and not bucket.clock_synced:
             # The wall clock just became trustworthy: end the unsynced bucket by how long
             # it really ran, and start a fresh one on the right time.
-            end, next_start = bucket.start + timedelta(seconds=elapsed), self.clock.now()
-        elif elapsed >= (bucket.planned_end - bucket.start).total_seconds():
-            end = next_start = bucket.planned_end
-            now = self.clock.now()
-            if synced and now - next_start > self._bucket_length():
-                next_start = now  # long stall (suspend): don't invent a row of empty buckets
+            end = bucket.start + timedelta(seconds=int(elapsed))
+            new = self._new_bucket(self.clock.now())
+        elif elapsed >= length:
+            end = bucket.planned_end
+            if synced and self.clock.now() - end > MAX_CATCH_UP:
+                new = self._new_bucket(self.clock.now())  # a long stall: start afresh
+            else:
+                # Carry on the same timeline: the next bucket began when this one ended.
+                new = self._new_bucket(end, opened=self._bucket_opened + length)
         else:
-            return
+            return False
         products = list(self.products)
-        new = self._new_bucket(next_start)
 
         def write(now: datetime) -> None:
             self.ledger.finish_bucket(bucket, end, products)
@@ -384,11 +417,12 @@ class VendingMachine:
 
         self._write(write)
         self.on_change("outbox")
+        return True
 
     def _bucket_length(self) -> timedelta:
         return timedelta(minutes=self.config.bucket_minutes)
 
-    def _new_bucket(self, start: datetime) -> Bucket:
+    def _new_bucket(self, start: datetime, opened: float | None = None) -> Bucket:
         """Begin counting into a new bucket from ``start`` (the caller records it)."""
         synced = self.clock.synced()
         length = self._bucket_length()
@@ -399,7 +433,7 @@ class VendingMachine:
         else:
             planned_end = start + length
         self.bucket = Bucket(new_bucket_id(), start, planned_end, synced)
-        self._bucket_opened = self.clock.monotonic()
+        self._bucket_opened = self.clock.monotonic() if opened is None else opened
         return self.bucket
 
     def _close_stale_bucket(self, stale: Bucket) -> None:
@@ -476,6 +510,8 @@ class VendingMachine:
             faults.append("sharps_bin_full")
         if self.storage_fault:
             faults.append("storage_fault")
+        if self.sensor_fault:
+            faults.append("drop_sensor")
         return faults
 
     def state_report(self) -> dict:
