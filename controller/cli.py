@@ -37,16 +37,24 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
+def _options(default: Any) -> argparse.ArgumentParser:
+    """--config and --socket, accepted before or after the command name."""
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument("--config", default=default, help=(
+        "config file (default: $NSPVEND_CONFIG, ./nspvend.toml, /etc/nspvend/config.toml)"))
+    options.add_argument("--socket", default=default,
+                         help="control socket of a running daemon (default: from config)")
+    return options
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nspvend", description=(
+    p = argparse.ArgumentParser(prog="nspvend", parents=[_options(None)], description=(
         "Controller of an out-of-hours needle-exchange vending machine."))
-    p.add_argument("--config", help="config file (default: $NSPVEND_CONFIG, ./nspvend.toml, "
-                                    "/etc/nspvend/config.toml)")
-    p.add_argument("--socket", help="control socket of a running daemon (default: from config)")
     sub = p.add_subparsers(metavar="COMMAND")
 
     def add(name: str, func: Any, help: str, json_flag: bool = False) -> argparse.ArgumentParser:
-        sp = sub.add_parser(name, help=help, description=help)
+        sp = sub.add_parser(name, help=help, description=help,
+                            parents=[_options(argparse.SUPPRESS)])
         sp.set_defaults(func=func)
         if json_flag:
             sp.add_argument("--json", action="store_true", help="print JSON for programs")

@@ -71,6 +71,8 @@ class Config:
     machine_id: str
     hal: str
     serial_port: str
+    sim_control: str | None
+    sim_motor_s: float
     database_path: str
     control_socket: str
     mqtt: MqttConfig | None
@@ -214,6 +216,14 @@ def parse_config(data: dict, path: str = "<config>") -> Config:
     if hal not in ("gpio", "serial", "sim"):
         raise top.fail("hal", f'must be "gpio", "serial" or "sim", not {hal!r}')
 
+    sim = top.table("sim")
+    sim_control = sim.text("control", None)
+    sim_control = resolve(sim_control) if sim_control else None
+    sim_motor_s = sim.number("motor_s", 0.0, 0.0, 10.0)
+    sim.finish()
+    if sim_control and hal != "sim":
+        raise sim.fail("control", 'is only for hal = "sim"; the board simulator has its own')
+
     serial = top.table("serial")
     serial_port = serial.text("port", "/dev/ttyACM0")
     serial.finish()
@@ -272,6 +282,7 @@ def parse_config(data: dict, path: str = "<config>") -> Config:
 
     return Config(
         path=path, machine_id=machine_id, hal=hal, serial_port=serial_port,
+        sim_control=sim_control, sim_motor_s=sim_motor_s,
         database_path=database_path, control_socket=control_socket, mqtt=mqtt,
         bucket_minutes=bucket_minutes, vend_retries=retries,
         vend_min_interval_ms=min_interval_ms, silence_hours=silence_hours,

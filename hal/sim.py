@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -106,16 +107,23 @@ class SimHardware:
         self,
         model: PhysicalMachine,
         sleep: Callable[[float], None] | None = None,
+        control_path: str | None = None,
     ) -> None:
         self.model = model
         self.dispenser = SimDispenser(model, sleep)
         self.display = SimDisplay()
         self.led = SimLed()
         self._sink: EventSink | None = None
+        self.control_path = control_path
+        self._control = None
         model.subscribe(self._on_model_change)
 
     def start(self, sink: EventSink) -> None:
         self._sink = sink
+        if self.control_path:
+            from simulator.control import SimulatorControl
+
+            self._control = SimulatorControl(self.control_path, self.model, self.press)
 
     def press(self, button: int) -> None:
         """A client presses product button ``button``."""
@@ -143,6 +151,9 @@ class SimHardware:
         return self.model.temperature_c
 
     def close(self) -> None:
+        if self._control is not None:
+            self._control.close()
+            self._control = None
         self._sink = None
         self.led.set("off")
 
@@ -152,8 +163,14 @@ def open_hardware(
     model: PhysicalMachine | None = None,
     sleep: Callable[[float], None] | None = None,
 ) -> SimHardware:
-    """A simulated machine with as many slots as ``config`` has, or the given ``model``."""
+    """A simulated machine with as many slots as ``config`` has, or the given ``model``.
+
+    With ``[sim] control`` set, the simulator's control socket (SPEC.md) is served there,
+    so another process can press buttons and read the truth.
+    """
     if model is None:
         slots = max((s.slot for s in config.slots), default=1)
-        model = PhysicalMachine(slots)
-    return SimHardware(model, sleep)
+        model = PhysicalMachine(slots, turn_s=config.sim_motor_s, drop_s=0.0)
+        if sleep is None and config.sim_motor_s:
+            sleep = time.sleep
+    return SimHardware(model, sleep, control_path=config.sim_control)

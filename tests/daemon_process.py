@@ -1,0 +1,76 @@
+"""Start the real daemon as a separate process, as systemd would, and talk to it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def nspvend(*args: str, timeout: float = 30, **kw) -> subprocess.CompletedProcess:
+    """Run the ``nspvend`` command and capture what it prints."""
+    return subprocess.run([sys.executable, "-m", "controller", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT, **kw)
+
+
+class DaemonProcess:
+    """``nspvend run --config PATH`` in the background; ``ready`` once it says so."""
+
+    def __init__(self, config_path: Path, env: dict | None = None) -> None:
+        self.config_path = config_path
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "controller", "run", "--config", str(config_path)],
+            cwd=ROOT, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "NSPVEND_LOG_LEVEL": "INFO", **(env or {})},
+        )
+        self.log: list[str] = []
+        self.said_ready = False
+        self.ready = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.ready.wait(30)
+        if not self.said_ready:
+            self.kill()
+            raise AssertionError("daemon never became ready:\n" + "".join(self.log))
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            self.log.append(line)
+            if "nspvend ready" in line:
+                self.said_ready = True
+                self.ready.set()
+        self.ready.set()  # it exited: stop waiting
+
+    def terminate(self, timeout: float = 30) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout)
+        self._reader.join(5)
+        return code
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+
+
+def ask(path: Path | str, request: dict) -> dict:
+    """One JSON-lines request on a Unix socket, one answer."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(30)
+        s.connect(str(path))
+        s.sendall(json.dumps(request).encode() + b"\n")
+        return json.loads(s.makefile().readline())
+
+
+def ask_raw(path: Path | str, data: bytes) -> dict:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(30)
+        s.connect(str(path))
+        s.sendall(data)
+        return json.loads(s.makefile().readline())
