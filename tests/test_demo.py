@@ -1,0 +1,65 @@
+"""The demo: the daemon on the simulator, driven from a terminal or a pipe."""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import select
+import subprocess
+import sys
+import time
+
+from tests.daemon_process import ROOT, nspvend
+
+
+def test_demo_from_a_pipe_vends_on_a_key_and_signposts(tmp_path):
+    result = nspvend("demo", "--fast", "--data", str(tmp_path), input="1\nj3 2\n2\nq\n")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "display | Press a button for a pack." in out
+    assert out.count("display | Thank you. Take your pack below.") == 1
+    assert "display | Naloxone saves lives: press 6 for a kit." in out
+    assert "display | Sorry, no foil pack left in here." in out
+
+
+def read_until(fd: int, pattern: str, timeout: float = 20) -> str:
+    """Read a pty until ``pattern`` shows up on the screen (escape codes removed)."""
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], deadline - time.monotonic())
+        if not ready:
+            break
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+        text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", seen.decode(errors="replace"))
+        if pattern in text:
+            return text
+    raise AssertionError(f"{pattern!r} never appeared; screen was:\n{seen.decode(errors='replace')}")
+
+
+def test_demo_in_a_terminal_vends_when_a_key_is_pressed(tmp_path):
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "controller", "demo", "--fast", "--data",
+                             str(tmp_path)], stdin=slave, stdout=slave, stderr=subprocess.PIPE,
+                            cwd=ROOT)
+    os.close(slave)
+    try:
+        screen = read_until(master, "Press a button for a pack.")
+        assert "[1] 1ml syringes x10" in screen
+        os.write(master, b"1")
+        screen = read_until(master, "Thank you. Take your pack below.")
+        os.write(master, b"d")
+        read_until(master, "Being restocked.")
+        os.write(master, b"q")
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
