@@ -69,6 +69,7 @@ class OpenVend:
     slot: int
     product: str
     started: str
+    board: str | None
 
 
 def _v1(db: sqlite_utils.Database) -> None:
@@ -88,7 +89,8 @@ def _v1(db: sqlite_utils.Database) -> None:
         pk=("bucket_id", "product"), foreign_keys=[("bucket_id", "buckets", "id")],
         if_not_exists=True,
     )
-    db["journal"].create({"seq": int, "slot": int, "product": str, "started": str}, pk="seq",
+    db["journal"].create({"seq": int, "slot": int, "product": str, "started": str, "board": str},
+                         pk="seq",
                          if_not_exists=True)
     db["outbox"].create(
         {"id": int, "kind": str, "message_id": str, "payload": str, "created": str}, pk="id",
@@ -203,15 +205,18 @@ class Ledger:
         self._x("DELETE FROM slots WHERE slot = ?", (slot,))
 
     # -- vend journal ----------------------------------------------------------
-    def open_vend(self, seq: int, slot: int, product: str, now: datetime) -> None:
-        """Persist vend request ``seq`` durably, before its motor turns."""
+    def open_vend(self, seq: int, slot: int, product: str, now: datetime,
+                  board: str | None = None) -> None:
+        """Persist vend request ``seq`` durably, before its motor turns; ``board`` is the
+        hardware's boot id as last known, so a recall can tell "never got it" from "forgot"."""
         with self.transaction():
             self.set_meta("last_seq", seq)
-            self._x("INSERT INTO journal (seq, slot, product, started) VALUES (?, ?, ?, ?)",
-                    (seq, slot, product, iso(now)))
+            self._x("INSERT INTO journal (seq, slot, product, started, board) VALUES (?, ?, ?, ?, ?)",
+                    (seq, slot, product, iso(now), board))
 
     def open_vends(self) -> list[OpenVend]:
-        rows = self._x("SELECT seq, slot, product, started FROM journal ORDER BY seq").fetchall()
+        rows = self._x(
+            "SELECT seq, slot, product, started, board FROM journal ORDER BY seq").fetchall()
         return [OpenVend(*r) for r in rows]
 
     def close_vend(self, seq: int) -> None:

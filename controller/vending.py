@@ -249,7 +249,8 @@ class VendingMachine:
         self._last_seq += 1
         seq = self._last_seq
         try:
-            self.ledger.open_vend(seq, slot.slot, slot.product, self.clock.now())
+            self.ledger.open_vend(seq, slot.slot, slot.product, self.clock.now(),
+                                  self.hw.dispenser.boot_id())
         except StorageError as e:
             self._storage_failed(e)  # access first: turn the motor all the same
         return seq
@@ -324,7 +325,7 @@ class VendingMachine:
         Never re-runs a vend: an outcome that cannot be learnt is counted unconfirmed.
         """
         for vend in self.ledger.open_vends():
-            outcome = self.hw.dispenser.recall(vend.seq)
+            outcome = self.hw.dispenser.recall(vend.seq, vend.board)
             slot = self.slots.get(vend.slot)
             log.info("reconcile seq=%d slot=%d: %s", vend.seq, vend.slot,
                      outcome.value if outcome else "cannot be learnt")

@@ -64,12 +64,20 @@ EventSink = Callable[[HardwareEvent], None]
 class Dispenser(Protocol):
     """Turns slot motors and says what dropped."""
 
+    def boot_id(self) -> str | None:
+        """Who is turning the motors: changes whenever the hardware restarts and forgets."""
+        ...
+
     def vend(self, slot: int, seq: int) -> VendOutcome:
         """Turn ``slot`` once for request ``seq``; a repeated ``seq`` never turns twice."""
         ...
 
-    def recall(self, seq: int) -> VendOutcome | None:
-        """The outcome of an earlier request, or ``None`` when it cannot be learnt."""
+    def recall(self, seq: int, boot_id: str | None) -> VendOutcome | None:
+        """The outcome of an earlier request ``seq``, sent while the hardware was ``boot_id``.
+
+        ``NOT_RUN`` when the hardware, still in that same boot, never got it; ``None``
+        when the outcome cannot be learnt (it restarted since, or has no memory).
+        """
         ...
 
 

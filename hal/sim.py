@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hal import (
+    BoardLink,
     ButtonPressed,
     DoorChanged,
     EventSink,
@@ -36,20 +37,21 @@ class SimDispenser:
         self.model = model
         self.sleep = sleep
         self._results: OrderedDict[int, VendOutcome] = OrderedDict()
-        self._first_seq_this_boot: int | None = None
+        self._boots = 1
+
+    def boot_id(self) -> str | None:
+        return f"sim-{self._boots}"  # as last heard, even while silent
 
     def vend(self, slot: int, seq: int) -> VendOutcome:
         if self.model.board_silent:
             return VendOutcome.UNKNOWN
         if seq in self._results:
             return self._results[seq]
-        if self._first_seq_this_boot is None:
-            self._first_seq_this_boot = seq
         try:
             turn = self.model.turn(slot, self.sleep)
         except PowerCut:
-            self._results.clear()
-            self._first_seq_this_boot = None
+            self._results.clear()  # the board lost power too, and its memory with it
+            self._boots += 1
             raise
         if not turn.home_reached:
             outcome = VendOutcome.MOTOR_STALLED
@@ -64,20 +66,15 @@ class SimDispenser:
             self._results.popitem(last=False)
         return outcome
 
-    def recall(self, seq: int) -> VendOutcome | None:
+    def recall(self, seq: int, boot_id: str | None) -> VendOutcome | None:
         if self.model.board_silent:
-            return None
+            return VendOutcome.UNKNOWN
         if seq in self._results:
             return self._results[seq]
-        # Sequence numbers only grow: a later request seen since boot, and not this
-        # one, means this one never reached the board.
-        first = self._first_seq_this_boot
-        if first is not None and first <= seq and not self._evicted(seq):
-            return VendOutcome.NOT_RUN
+        evicted = bool(self._results) and seq < next(iter(self._results))
+        if boot_id == self.boot_id() and not evicted:
+            return VendOutcome.NOT_RUN  # up all along and never asked: it never ran
         return None
-
-    def _evicted(self, seq: int) -> bool:
-        return bool(self._results) and seq < next(iter(self._results))
 
 
 class SimDisplay:
@@ -134,6 +131,9 @@ class SimHardware:
             self._emit(DoorChanged(open=bool(detail["open"])))
         elif kind == "sharps_bin":
             self._emit(SharpsBinChanged(full=bool(detail["full"])))
+        elif kind == "board":
+            self._emit(BoardLink(online=bool(detail["online"]),
+                                 detail="" if detail["online"] else "board stopped answering"))
 
     def _emit(self, event: HardwareEvent) -> None:
         if self._sink is None:

@@ -2,7 +2,7 @@
 
 Requests (SPEC.md): ``{"op": "press", "button": N}``, ``{"op": "state"}``,
 ``{"op": "fault", "slot": N, "kind": "jam"|"empty"|"motor_dead"|"clear"}`` (``kind``
-``"sensor_stuck"`` needs no slot), ``{"op": "door", "open": bool}``,
+``"sensor_stuck"`` and ``"board_silent"`` need no slot), ``{"op": "door", "open": bool}``,
 ``{"op": "bin", "full": bool}``, ``{"op": "load", "slot": N, "count": K}``.
 Answers are ``{"ok": true, ...}`` or ``{"ok": false, "error": "FIELD: problem"}``.
 """
@@ -50,7 +50,7 @@ def answer(model: PhysicalMachine, press: Callable[[int], None], request: Any) -
             if kind not in FAULT_KINDS:
                 raise ValueError(f"kind: must be one of {', '.join(FAULT_KINDS)}")
             slot = request.get("slot")
-            if slot is not None or kind not in ("sensor_stuck", "clear"):
+            if slot is not None or kind not in ("sensor_stuck", "board_silent", "clear"):
                 slot = integer("slot", 1)
                 if slot not in model.slots:
                     raise ValueError(f"slot: no slot {slot}; slots are 1..{len(model.slots)}")

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-FAULT_KINDS = ("jam", "empty", "sensor_stuck", "motor_dead", "clear")
+FAULT_KINDS = ("jam", "empty", "sensor_stuck", "motor_dead", "board_silent", "clear")
 
 
 class PowerCut(Exception):
@@ -93,8 +93,8 @@ class PhysicalMachine:
             self._notify("sharps_bin", full=full)
 
     def inject(self, kind: str, slot: int | None = None) -> None:
-        """Inject a fault: ``jam``, ``empty``, ``motor_dead`` (per slot),
-        ``sensor_stuck`` (drop beam), or ``clear`` (a slot's faults, or all)."""
+        """Inject a fault: ``jam``, ``empty``, ``motor_dead`` (per slot), ``sensor_stuck``
+        (drop beam), ``board_silent`` (no answers), or ``clear`` (a slot's faults, or all)."""
         with self.lock:
             if kind == "jam":
                 self._slot(slot).jammed = True
@@ -104,14 +104,22 @@ class PhysicalMachine:
                 self._slot(slot).motor_dead = True
             elif kind == "sensor_stuck":
                 self.sensor_stuck = True
+            elif kind == "board_silent":
+                self._set_board_silent(True)
             elif kind == "clear":
                 targets = [self._slot(slot)] if slot is not None else list(self.slots.values())
                 for truth in targets:
                     truth.jammed = truth.motor_dead = False
                 if slot is None:
                     self.sensor_stuck = False
+                    self._set_board_silent(False)
             else:
                 raise ValueError(f"unknown fault kind {kind!r}; expected one of {FAULT_KINDS}")
+
+    def _set_board_silent(self, silent: bool) -> None:
+        if self.board_silent != silent:
+            self.board_silent = silent
+            self._notify("board", online=not silent)
 
     def cut_power_during_next_turn(self, phase: str = "before_drop") -> None:
         """The next turn stops dead: ``before_motor``, ``before_drop`` or ``after_drop``."""

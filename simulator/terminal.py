@@ -10,10 +10,12 @@ from __future__ import annotations
 import contextlib
 import importlib.resources
 import os
+import queue
 import select
 import sys
 import tempfile
 import termios
+import textwrap
 import threading
 import time
 import tty
@@ -62,6 +64,7 @@ class FrontEnd:
         self.pending: str | None = None
         self.note = ""
         self._last_frame = ""
+        self._cache: dict[str, dict] = {}
 
     def run(self) -> None:
         try:
@@ -169,15 +172,16 @@ class FrontEnd:
     # -- output --------------------------------------------------------------
     def frame(self) -> str:
         """The whole screen as text."""
-        stock = self.daemon.ask({"id": "demo-stock", "cmd": "status"})["result"]
-        events = self.daemon.ask({"id": "demo-events", "cmd": "events", "limit": 6})["result"]
+        stock = self._latest("status", {"id": "demo-status", "cmd": "status"})
+        events = self._latest("events", {"id": "demo-events", "cmd": "events", "limit": 6})
         truth = self.model.snapshot()
         width = 62
         out = [f" nspvend demo - machine {self.daemon.config.machine_id}"
                f" - data in {self.folder}", ""]
         out.append(" +" + "-" * width + "+")
         for line in self.hw.display.lines or [""]:
-            out.append(f" | {line[:width - 2]:<{width - 2}} |")
+            for part in textwrap.wrap(line, width - 2) or [""]:
+                out.append(f" | {part:<{width - 2}} |")
         out.append(" +" + "-" * width + "+")
         state = stock["state"]
         out.append(f" light: {self.hw.led.state:<6} mode: {state['mode']:<15} door: "
@@ -207,6 +211,15 @@ class FrontEnd:
         out.append(f" {self.note}")
         out.append(KEYS)
         return "\n".join(out)
+
+    def _latest(self, name: str, request: dict) -> dict:
+        """The answer to ``request``, or the last one while the core loop is busy vending."""
+        try:
+            wait = 0.2 if name in self._cache else 30
+            self._cache[name] = self.daemon.ask(request, timeout=wait)["result"]
+        except queue.Empty:
+            pass
+        return self._cache[name]
 
     def _draw(self) -> None:
         frame = self.frame()

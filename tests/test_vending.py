@@ -189,3 +189,35 @@ def test_silence_event_after_hours_without_a_vend(tmp_path):
     rig.tick(2)
     rig.tick(600)
     assert [e["type"] for e in rig.ledger.events(50)].count("silence") == 1
+
+
+def test_a_silent_board_leaves_the_vend_open_until_it_answers_again(rig):
+    rig.model.inject("board_silent")
+    rig.press(2)
+    assert rig.vm.screen == "sorry"
+    assert rig.hw.display.lines[0] == "Sorry, the machine cannot give packs"
+    assert "board_offline" in rig.vm.state_report()["faults"]
+    assert len(rig.ledger.open_vends()) == 1
+    rig.model.inject("clear")  # the board answers again: the open vend is settled
+    assert rig.ledger.open_vends() == []
+    assert rig.ledger.totals() == {}  # it never ran, so nothing is counted
+    assert "board_offline" not in rig.vm.state_report()["faults"]
+    types = [e["type"] for e in rig.ledger.events(3)]
+    assert types[:2] == ["board_online", "board_offline"]
+    rig.press(2)
+    assert rig.model.packs_dropped()[3] == 1
+
+
+def test_a_power_cut_mid_vend_is_counted_unconfirmed_never_re_run(rig):
+    from simulator.model import PowerCut
+
+    rig.model.cut_power_during_next_turn("after_drop")
+    try:
+        rig.press(2)
+    except PowerCut:
+        pass
+    rig.crash_restart()
+    assert rig.model.slots[3].turns == 1  # not turned again at start-up
+    assert rig.ledger.totals()["foil"] == {"confirmed": 0, "unconfirmed": 1}
+    assert "unconfirmed_vend" in [e["type"] for e in rig.ledger.events(5)]
+    assert rig.counts()[3] == 7
