@@ -128,9 +128,27 @@ class PhysicalMachine:
         self.power_cut_pending = phase
 
     # -- the mechanism -------------------------------------------------------
-    def turn(self, slot: int, sleep: Callable[[float], None] | None = None) -> Turn:
-        """Run ``slot``'s motor for one spiral turn and report what happened."""
+    def plan_turn(self, slot: int) -> tuple[bool, bool]:
+        """A motor starts on ``slot``: will the spiral come home, and will a pack fall?"""
         truth = self._slot(slot)
+        with self.lock:
+            truth.turns += 1
+            if truth.motor_dead:
+                return False, False
+            return True, not truth.jammed and truth.packs > 0
+
+    def drop(self, slot: int) -> None:
+        """A pack really falls out of ``slot``."""
+        truth = self._slot(slot)
+        with self.lock:
+            if truth.packs <= 0:
+                return
+            truth.packs -= 1
+            truth.dropped += 1
+        self._notify("drop", slot=slot)
+
+    def turn(self, slot: int, sleep: Callable[[float], None] | None = None) -> Turn:
+        """Run ``slot``'s motor for one whole spiral turn and report what happened."""
         cut = self.power_cut_pending
         if cut == "before_motor":
             self.power_cut_pending = None
@@ -138,27 +156,21 @@ class PhysicalMachine:
         self.motor_running = slot
         self._notify("motor", slot=slot, on=True)
         try:
+            home_reached, will_drop = self.plan_turn(slot)
             if sleep:
                 sleep(self.turn_s)
-            with self.lock:
-                truth.turns += 1
-                if truth.motor_dead:
-                    return Turn(home_reached=False, dropped=False, beam_seen=self.sensor_stuck)
-                if cut == "before_drop":
-                    self.power_cut_pending = None
-                    raise PowerCut(f"power cut while slot {slot} turned")
-                dropped = not truth.jammed and truth.packs > 0
-                if dropped:
-                    truth.packs -= 1
-                    truth.dropped += 1
-            if dropped:
-                self._notify("drop", slot=slot)
+            if cut == "before_drop" and home_reached:
+                self.power_cut_pending = None
+                raise PowerCut(f"power cut while slot {slot} turned")
+            if will_drop:
+                self.drop(slot)
                 if sleep:
                     sleep(self.drop_s)
             if cut == "after_drop":
                 self.power_cut_pending = None
                 raise PowerCut(f"power cut after slot {slot} turned")
-            return Turn(home_reached=True, dropped=dropped, beam_seen=dropped or self.sensor_stuck)
+            return Turn(home_reached=home_reached, dropped=will_drop,
+                        beam_seen=will_drop or self.sensor_stuck)
         finally:
             self.motor_running = None
             self._notify("motor", slot=slot, on=False)
