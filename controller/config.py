@@ -71,6 +71,7 @@ class Config:
     machine_id: str
     hal: str
     serial_port: str
+    serial_baud: int
     sim_control: str | None
     sim_motor_s: float
     database_path: str
@@ -226,6 +227,7 @@ def parse_config(data: dict, path: str = "<config>") -> Config:
 
     serial = top.table("serial")
     serial_port = serial.text("port", "/dev/ttyACM0")
+    serial_baud = serial.integer("baud", 115200, 1200, 4_000_000)
     serial.finish()
 
     database = top.table("database")
@@ -281,7 +283,7 @@ def parse_config(data: dict, path: str = "<config>") -> Config:
     top.finish()
 
     return Config(
-        path=path, machine_id=machine_id, hal=hal, serial_port=serial_port,
+        path=path, machine_id=machine_id, hal=hal, serial_port=serial_port, serial_baud=serial_baud,
         sim_control=sim_control, sim_motor_s=sim_motor_s,
         database_path=database_path, control_socket=control_socket, mqtt=mqtt,
         bucket_minutes=bucket_minutes, vend_retries=retries,

@@ -93,12 +93,10 @@ class Board:
             elif kind == "K":
                 self._acknowledged(ident)
             elif kind == "H":
-                self.reply("h", ident, self.boot_id, self.pins.slot_count(),
-                           int(self.door.stable), int(self.bin.stable), VERSION)
-            elif kind == "S":
                 temp = self.pins.temperature()
-                self.reply("s", ident, int(self.door.stable), int(self.bin.stable),
-                           "-" if temp is None else "%.1f" % temp)
+                self.reply("h", ident, self.boot_id, self.pins.slot_count(),
+                           int(self.door.stable), int(self.bin.stable),
+                           "-" if temp is None else "%.1f" % temp, VERSION)
             elif kind == "L":
                 self.pins.led(words[2])
                 self.reply("k", ident)
@@ -144,8 +142,9 @@ class Board:
         """Report something until the host acknowledges it (``K k``)."""
         k = self.next_event
         self.next_event += 1
+        words = (k, self.boot_id) + words
         self.events.append([k, words, ticks_ms()])
-        self.send(encode("E", k, *words))
+        self.send(encode("E", *words))
 
     # -- the loop -----------------------------------------------------------
     def poll(self):
@@ -157,7 +156,7 @@ class Board:
         for e in self.events:
             if ticks_diff(now, e[2]) >= self.timing.event_retry:
                 e[2] = now
-                self.send(encode("E", e[0], *e[1]))
+                self.send(encode("E", *e[1]))
 
     def _scan_inputs(self, now):
         debounce = self.timing.debounce

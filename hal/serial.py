@@ -1,0 +1,377 @@
+"""The ``serial`` backend: a dispenser board (firmware_py/) reached over USB/UART with pyserial.
+
+The port is opened by URL (``/dev/ttyACM0``, a pty path, ``loop://``...), so a
+test can swap the wire. A reader thread parses frames, acknowledges the board's
+events (buttons, door, bin, boot) and hands them on; requests from the core
+thread wait for their replies with timeouts and retries. When the port vanishes
+(USB unplugged, board reset) the link reopens it and reports board_offline /
+board_online; a board that restarted is reported so the controller reconciles.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Any
+
+import serial
+
+from firmware_py.protocol import Framer, encode, hex_text
+from hal import (
+    BoardLink,
+    ButtonPressed,
+    DoorChanged,
+    EventSink,
+    HardwareEvent,
+    SharpsBinChanged,
+    VendOutcome,
+)
+
+log = logging.getLogger(__name__)
+
+OUTCOMES = {
+    "ok": VendOutcome.DROPPED,
+    "nodrop": VendOutcome.NOTHING_DROPPED,
+    "stall": VendOutcome.MOTOR_STALLED,
+    "blind": VendOutcome.UNCERTAIN,
+}
+REQUEST_IDS_FROM = 1 << 30  # ids of non-vend requests, far from vend sequence numbers
+
+
+class LinkTiming:
+    """Seconds the host waits for the board."""
+
+    def __init__(self, reply: float = 0.3, tries: int = 6, vend: float = 10.0,
+                 ping: float = 1.0, missed_pings: int = 3, reopen: float = 0.5) -> None:
+        self.reply, self.tries, self.vend = reply, tries, vend
+        self.ping, self.missed_pings, self.reopen = ping, missed_pings, reopen
+
+
+class BoardConnection:
+    """The framed link to one board: requests with retries, events with acknowledgements."""
+
+    def __init__(self, url: str, baud: int = 115200, timing: LinkTiming | None = None) -> None:
+        self.url, self.baud = url, baud
+        self.timing = timing or LinkTiming()
+        self.sink: EventSink | None = None
+        self.boot: str | None = None
+        self.slots = 0
+        self.door = False
+        self.bin_full = False
+        self.temperature: float | None = None
+        self.online = False
+        self._port: serial.SerialBase | None = None
+        self._write_lock = threading.Lock()
+        self._waiters: dict[int, queue.SimpleQueue] = {}
+        self._waiters_lock = threading.Lock()
+        self._next_id = REQUEST_IDS_FROM
+        self._seen: dict[str, set[int]] = {}
+        self._last_heard = 0.0
+        self._last_ping = 0.0
+        self._closed = threading.Event()
+        self._connected = threading.Event()
+        self._pending_events: list[HardwareEvent] = []
+        self._thread = threading.Thread(target=self._run, name="board-link", daemon=True)
+        self.display_lines: list[str] = []
+        self.led_state = "off"
+        self.frames_dropped = 0
+
+    # -- life cycle -------------------------------------------------------------
+    def open(self, wait: float = 3.0) -> None:
+        """Start the link; wait up to ``wait`` seconds for the board to answer."""
+        self._thread.start()
+        if not self._connected.wait(wait):
+            log.warning("no answer from the board on %s yet; carrying on, will keep trying",
+                        self.url)
+
+    def start_events(self, sink: EventSink) -> None:
+        self.sink = sink
+        for event in self._pending_events:
+            sink(event)
+        self._pending_events.clear()
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join(5)
+        self._close_port()
+
+    # -- requests (core thread) -------------------------------------------------
+    def request(self, *words: Any, ident: int | None = None, expect: tuple[str, ...] = (),
+                tries: int | None = None, wait: float | None = None) -> list[str] | None:
+        """Send a request, resending until a reply of a kind in ``expect`` comes back."""
+        if ident is None:
+            self._next_id += 1
+            ident = self._next_id
+        inbox: queue.SimpleQueue = queue.SimpleQueue()
+        with self._waiters_lock:
+            self._waiters[ident] = inbox
+        try:
+            for _ in range(tries or self.timing.tries):
+                if not self._send(encode(words[0], ident, *words[1:])):
+                    time.sleep(self.timing.reply)  # port closed: give it a moment to come back
+                    continue
+                deadline = time.monotonic() + (wait or self.timing.reply)
+                while (left := deadline - time.monotonic()) > 0:
+                    try:
+                        reply = inbox.get(timeout=left)
+                    except queue.Empty:
+                        break
+                    if not expect or reply[0] in expect:
+                        return reply
+            return None
+        finally:
+            with self._waiters_lock:
+                self._waiters.pop(ident, None)
+
+    def wait_for(self, ident: int, kinds: tuple[str, ...], seconds: float,
+                 resend: tuple[Any, ...]) -> list[str] | None:
+        """Wait up to ``seconds`` for a reply of ``kinds`` to ``ident``, asking again now and then."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            reply = self.request(*resend, ident=ident, expect=kinds + ("A",), tries=1,
+                                 wait=min(1.0, max(0.05, deadline - time.monotonic())))
+            if reply is not None and reply[0] in kinds:
+                return reply
+        return None
+
+    def tell(self, *words: Any) -> None:
+        """Send without waiting for an answer (display, light)."""
+        self._next_id += 1
+        self._send(encode(words[0], self._next_id, *words[1:]))
+
+    def _send(self, frame: bytes) -> bool:
+        with self._write_lock:
+            port = self._port
+            if port is None:
+                return False
+            try:
+                port.write(frame)
+                return True
+            except (serial.SerialException, OSError) as e:
+                log.warning("write to the board failed: %s", e)
+                return False
+
+    # -- the reader thread ------------------------------------------------------
+    def _run(self) -> None:
+        framer = Framer()
+        while not self._closed.is_set():
+            if self._port is None and not self._reopen():
+                self._closed.wait(self.timing.reopen)
+                continue
+            try:
+                data = self._port.read(self._port.in_waiting or 1)
+            except (serial.SerialException, OSError, TypeError, AttributeError) as e:
+                self._lost(f"port error: {e}")
+                continue
+            if data:
+                for words in framer.feed(data):
+                    self._handle(words)
+                self.frames_dropped = framer.dropped
+            self._keep_alive()
+
+    def _reopen(self) -> bool:
+        try:
+            port = serial.serial_for_url(self.url, baudrate=self.baud, timeout=0.05,
+                                         write_timeout=1.0)
+        except (serial.SerialException, OSError, ValueError):
+            return False
+        with self._write_lock:
+            self._port = port
+        self._last_heard = self._last_ping = time.monotonic()
+        log.info("opened %s", self.url)
+        self._send(encode("H", 0))
+        return True
+
+    def _close_port(self) -> None:
+        with self._write_lock:
+            port, self._port = self._port, None
+        if port is not None:
+            try:
+                port.close()
+            except (serial.SerialException, OSError):
+                pass
+
+    def _lost(self, why: str) -> None:
+        self._close_port()
+        self._set_online(False, why)
+
+    def _keep_alive(self) -> None:
+        """Ask the board who it is every ``ping`` seconds; silence for long is offline."""
+        now = time.monotonic()
+        if now - self._last_ping >= self.timing.ping:
+            self._last_ping = now
+            self._send(encode("H", 0))
+        if self.online and now - self._last_heard > self.timing.ping * self.timing.missed_pings:
+            self._set_online(False, "board stopped answering")
+
+    def _set_online(self, online: bool, detail: str) -> None:
+        if online == self.online:
+            return
+        self.online = online
+        if online:
+            self._connected.set()
+            # whatever the board shows should be what the controller last asked for
+            if self.display_lines:
+                self.tell("T", *[hex_text(line) for line in self.display_lines])
+            self.tell("L", self.led_state)
+        log.log(logging.INFO if online else logging.WARNING, "board %s: %s",
+                "online" if online else "offline", detail)
+        self._emit(BoardLink(online=online, detail=detail))
+
+    def _emit(self, event: HardwareEvent) -> None:
+        if self.sink is None:
+            self._pending_events.append(event)
+        else:
+            self.sink(event)
+
+    def _handle(self, words: list[str]) -> None:
+        self._last_heard = time.monotonic()
+        kind = words[0]
+        try:
+            if kind == "E":
+                self._board_event(int(words[1]), words[2], words[3:])
+                return
+            if kind == "h":
+                self._hello(words)
+            ident = int(words[1])
+        except (IndexError, ValueError):
+            log.debug("ignored malformed frame %r", words)
+            return
+        with self._waiters_lock:
+            inbox = self._waiters.get(ident)
+        if inbox is not None:
+            inbox.put(words)
+
+    def _hello(self, words: list[str]) -> None:
+        boot, slots, door, bin_full, temp = words[2], int(words[3]), words[4], words[5], words[6]
+        self.slots, self.door, self.bin_full = slots, door == "1", bin_full == "1"
+        self.temperature = None if temp == "-" else float(temp)
+        if self.boot is not None and boot != self.boot and self.online:
+            self._new_boot(boot)
+        self.boot = boot
+        self._set_online(True, f"board {boot} with {slots} slots")
+
+    def _new_boot(self, boot: str) -> None:
+        log.warning("the board restarted (boot %s, was %s)", boot, self.boot)
+        self.boot = boot
+        self._emit(BoardLink(online=True, detail=f"board restarted (boot {boot})"))
+
+    def _board_event(self, k: int, boot: str, what: list[str]) -> None:
+        self._send(encode("K", k))
+        seen = self._seen.setdefault(boot, set())
+        if k in seen:
+            return
+        seen.add(k)
+        if len(seen) > 512:
+            seen.discard(min(seen))
+        if len(self._seen) > 4:
+            self._seen = {boot: seen}
+        name = what[0] if what else ""
+        if name == "boot":
+            if self.boot is not None and boot != self.boot:
+                self._new_boot(boot)
+            self.boot = boot
+            self._send(encode("H", 0))
+        elif name == "btn":
+            self._emit(ButtonPressed(int(what[1])))
+        elif name == "door":
+            self.door = what[1] == "1"
+            self._emit(DoorChanged(open=self.door))
+        elif name == "bin":
+            self.bin_full = what[1] == "1"
+            self._emit(SharpsBinChanged(full=self.bin_full))
+
+
+class SerialDispenser:
+    """Vends through the board: acknowledged at once, completed when the turn is done."""
+
+    def __init__(self, link: BoardConnection) -> None:
+        self.link = link
+
+    def boot_id(self) -> str | None:
+        return self.link.boot
+
+    def vend(self, slot: int, seq: int) -> VendOutcome:
+        link = self.link
+        reply = link.request("V", slot, ident=seq, expect=("A", "D", "B", "N"))
+        busy_until = time.monotonic() + link.timing.vend
+        while reply is not None and reply[0] == "B" and time.monotonic() < busy_until:
+            time.sleep(0.1)  # a vend from before a host restart is still running
+            reply = link.request("V", slot, ident=seq, expect=("A", "D", "B", "N"))
+        if reply is None or reply[0] == "B":
+            return VendOutcome.UNKNOWN
+        if reply[0] == "N":
+            log.error("the board refused to turn slot %d: %s", slot, " ".join(reply[2:]))
+            return VendOutcome.MOTOR_STALLED
+        if reply[0] == "A":
+            reply = link.wait_for(seq, ("D",), link.timing.vend, resend=("R",))
+            if reply is None:
+                return VendOutcome.UNKNOWN
+        return OUTCOMES.get(reply[2], VendOutcome.UNKNOWN)
+
+    def recall(self, seq: int, boot_id: str | None) -> VendOutcome | None:
+        link = self.link
+        reply = link.request("R", ident=seq, expect=("D", "U", "A"))
+        if reply is not None and reply[0] == "A":
+            reply = link.wait_for(seq, ("D",), link.timing.vend, resend=("R",))
+        if reply is None:
+            return VendOutcome.UNKNOWN
+        if reply[0] == "D":
+            return OUTCOMES.get(reply[2], VendOutcome.UNKNOWN)
+        board, oldest = reply[2], int(reply[3])
+        if boot_id is not None and board == boot_id and (oldest == 0 or seq >= oldest):
+            return VendOutcome.NOT_RUN
+        return None
+
+
+class BoardDisplay:
+    def __init__(self, link: BoardConnection) -> None:
+        self.link = link
+
+    def show(self, lines: list[str]) -> None:
+        self.link.display_lines = list(lines)
+        log.debug("display: %s", " | ".join(lines))
+        self.link.tell("T", *[hex_text(line) for line in lines])
+
+
+class BoardLed:
+    def __init__(self, link: BoardConnection) -> None:
+        self.link = link
+
+    def set(self, state: str) -> None:
+        self.link.led_state = state
+        self.link.tell("L", state)
+
+
+class SerialHardware:
+    """A machine wired to a dispenser board."""
+
+    def __init__(self, link: BoardConnection) -> None:
+        self.link = link
+        self.dispenser = SerialDispenser(link)
+        self.display = BoardDisplay(link)
+        self.led = BoardLed(link)
+
+    def start(self, sink: EventSink) -> None:
+        self.link.start_events(sink)
+
+    def door_open(self) -> bool:
+        return self.link.door
+
+    def sharps_bin_full(self) -> bool:
+        return self.link.bin_full
+
+    def temperature_c(self) -> float | None:
+        return self.link.temperature
+
+    def close(self) -> None:
+        self.link.close()
+
+
+def open_hardware(config: Any, timing: LinkTiming | None = None, **_: Any) -> SerialHardware:
+    """Open the board at ``config.serial_port`` and wait briefly for it to answer."""
+    link = BoardConnection(config.serial_port, getattr(config, "serial_baud", 115200), timing)
+    link.open()
+    return SerialHardware(link)

@@ -1,0 +1,84 @@
+"""The board simulator: the firmware's own logic on the physical model, behind a real pty.
+
+``python -m simulator board --link PATH --control SOCKET`` makes a pty, links it
+at PATH (the daemon opens PATH as its serial port) and answers the board
+protocol exactly as the firmware does, because it *is* the firmware's code
+(firmware_py.board) with a pin layer played by :class:`PhysicalMachine`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import tty
+from typing import Any
+
+from firmware_py.board import Board, Timing
+from firmware_py.loop import serve
+from firmware_py.pins import TimedPins
+from simulator.control import SimulatorControl
+from simulator.model import PhysicalMachine
+
+log = logging.getLogger(__name__)
+
+
+class SimulatedBoard(Board):
+    """The firmware's board, which can be made to go silent (``board_silent`` fault)."""
+
+    def __init__(self, model: PhysicalMachine, *args: Any, **kwargs: Any) -> None:
+        self.model = model
+        super().__init__(*args, **kwargs)
+
+    def receive(self, words: list[str]) -> None:
+        if not self.model.board_silent:
+            super().receive(words)
+
+    def reply(self, *words: Any) -> None:
+        if not self.model.board_silent:
+            super().reply(*words)
+
+
+def link_pty(path: str) -> tuple[int, int]:
+    """Make a raw pty and point ``path`` at its tty; returns (master, slave) fds."""
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    os.symlink(os.ttyname(slave), tmp)
+    os.replace(tmp, path)
+    return master, slave
+
+
+def run_board(link: str, control: str, slots: int = 8, buttons: int = 6,
+              turn_ms: int = 1200) -> int:
+    """Serve until SIGTERM or SIGINT; returns the exit code."""
+    model = PhysicalMachine(slots)
+    pins = TimedPins(model, slots, buttons, turn_ms=turn_ms)
+    master, slave = link_pty(link)
+    wire = open(master, "r+b", buffering=0)  # noqa: SIM115 - lives as long as the board
+    boot_id = os.urandom(4).hex()
+    timing = Timing(motor_timeout=max(4000, turn_ms * 3), drop_window=max(300, turn_ms),
+                    min_turn=min(100, turn_ms // 2))
+    board = SimulatedBoard(model, pins, wire.write, boot_id, timing)
+    server = SimulatorControl(control, model, pins.press)
+    running = [True]
+
+    def stop(signum: int, frame: Any) -> None:
+        running[0] = False
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info("board simulator %s: %d slots, link %s -> %s, control %s", boot_id, slots, link,
+             os.ttyname(slave), control)
+    try:
+        serve(board, wire, running=lambda: running[0])
+    finally:
+        server.close()
+        for path in (link,):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+        os.close(slave)
+        wire.close()
+    return 0
