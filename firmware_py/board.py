@@ -23,12 +23,13 @@ class Timing:
     """How long things may take, in milliseconds."""
 
     def __init__(self, motor_timeout=4000, drop_window=1500, min_turn=100, debounce=20,
-                 event_retry=300):
+                 event_retry=300, beam_clear=500):
         self.motor_timeout = motor_timeout  # motor on without reaching home: stalled
         self.drop_window = drop_window  # after home, how long a pack may take to fall
         self.min_turn = min_turn  # ignore the home switch this soon after starting
         self.debounce = debounce  # an input must hold this long to count
         self.event_retry = event_retry  # resend an unacknowledged event after this
+        self.beam_clear = beam_clear  # wait this long for the beam to clear before a turn
 
 
 class _Input:
@@ -169,15 +170,22 @@ class Board:
             self.event("bin", int(self.bin.stable))
 
     def _start_vend(self, seq, slot):
-        blind = self.pins.beam()
-        self.vend = {"seq": seq, "slot": slot, "started": ticks_ms(), "left_home": False,
-                     "homed": None, "seen": False, "blind": blind}
-        self.pins.motor(slot, True)
+        self.vend = {"seq": seq, "slot": slot, "asked": ticks_ms(), "started": None,
+                     "left_home": False, "homed": None, "seen": False, "blind": False}
 
     def _step_vend(self, now):
         v = self.vend
         t = self.timing
         slot = v["slot"]
+        if v["started"] is None:
+            # The last pack may still be falling: let the beam clear before turning. A beam
+            # that stays blocked is stuck; turn anyway (access first) but say we are blind.
+            if self.pins.beam() and ticks_diff(now, v["asked"]) < t.beam_clear:
+                return
+            v["blind"] = self.pins.beam()
+            v["started"] = now
+            self.pins.motor(slot, True)
+            return
         if not v["blind"] and self.pins.beam():
             v["seen"] = True
         if v["homed"] is None:

@@ -84,6 +84,7 @@ class TimedPins:
         self.pressed = {}  # button -> when
         self.lines = []
         self.led_state = "off"
+        self.press_ms = 150  # how long a simulated finger holds a button
 
     def press(self, button):
         self.pressed[button] = ticks_ms()
@@ -139,7 +140,7 @@ class TimedPins:
 
     def button(self, n):
         when = self.pressed.get(n)
-        return when is not None and ticks_diff(ticks_ms(), when) < 80
+        return when is not None and ticks_diff(ticks_ms(), when) < self.press_ms
 
     def door(self):
         return self.world.door_open
