@@ -227,6 +227,8 @@ def parse_config(data: dict, path: str = "<config>") -> Config:
 
     serial = top.table("serial")
     serial_port = serial.text("port", "/dev/ttyACM0")
+    if "://" not in serial_port:  # a pyserial URL (loop://, socket://) is taken as it is
+        serial_port = resolve(serial_port)
     serial_baud = serial.integer("baud", 115200, 1200, 4_000_000)
     serial.finish()
 

@@ -259,9 +259,9 @@ class BoardConnection:
         self._emit(BoardLink(online=True, detail=f"board restarted (boot {boot})"))
 
     def _board_event(self, k: int, boot: str, what: list[str]) -> None:
-        self._send(encode("K", k))
         seen = self._seen.setdefault(boot, set())
         if k in seen:
+            self._send(encode("K", k))  # our acknowledgement was lost: say it again
             return
         seen.add(k)
         if len(seen) > 512:
@@ -282,6 +282,8 @@ class BoardConnection:
         elif name == "bin":
             self.bin_full = what[1] == "1"
             self._emit(SharpsBinChanged(full=self.bin_full))
+        # Acknowledge only once the event is in the controller's hands.
+        self._send(encode("K", k))
 
 
 class SerialDispenser:

@@ -60,7 +60,9 @@ def run_board(link: str, control: str, slots: int = 8, buttons: int = 6,
     timing = Timing(motor_timeout=max(4000, turn_ms * 3), drop_window=max(300, turn_ms),
                     min_turn=min(100, turn_ms // 2))
     board = SimulatedBoard(model, pins, wire.write, boot_id, timing)
-    server = SimulatorControl(control, model, pins.press)
+    server = SimulatorControl(control, model, pins.press, extra_state=lambda: {
+        "boot_id": board.boot_id, "vend_in_progress": board.vend is not None,
+        "unacked_events": len(board.events), "motor_running": sorted(pins.running)})
     running = [True]
 
     def stop(signum: int, frame: Any) -> None:

@@ -22,8 +22,10 @@ from simulator.model import FAULT_KINDS, PhysicalMachine
 log = logging.getLogger(__name__)
 
 
-def answer(model: PhysicalMachine, press: Callable[[int], None], request: Any) -> dict:
-    """Carry out one control request on ``model``; ``press`` presses a product button."""
+def answer(model: PhysicalMachine, press: Callable[[int], None], request: Any,
+           extra_state: Callable[[], dict] | None = None) -> dict:
+    """Carry out one control request on ``model``; ``press`` presses a product button;
+    ``extra_state`` adds to the ``state`` answer (the board simulator's link state)."""
     if not isinstance(request, dict):
         return {"ok": False, "error": "request: must be a JSON object"}
     op = request.get("op")
@@ -44,7 +46,7 @@ def answer(model: PhysicalMachine, press: Callable[[int], None], request: Any) -
         if op == "press":
             press(integer("button", 1))
         elif op == "state":
-            return {"ok": True, **model.snapshot()}
+            return {"ok": True, **model.snapshot(), **(extra_state() if extra_state else {})}
         elif op == "fault":
             kind = request.get("kind")
             if kind not in FAULT_KINDS:
@@ -81,7 +83,8 @@ class _Handler(socketserver.StreamRequestHandler):
             except ValueError:
                 reply = {"ok": False, "error": "request: not valid JSON"}
             else:
-                reply = answer(self.server.model, self.server.press, request)
+                reply = answer(self.server.model, self.server.press, request,
+                               self.server.extra_state)
             self.wfile.write(json.dumps(reply).encode() + b"\n")
             self.wfile.flush()
 
@@ -91,8 +94,9 @@ class SimulatorControl(socketserver.ThreadingMixIn, socketserver.UnixStreamServe
 
     daemon_threads = True
 
-    def __init__(self, path: str, model: PhysicalMachine, press: Callable[[int], None]) -> None:
-        self.path, self.model, self.press = path, model, press
+    def __init__(self, path: str, model: PhysicalMachine, press: Callable[[int], None],
+                 extra_state: Callable[[], dict] | None = None) -> None:
+        self.path, self.model, self.press, self.extra_state = path, model, press, extra_state
         if os.path.exists(path):
             os.unlink(path)
         super().__init__(path, _Handler)
