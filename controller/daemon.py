@@ -18,6 +18,7 @@ import hal
 from controller.clock import Clock, SystemClock
 from controller.config import Config
 from controller.control import ControlServer
+from controller.hublink import HubEvent, HubLink
 from controller.ledger import Ledger
 from controller.vending import Command, Tick, VendingMachine
 
@@ -57,6 +58,10 @@ class Daemon:
         self.control: ControlServer | None = None
         self.ready = threading.Event()
         self.listeners: list[Callable[[str], None]] = []
+        self.hub = None
+        if config.mqtt is not None:
+            self.hub = HubLink(config, self.machine, self.post)
+            self.listeners.append(self.hub.changed)
 
     def post(self, event: Any) -> None:
         """Queue an event for the core loop (safe from any thread and from signal handlers)."""
@@ -79,6 +84,8 @@ class Daemon:
         """Start everything, serve until stopped, shut down cleanly. Returns the exit code."""
         self.machine.start()
         self.hardware.start(self.post)
+        if self.hub:
+            self.hub.start()
         self.control = ControlServer(self.config.control_socket, self.post)
         self.control.start()
         log.info("nspvend ready: machine %s, hal %s, control socket %s",
@@ -108,7 +115,12 @@ class Daemon:
 
     def _handle(self, event: Any) -> None:
         try:
+            if self.hub and isinstance(event, HubEvent):
+                self.hub.handle(event)
+                return
             self.machine.handle(event)
+            if self.hub and isinstance(event, Tick):
+                self.hub.tick()
         except Exception:
             # One bad event must not take the machine away from its clients.
             log.exception("error while handling %r; carrying on", event)
@@ -121,6 +133,8 @@ class Daemon:
             self.control.close()
         try:
             self.machine.stop()
+            if self.hub:
+                self.hub.stop()
         finally:
             self.hardware.close()
             self.ledger.close()

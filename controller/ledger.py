@@ -27,6 +27,7 @@ from controller.clock import iso, parse_iso
 log = logging.getLogger(__name__)
 
 EVENT_LOG_LIMIT = 500
+OUTBOX_LIMIT = 5000
 COMMAND_LOG_LIMIT = 1000
 
 
@@ -305,11 +306,24 @@ class Ledger:
 
     # -- outbox and events -----------------------------------------------------
     def enqueue(self, kind: str, message_id: str, payload: dict, now: datetime) -> None:
-        """Queue a message for the hub (inside the caller's transaction)."""
+        """Queue a message for the hub (inside the caller's transaction).
+
+        The outbox is bounded: past :data:`OUTBOX_LIMIT` rows the oldest *events* go
+        first; usage is never dropped (it is few rows: one per bucket).
+        """
         self._x(
             "INSERT INTO outbox (kind, message_id, payload, created) VALUES (?, ?, ?, ?)",
             (kind, message_id, json.dumps(payload, separators=(",", ":")), iso(now)),
         )
+        if kind == "event":
+            excess = self.outbox_size() - OUTBOX_LIMIT
+            if excess > 0:
+                self._x("DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE kind ="
+                        " 'event' ORDER BY id LIMIT ?)", (excess,))
+
+    def delete_outbox(self, row: int) -> None:
+        """The broker has the message: forget it (inside the caller's transaction)."""
+        self._x("DELETE FROM outbox WHERE id = ?", (row,))
 
     def outbox(self, limit: int = 100) -> list[tuple[int, str, str]]:
         """Queued messages, oldest first: ``(row id, kind, payload)``."""

@@ -126,7 +126,7 @@ class VendingMachine:
                 seconds=self.clock.monotonic() - self._bucket_opened))
             end = max(end, bucket.start)
             products = list(self.products)
-            self._write(lambda now: self.ledger.finish_bucket(bucket, end, products))
+            self.write(lambda now: self.ledger.finish_bucket(bucket, end, products))
             self.bucket = None
             self.on_change("outbox")
         self.hw.led.set("off")
@@ -256,7 +256,7 @@ class VendingMachine:
         return seq
 
     def _settle(self, seq: int) -> None:
-        self._write(lambda now: self.ledger.close_vend(seq))
+        self.write(lambda now: self.ledger.close_vend(seq))
 
     def _count_pack(self, seq: int | None, slot: SlotState | None, product: str,
                     confirmed: bool) -> None:
@@ -288,7 +288,7 @@ class VendingMachine:
             for event in events:
                 self.ledger.add_event(event, now)
 
-        self._write(write)
+        self.write(write)
         self._last_vend_mono = self.clock.monotonic()
         self._silence_raised = False
         self.on_change("stock_urgent" if events else "stock")
@@ -304,7 +304,7 @@ class VendingMachine:
             self.ledger.save_slot(snapshot)
             self.ledger.add_event(Event("jam", slot.slot, slot.product, detail), now)
 
-        self._write(write)
+        self.write(write)
         log.warning("slot %d (%s) marked faulty: %s", slot.slot, slot.product, detail)
         self.on_change("stock_urgent")
         self.on_change("state")
@@ -365,7 +365,7 @@ class VendingMachine:
         self.on_change("state")
 
     def _record(self, event: Event) -> None:
-        self._write(lambda now: self.ledger.add_event(event, now))
+        self.write(lambda now: self.ledger.add_event(event, now))
         self.on_change("outbox")
 
     # -- time ------------------------------------------------------------------
@@ -416,7 +416,7 @@ class VendingMachine:
             self.ledger.finish_bucket(bucket, end, products)
             self.ledger.start_bucket(new)
 
-        self._write(write)
+        self.write(write)
         self.on_change("outbox")
         return True
 
@@ -443,7 +443,7 @@ class VendingMachine:
         self.ledger.finish_bucket(stale, end, list(self.products))
 
     # -- storage ---------------------------------------------------------------
-    def _write(self, change: Callable[[datetime], None]) -> None:
+    def write(self, change: Callable[[datetime], None]) -> None:
         """Commit ``change`` now, or keep it in order for later if storage is failing."""
         self._unsaved.append(change)
         self._flush_unsaved()

@@ -1,0 +1,287 @@
+"""The hub link: the machine as a well-behaved MQTT device (paho-mqtt 2.x).
+
+Retained ``availability`` (with ``offline`` as the last will), ``state`` and
+``stock``; ``usage`` and ``event`` messages from the SQLite outbox, deleted only
+after the broker's PUBACK, oldest first; commands on ``{root}/cmd`` answered on
+``{root}/cmd/result`` by the same code as the control socket.
+
+paho runs its network thread; everything it reports (connected, acknowledged,
+a command) is posted to the daemon's queue, so the ledger and the machine are
+only touched by the core loop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from controller.config import Config, MqttConfig
+from controller.vending import Command, VendingMachine
+
+log = logging.getLogger(__name__)
+
+MAX_COMMAND_BYTES = 16 * 1024
+INFLIGHT = 20
+SESSION_EXPIRY_S = 7 * 24 * 3600  # MQTT 5: commands wait at the broker for a week
+STOP_FLUSH_S = 3.0
+
+
+@dataclass(frozen=True)
+class HubEvent:
+    """Something the network thread saw, for the core loop to act on."""
+
+    kind: str  # "connected", "disconnected", "acked"
+    mid: int = 0
+    detail: str = ""
+
+
+def compact(payload: dict) -> str:
+    return json.dumps(payload, separators=(",", ":"))
+
+
+class HubLink:
+    """One machine's MQTT session with the hub.
+
+    Parameters: the validated ``config`` (with an ``[mqtt]`` table); the
+    ``machine``; ``post`` puts an event on the daemon's queue.
+    """
+
+    def __init__(self, config: Config, machine: VendingMachine,
+                 post: Callable[[Any], None]) -> None:
+        assert config.mqtt is not None
+        self.config, self.mqtt_config = config, config.mqtt
+        self.machine, self.ledger, self.post = machine, machine.ledger, post
+        self.root = f"{config.mqtt.prefix}/{config.machine_id}"
+        self.connected = False
+        self.inflight: dict[int, tuple[int, mqtt.MQTTMessageInfo]] = {}  # mid -> (row, info)
+        self._stock_dirty = False
+        self._last_stock = self._last_state = float("-inf")
+        self._session = threading.Event()  # set by the network thread while connected
+        self.client = self._make_client(config.mqtt)
+
+    # -- the paho client --------------------------------------------------------
+    def _make_client(self, cfg: MqttConfig) -> mqtt.Client:
+        v5 = cfg.protocol == "5"
+        client_id = f"nspvend-{self.config.machine_id}"
+        if v5:
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                                 protocol=mqtt.MQTTv5)
+        else:
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                                 clean_session=False, protocol=mqtt.MQTTv311)
+        client.will_set(f"{self.root}/availability", "offline", qos=1, retain=True)
+        if cfg.username:
+            password = None
+            if cfg.password_file:
+                with open(cfg.password_file) as f:
+                    password = f.read().strip()
+            client.username_pw_set(cfg.username, password)
+        if cfg.ca_file:
+            client.tls_set(ca_certs=cfg.ca_file, certfile=cfg.cert_file, keyfile=cfg.key_file,
+                           tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        client.reconnect_delay_set(min_delay=1, max_delay=60)
+        client.max_inflight_messages_set(INFLIGHT)
+        client.max_queued_messages_set(0)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        return client
+
+    def start(self) -> None:
+        cfg = self.mqtt_config
+        kwargs: dict[str, Any] = {}
+        if cfg.protocol == "5":
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = SESSION_EXPIRY_S
+            kwargs = {"clean_start": False, "properties": props}
+        self.client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s, **kwargs)
+        self.client.loop_start()
+        log.info("connecting to the hub at %s:%d as %s", cfg.host, cfg.port, self.root)
+
+    def stop(self) -> None:
+        """Send what can be sent in a few seconds, say ``offline``, and disconnect.
+
+        A stop soon after a start may come before the first connection: give it those
+        few seconds too, so a closed bucket does not wait for the next start.
+        """
+        if self._session.wait(STOP_FLUSH_S):
+            self._flush(STOP_FLUSH_S)
+            info = self.client.publish(f"{self.root}/availability", "offline", qos=1, retain=True)
+            try:
+                info.wait_for_publish(2.0)
+            except (RuntimeError, ValueError):
+                pass
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    # -- network thread: only post ------------------------------------------------
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                    properties: Any) -> None:
+        if reason.is_failure:
+            log.error("the hub refused the connection: %s", reason)
+            return
+        client.subscribe(f"{self.root}/cmd", qos=1)
+        self._session.set()
+        self.post(HubEvent("connected", detail=str(reason)))
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                       properties: Any) -> None:
+        self._session.clear()
+        self.post(HubEvent("disconnected", detail=str(reason)))
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any,
+                    properties: Any) -> None:
+        self.post(HubEvent("acked", mid=mid))
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if len(message.payload) > MAX_COMMAND_BYTES:
+            self._answer({"id": None, "ok": False,
+                          "error": f"request: larger than {MAX_COMMAND_BYTES} bytes"})
+            return
+        try:
+            request = json.loads(message.payload)
+        except (ValueError, UnicodeDecodeError):
+            self._answer({"id": None, "ok": False, "error": "request: not valid JSON"})
+            return
+        self.post(Command(request, reply=self._answer, origin="hub"))
+
+    def _answer(self, answer: dict) -> None:
+        self.client.publish(f"{self.root}/cmd/result", compact(answer), qos=1)
+
+    # -- core loop ----------------------------------------------------------------
+    def handle(self, event: HubEvent) -> None:
+        if event.kind == "connected":
+            self.connected = True
+            self.inflight.clear()  # whatever was in flight is sent again, oldest first
+            log.info("connected to the hub (%s)", event.detail)
+            self._publish("availability", "online")
+            if self.mqtt_config.homeassistant:
+                self._announce_to_home_assistant()
+            self.publish_state()
+            self.publish_stock()
+            self.drain()
+        elif event.kind == "disconnected":
+            if self.connected:
+                log.warning("lost the hub (%s); queueing until it is back", event.detail)
+            self.connected = False
+        elif event.kind == "acked":
+            sent = self.inflight.pop(event.mid, None)
+            if sent is not None:
+                row = sent[0]
+                self.machine.write(lambda now: self.ledger.delete_outbox(row))
+                self.drain()
+
+    def changed(self, kind: str) -> None:
+        """The machine says the hub should hear something (``VendingMachine.on_change``)."""
+        if kind == "state":
+            self.publish_state()
+        elif kind == "stock":
+            self._stock_dirty = True
+        elif kind in ("stock_urgent", "status"):
+            self.publish_stock()
+            if kind == "status":
+                self.publish_state()
+        elif kind == "outbox":
+            self.drain()
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if self._stock_dirty and now - self._last_stock >= self.mqtt_config.stock_interval_s:
+            self.publish_stock()
+        if now - self._last_state >= self.mqtt_config.state_interval_s:
+            self.publish_state()
+
+    def publish_state(self) -> None:
+        if self._publish("state", compact(self.machine.state_report())):
+            self._last_state = time.monotonic()
+
+    def publish_stock(self) -> None:
+        if self._publish("stock", compact(self.machine.stock_report())):
+            self._last_stock = time.monotonic()
+            self._stock_dirty = False
+
+    def _publish(self, leaf: str, payload: str) -> bool:
+        if not self.connected:
+            return False
+        info = self.client.publish(f"{self.root}/{leaf}", payload, qos=1, retain=True)
+        return info.rc == mqtt.MQTT_ERR_SUCCESS
+
+    def drain(self) -> None:
+        """Send queued usage and events, oldest first, a window at a time."""
+        if not self.connected or len(self.inflight) >= INFLIGHT:
+            return
+        sent = {row for row, _ in self.inflight.values()}
+        for row, kind, payload in self.ledger.outbox(limit=INFLIGHT + len(sent)):
+            if row in sent:
+                continue
+            info = self.client.publish(f"{self.root}/{kind}", payload, qos=1, retain=False)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                return
+            self.inflight[info.mid] = (row, info)
+            if len(self.inflight) >= INFLIGHT:
+                return
+
+    def _flush(self, seconds: float) -> None:
+        """At shutdown, with the core loop ended: send the rest of the outbox and wait for
+        the broker's acknowledgements (those of messages already in flight too)."""
+        deadline = time.monotonic() + seconds
+        pending = list(self.inflight.values())
+        sent = {row for row, _ in pending}
+        for row, kind, payload in self.ledger.outbox(limit=1000):
+            if row not in sent:
+                pending.append((row, self.client.publish(f"{self.root}/{kind}", payload, qos=1)))
+        self.inflight.clear()
+        for row, info in pending:
+            try:
+                info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+            except (RuntimeError, ValueError):
+                continue
+            if info.is_published():
+                self.machine.write(lambda now, row=row: self.ledger.delete_outbox(row))
+
+    # -- Home Assistant -------------------------------------------------------------
+    def _announce_to_home_assistant(self) -> None:
+        mid = self.config.machine_id
+        device = {"identifiers": [f"nspvend_{mid}"], "name": f"NSP machine {mid}",
+                  "manufacturer": "nspvend", "sw_version": self.machine.state_report()["version"]}
+        common = {"availability_topic": f"{self.root}/availability", "device": device}
+        configs: list[tuple[str, str, dict]] = []
+        for product in self.config.products:
+            configs.append(("sensor", f"stock_{product.id}", {
+                "name": f"{product.name} in stock", "state_topic": f"{self.root}/stock",
+                "value_template": f"{{{{ value_json.products['{product.id}'].count }}}}",
+                "unit_of_measurement": "packs", "state_class": "measurement"}))
+        configs += [
+            ("sensor", "mode", {"name": "Mode", "state_topic": f"{self.root}/state",
+                                "value_template": "{{ value_json.mode }}"}),
+            ("sensor", "faults", {"name": "Faults", "state_topic": f"{self.root}/state",
+                                  "value_template": "{{ value_json.faults | length }}"}),
+            ("sensor", "temperature", {
+                "name": "Temperature", "state_topic": f"{self.root}/state",
+                "device_class": "temperature", "unit_of_measurement": "°C",
+                "value_template": "{{ value_json.temperature_c }}"}),
+            ("binary_sensor", "door", {
+                "name": "Door", "state_topic": f"{self.root}/state", "device_class": "door",
+                "value_template": "{{ 'ON' if value_json.door == 'open' else 'OFF' }}"}),
+            ("binary_sensor", "sharps_bin", {
+                "name": "Sharps bin full", "state_topic": f"{self.root}/state",
+                "device_class": "problem",
+                "value_template": "{{ 'ON' if value_json.sharps_bin == 'full' else 'OFF' }}"}),
+        ]
+        for component, key, body in configs:
+            unique = f"nspvend_{mid}_{key}".replace("-", "_")
+            payload = {**body, **common, "unique_id": unique, "object_id": unique}
+            self.client.publish(f"homeassistant/{component}/{unique}/config", compact(payload),
+                                qos=1, retain=True)

@@ -1,0 +1,239 @@
+"""The hub link against a real Mosquitto: retained state, the outbox, commands, outages, kill -9."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.broker import MOSQUITTO, Broker, Subscriber, usage_totals
+from tests.daemon_process import DaemonProcess, ask
+from tests.test_daemon_cli import CONFIG as SIM_CONFIG
+from tests.test_serial_daemon import CONFIG as SERIAL_CONFIG
+from tests.test_serial_daemon import BoardProcess
+
+pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto not installed")
+
+ROOT_TOPIC = "nspvend/e2e-01"
+
+
+def config_with_mqtt(tmp: Path, port: int, extra: str = "") -> Path:
+    path = tmp / "nspvend.toml"
+    text = SIM_CONFIG.replace('[database]', f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\n'
+                              f'stock_interval_s = 600\nstate_interval_s = 600\n{extra}\n'
+                              '[database]')
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def hub(tmp_path: Path):
+    broker = Broker(tmp_path / "broker")
+    # a persistent session, as the hub has: what is published while it reconnects waits for it
+    subscriber = Subscriber(broker.port, client_id="hub-under-test")
+    yield broker, subscriber
+    subscriber.close()
+    if broker.proc.poll() is None:
+        broker.kill()
+
+
+def start_machine(tmp: Path, port: int, extra: str = "", sub: Subscriber | None = None
+                  ) -> DaemonProcess:
+    """Start the daemon; with ``sub``, wait until it is online at the hub."""
+    daemon = DaemonProcess(config_with_mqtt(tmp, port, extra))
+    if sub is not None:
+        wait_online(sub)
+    return daemon
+
+
+def wait_online(sub: Subscriber, since: int = 0) -> None:
+    sub.wait_for(lambda m: "online" in sub.payloads("availability")[since:])
+
+
+def load_and_fill(tmp: Path, sub: Subscriber) -> None:
+    for slot, count in ((1, 20), (2, 20), (3, 10)):
+        ask(tmp / "sim.sock", {"op": "load", "slot": slot, "count": count})
+    command(sub, {"id": "fill-1", "cmd": "refill", "all": True})
+
+
+def command(sub: Subscriber, request: dict | str | bytes) -> dict:
+    """Send a command as the hub does and wait for its result."""
+    before = len(sub.payloads("result"))
+    raw = request if isinstance(request, str | bytes) else json.dumps(request)
+    sub.publish(f"{ROOT_TOPIC}/cmd", raw)
+    sub.wait_for(lambda m: len([1 for t, _, _ in m if t.endswith("/cmd/result")]) > before)
+    return sub.payloads("result")[before]
+
+
+def test_on_connect_the_machine_says_online_and_publishes_retained_state_and_stock(tmp_path, hub):
+    broker, sub = hub
+    daemon = start_machine(tmp_path, broker.port)
+    try:
+        sub.wait_for(lambda m: {t for t, _, _ in m} >= {
+            f"{ROOT_TOPIC}/availability", f"{ROOT_TOPIC}/state", f"{ROOT_TOPIC}/stock"})
+        assert sub.payloads("availability")[-1] == "online"
+        state = sub.payloads("state")[-1]
+        assert state["schema"] == 1 and state["mode"] == "in_service"
+        assert set(state) >= {"door", "sharps_bin", "temperature_c", "faults", "version",
+                              "uptime_s", "clock_synced", "ts"}
+        stock = sub.payloads("stock")[-1]
+        assert [s["slot"] for s in stock["slots"]] == [1, 2, 3]
+        assert stock["products"]["foil"] == {"count": 0, "status": "empty"}
+        # a late subscriber gets the retained messages
+        late = Subscriber(broker.port, f"{ROOT_TOPIC}/+")
+        msgs = late.wait_for(lambda m: len(m) >= 3)
+        assert all(retain for _, _, retain in msgs)
+        late.close()
+    finally:
+        assert daemon.terminate() == 0
+    sub.wait_for(lambda m: sub.payloads("availability")[-1:] == ["offline"])
+
+
+def test_usage_and_events_arrive_once_and_staff_actions_publish_stock_at_once(tmp_path, hub):
+    broker, sub = hub
+    daemon = start_machine(tmp_path, broker.port, sub=sub)
+    try:
+        load_and_fill(tmp_path, sub)
+        sub.wait_for(lambda m: any(e.get("type") == "refilled" for e in sub.payloads("event")))
+        stock = sub.wait_for(lambda m: sub.payloads("stock")[-1]["products"]["foil"]["count"] == 10)
+        assert stock
+        for button in (1, 1, 2):
+            ask(tmp_path / "sim.sock", {"op": "press", "button": button})
+        result = command(sub, {"id": "s1", "cmd": "status"})
+        assert result["ok"] and result["result"]["stock"]["products"]["foil"]["count"] == 9
+    finally:
+        assert daemon.terminate() == 0
+    usage = sub.wait_for(lambda m: sub.payloads("usage"))
+    totals, _ = usage_totals(sub.payloads("usage"))
+    assert totals == {"syringe-1ml": 2, "foil": 1}
+    [bucket] = sub.payloads("usage")
+    assert set(bucket) == {"schema", "id", "start", "end", "counts", "unconfirmed", "clock_synced"}
+    events = sub.payloads("event")
+    assert len({e["id"] for e in events}) == len(events)
+    assert all(set(e) >= {"schema", "id", "ts", "type"} for e in events)
+    assert usage
+
+
+BAD_COMMANDS = [
+    (b"{not json", "request:"),
+    (b"x" * 20000, "request: larger than"),
+    (json.dumps({"cmd": "status"}), "id:"),
+    (json.dumps({"id": "b1", "cmd": "launch"}), "cmd:"),
+    (json.dumps({"id": "b2", "cmd": "refill", "slot": 42, "count": 1}), "slot:"),
+    (json.dumps({"id": "b3", "cmd": "refill", "slot": 1, "count": "many"}), "count:"),
+    (json.dumps({"id": "b4", "cmd": "set_mode", "mode": "disco"}), "mode:"),
+    (json.dumps({"id": "b5", "cmd": "status", "expires": "2001-01-01T00:00:00Z"}), "expires:"),
+    (json.dumps(["refill"]), "request:"),
+]
+
+
+def test_bad_commands_are_answered_by_field_and_change_nothing(tmp_path, hub):
+    broker, sub = hub
+    daemon = start_machine(tmp_path, broker.port, sub=sub)
+    try:
+        before = command(sub, {"id": "before", "cmd": "stock"})["result"]
+        for raw, field in BAD_COMMANDS:
+            answer = command(sub, raw)
+            assert answer["ok"] is False and answer["error"].startswith(field), (raw[:40], answer)
+        after = command(sub, {"id": "after", "cmd": "stock"})["result"]
+        before.pop("ts"), after.pop("ts")
+        assert after == before
+        first = command(sub, {"id": "once", "cmd": "disable", "slot": 2})
+        command(sub, {"id": "twice", "cmd": "enable", "slot": 2})
+        assert command(sub, {"id": "once", "cmd": "disable", "slot": 2}) == first
+        assert command(sub, {"id": "s", "cmd": "stock"})["result"]["slots"][1]["status"] != "disabled"
+        assert daemon.proc.poll() is None
+    finally:
+        assert daemon.terminate() == 0
+
+
+def test_a_broker_outage_queues_everything_and_it_all_arrives_after(tmp_path, hub):
+    broker, sub = hub
+    daemon = start_machine(tmp_path, broker.port, sub=sub)
+    try:
+        load_and_fill(tmp_path, sub)
+        sub.close()
+        broker.stop()
+        for button in (1, 2, 2):
+            ask(tmp_path / "sim.sock", {"op": "press", "button": button})
+        ask(tmp_path / "sim.sock", {"op": "door", "open": True})
+        ask(tmp_path / "sim.sock", {"op": "door", "open": False})
+        broker.start()
+        sub = Subscriber(broker.port)
+        sub.wait_for(lambda m: {"door_open", "door_closed"} <= {
+            e["type"] for e in sub.payloads("event")}, timeout=30)
+        sub.wait_for(lambda m: sub.payloads("availability")[-1:] == ["online"])
+    finally:
+        assert daemon.terminate() == 0
+    sub.wait_for(lambda m: sub.payloads("usage"))
+    totals, _ = usage_totals(sub.payloads("usage"))
+    assert totals == {"syringe-1ml": 1, "foil": 2}
+    sub.close()
+
+
+def test_commands_sent_while_the_machine_is_away_arrive_when_it_is_back(tmp_path, hub):
+    broker, sub = hub
+    daemon = start_machine(tmp_path, broker.port, sub=sub)
+    daemon.kill()
+    sub.wait_for(lambda m: sub.payloads("availability")[-1:] == ["offline"])  # the last will
+    sub.publish(f"{ROOT_TOPIC}/cmd", json.dumps({"id": "while-away", "cmd": "disable", "slot": 3}))
+    daemon = DaemonProcess(tmp_path / "nspvend.toml")
+    try:
+        sub.wait_for(lambda m: any(r.get("id") == "while-away" for r in sub.payloads("result")))
+        [answer] = [r for r in sub.payloads("result") if r["id"] == "while-away"]
+        assert answer["ok"] is True
+    finally:
+        assert daemon.terminate() == 0
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_kill_9_between_a_vend_and_its_puback_counts_every_pack_once(tmp_path, hub, protocol):
+    # The truth must outlive the daemon: the board simulator is its own process.
+    broker, sub = hub
+    config = tmp_path / "nspvend.toml"
+    config.write_text(SERIAL_CONFIG.replace("[database]", f'[mqtt]\nhost = "127.0.0.1"\nport = '
+                                            f'{broker.port}\nprotocol = "{protocol}"\n\n[database]'))
+    board = BoardProcess(tmp_path)
+    for slot in (1, 2, 3):
+        board.ask({"op": "load", "slot": slot, "count": 40})
+    daemon = DaemonProcess(config)
+    wait_online(sub)
+    topic = "nspvend/serial-01"
+    sub.publish(f"{topic}/cmd", json.dumps({"id": "fill", "cmd": "refill", "all": True}))
+    sub.wait_for(lambda m: any(r.get("id") == "fill" for r in sub.payloads("result")))
+    rng = random.Random(7)
+    logs: list[str] = []
+    try:
+        for cycle in range(6):
+            for _ in range(rng.randint(1, 3)):
+                board.ask({"op": "press", "button": rng.choice([1, 2])})
+                time.sleep(rng.uniform(0, 0.15))  # a person's pace; the kill lands anywhere
+            if cycle % 3 == 1:
+                assert daemon.terminate() == 0  # graceful: the bucket is sent at once
+            else:
+                daemon.kill()  # mid-vend, mid-commit, mid-publish: the next start sends it
+            if cycle == 3:
+                broker.restart()
+            logs.extend(daemon.log)
+            daemon = DaemonProcess(config)
+        board.settled()
+        assert daemon.terminate() == 0
+        logs.extend(daemon.log)
+        truth = board.ask({"op": "state"})
+        dropped = {"syringe-1ml": truth["slots"][0]["packs_dropped"]
+                   + truth["slots"][1]["packs_dropped"],
+                   "foil": truth["slots"][2]["packs_dropped"]}
+        want = {p: n for p, n in dropped.items() if n}
+        assert want
+        try:
+            sub.wait_for(lambda m: usage_totals(sub.payloads("usage"))[0] == want, timeout=30)
+        except AssertionError:
+            raise AssertionError(f"hub has {usage_totals(sub.payloads('usage'))}, "
+                                 f"dropped {want}; the daemons said:\n" + "".join(logs)) from None
+        unconfirmed = sum(sum(u["unconfirmed"].values()) for u in sub.payloads("usage"))
+        assert unconfirmed == 0  # the board outlived every kill, so every outcome was learnt
+    finally:
+        board.stop()
