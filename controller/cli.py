@@ -85,6 +85,15 @@ def _parser() -> argparse.ArgumentParser:
     usage.add_argument("--until", help="before this date or time")
     events = add("events", _events, "the machine's recent events", json_flag=True)
     events.add_argument("--limit", type=int, default=20)
+    watch = add("watch", _watch, "print live stock, events and usage of every machine under "
+                                 "a prefix (connects to the hub as in the config's [mqtt])")
+    watch.add_argument("--host", help="the hub's MQTT broker (default: from config)")
+    watch.add_argument("--port", type=int, help="its port (default: from config, or 1883)")
+    watch.add_argument("--prefix", help="topic prefix (default: from config, or nspvend)")
+    watch.add_argument("--username", help="log in as (default: from config)")
+    watch.add_argument("--password-file", help="file holding the password")
+    watch.add_argument("--ca-file", help="CA certificate: turns TLS on")
+    watch.add_argument("--json", action="store_true", help="one JSON object per message")
     check = add("check-config", _check_config, "check a config file and exit 0, or 78 with "
                                                "the problem")
     check.add_argument("file")
@@ -113,6 +122,47 @@ def _check_config(args: argparse.Namespace) -> int:
     config = load_config(args.file)
     print(f"{args.file}: ok ({config.machine_id}, hal {config.hal}, {len(config.products)} "
           f"products, {len(config.slots)} slots, mqtt {'on' if config.mqtt else 'off'})")
+    return 0
+
+
+def _watch(args: argparse.Namespace) -> int:
+    from controller.watch import HubAccount, Watcher
+
+    logs.setup("WARNING")
+    mqtt_config = None
+    if not args.host:
+        config = load_config(find_config(args.config))
+        if config.mqtt is None:
+            raise ConfigError(config.path, "mqtt", "no [mqtt] table; pass --host")
+        mqtt_config = config.mqtt
+    password_file = args.password_file or (mqtt_config.password_file if mqtt_config else None)
+    password = None
+    if password_file:
+        try:
+            with open(password_file) as f:
+                password = f.read().strip()
+        except OSError as e:
+            print(f"nspvend: cannot read the password file {password_file}: {e.strerror}",
+                  file=sys.stderr)
+            return EX_CONFIG
+    account = HubAccount(
+        host=args.host or mqtt_config.host,
+        port=args.port or (mqtt_config.port if mqtt_config else 1883),
+        prefix=args.prefix or (mqtt_config.prefix if mqtt_config else "nspvend"),
+        username=args.username or (mqtt_config.username if mqtt_config else None),
+        password=password,
+        ca_file=args.ca_file or (mqtt_config.ca_file if mqtt_config else None),
+        cert_file=mqtt_config.cert_file if mqtt_config and not args.ca_file else None,
+        key_file=mqtt_config.key_file if mqtt_config and not args.ca_file else None,
+    )
+    try:
+        Watcher(account, as_json=args.json).run()
+    except OSError as e:
+        print(f"nspvend: cannot reach the hub at {account.host}:{account.port}: "
+              f"{e.strerror or e}", file=sys.stderr)
+        return EX_UNAVAILABLE
+    except KeyboardInterrupt:
+        pass
     return 0
 
 

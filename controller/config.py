@@ -298,7 +298,20 @@ def parse_config(data: dict, path: str = "<config>") -> Config:
 
 def _parse_mqtt(top: _Table, resolve: Any) -> MqttConfig:
     t = top.table("mqtt")
-    optional_path = lambda name: (lambda v: resolve(v) if v else None)(t.text(name, None))  # noqa: E731
+
+    def optional_path(name: str) -> str | None:
+        """A file the daemon will read at start-up: it must be readable now, not at 3 a.m."""
+        value = t.text(name, None)
+        if not value:
+            return None
+        path = resolve(value)
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as e:
+            raise t.fail(name, f"cannot read {path}: {e.strerror}") from None
+        return path
+
     cfg = MqttConfig(
         host=t.text("host", _REQUIRED),
         port=t.integer("port", 1883, 1, 65535),
@@ -315,6 +328,12 @@ def _parse_mqtt(top: _Table, resolve: Any) -> MqttConfig:
         state_interval_s=t.integer("state_interval_s", 300, 10, 86400),
         homeassistant=t.flag("homeassistant", False),
     )
+    if cfg.cert_file and not cfg.ca_file:
+        raise t.fail("cert_file", "a client certificate needs TLS: set ca_file too")
+    if cfg.key_file and not cfg.cert_file:
+        raise t.fail("key_file", "a key without cert_file")
+    if cfg.password_file and not cfg.username:
+        raise t.fail("password_file", "a password without username")
     t.finish()
     return cfg
 

@@ -32,22 +32,61 @@ from controller.vending import Command, VendingMachine
 log = logging.getLogger(__name__)
 
 MAX_COMMAND_BYTES = 16 * 1024
+MAX_NESTING = 32  # a command is two levels deep; far deeper is an attack on the parser
 INFLIGHT = 20
 SESSION_EXPIRY_S = 7 * 24 * 3600  # MQTT 5: commands wait at the broker for a week
 STOP_FLUSH_S = 3.0
+HA_PREFIX = "homeassistant"  # Home Assistant's default discovery prefix
 
 
 @dataclass(frozen=True)
 class HubEvent:
     """Something the network thread saw, for the core loop to act on."""
 
-    kind: str  # "connected", "disconnected", "acked"
+    kind: str  # "connected", "disconnected", "acked", "refused"
     mid: int = 0
     detail: str = ""
+    answer: dict | None = None  # "refused": the answer to an unreadable command
 
 
 def compact(payload: dict) -> str:
     return json.dumps(payload, separators=(",", ":"))
+
+
+def decode_request(payload: bytes) -> tuple[Any, dict | None]:
+    """A command's bytes as JSON, or the answer refusing them (the rest is ``run_command``'s)."""
+    if len(payload) > MAX_COMMAND_BYTES:
+        return None, {"id": None, "ok": False,
+                      "error": f"request: larger than {MAX_COMMAND_BYTES} bytes"}
+    if _nesting(payload) > MAX_NESTING:
+        return None, {"id": None, "ok": False,
+                      "error": f"request: nested deeper than {MAX_NESTING} levels"}
+    try:
+        return json.loads(payload), None
+    except (ValueError, UnicodeDecodeError):
+        return None, {"id": None, "ok": False, "error": "request: not valid JSON"}
+
+
+def _nesting(payload: bytes) -> int:
+    """How deep ``[`` and ``{`` nest outside strings (before parsing: no recursion limits)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in payload:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
 
 
 class HubLink:
@@ -146,16 +185,14 @@ class HubLink:
         self.post(HubEvent("acked", mid=mid))
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        if len(message.payload) > MAX_COMMAND_BYTES:
-            self._answer({"id": None, "ok": False,
-                          "error": f"request: larger than {MAX_COMMAND_BYTES} bytes"})
-            return
         try:
-            request = json.loads(message.payload)
-        except (ValueError, UnicodeDecodeError):
-            self._answer({"id": None, "ok": False, "error": "request: not valid JSON"})
-            return
-        self.post(Command(request, reply=self._answer, origin="hub"))
+            request, refusal = decode_request(message.payload)
+            if refusal is not None:  # answered in turn, after the commands before it
+                self.post(HubEvent("refused", answer=refusal))
+            else:
+                self.post(Command(request, reply=self._answer, origin="hub"))
+        except Exception:  # an exception here would end paho's network thread
+            log.exception("a message on %s could not be handled", message.topic)
 
     def _answer(self, answer: dict) -> None:
         self.client.publish(f"{self.root}/cmd/result", compact(answer), qos=1)
@@ -176,6 +213,8 @@ class HubLink:
             if self.connected:
                 log.warning("lost the hub (%s); queueing until it is back", event.detail)
             self.connected = False
+        elif event.kind == "refused":
+            self._answer(event.answer)
         elif event.kind == "acked":
             sent = self.inflight.pop(event.mid, None)
             if sent is not None:
@@ -283,5 +322,6 @@ class HubLink:
         for component, key, body in configs:
             unique = f"nspvend_{mid}_{key}".replace("-", "_")
             payload = {**body, **common, "unique_id": unique, "object_id": unique}
-            self.client.publish(f"homeassistant/{component}/{unique}/config", compact(payload),
+            # node id = machine id, so a broker ACL can give each machine its own subtree
+            self.client.publish(f"{HA_PREFIX}/{component}/{mid}/{key}/config", compact(payload),
                                 qos=1, retain=True)

@@ -48,6 +48,12 @@ BAD = [
     ('[mqtt]\nhost = "h"\nport = 70000', "mqtt.port", "from 1 to 65535"),
     ('[mqtt]\nhost = "h"\nprefix = "a/#"', "mqtt.prefix", "without wildcards"),
     ('[mqtt]\nhost = "h"\nhomeassistant = "yes"', "mqtt.homeassistant", "true or false"),
+    ('[mqtt]\nhost = "h"\nusername = "u"\npassword_file = "nowhere/pw"', "mqtt.password_file",
+     "cannot read"),
+    ('[mqtt]\nhost = "h"\nca_file = "no-ca.crt"', "mqtt.ca_file", "cannot read"),
+    ('[mqtt]\nhost = "h"\ncert_file = "nspvend.toml"', "mqtt.cert_file", "set ca_file too"),
+    ('[mqtt]\nhost = "h"\npassword_file = "nspvend.toml"', "mqtt.password_file",
+     "without username"),
     ('[sim]\ncontrol = ""', "sim.control", "not empty"),
 ]
 

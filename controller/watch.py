@@ -1,0 +1,124 @@
+"""``nspvend watch``: a small hub-side subscriber for staff and developers.
+
+Prints, one line each, the availability, state, stock, usage, events and command
+results of every machine under a prefix, as they arrive (retained ``state`` and
+``stock`` first, so the screen starts with what every machine holds now).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HubAccount:
+    """Where the hub is and how to log in to it."""
+
+    host: str
+    port: int
+    prefix: str = "nspvend"
+    username: str | None = None
+    password: str | None = None
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+
+def describe(machine: str, leaf: str, payload: Any) -> str:
+    """One human line for one message (``payload`` already decoded from JSON if it was)."""
+    if not isinstance(payload, dict):
+        return f"{machine} {leaf} {payload}"
+    if leaf == "state":
+        faults = ", ".join(payload.get("faults") or []) or "none"
+        return (f"{machine} state {payload.get('mode')}  door {payload.get('door')}  sharps bin "
+                f"{payload.get('sharps_bin')}  faults: {faults}")
+    if leaf == "stock":
+        products = payload.get("products") or {}
+        parts = [f"{p} {v.get('count')} {v.get('status')}" for p, v in products.items()
+                 if isinstance(v, dict)]
+        return f"{machine} stock " + ", ".join(parts)
+    if leaf == "usage":
+        def counts(c: Any) -> str:
+            return ", ".join(f"{p} {n}" for p, n in (c or {}).items() if n) or "nothing"
+        line = (f"{machine} usage {payload.get('start')} to {payload.get('end')}: "
+                f"{counts(payload.get('counts'))}")
+        if any((payload.get("unconfirmed") or {}).values()):
+            line += f" (unconfirmed: {counts(payload.get('unconfirmed'))})"
+        return line
+    if leaf == "event":
+        where = " ".join(str(payload[k]) for k in ("slot", "product") if payload.get(k) is not None)
+        detail = f": {payload['detail']}" if payload.get("detail") else ""
+        return f"{machine} event {payload.get('type')}{' ' + where if where else ''}{detail}"
+    if leaf == "cmd/result":
+        outcome = "ok" if payload.get("ok") else f"refused: {payload.get('error')}"
+        return f"{machine} command {payload.get('id')} {outcome}"
+    return f"{machine} {leaf} {json.dumps(payload, separators=(',', ':'))}"
+
+
+class Watcher:
+    """Subscribes to ``{prefix}/+/#`` and writes a line per message to ``out``."""
+
+    def __init__(self, account: HubAccount, out: TextIO = sys.stdout, as_json: bool = False
+                 ) -> None:
+        self.account, self.out, self.as_json = account, out, as_json
+        self.connected = threading.Event()
+        self._seen_usage: set[str] = set()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2)
+        if account.username:
+            self.client.username_pw_set(account.username, account.password)
+        if account.ca_file:
+            self.client.tls_set(ca_certs=account.ca_file, certfile=account.cert_file,
+                                keyfile=account.key_file, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                    properties: Any) -> None:
+        if reason.is_failure:
+            log.error("the hub refused the connection: %s", reason)
+            return
+        client.subscribe(f"{self.account.prefix}/+/#", qos=1)
+        self.connected.set()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        parts = message.topic.split("/", 2)
+        if len(parts) < 3 or parts[2] == "cmd":
+            return  # requests are the hub's own words
+        machine, leaf = parts[1], parts[2]
+        try:
+            payload: Any = json.loads(message.payload)
+        except (ValueError, UnicodeDecodeError):
+            payload = message.payload.decode("utf-8", "replace")
+        if leaf == "usage" and isinstance(payload, dict):
+            if payload.get("id") in self._seen_usage:
+                return  # a re-sent bucket: the hub counts it once, and so do we
+            self._seen_usage.add(payload.get("id"))
+        if self.as_json:
+            line = json.dumps({"machine": machine, "kind": leaf, "payload": payload},
+                              separators=(",", ":"))
+        else:
+            line = time.strftime("%H:%M:%S ") + describe(machine, leaf, payload)
+        self.out.write(line + "\n")
+        self.out.flush()
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Connect (raises ``OSError`` if the hub cannot be reached) and print until ``stop``."""
+        self.client.connect(self.account.host, self.account.port)
+        self.client.loop_start()
+        try:
+            (stop or threading.Event()).wait()
+        finally:
+            self.client.disconnect()
+            self.client.loop_stop()
