@@ -38,6 +38,8 @@ class HubAccount:
 
 def describe(machine: str, leaf: str, payload: Any) -> str:
     """One human line for one message (``payload`` already decoded from JSON if it was)."""
+    if leaf == "availability":
+        return f"{machine} {payload}"
     if not isinstance(payload, dict):
         return f"{machine} {leaf} {payload}"
     if leaf == "state":

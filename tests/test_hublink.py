@@ -237,3 +237,118 @@ def test_kill_9_between_a_vend_and_its_puback_counts_every_pack_once(tmp_path, h
         assert unconfirmed == 0  # the board outlived every kill, so every outcome was learnt
     finally:
         board.stop()
+
+
+def test_stock_is_not_published_per_vend_but_at_once_when_a_slot_turns_low(tmp_path, hub):
+    broker, sub = hub
+    daemon = start_machine(tmp_path, broker.port, sub=sub)  # stock_interval_s = 600
+    try:
+        ask(tmp_path / "sim.sock", {"op": "load", "slot": 3, "count": 4})
+        command(sub, {"id": "r", "cmd": "refill", "slot": 3, "count": 4})  # low_at is 2
+        sub.wait_for(lambda m: sub.payloads("stock")[-1]["products"]["foil"]["count"] == 4)
+        published = len(sub.payloads("stock"))
+        ask(tmp_path / "sim.sock", {"op": "press", "button": 2})  # 4 -> 3: no message
+        ask(tmp_path / "sim.sock", {"op": "press", "button": 2})  # 3 -> 2: low, at once
+        sub.wait_for(lambda m: sub.payloads("stock")[-1]["products"]["foil"]["count"] == 2)
+        # one machine publishes in order: had the first vend been published, it came first
+        assert len(sub.payloads("stock")) == published + 1
+        assert sub.payloads("stock")[-1]["slots"][2]["status"] == "low"
+        ask(tmp_path / "sim.sock", {"op": "press", "button": 2})  # 2 -> 1: still low, no message
+        ask(tmp_path / "sim.sock", {"op": "press", "button": 2})  # 1 -> 0: empty, at once
+        sub.wait_for(lambda m: sub.payloads("stock")[-1]["products"]["foil"]["status"] == "empty")
+        assert len(sub.payloads("stock")) == published + 2
+    finally:
+        assert daemon.terminate() == 0
+
+
+def test_home_assistant_discovery_describes_the_machine_from_its_own_topics(tmp_path, hub):
+    broker, sub = hub
+    daemon = start_machine(tmp_path, broker.port, "homeassistant = true", sub=sub)
+    try:
+        # the discovery messages go out before state and stock: once stock is here, they are
+        # retained at the broker, and Home Assistant starting later gets them all
+        sub.wait_for(lambda m: sub.payloads("stock"))
+        stock, state = sub.payloads("stock")[-1], sub.payloads("state")[-1]
+        discovery = Subscriber(broker.port, "homeassistant/#")
+        configs = discovery.wait_for(lambda m: len(m) >= 7)
+    finally:
+        assert daemon.terminate() == 0
+        discovery.close()
+    unique_ids = set()
+    for topic, payload, retained in configs:
+        assert retained
+        component, node, key, leaf = topic.split("/")[1:]
+        assert component in ("sensor", "binary_sensor") and node == "e2e-01" and leaf == "config"
+        body = json.loads(payload)
+        unique_ids.add(body["unique_id"])
+        assert body["availability_topic"] == f"{ROOT_TOPIC}/availability"
+        assert body["state_topic"] in (f"{ROOT_TOPIC}/state", f"{ROOT_TOPIC}/stock")
+        assert body["device"]["identifiers"] == ["nspvend_e2e-01"]
+        # every value the template reads is in the payload it reads it from
+        source = stock if body["state_topic"].endswith("/stock") else state
+        template = body["value_template"]
+        for product in stock["products"]:
+            if f"products['{product}']" in template:
+                assert source["products"][product]["count"] is not None
+        for field in ("mode", "faults", "temperature_c", "door", "sharps_bin"):
+            if f"value_json.{field}" in template:
+                assert field in source
+    assert len(unique_ids) == len(configs)
+    assert {json.loads(p)["name"] for _, p, _ in configs} >= {
+        "1ml syringes x10 in stock", "foil in stock", "Mode", "Door", "Sharps bin full"}
+
+
+def test_nspvend_watch_prints_stock_events_and_usage_of_every_machine(tmp_path, hub):
+    import subprocess
+    import sys
+    import threading
+
+    from tests.daemon_process import ROOT
+
+    broker, sub = hub
+    daemon = start_machine(tmp_path, broker.port, sub=sub)
+    watch = subprocess.Popen([sys.executable, "-m", "controller", "watch", "--config",
+                              str(tmp_path / "nspvend.toml")], cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    seen = threading.Condition()
+
+    def read() -> None:
+        for line in watch.stdout:
+            with seen:
+                lines.append(line)
+                seen.notify_all()
+
+    threading.Thread(target=read, daemon=True).start()
+
+    def wait_line(text: str) -> str:
+        with seen:
+            assert seen.wait_for(lambda: any(text in x for x in lines), 20), "".join(lines)
+            return next(x for x in lines if text in x)
+
+    try:
+        assert "e2e-01 stock syringe-1ml 0 empty, foil 0 empty" in wait_line("e2e-01 stock")
+        assert "in_service" in wait_line("e2e-01 state")
+        load_and_fill(tmp_path, sub)
+        wait_line("e2e-01 event refilled")
+        wait_line("syringe-1ml 40 ok, foil 10 ok")
+        ask(tmp_path / "sim.sock", {"op": "press", "button": 1})
+        command(sub, {"id": "w1", "cmd": "set_mode", "mode": "bogus"})
+        assert "refused: mode:" in wait_line("e2e-01 command w1")
+    finally:
+        assert daemon.terminate() == 0
+    try:
+        assert "syringe-1ml 1" in wait_line("e2e-01 usage")
+        wait_line("e2e-01 offline")
+    finally:
+        watch.terminate()
+        watch.wait(10)
+
+
+def test_nspvend_watch_says_plainly_when_the_hub_is_unreachable(tmp_path):
+    from tests.broker import free_port
+    from tests.daemon_process import nspvend
+
+    result = nspvend("watch", "--host", "127.0.0.1", "--port", str(free_port()))
+    assert result.returncode == 69
+    assert result.stderr.startswith("nspvend: cannot reach the hub at 127.0.0.1:")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import pytest
@@ -50,4 +51,25 @@ def test_a_journal_entry_is_on_disk_before_open_vend_returns(tmp_path):
     rows = other.execute("SELECT seq, slot, product FROM journal").fetchall()
     assert rows == [(7, 3, "foil")]
     other.close()
+    ledger.close()
+
+
+def test_a_full_outbox_drops_the_oldest_events_and_never_usage(tmp_path, monkeypatch):
+    import controller.ledger
+
+    monkeypatch.setattr(controller.ledger, "OUTBOX_LIMIT", 10)
+    ledger = Ledger(tmp_path / "o.db", "m")
+    clock = FakeClock()
+    with ledger.transaction():
+        for i in range(4):
+            ledger.enqueue("usage", f"u{i}", {"id": f"u{i}"}, clock.now())
+        for i in range(30):
+            ledger.add_event(Event("door_open", detail=str(i)), clock.now())
+        for i in range(4, 8):
+            ledger.enqueue("usage", f"u{i}", {"id": f"u{i}"}, clock.now())
+    rows = [(kind, json.loads(payload)) for _, kind, payload in ledger.outbox(limit=100)]
+    assert [p["id"] for k, p in rows if k == "usage"] == [f"u{i}" for i in range(8)]
+    events = [p["detail"] for k, p in rows if k == "event"]
+    assert events == [str(i) for i in range(24, 30)]  # the newest, in order
+    assert len(rows) == 14  # usage beyond the bound is kept: it is what commissioners count
     ledger.close()
