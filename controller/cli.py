@@ -64,6 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     demo = add("demo", _demo, "run the daemon on the simulator with a terminal front end")
     demo.add_argument("--data", help="keep the demo's database here (default: a temporary folder)")
     demo.add_argument("--fast", action="store_true", help="no motor delays")
+    demo.add_argument("--gpio", action="store_true", help=(
+        "wire the simulator through gpiozero's mock pins (the gpio backend) instead of the "
+        "sim backend"))
     add("status", _status, "mode, faults and stock", json_flag=True)
     add("stock", _stock, "what each slot holds", json_flag=True)
     refill = add("refill", _refill, "tell the machine how many packs a slot now holds",
@@ -115,7 +118,7 @@ def _demo(args: argparse.Namespace) -> int:
     from simulator.terminal import run_demo
 
     logs.setup("WARNING")
-    return run_demo(data_dir=args.data, fast=args.fast)
+    return run_demo(data_dir=args.data, fast=args.fast, gpio=args.gpio)
 
 
 def _check_config(args: argparse.Namespace) -> int:

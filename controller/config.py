@@ -63,6 +63,37 @@ class MqttConfig:
     homeassistant: bool = False
 
 
+PIN_FACTORIES = ("lgpio", "rpigpio", "pigpio", "native", "mock")
+RESERVED_PINS = {0: "the HAT ID EEPROM's (ID_SD)", 1: "the HAT ID EEPROM's (ID_SC)"}
+PULLS = ("up", "down", "none")
+
+
+@dataclass(frozen=True)
+class GpioConfig:
+    """The direct GPIO wiring: BCM pin numbers, active levels and timings."""
+
+    pin_factory: str
+    motors: dict[int, int]  # slot -> pin
+    home_switches: dict[int, int]  # slot -> pin; empty: run each turn for turn_ms
+    buttons: dict[int, int]  # button -> pin
+    drop_sensor: int
+    door: int | None = None
+    sharps_bin: int | None = None
+    led: int | None = None
+    motor_active_high: bool = True
+    led_active_high: bool = True
+    buttons_pull: str = "up"
+    switches_pull: str = "up"
+    drop_sensor_pull: str = "up"
+    door_open_when_active: bool = False
+    sharps_bin_full_when_active: bool = True
+    turn_ms: int = 1500
+    motor_timeout_ms: int = 4000
+    drop_wait_ms: int = 500
+    bounce_ms: int = 20
+    display_file: str | None = None
+
+
 @dataclass(frozen=True)
 class Config:
     """A validated configuration; every value has been checked."""
@@ -77,6 +108,7 @@ class Config:
     database_path: str
     control_socket: str
     mqtt: MqttConfig | None
+    gpio: GpioConfig | None
     bucket_minutes: int
     vend_retries: int
     vend_min_interval_ms: int
@@ -222,8 +254,6 @@ def parse_config(data: dict, path: str = "<config>") -> Config:
     sim_control = resolve(sim_control) if sim_control else None
     sim_motor_s = sim.number("motor_s", 0.0, 0.0, 10.0)
     sim.finish()
-    if sim_control and hal != "sim":
-        raise sim.fail("control", 'is only for hal = "sim"; the board simulator has its own')
 
     serial = top.table("serial")
     serial_port = serial.text("port", "/dev/ttyACM0")
@@ -231,6 +261,16 @@ def parse_config(data: dict, path: str = "<config>") -> Config:
         serial_port = resolve(serial_port)
     serial_baud = serial.integer("baud", 115200, 1200, 4_000_000)
     serial.finish()
+
+    gpio = None
+    if hal == "gpio":
+        gpio = _parse_gpio(top, resolve)
+    elif "gpio" in data:
+        raise top.fail("gpio", f'is only read with hal = "gpio" (hal is "{hal}")')
+    top.seen.add("gpio")
+    if sim_control and not (hal == "sim" or (gpio and gpio.pin_factory == "mock")):
+        raise sim.fail("control", 'is only for hal = "sim" or "gpio" with pin_factory = "mock"; '
+                                  "the board simulator has its own")
 
     database = top.table("database")
     database_path = resolve(database.text("path", "/var/lib/nspvend/nspvend.db"))
@@ -283,11 +323,13 @@ def parse_config(data: dict, path: str = "<config>") -> Config:
     slots = _parse_slots(path, top.get("slots", list, [], "a list of [[slots]]"), products)
     top.seen.add("slots")
     top.finish()
+    if gpio is not None:
+        _check_gpio_wiring(path, gpio, products, slots)
 
     return Config(
         path=path, machine_id=machine_id, hal=hal, serial_port=serial_port, serial_baud=serial_baud,
         sim_control=sim_control, sim_motor_s=sim_motor_s,
-        database_path=database_path, control_socket=control_socket, mqtt=mqtt,
+        database_path=database_path, control_socket=control_socket, mqtt=mqtt, gpio=gpio,
         bucket_minutes=bucket_minutes, vend_retries=retries,
         vend_min_interval_ms=min_interval_ms, silence_hours=silence_hours,
         hub_open=tuple(windows), hub_name=hub_name, timezone=timezone,
@@ -336,6 +378,80 @@ def _parse_mqtt(top: _Table, resolve: Any) -> MqttConfig:
         raise t.fail("password_file", "a password without username")
     t.finish()
     return cfg
+
+
+def _parse_gpio(top: _Table, resolve: Any) -> GpioConfig:
+    t = top.table("gpio")
+    used: dict[int, str] = {}
+
+    def pin(name: str, value: Any, key: str | None = None) -> int:
+        key = key or name
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 27:
+            raise ConfigError(t.path, t.key(key), f"must be a BCM GPIO number from 2 to 27, not {value!r}")
+        if value in RESERVED_PINS:
+            raise ConfigError(t.path, t.key(key), f"GPIO {value} is reserved: it is "
+                                                  f"{RESERVED_PINS[value]} line")
+        if value in used:
+            raise ConfigError(t.path, t.key(key), f"GPIO {value} is already {used[value]}")
+        used[value] = f"gpio.{key}"
+        return value
+
+    def pins(name: str, required: bool) -> dict[int, int]:
+        values = t.get(name, list, _REQUIRED if required else [], "a list of BCM GPIO numbers")
+        return {i + 1: pin(name, v, f"{name}[{i}]") for i, v in enumerate(values)}
+
+    def single(name: str, required: bool = False) -> int | None:
+        value = t.get(name, int, _REQUIRED if required else None, "a BCM GPIO number")
+        return None if value is None else pin(name, value)
+
+    def pull(name: str) -> str:
+        value = t.text(name, "up")
+        if value not in PULLS:
+            raise t.fail(name, f'must be "up" (to ground), "down" (to 3.3 V) or "none", not {value!r}')
+        return value
+
+    factory = t.text("pin_factory", "lgpio")
+    if factory not in PIN_FACTORIES:
+        raise t.fail("pin_factory", f"must be one of {', '.join(PIN_FACTORIES)}, not {factory!r}")
+    motors = pins("motors", True)
+    homes = pins("home_switches", False)
+    if homes and len(homes) != len(motors):
+        raise t.fail("home_switches", f"has {len(homes)} pins for {len(motors)} motors; "
+                                      "give one per motor, or none")
+    buttons = pins("buttons", True)
+    display_file = t.text("display_file", None)
+    cfg = GpioConfig(
+        pin_factory=factory, motors=motors, home_switches=homes, buttons=buttons,
+        drop_sensor=single("drop_sensor", required=True), door=single("door"),
+        sharps_bin=single("sharps_bin"), led=single("led"),
+        motor_active_high=t.flag("motor_active_high", True),
+        led_active_high=t.flag("led_active_high", True),
+        buttons_pull=pull("buttons_pull"), switches_pull=pull("switches_pull"),
+        drop_sensor_pull=pull("drop_sensor_pull"),
+        door_open_when_active=t.flag("door_open_when_active", False),
+        sharps_bin_full_when_active=t.flag("sharps_bin_full_when_active", True),
+        turn_ms=t.integer("turn_ms", 1500, 50, 20_000),
+        motor_timeout_ms=t.integer("motor_timeout_ms", 4000, 50, 30_000),
+        drop_wait_ms=t.integer("drop_wait_ms", 500, 0, 5000),
+        bounce_ms=t.integer("bounce_ms", 20, 0, 500),
+        display_file=resolve(display_file) if display_file else None,
+    )
+    if not cfg.home_switches and cfg.turn_ms >= cfg.motor_timeout_ms:
+        raise t.fail("turn_ms", f"must be shorter than motor_timeout_ms ({cfg.motor_timeout_ms})")
+    t.finish()
+    return cfg
+
+
+def _check_gpio_wiring(path: str, gpio: GpioConfig, products: list[Product],
+                       slots: list[SlotConfig]) -> None:
+    for product in products:
+        if product.button not in gpio.buttons:
+            raise ConfigError(path, "gpio.buttons", f"has no pin for button {product.button} "
+                                                    f"({product.id}); list {product.button} pins or more")
+    for slot in slots:
+        if slot.slot not in gpio.motors:
+            raise ConfigError(path, "gpio.motors", f"has no pin for slot {slot.slot}; list "
+                                                   f"{slot.slot} pins or more")
 
 
 def _parse_products(path: str, items: list) -> list[Product]:

@@ -56,7 +56,7 @@ class PhysicalMachine:
         self.door_open = False
         self.sharps_bin_full = False
         self.temperature_c: float | None = 14.0
-        self.sensor_stuck = False
+        self._sensor_stuck = False
         self.board_silent = False
         self.power_cut_pending: str | None = None
         self.motor_running: int | None = None
@@ -71,6 +71,18 @@ class PhysicalMachine:
     def _notify(self, kind: str, **detail: object) -> None:
         for listener in list(self._listeners):
             listener(kind, detail)
+
+    @property
+    def sensor_stuck(self) -> bool:
+        """The drop beam reads "broken" whatever falls (dirt, a wedged pack, a dead sensor)."""
+        return self._sensor_stuck
+
+    @sensor_stuck.setter
+    def sensor_stuck(self, stuck: bool) -> None:
+        changed = self._sensor_stuck != stuck
+        self._sensor_stuck = stuck
+        if changed:
+            self._notify("sensor", stuck=stuck)
 
     # -- staff and the world -------------------------------------------------
     def load(self, slot: int, count: int) -> None:

@@ -33,15 +33,34 @@ keys: 1-9 press a product button   d door open/shut   b sharps bin full/ok
       c clear physical faults   f<N> staff clear slot N's fault   r staff refill all   q quit"""
 
 
+# The demo machine on the gpio backend: 23 inputs and outputs take most of the header
+# (SPI and the UART pins are given up; GPIO 2 keeps its I2C pull-up, fine for an LED).
+DEMO_GPIO = """
+[gpio]
+pin_factory = "mock"    # gpiozero's mock pins, driven by the simulator's physical model
+motors = [5, 6, 13, 19, 26, 21, 20]
+home_switches = [12, 16, 17, 27, 22, 23, 24]
+buttons = [4, 25, 18, 10, 9, 11]
+drop_sensor = 14
+door = 15
+led = 2
+motor_timeout_ms = 3000
+drop_wait_ms = 400
+"""
+
+
 def run_demo(data_dir: str | None = None, fast: bool = False,
-             stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
+             stdin: TextIO | None = None, stdout: TextIO | None = None, gpio: bool = False) -> int:
     """Run the demo until ``q`` or end of input; returns the daemon's exit code."""
     folder = Path(data_dir or tempfile.mkdtemp(prefix="nspvend-demo-"))
     folder.mkdir(parents=True, exist_ok=True)
     config_path = folder / "nspvend.toml"
     if not config_path.exists():
-        config_path.write_text(
-            importlib.resources.files("simulator").joinpath("demo.toml").read_text())
+        text = importlib.resources.files("simulator").joinpath("demo.toml").read_text()
+        if gpio:
+            text = text.replace('hal = "sim"', 'hal = "gpio"').replace("\n[database]",
+                                                                   DEMO_GPIO + "\n[database]")
+        config_path.write_text(text)
     config = load_config(config_path)
     model = PhysicalMachine(max(s.slot for s in config.slots),
                             turn_s=0.0 if fast else 1.2, drop_s=0.0 if fast else 0.3)

@@ -32,10 +32,19 @@ BASE = {
         {"slot": 4, "product": "naloxone", "capacity": 5, "low_at": 1},
     ],
 }
+# The same machine wired to the Pi's GPIO, on gpiozero's mock pins driven by the model.
+GPIO = {
+    "pin_factory": "mock", "motors": [5, 6, 13, 19], "home_switches": [12, 16, 20, 21],
+    "buttons": [4, 17, 27], "drop_sensor": 22, "door": 23, "sharps_bin": 24, "led": 25,
+    "motor_timeout_ms": 60, "drop_wait_ms": 0,
+}
+BACKENDS = ("sim", "gpio")
 
 
-def make_config(tmp: Path, **overrides: object) -> Config:
+def make_config(tmp: Path, backend: str = "sim", **overrides: object) -> Config:
     data = copy.deepcopy(BASE)
+    if backend == "gpio":
+        data["hal"], data["gpio"] = "gpio", copy.deepcopy(GPIO)
     data["database"] = {"path": str(tmp / "nspvend.db")}
     data["control"] = {"socket": str(tmp / "control.sock")}
     for key, value in overrides.items():
@@ -50,7 +59,12 @@ class Rig:
         self.config = config
         self.clock = clock or FakeClock()
         self.model = PhysicalMachine(max(s.slot for s in config.slots))
-        self.hw = SimHardware(self.model)
+        if config.hal == "gpio":
+            from hal.gpio import open_hardware
+
+            self.hw = open_hardware(config, model=self.model)
+        else:
+            self.hw = SimHardware(self.model)
         self.changes: list[str] = []
         self.vm: VendingMachine | None = None
         self.ledger: Ledger | None = None
@@ -102,9 +116,15 @@ class Rig:
         return {n: s.count for n, s in self.vm.slots.items()}
 
 
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The behaviour suite runs once per in-process backend."""
+    return request.param
+
+
 @pytest.fixture
-def config(tmp_path: Path) -> Config:
-    return make_config(tmp_path)
+def config(tmp_path: Path, backend: str) -> Config:
+    return make_config(tmp_path, backend)
 
 
 @pytest.fixture

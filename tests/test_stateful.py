@@ -23,10 +23,12 @@ PRODUCT_OF_BUTTON = {1: "syringe-1ml", 2: "foil", 3: "naloxone"}
 
 
 class MachineLife(RuleBasedStateMachine):
+    backend = "sim"
+
     def __init__(self) -> None:
         super().__init__()
         self.tmp = tempfile.TemporaryDirectory()
-        self.rig = Rig(make_config(Path(self.tmp.name), vend={"retries": 1}))
+        self.rig = Rig(make_config(Path(self.tmp.name), self.backend, vend={"retries": 1}))
         self.rig.fill_all()
         self.power_cuts = 0
         self.sensor_was_stuck = False
@@ -177,3 +179,13 @@ MachineLife.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestMachineLife = MachineLife.TestCase
+
+
+class GpioMachineLife(MachineLife):
+    """The same life on the ``gpio`` backend: gpiozero's mock pins driven by the model."""
+
+    backend = "gpio"
+
+
+GpioMachineLife.TestCase.settings = MachineLife.TestCase.settings
+TestGpioMachineLife = GpioMachineLife.TestCase
