@@ -9,6 +9,7 @@ import logging
 import sys
 from typing import Any
 
+import controller
 from controller import logs
 from controller.config import EX_CONFIG, Config, ConfigError, find_config, load_config
 from controller.control import DaemonUnavailable, request
@@ -50,6 +51,7 @@ def _options(default: Any) -> argparse.ArgumentParser:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nspvend", parents=[_options(None)], description=(
         "Controller of an out-of-hours needle-exchange vending machine."))
+    p.add_argument("--version", action="version", version=f"nspvend {controller.__version__}")
     sub = p.add_subparsers(metavar="COMMAND")
 
     def add(name: str, func: Any, help: str, json_flag: bool = False) -> argparse.ArgumentParser:

@@ -20,6 +20,7 @@ from controller.config import Config
 from controller.control import ControlServer
 from controller.hublink import HubEvent, HubLink
 from controller.ledger import Ledger
+from controller.sdnotify import Notifier
 from controller.vending import Command, Tick, VendingMachine
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class Daemon:
         self.control: ControlServer | None = None
         self.ready = threading.Event()
         self.listeners: list[Callable[[str], None]] = []
+        self.notifier = Notifier()
         self.hub = None
         if config.mqtt is not None:
             self.hub = HubLink(config, self.machine, self.post)
@@ -91,16 +93,22 @@ class Daemon:
         log.info("nspvend ready: machine %s, hal %s, control socket %s",
                  self.config.machine_id, self.config.hal, self.config.control_socket)
         self.ready.set()
+        self.notifier.ready(f"serving: machine {self.config.machine_id}, hal {self.config.hal}")
         try:
             self._loop()
         finally:
+            self.notifier.stopping()
             self._shutdown()
+            self.notifier.close()
         return 0
 
     def _loop(self) -> None:
         next_tick = self.clock.monotonic() + TICK_S
         while True:
+            self.notifier.alive()  # only this loop pings: a hung loop stops the pings
             wait = max(0.0, next_tick - self.clock.monotonic())
+            if self.notifier.watchdog_interval_s is not None:
+                wait = min(wait, self.notifier.watchdog_interval_s)
             try:
                 event = self.events.get(timeout=wait)
             except queue.Empty:
