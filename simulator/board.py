@@ -28,7 +28,31 @@ class SimulatedBoard(Board):
 
     def __init__(self, model: PhysicalMachine, *args: Any, **kwargs: Any) -> None:
         self.model = model
+        self.turns_by_seq: dict[int, int] = {}  # the truth: motor starts per request, all boots
+        self.reboots = 0
+        self._reboot_pending = False
         super().__init__(*args, **kwargs)
+
+    def request_reboot(self, request: dict | None = None) -> None:
+        """The board loses power for a moment (done by the serving loop, between steps)."""
+        self._reboot_pending = True
+
+    def poll(self) -> None:
+        if self._reboot_pending:
+            self._reboot_pending = False
+            self.pins.all_off()  # a vend in progress stops dead; its memory is gone
+            self.reboots += 1
+            Board.__init__(self, self.pins, self.send, os.urandom(4).hex(), self.timing)
+            log.info("board rebooted as %s", self.boot_id)
+            self.start()
+        super().poll()
+
+    def _step_vend(self, now: Any) -> None:
+        vend = self.vend
+        before = vend is not None and vend["started"] is not None
+        super()._step_vend(now)
+        if vend is not None and not before and vend["started"] is not None:
+            self.turns_by_seq[vend["seq"]] = self.turns_by_seq.get(vend["seq"], 0) + 1
 
     def receive(self, words: list[str]) -> None:
         if not self.model.board_silent:
@@ -62,7 +86,10 @@ def run_board(link: str, control: str, slots: int = 8, buttons: int = 6,
     board = SimulatedBoard(model, pins, wire.write, boot_id, timing)
     server = SimulatorControl(control, model, pins.press, extra_state=lambda: {
         "boot_id": board.boot_id, "vend_in_progress": board.vend is not None,
-        "unacked_events": len(board.events), "motor_running": sorted(pins.running)})
+        "unacked_events": len(board.events), "motor_running": sorted(pins.running),
+        "reboots": board.reboots, "requests_turned": len(board.turns_by_seq),
+        "requests_turned_twice": sum(1 for n in board.turns_by_seq.values() if n > 1)},
+        extra_ops={"reboot": board.request_reboot})
     running = [True]
 
     def stop(signum: int, frame: Any) -> None:

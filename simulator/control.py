@@ -23,12 +23,17 @@ log = logging.getLogger(__name__)
 
 
 def answer(model: PhysicalMachine, press: Callable[[int], None], request: Any,
-           extra_state: Callable[[], dict] | None = None) -> dict:
+           extra_state: Callable[[], dict] | None = None,
+           extra_ops: dict[str, Callable[[dict], None]] | None = None) -> dict:
     """Carry out one control request on ``model``; ``press`` presses a product button;
-    ``extra_state`` adds to the ``state`` answer (the board simulator's link state)."""
+    ``extra_state`` adds to the ``state`` answer (the board simulator's link state);
+    ``extra_ops`` are further operations (the board simulator's ``reboot``)."""
     if not isinstance(request, dict):
         return {"ok": False, "error": "request: must be a JSON object"}
     op = request.get("op")
+    if extra_ops and op in extra_ops:
+        extra_ops[op](request)
+        return {"ok": True}
 
     def integer(name: str, low: int = 0) -> int:
         value = request.get(name)
@@ -84,7 +89,7 @@ class _Handler(socketserver.StreamRequestHandler):
                 reply = {"ok": False, "error": "request: not valid JSON"}
             else:
                 reply = answer(self.server.model, self.server.press, request,
-                               self.server.extra_state)
+                               self.server.extra_state, self.server.extra_ops)
             self.wfile.write(json.dumps(reply).encode() + b"\n")
             self.wfile.flush()
 
@@ -95,8 +100,10 @@ class SimulatorControl(socketserver.ThreadingMixIn, socketserver.UnixStreamServe
     daemon_threads = True
 
     def __init__(self, path: str, model: PhysicalMachine, press: Callable[[int], None],
-                 extra_state: Callable[[], dict] | None = None) -> None:
+                 extra_state: Callable[[], dict] | None = None,
+                 extra_ops: dict[str, Callable[[dict], None]] | None = None) -> None:
         self.path, self.model, self.press, self.extra_state = path, model, press, extra_state
+        self.extra_ops = extra_ops
         if os.path.exists(path):
             os.unlink(path)
         super().__init__(path, _Handler)

@@ -1,0 +1,347 @@
+"""The campaign: the daemon as a real process against the board simulator and mosquitto,
+with random presses and, at random moments, kill -9, broker outages, board reboots,
+corrupted link bytes, a full disk and clock jumps. After each run every pack the
+simulator dropped must be at the hub exactly once and the stock must match the truth.
+
+``pytest tests/test_campaign.py`` runs the short version (CI); ``--long`` the full one
+(a few hundred kills and a few dozen outages). It prints its counts either way.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+import subprocess
+import sys
+import time
+import tty
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.broker import MOSQUITTO, Broker, Subscriber, usage_totals
+from tests.daemon_process import ROOT, DaemonProcess, ask
+from tests.wire import Noisy, Pty, Relay
+
+pytestmark = [pytest.mark.campaign,
+              pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto not installed")]
+
+PRODUCT_SLOTS = {"syringe-1ml": (1, 2), "foil": (3,)}
+LOADED = 900
+
+CONFIG = """\
+machine_id = "campaign-01"
+hal = "serial"
+
+[serial]
+port = "daemon.tty"
+
+[database]
+path = "disk/nspvend.db"
+
+[control]
+socket = "control.sock"
+
+[mqtt]
+host = "127.0.0.1"
+port = {port}
+stock_interval_s = 10
+state_interval_s = 30
+
+[usage]
+bucket_minutes = 1
+
+[[products]]
+id = "syringe-1ml"
+name = "1ml syringes"
+button = 1
+
+[[products]]
+id = "foil"
+name = "foil"
+button = 2
+
+[[slots]]
+slot = 1
+product = "syringe-1ml"
+capacity = 1000
+low_at = 5
+
+[[slots]]
+slot = 2
+product = "syringe-1ml"
+capacity = 1000
+low_at = 5
+
+[[slots]]
+slot = 3
+product = "foil"
+capacity = 1000
+low_at = 5
+"""
+
+
+@dataclass
+class Tally:
+    runs: int = 0
+    presses: int = 0
+    kills: int = 0
+    restarts: int = 0
+    outages: int = 0
+    reboots: int = 0
+    noise_bursts: int = 0
+    disk_fulls: int = 0
+    clock_jumps: int = 0
+    packs: int = 0
+    confirmed: int = 0
+    unconfirmed: int = 0
+    lost: int = 0
+    doubled: int = 0
+    turned_twice: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        return (f"runs {self.runs}, presses {self.presses}, kills {self.kills}, graceful restarts "
+                f"{self.restarts}, broker outages {self.outages}, board reboots {self.reboots}, "
+                f"noise bursts {self.noise_bursts}, disk full {self.disk_fulls}, clock jumps "
+                f"{self.clock_jumps}; packs dropped {self.packs}: at the hub {self.confirmed} "
+                f"confirmed + {self.unconfirmed} unconfirmed; lost {self.lost}, doubled "
+                f"{self.doubled}, motor turned twice for one request {self.turned_twice}")
+
+
+class Disk:
+    """A 4 MB tmpfs for the SQLite file, which a ballast file can fill up."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.mkdir()
+        self.mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(path)],
+                                      capture_output=True).returncode == 0
+        self.ballast = path / "ballast"
+
+    def fill(self) -> None:
+        with open(self.ballast, "wb", buffering=0) as f:
+            for chunk in (65536, 512):
+                try:
+                    while True:
+                        f.write(b"\0" * chunk)
+                except OSError:
+                    pass
+
+    def free(self) -> None:
+        self.ballast.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        if self.mounted:
+            subprocess.run(["umount", "-l", str(self.path)], capture_output=True)
+
+
+class Board:
+    """``python -m simulator board`` as its own process: the truth outlives every kill."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.control = tmp / "sim.sock"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "simulator", "board", "--link", str(tmp / "board.tty"),
+             "--control", str(self.control), "--slots", "3", "--turn-ms", "30"],
+            cwd=ROOT, stderr=subprocess.PIPE, text=True)
+        for line in self.proc.stderr:
+            if "board simulator" in line:
+                break
+        else:
+            raise AssertionError("board simulator did not start")
+
+    def ask(self, request: dict) -> dict:
+        return ask(self.control, request)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+class Run:
+    def __init__(self, tmp: Path, seed: int, tally: Tally) -> None:
+        self.tmp, self.rng, self.tally = tmp, random.Random(seed), tally
+        tmp.mkdir(parents=True)
+        self.broker = Broker(tmp / "broker")
+        self.hub = Subscriber(self.broker.port, "nspvend/campaign-01/#",
+                              client_id=f"campaign-hub-{seed}")
+        self.board = Board(tmp)
+        # the link runs through a relay that can corrupt, drop and double bytes
+        board_fd = os.open(tmp / "board.tty", os.O_RDWR | os.O_NOCTTY)
+        tty.setraw(board_fd)
+        self.board_end = type("End", (), {"master": board_fd})()
+        self.host = Pty()
+        os.symlink(self.host.path, tmp / "daemon.tty")
+        self.noise = Noisy(rate=0.02, seed=seed)
+        self.noise.enabled = False
+        self.relay = Relay(self.board_end, self.host, self.noise)
+        self.disk = Disk(tmp / "disk")
+        self.skew = tmp / "skew"
+        self.skew.write_text("0")
+        self.config = tmp / "nspvend.toml"
+        self.config.write_text(CONFIG.format(port=self.broker.port))
+        for slot in (1, 2, 3):
+            self.board.ask({"op": "load", "slot": slot, "count": LOADED})
+        self.daemon = self.start_daemon()
+        for slot in (1, 2, 3):
+            assert self.control({"cmd": "refill", "id": f"load-{slot}", "slot": slot,
+                                 "count": LOADED})["ok"]
+
+    def start_daemon(self) -> DaemonProcess:
+        return DaemonProcess(self.config, env={"NSPVEND_TEST_CLOCK_SKEW_FILE": str(self.skew)})
+
+    def control(self, request: dict) -> dict:
+        return ask(self.tmp / "control.sock", request)
+
+    # -- what happens ------------------------------------------------------------------
+    def presses(self, most: int = 4) -> None:
+        for _ in range(self.rng.randint(1, most)):
+            self.board.ask({"op": "press", "button": self.rng.choice([1, 2])})
+            self.tally.presses += 1
+            # a person's pace (a finger holds a button 150 ms), so the next event lands anywhere
+            # in the vend: before the motor, mid-turn, mid-commit, mid-publish
+            time.sleep(self.rng.uniform(0.16, 0.3))
+
+    def kill(self) -> None:
+        self.daemon.kill()
+        self.tally.kills += 1
+        self.daemon = self.start_daemon()
+
+    def restart(self) -> None:
+        assert self.daemon.terminate() == 0
+        self.tally.restarts += 1
+        self.daemon = self.start_daemon()
+
+    def outage(self) -> None:
+        (self.broker.kill if self.rng.random() < 0.5 else self.broker.stop)()
+        self.tally.outages += 1
+        self.presses()
+        if self.rng.random() < 0.5:
+            self.kill()  # a kill during the outage, with a backlog in the outbox
+        self.broker.start()
+
+    def reboot_board(self) -> None:
+        self.board.ask({"op": "reboot"})
+        self.tally.reboots += 1
+
+    def noise_burst(self) -> None:
+        self.noise.enabled = True
+        self.tally.noise_bursts += 1
+        self.presses()
+        self.noise.enabled = False
+
+    def disk_full(self) -> None:
+        if not self.disk.mounted:
+            return
+        self.disk.fill()
+        self.tally.disk_fulls += 1
+        self.presses()  # served all the same; the counts wait in memory (no kill meanwhile)
+        self.disk.free()
+        self.control({"cmd": "stock", "id": f"sync-{self.rng.random()}"})
+
+    def clock_jump(self) -> None:
+        self.skew.write_text(str(self.rng.choice([-1, 1]) * self.rng.uniform(60, 30 * 86400)))
+        self.tally.clock_jumps += 1
+
+    ACTIONS = (("presses", 40), ("kill", 22), ("restart", 4), ("outage", 8),
+               ("reboot_board", 8), ("noise_burst", 8), ("disk_full", 4), ("clock_jump", 6))
+
+    def play(self, steps: int) -> None:
+        names = [a for a, _ in self.ACTIONS]
+        weights = [w for _, w in self.ACTIONS]
+        for _ in range(steps):
+            getattr(self, self.rng.choices(names, weights)[0])()
+
+    # -- the reckoning ---------------------------------------------------------------
+    def settle(self) -> None:
+        """Everything the daemon holds reaches the hub; returns once the outbox is empty."""
+        self.noise.enabled = False
+        self.disk.free()
+        if self.broker.proc.poll() is not None:
+            self.broker.start()
+        for _ in range(5):
+            assert self.daemon.terminate() == 0  # closes the bucket and queues it
+            db = sqlite3.connect(self.tmp / "disk" / "nspvend.db")
+            waiting = db.execute("SELECT count(*) FROM outbox").fetchone()[0]
+            db.close()
+            if waiting == 0:
+                return
+            self.daemon = self.start_daemon()
+            deadline = time.monotonic() + 60
+            while self.control({"cmd": "status", "id": f"s{time.monotonic()}"})["result"]["outbox"]:
+                assert time.monotonic() < deadline, "the outbox never drained"
+                time.sleep(0.1)
+        raise AssertionError("the outbox never drained")
+
+    def reckon(self) -> None:
+        self.settle()
+        db = sqlite3.connect(self.tmp / "disk" / "nspvend.db")
+        ledger = {p: (c, u) for p, c, u in db.execute(
+            "SELECT product, sum(confirmed), sum(unconfirmed) FROM bucket_counts GROUP BY product")}
+        counted_left = dict(db.execute("SELECT slot, count FROM slots").fetchall())
+        db.close()
+
+        def hub_totals() -> dict:
+            seen: dict[str, dict] = {}
+            for u in self.hub.payloads("usage"):
+                seen[u["id"]] = u
+            out: dict[str, list[int]] = {}
+            for u in seen.values():
+                for p, n in u["counts"].items():
+                    out.setdefault(p, [0, 0])[0] += n
+                for p, n in u["unconfirmed"].items():
+                    out.setdefault(p, [0, 0])[1] += n
+            return {p: tuple(v) for p, v in out.items() if any(v)}
+
+        want = {p: v for p, v in ledger.items() if any(v)}
+        self.hub.wait_for(lambda m: hub_totals() == want, timeout=60)
+        usage_totals(self.hub.payloads("usage"))  # a re-sent bucket is always the same bucket
+        truth = self.board.ask({"op": "state"})
+        self.tally.turned_twice += truth["requests_turned_twice"]
+        for product, slots in PRODUCT_SLOTS.items():
+            dropped = sum(truth["slots"][s - 1]["packs_dropped"] for s in slots)
+            confirmed, unconfirmed = hub_totals().get(product, (0, 0))
+            self.tally.packs += dropped
+            self.tally.confirmed += confirmed
+            self.tally.unconfirmed += unconfirmed
+            self.tally.lost += max(0, dropped - confirmed - unconfirmed)
+            self.tally.doubled += max(0, confirmed - dropped)
+            phantom = confirmed + unconfirmed - dropped  # unconfirmed vends where nothing fell
+            truth_left = sum(truth["slots"][s - 1]["packs_left"] for s in slots)
+            assert truth_left - sum(counted_left[s] for s in slots) == max(0, phantom), product
+        self.tally.runs += 1
+
+    def close(self) -> None:
+        """Undo whatever was set up, however far that got."""
+        daemon = getattr(self, "daemon", None)
+        if daemon is not None and daemon.proc.poll() is None:
+            daemon.kill()
+        for name, undo in (("relay", lambda r: r.stop()), ("host", lambda h: h.close()),
+                           ("board_end", lambda b: os.close(b.master)),
+                           ("board", lambda b: b.stop()), ("hub", lambda h: h.close()),
+                           ("broker", lambda b: b.proc.poll() is None and b.kill()),
+                           ("disk", lambda d: d.close())):
+            if getattr(self, name, None) is not None:
+                undo(getattr(self, name))
+
+
+def test_campaign_every_dropped_pack_reaches_the_hub_exactly_once(tmp_path, request, capsys):
+    long = request.config.getoption("--long")
+    runs, steps = (4, 300) if long else (1, 40)
+    tally = Tally()
+    for seed in range(runs):
+        run = Run.__new__(Run)
+        try:
+            run.__init__(tmp_path / f"run-{seed}", seed, tally)
+            run.play(steps)
+            run.reckon()
+        finally:
+            run.close()
+    with capsys.disabled():
+        print(f"\n    campaign ({'long' if long else 'short'}): {tally.line()}")
+    assert tally.lost == 0 and tally.doubled == 0 and tally.turned_twice == 0, tally.line()
+    assert tally.unconfirmed <= tally.reboots  # only a board that forgot makes an outcome unknowable
+    assert tally.packs > 0
