@@ -43,7 +43,7 @@ HA_PREFIX = "homeassistant"  # Home Assistant's default discovery prefix
 class HubEvent:
     """Something the network thread saw, for the core loop to act on."""
 
-    kind: str  # "connected", "disconnected", "acked", "refused"
+    kind: str  # "connected", "disconnected", "acked", "forget", "refused"
     mid: int = 0
     detail: str = ""
     answer: dict | None = None  # "refused": the answer to an unreadable command
@@ -104,6 +104,8 @@ class HubLink:
         self.root = f"{config.mqtt.prefix}/{config.machine_id}"
         self.connected = False
         self.inflight: dict[int, tuple[int, mqtt.MQTTMessageInfo]] = {}  # mid -> (row, info)
+        self.acked: list[int] = []  # rows the broker has, to be deleted in the next batch
+        self._forget_posted = False
         self._stock_dirty = False
         self._last_stock = self._last_state = float("-inf")
         self._session = threading.Event()  # set by the network thread while connected
@@ -155,6 +157,7 @@ class HubLink:
         A stop soon after a start may come before the first connection: give it those
         few seconds too, so a closed bucket does not wait for the next start.
         """
+        self._forget()
         if self._session.wait(STOP_FLUSH_S):
             self._flush(STOP_FLUSH_S)
             info = self.client.publish(f"{self.root}/availability", "offline", qos=1, retain=True)
@@ -218,9 +221,20 @@ class HubLink:
         elif event.kind == "acked":
             sent = self.inflight.pop(event.mid, None)
             if sent is not None:
-                row = sent[0]
-                self.machine.write(lambda now: self.ledger.delete_outbox(row))
+                self.acked.append(sent[0])
+                if not self._forget_posted:  # after the acks already queued: one transaction
+                    self._forget_posted = True
+                    self.post(HubEvent("forget"))
                 self.drain()
+        elif event.kind == "forget":
+            self._forget_posted = False
+            self._forget()
+
+    def _forget(self) -> None:
+        """Delete what the broker has acknowledged, in one transaction (fewer card writes)."""
+        rows, self.acked = self.acked, []
+        if rows:
+            self.machine.write(lambda now: self.ledger.delete_outbox(*rows))
 
     def changed(self, kind: str) -> None:
         """The machine says the hub should hear something (``VendingMachine.on_change``)."""
@@ -261,7 +275,7 @@ class HubLink:
         """Send queued usage and events, oldest first, a window at a time."""
         if not self.connected or len(self.inflight) >= INFLIGHT:
             return
-        sent = {row for row, _ in self.inflight.values()}
+        sent = {row for row, _ in self.inflight.values()} | set(self.acked)
         for row, kind, payload in self.ledger.outbox(limit=INFLIGHT + len(sent)):
             if row in sent:
                 continue
@@ -276,6 +290,7 @@ class HubLink:
         """At shutdown, with the core loop ended: send the rest of the outbox and wait for
         the broker's acknowledgements (those of messages already in flight too)."""
         deadline = time.monotonic() + seconds
+        self._forget()
         pending = list(self.inflight.values())
         sent = {row for row, _ in pending}
         for row, kind, payload in self.ledger.outbox(limit=1000):

@@ -321,9 +321,11 @@ class Ledger:
                 self._x("DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE kind ="
                         " 'event' ORDER BY id LIMIT ?)", (excess,))
 
-    def delete_outbox(self, row: int) -> None:
-        """The broker has the message: forget it (inside the caller's transaction)."""
-        self._x("DELETE FROM outbox WHERE id = ?", (row,))
+    def delete_outbox(self, *rows: int) -> None:
+        """The broker has these messages: forget them (inside the caller's transaction)."""
+        for start in range(0, len(rows), 500):
+            chunk = rows[start:start + 500]
+            self._x(f"DELETE FROM outbox WHERE id IN ({','.join('?' * len(chunk))})", chunk)
 
     def outbox(self, limit: int = 100) -> list[tuple[int, str, str]]:
         """Queued messages, oldest first: ``(row id, kind, payload)``."""

@@ -92,6 +92,7 @@ class VendingMachine:
         self._silence_raised = False
         self._last_seq = 0
         self._unsaved: list[Callable[[datetime], None]] = []
+        self._closing: set[int] = set()  # journal entries settled in memory, maybe not on disk
         self.storage_fault: str | None = None
         self.sensor_fault = False
         self.started_mono = 0.0
@@ -106,12 +107,17 @@ class VendingMachine:
         self.door_open = self.hw.door_open()
         self.bin_full = self.hw.sharps_bin_full()
         self.slots = self.ledger.slots()
-        with self.ledger.transaction():
+        stale = self.ledger.open_bucket()
+        bucket = self._new_bucket(self.clock.now())
+
+        def begin(now: datetime) -> None:
             self._apply_slot_layout()
-            stale = self.ledger.open_bucket()
             if stale is not None:
                 self._close_stale_bucket(stale)
-            self.ledger.start_bucket(self._new_bucket(self.clock.now()))
+            self.ledger.start_bucket(bucket)
+
+        # a full or failing card must not keep the machine from starting: access first
+        self.write(begin)
         self.reconcile()
         self._show_rest_screen()
         log.info("started: %d slots, mode %s, %d vends open in the journal",
@@ -256,6 +262,7 @@ class VendingMachine:
         return seq
 
     def _settle(self, seq: int) -> None:
+        self._closing.add(seq)
         self.write(lambda now: self.ledger.close_vend(seq))
 
     def _count_pack(self, seq: int | None, slot: SlotState | None, product: str,
@@ -279,6 +286,9 @@ class VendingMachine:
                                 "the drop sensor could not confirm this pack"))
         bucket = self.bucket
 
+        if seq is not None:
+            self._closing.add(seq)
+
         def write(now: datetime) -> None:
             if seq is not None:
                 self.ledger.close_vend(seq)
@@ -298,6 +308,7 @@ class VendingMachine:
     def _fault_slot(self, seq: int, slot: SlotState, detail: str) -> None:
         slot.fault = "jam"
         snapshot = replace(slot)
+        self._closing.add(seq)
 
         def write(now: datetime) -> None:
             self.ledger.close_vend(seq)
@@ -325,6 +336,8 @@ class VendingMachine:
         Never re-runs a vend: an outcome that cannot be learnt is counted unconfirmed.
         """
         for vend in self.ledger.open_vends():
+            if vend.seq in self._closing:
+                continue  # settled already; its closing waits in memory for the card
             outcome = self.hw.dispenser.recall(vend.seq, vend.board)
             slot = self.slots.get(vend.slot)
             log.info("reconcile seq=%d slot=%d: %s", vend.seq, vend.slot,
@@ -458,6 +471,7 @@ class VendingMachine:
                 self._storage_failed(e)
                 return
             self._unsaved.pop(0)
+        self._closing.clear()  # all on disk now
         if self.storage_fault is not None:
             fault, self.storage_fault = self.storage_fault, None
             log.warning("storage works again after: %s", fault)

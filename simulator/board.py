@@ -29,6 +29,7 @@ class SimulatedBoard(Board):
     def __init__(self, model: PhysicalMachine, *args: Any, **kwargs: Any) -> None:
         self.model = model
         self.turns_by_seq: dict[int, int] = {}  # the truth: motor starts per request, all boots
+        self.press_to_motor_ms: list[int] = []  # finger down to motor on (bench/run.py)
         self.reboots = 0
         self._reboot_pending = False
         super().__init__(*args, **kwargs)
@@ -53,6 +54,10 @@ class SimulatedBoard(Board):
         super()._step_vend(now)
         if vend is not None and not before and vend["started"] is not None:
             self.turns_by_seq[vend["seq"]] = self.turns_by_seq.get(vend["seq"], 0) + 1
+            pressed = getattr(self.pins, "pressed", {})
+            if pressed:
+                self.press_to_motor_ms.append(now - max(pressed.values()))
+                del self.press_to_motor_ms[:-1000]
 
     def receive(self, words: list[str]) -> None:
         if not self.model.board_silent:
@@ -88,7 +93,8 @@ def run_board(link: str, control: str, slots: int = 8, buttons: int = 6,
         "boot_id": board.boot_id, "vend_in_progress": board.vend is not None,
         "unacked_events": len(board.events), "motor_running": sorted(pins.running),
         "reboots": board.reboots, "requests_turned": len(board.turns_by_seq),
-        "requests_turned_twice": sum(1 for n in board.turns_by_seq.values() if n > 1)},
+        "requests_turned_twice": sum(1 for n in board.turns_by_seq.values() if n > 1),
+        "press_to_motor_ms": board.press_to_motor_ms[-200:]},
         extra_ops={"reboot": board.request_reboot})
     running = [True]
 

@@ -14,6 +14,7 @@ from controller.vending import Command, Tick, VendingMachine
 from hal.sim import SimHardware
 from simulator.model import PhysicalMachine
 
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--long", action="store_true",
                      help="run the full crash/outage campaign (tests/test_campaign.py)")

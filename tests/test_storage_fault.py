@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 
+import pytest
+
 
 def card_fails(rig) -> None:
     """Every write now fails, as when the kernel remounts a failing SD card read-only."""
@@ -66,3 +68,49 @@ def test_a_staff_command_on_a_full_disk_is_refused_and_changes_nothing(rig):
     assert rig.vm.messages == ["Naloxone saves lives", "Free BBV testing"]
     rig.press(1)  # and a client is still served
     assert sum(rig.model.packs_dropped().values()) == 1
+
+
+def test_a_machine_started_on_a_failing_card_still_vends_and_saves_later(rig, monkeypatch):
+    import tests.conftest
+    from controller.ledger import Ledger
+
+    def read_only_ledger(*args, **kwargs):  # the card fails before the daemon starts
+        ledger = Ledger(*args, **kwargs)
+        ledger.db.execute("PRAGMA query_only = ON")
+        return ledger
+
+    rig.press(1)
+    monkeypatch.setattr(tests.conftest, "Ledger", read_only_ledger)
+    rig.crash_restart()  # no exception: it starts
+    assert "storage_fault" in rig.vm.state_report()["faults"]
+    for _ in range(3):
+        rig.press(2)
+    assert rig.model.packs_dropped()[3] == 3
+    card_recovers(rig)
+    rig.tick()
+    assert "storage_fault" not in rig.vm.state_report()["faults"]
+    assert rig.ledger.totals()["foil"]["confirmed"] == 3
+    assert rig.ledger.totals()["syringe-1ml"]["confirmed"] == 1
+    assert rig.ledger.open_vends() == []
+
+
+def test_a_vend_settled_in_memory_is_not_settled_again_when_the_board_comes_back(rig):
+    if rig.config.hal != "sim":
+        pytest.skip("needs a board that can fall silent")
+    vend = rig.hw.dispenser.vend
+
+    def card_fails_mid_vend(slot: int, seq: int):
+        outcome = vend(slot, seq)  # the journal entry is on the card; the motor has turned
+        card_fails(rig)
+        return outcome
+
+    rig.hw.dispenser.vend = card_fails_mid_vend
+    rig.press(1)  # counted in memory; its journal entry is still open on the card
+    rig.hw.dispenser.vend = vend
+    assert len(rig.ledger.open_vends()) == 1
+    rig.model.inject("board_silent")
+    rig.model.inject("clear")  # the board is back: the controller reconciles the journal
+    card_recovers(rig)
+    rig.tick()
+    assert rig.ledger.totals()["syringe-1ml"] == {"confirmed": 1, "unconfirmed": 0}
+    assert rig.ledger.open_vends() == []
