@@ -179,6 +179,13 @@ class Ledger:
         """Write one meta value (inside the caller's transaction)."""
         self._x("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, json.dumps(value)))
 
+    def raise_last_seq(self, seq: int) -> None:
+        """Record that vend request ``seq`` was used (never lowers it; in the caller's
+        transaction). Sequence numbers must never be used twice: the board answers a
+        number it remembers with that vend's outcome, without turning."""
+        if seq > int(self.meta("last_seq", 0)):
+            self.set_meta("last_seq", seq)
+
     # -- slots -----------------------------------------------------------------
     def slots(self) -> dict[int, SlotState]:
         rows = self._x(
@@ -211,7 +218,7 @@ class Ledger:
         """Persist vend request ``seq`` durably, before its motor turns; ``board`` is the
         hardware's boot id as last known, so a recall can tell "never got it" from "forgot"."""
         with self.transaction():
-            self.set_meta("last_seq", seq)
+            self.raise_last_seq(seq)
             self._x("INSERT INTO journal (seq, slot, product, started, board) VALUES (?, ?, ?, ?, ?)",
                     (seq, slot, product, iso(now), board))
 

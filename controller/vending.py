@@ -103,7 +103,9 @@ class VendingMachine:
         self.started_mono = self._last_vend_mono = self.clock.monotonic()
         self.staff_mode = self.ledger.meta("mode", "in_service")
         self.messages = self.ledger.meta("messages", None) or list(self.config.messages)
-        self._last_seq = int(self.ledger.meta("last_seq", 0))
+        # a crash while the card failed can leave last_seq behind numbers the board has seen
+        self._last_seq = max(int(self.ledger.meta("last_seq", 0)),
+                             getattr(self.hw.dispenser, "highest_seq", lambda: 0)())
         self.door_open = self.hw.door_open()
         self.bin_full = self.hw.sharps_bin_full()
         self.slots = self.ledger.slots()
@@ -259,6 +261,8 @@ class VendingMachine:
                                   self.hw.dispenser.boot_id())
         except StorageError as e:
             self._storage_failed(e)  # access first: turn the motor all the same
+            # the number is used even so: saved with the other changes once the card works
+            self.write(lambda now: self.ledger.raise_last_seq(seq))
         return seq
 
     def _settle(self, seq: int) -> None:

@@ -88,7 +88,7 @@ class Board:
             return
         try:
             if kind == "V":
-                self._vend_request(ident, int(words[2]))
+                self._vend_request(ident, int(words[2]), words[3] if len(words) > 3 else None)
             elif kind == "R":
                 self._result_request(ident)
             elif kind == "K":
@@ -97,7 +97,7 @@ class Board:
                 temp = self.pins.temperature()
                 self.reply("h", ident, self.boot_id, self.pins.slot_count(),
                            int(self.door.stable), int(self.bin.stable),
-                           "-" if temp is None else "%.1f" % temp, VERSION)
+                           "-" if temp is None else "%.1f" % temp, VERSION, self._highest())
             elif kind == "L":
                 self.pins.led(words[2])
                 self.reply("k", ident)
@@ -109,7 +109,11 @@ class Board:
         except (IndexError, ValueError):
             self.reply("N", ident, "malformed")
 
-    def _vend_request(self, seq, slot):
+    def _vend_request(self, seq, slot, boot=None):
+        if boot is not None and boot != self.boot_id:
+            # meant for the board as it was before a restart: that one may have turned already
+            self.reply("U", seq, self.boot_id, self.order[0] if self.order else 0)
+            return
         if seq in self.results:
             self.reply("D", seq, self.results[seq])
         elif self.vend is not None and self.vend["seq"] == seq:
@@ -121,6 +125,14 @@ class Board:
         else:
             self._start_vend(seq, slot)
             self.reply("A", seq)
+
+    def _highest(self):
+        """The highest vend number this boot has seen (0: none), so a host that lost its
+        own count never reuses one."""
+        seqs = list(self.order)
+        if self.vend is not None:
+            seqs.append(self.vend["seq"])
+        return max(seqs) if seqs else 0
 
     def _result_request(self, seq):
         if seq in self.results:

@@ -57,6 +57,7 @@ class BoardConnection:
         self.timing = timing or LinkTiming()
         self.sink: EventSink | None = None
         self.boot: str | None = None
+        self.highest_seq = 0  # the board's, from its hello
         self.slots = 0
         self.door = False
         self.bin_full = False
@@ -251,6 +252,7 @@ class BoardConnection:
         if self.boot is not None and boot != self.boot and self.online:
             self._new_boot(boot)
         self.boot = boot
+        self.highest_seq = int(words[8]) if len(words) > 8 else 0
         self._set_online(True, f"board {boot} with {slots} slots")
 
     def _new_boot(self, boot: str) -> None:
@@ -295,14 +297,21 @@ class SerialDispenser:
     def boot_id(self) -> str | None:
         return self.link.boot
 
+    def highest_seq(self) -> int:
+        """The highest vend number the board has seen in this boot (0 if none)."""
+        return self.link.highest_seq
+
     def vend(self, slot: int, seq: int) -> VendOutcome:
         link = self.link
-        reply = link.request("V", slot, ident=seq, expect=("A", "D", "B", "N"))
+        # addressed to this boot of the board: resent after a board restart it is refused
+        # ("U"), never turned a second time by a board that forgot the first
+        ask = ("V", slot, link.boot) if link.boot else ("V", slot)
+        reply = link.request(*ask, ident=seq, expect=("A", "D", "B", "N", "U"))
         busy_until = time.monotonic() + link.timing.vend
         while reply is not None and reply[0] == "B" and time.monotonic() < busy_until:
             time.sleep(0.1)  # a vend from before a host restart is still running
-            reply = link.request("V", slot, ident=seq, expect=("A", "D", "B", "N"))
-        if reply is None or reply[0] == "B":
+            reply = link.request(*ask, ident=seq, expect=("A", "D", "B", "N", "U"))
+        if reply is None or reply[0] in ("B", "U"):
             return VendOutcome.UNKNOWN
         if reply[0] == "N":
             log.error("the board refused to turn slot %d: %s", slot, " ".join(reply[2:]))

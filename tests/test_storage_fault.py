@@ -114,3 +114,15 @@ def test_a_vend_settled_in_memory_is_not_settled_again_when_the_board_comes_back
     rig.tick()
     assert rig.ledger.totals()["syringe-1ml"] == {"confirmed": 1, "unconfirmed": 0}
     assert rig.ledger.open_vends() == []
+
+
+def test_a_vend_number_used_while_the_card_failed_is_never_used_again(rig):
+    card_fails(rig)
+    rig.press(2)  # its journal entry and vend number could not be written
+    card_recovers(rig)
+    rig.tick()  # the changes kept in memory are written
+    rig.crash_restart()
+    before = rig.model.packs_dropped()[3]
+    rig.press(2)  # a reused number would be answered from the hardware's memory: no turn
+    assert rig.model.packs_dropped()[3] == before + 1
+    assert rig.ledger.totals()["foil"]["confirmed"] == 2
