@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import threading
 from pathlib import Path
@@ -21,8 +22,9 @@ from tests.daemon_process import ROOT, DaemonProcess
 from tests.pki import OPENSSL, Pki
 from tests.test_daemon_cli import CONFIG as SIM_CONFIG
 
-pytestmark = pytest.mark.skipif(MOSQUITTO is None or OPENSSL is None,
-                                reason="mosquitto or openssl not installed")
+pytestmark = pytest.mark.skipif(
+    MOSQUITTO is None or OPENSSL is None or shutil.which("mosquitto_passwd") is None,
+    reason="mosquitto (with mosquitto_passwd) or openssl not installed")
 
 EXAMPLES = ROOT / "examples" / "mosquitto"
 MACHINE = "e2e-01"
