@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import getpass
 import json
 import os
@@ -42,32 +43,43 @@ class Broker:
             # save its sessions in the test's folder; as anyone else the line does nothing
             + f"user {getpass.getuser()}\n"
             + f"persistence true\npersistence_location {folder}/\nautosave_interval 1\n"
-            + "log_dest stderr\nlog_type all\n" + extra)
+            # not "all": a debug line per packet can fill the pipe faster than it is read
+            + "log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n"
+            + "log_type information\n" + extra)
         self.proc: subprocess.Popen | None = None
-        self.log: list[str] = []
+        self.log: collections.deque[str] = collections.deque(maxlen=2000)
         self.start()
 
     def start(self) -> None:
+        # errors="replace": a reader thread that died on odd bytes would leave mosquitto
+        # blocked on a full pipe, deaf even to SIGTERM
         self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.config)], stderr=subprocess.PIPE,
-                                     text=True)
-        ready = threading.Event()
+                                     text=True, errors="replace")
+        proc, ready, running = self.proc, threading.Event(), threading.Event()
 
         def read() -> None:
-            for line in self.proc.stderr:
+            for line in proc.stderr:
                 self.log.append(line)
                 if " running" in line:  # said once every listener is bound
+                    running.set()
                     ready.set()
-            ready.set()
+            ready.set()  # it exited
 
         threading.Thread(target=read, daemon=True).start()
-        if not ready.wait(10) or not any(" running" in line for line in self.log):
-            self.proc.kill()
+        if not ready.wait(10) or not running.is_set():
+            proc.kill()
             raise RuntimeError("mosquitto did not start:\n" + "".join(self.log))
 
     def stop(self) -> None:
         """A clean broker shutdown (it saves its sessions)."""
         self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(10)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+            raise AssertionError("mosquitto did not stop on SIGTERM within 30 s:\n"
+                                 + "".join(list(self.log)[-40:])) from None
 
     def kill(self) -> None:
         self.proc.kill()
