@@ -76,6 +76,14 @@ class Broker:
         try:
             self.proc.wait(30)
         except subprocess.TimeoutExpired:
+            try:
+                with open(f"/proc/{self.proc.pid}/status") as f:
+                    self.log.append("".join(line for line in f
+                                            if line.startswith(("State", "Sig", "Shd"))))
+                with open(f"/proc/{self.proc.pid}/wchan") as f:
+                    self.log.append(f"wchan {f.read()}\n")
+            except OSError:
+                pass
             self.proc.kill()
             self.proc.wait(10)
             raise AssertionError("mosquitto did not stop on SIGTERM within 30 s:\n"
