@@ -43,7 +43,7 @@ from controller.config import load_config  # noqa: E402
 from controller.daemon import Daemon  # noqa: E402
 from hal import ButtonPressed  # noqa: E402
 from tests.broker import MOSQUITTO, Broker  # noqa: E402
-from tests.daemon_process import ask  # noqa: E402
+from tests.daemon_process import BoardProcess, ask  # noqa: E402
 
 CONFIG = """\
 machine_id = "bench-01"
@@ -105,26 +105,6 @@ def write_config(folder: Path, hal: str, bucket_minutes: int = 60, mqtt: str = "
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
-
-
-class BoardProcess:
-    def __init__(self, folder: Path, turn_ms: int = 30) -> None:
-        self.control = folder / "sim.sock"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "simulator", "board", "--link", str(folder / "board.tty"),
-             "--control", str(self.control), "--slots", "3", "--turn-ms", str(turn_ms)],
-            cwd=ROOT, stderr=subprocess.PIPE, text=True)
-        for line in self.proc.stderr:
-            if "board simulator" in line:
-                break
-        threading.Thread(target=lambda: [None for _ in self.proc.stderr], daemon=True).start()
-
-    def ask(self, request: dict) -> dict:
-        return ask(self.control, request)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
 
 
 # -- in the daemon's own process: latency and overhead -------------------------------------

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,6 +57,42 @@ class DaemonProcess:
 
     def kill(self) -> None:
         self.proc.kill()
+        self.proc.wait(10)
+
+
+class BoardProcess:
+    """``python -m simulator board`` as its own process: the truth outlives every kill."""
+
+    def __init__(self, tmp: Path, turn_ms: int = 40) -> None:
+        self.tmp = tmp
+        self.control = tmp / "sim.sock"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "simulator", "board", "--link", str(tmp / "board.tty"),
+             "--control", str(self.control), "--slots", "3", "--turn-ms", str(turn_ms)],
+            cwd=ROOT, stderr=subprocess.PIPE, text=True)
+        for line in self.proc.stderr:
+            if "board simulator" in line:
+                break
+        else:
+            raise AssertionError("board simulator did not start")
+        # keep reading its log, so a long run never blocks it on a full pipe
+        threading.Thread(target=lambda: [None for _ in self.proc.stderr], daemon=True).start()
+
+    def ask(self, request: dict) -> dict:
+        return ask(self.control, request)
+
+    def settled(self, timeout: float = 20) -> dict:
+        """Wait until every press the board saw is in the daemon's hands and no vend runs."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self.ask({"op": "state"})
+            if state["unacked_events"] == 0 and not state["vend_in_progress"]:
+                return state
+            time.sleep(0.02)
+        raise AssertionError(f"board never settled: {state}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
         self.proc.wait(10)
 
 

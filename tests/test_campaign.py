@@ -13,7 +13,6 @@ import os
 import random
 import sqlite3
 import subprocess
-import sys
 import time
 import tty
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.broker import MOSQUITTO, Broker, Subscriber, usage_totals
-from tests.daemon_process import ROOT, DaemonProcess, ask
+from tests.daemon_process import BoardProcess, DaemonProcess, ask
 from tests.wire import Noisy, Pty, Relay
 
 pytestmark = [pytest.mark.campaign,
@@ -138,29 +137,6 @@ class Disk:
             subprocess.run(["umount", "-l", str(self.path)], capture_output=True)
 
 
-class Board:
-    """``python -m simulator board`` as its own process: the truth outlives every kill."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.control = tmp / "sim.sock"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "simulator", "board", "--link", str(tmp / "board.tty"),
-             "--control", str(self.control), "--slots", "3", "--turn-ms", "30"],
-            cwd=ROOT, stderr=subprocess.PIPE, text=True)
-        for line in self.proc.stderr:
-            if "board simulator" in line:
-                break
-        else:
-            raise AssertionError("board simulator did not start")
-
-    def ask(self, request: dict) -> dict:
-        return ask(self.control, request)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
-
-
 class Run:
     def __init__(self, tmp: Path, seed: int, tally: Tally) -> None:
         self.tmp, self.rng, self.tally, self.seed = tmp, random.Random(seed), tally, seed
@@ -168,7 +144,7 @@ class Run:
         self.broker = Broker(tmp / "broker")
         self.hub = Subscriber(self.broker.port, "nspvend/campaign-01/#",
                               client_id=f"campaign-hub-{seed}")
-        self.board = Board(tmp)
+        self.board = BoardProcess(tmp, turn_ms=30)
         # the link runs through a relay that can corrupt, drop and double bytes
         board_fd = os.open(tmp / "board.tty", os.O_RDWR | os.O_NOCTTY)
         tty.setraw(board_fd)

@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 
 from tests.broker import MOSQUITTO, Broker, Subscriber, usage_totals
-from tests.daemon_process import DaemonProcess, ask
+from tests.daemon_process import BoardProcess, DaemonProcess, ask
 from tests.test_daemon_cli import CONFIG as SIM_CONFIG
 from tests.test_serial_daemon import CONFIG as SERIAL_CONFIG
-from tests.test_serial_daemon import BoardProcess
 
 pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto not installed")
 

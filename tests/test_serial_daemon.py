@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.daemon_process import ROOT, DaemonProcess, ask, nspvend
+from tests.daemon_process import BoardProcess, DaemonProcess, nspvend
 
 CONFIG = """\
 machine_id = "serial-01"
@@ -55,38 +53,6 @@ product = "foil"
 capacity = 40
 low_at = 5
 """
-
-
-class BoardProcess:
-    def __init__(self, tmp: Path, turn_ms: int = 40) -> None:
-        self.tmp = tmp
-        self.control = tmp / "sim.sock"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "simulator", "board", "--link", str(tmp / "board.tty"),
-             "--control", str(self.control), "--slots", "3", "--turn-ms", str(turn_ms)],
-            cwd=ROOT, stderr=subprocess.PIPE, text=True)
-        for line in self.proc.stderr:
-            if "board simulator" in line:
-                break
-        else:
-            raise AssertionError("board simulator did not start")
-
-    def ask(self, request: dict) -> dict:
-        return ask(self.control, request)
-
-    def settled(self, timeout: float = 20) -> dict:
-        """Wait until every press the board saw is in the daemon's hands and no vend runs."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            state = self.ask({"op": "state"})
-            if state["unacked_events"] == 0 and not state["vend_in_progress"]:
-                return state
-            time.sleep(0.02)
-        raise AssertionError(f"board never settled: {state}")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
 
 
 @pytest.fixture

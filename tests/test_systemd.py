@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon_process import ROOT, DaemonProcess, ask
+from tests.daemon_process import ROOT, BoardProcess, DaemonProcess, ask
 from tests.test_daemon_cli import CONFIG as SIM_CONFIG
 from tests.test_serial_daemon import CONFIG as SERIAL_CONFIG
-from tests.test_serial_daemon import BoardProcess
 
 UNIT = ROOT / "systemd" / "nspvend.service"
 ANALYZE = shutil.which("systemd-analyze")
