@@ -290,7 +290,6 @@ class HubLink:
         """At shutdown, with the core loop ended: send the rest of the outbox and wait for
         the broker's acknowledgements (those of messages already in flight too)."""
         deadline = time.monotonic() + seconds
-        self._forget()
         pending = list(self.inflight.values())
         sent = {row for row, _ in pending}
         for row, kind, payload in self.ledger.outbox(limit=1000):

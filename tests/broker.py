@@ -164,8 +164,8 @@ class Subscriber:
         self.client.loop_stop()
 
 
-def usage_totals(usage: list[dict]) -> tuple[dict, int]:
-    """Counts per product from usage messages, each id once; and how many ids were repeated."""
+def usage_buckets(usage: list[dict]) -> tuple[dict[str, dict], int]:
+    """Usage messages de-duplicated by id, as the hub keeps them; and how many were re-sends."""
     seen: dict[str, dict] = {}
     repeats = 0
     for u in usage:
@@ -173,8 +173,14 @@ def usage_totals(usage: list[dict]) -> tuple[dict, int]:
             repeats += 1
             assert seen[u["id"]] == u, "a re-sent bucket must be the same bucket"
         seen[u["id"]] = u
+    return seen, repeats
+
+
+def usage_totals(usage: list[dict]) -> tuple[dict, int]:
+    """Counts per product from usage messages, each id once; and how many ids were repeated."""
+    buckets, repeats = usage_buckets(usage)
     totals: dict[str, int] = {}
-    for u in seen.values():
+    for u in buckets.values():
         for product, n in u["counts"].items():
             totals[product] = totals.get(product, 0) + n
     return {p: n for p, n in totals.items() if n}, repeats

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.broker import MOSQUITTO, Broker, Subscriber, usage_totals
+from tests.broker import MOSQUITTO, Broker, Subscriber, usage_buckets
 from tests.daemon_process import BoardProcess, DaemonProcess, ask
 from tests.wire import Noisy, Pty, Relay
 
@@ -270,11 +270,10 @@ class Run:
         db.close()
 
         def hub_totals() -> dict:
-            seen: dict[str, dict] = {}
-            for u in self.hub.payloads("usage"):
-                seen[u["id"]] = u
+            """(confirmed, unconfirmed) per product, each bucket once (a re-send must be
+            the same bucket)."""
             out: dict[str, list[int]] = {}
-            for u in seen.values():
+            for u in usage_buckets(self.hub.payloads("usage"))[0].values():
                 for p, n in u["counts"].items():
                     out.setdefault(p, [0, 0])[0] += n
                 for p, n in u["unconfirmed"].items():
@@ -292,7 +291,6 @@ class Run:
             raise AssertionError(f"seed {self.seed}: the hub has {hub_totals()}, the machine "
                                  f"counted {want}; buckets the hub never got: "
                                  f"{len(buckets - ids)} of {len(buckets)}") from None
-        usage_totals(self.hub.payloads("usage"))  # a re-sent bucket is always the same bucket
         truth = self.board.ask({"op": "state"})
         self.tally.turned_twice += truth["requests_turned_twice"]
         for product, slots in PRODUCT_SLOTS.items():
