@@ -170,12 +170,12 @@ def _refill(vm: VendingMachine, args: _Args) -> Apply:
     if args.flag("all"):
         if args.has("slot") or args.has("count"):
             raise BadCommand("all", "cannot be given with slot or count")
-        targets = [replace(s, count=s.capacity) for s in vm.slots.values()]
+        targets = [replace(s, count=s.capacity, known_empty=False) for s in vm.slots.values()]
     else:
         slot = _slot(vm, args)
         count = args.integer("count", 0, slot.capacity,
                              f"the packs now in slot {slot.slot}, 0 to {slot.capacity}")
-        targets = [replace(slot, count=count)]
+        targets = [replace(slot, count=count, known_empty=False)]
 
     def apply(now: datetime) -> Any:
         done = [_save(vm, s, now, Event("refilled", s.slot, s.product, f"count {s.count}"))
@@ -195,7 +195,8 @@ def _configure_slot(vm: VendingMachine, args: _Args) -> Apply:
     if count > capacity:
         raise BadCommand("capacity", f"{capacity} is less than the {count} packs in slot "
                                      f"{slot.slot}; refill it with fewer first")
-    new = replace(slot, product=product, capacity=capacity, low_at=low_at, count=count)
+    new = replace(slot, product=product, capacity=capacity, low_at=low_at, count=count,
+                  known_empty=False)
     return lambda now: _save(vm, new, now, Event(
         "slot_configured", new.slot, new.product, f"capacity {capacity}, low at {low_at}"))
 
@@ -212,7 +213,7 @@ def _disable(vm: VendingMachine, args: _Args) -> Apply:
 
 def _clear_fault(vm: VendingMachine, args: _Args) -> Apply:
     old = _slot(vm, args)
-    new = replace(old, fault=None)
+    new = replace(old, fault=None, known_empty=False)
     return lambda now: _save(vm, new, now, Event("fault_cleared", new.slot, new.product,
                                                  f"was: {old.fault}" if old.fault else None))
 

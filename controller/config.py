@@ -112,6 +112,7 @@ class Config:
     bucket_minutes: int
     vend_retries: int
     vend_min_interval_ms: int
+    press_max_wait_s: float
     silence_hours: float
     hub_open: tuple[Window, ...]
     hub_name: str
@@ -290,6 +291,7 @@ def parse_config(data: dict, path: str = "<config>") -> Config:
     vend = top.table("vend")
     retries = vend.integer("retries", 1, 0, 5)
     min_interval_ms = vend.integer("min_interval_ms", 0, 0, 60_000)
+    press_max_wait_s = vend.number("press_max_wait_s", 20, 1, 600)
     vend.finish()
 
     alerts = top.table("alerts")
@@ -331,7 +333,8 @@ def parse_config(data: dict, path: str = "<config>") -> Config:
         sim_control=sim_control, sim_motor_s=sim_motor_s,
         database_path=database_path, control_socket=control_socket, mqtt=mqtt, gpio=gpio,
         bucket_minutes=bucket_minutes, vend_retries=retries,
-        vend_min_interval_ms=min_interval_ms, silence_hours=silence_hours,
+        vend_min_interval_ms=min_interval_ms, press_max_wait_s=press_max_wait_s,
+        silence_hours=silence_hours,
         hub_open=tuple(windows), hub_name=hub_name, timezone=timezone,
         messages=tuple(messages), alternative=alternative, thank_you_s=thank_you_s,
         products=tuple(products), slots=tuple(slots),

@@ -12,6 +12,7 @@ import queue
 import signal
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import hal
@@ -58,6 +59,7 @@ class Daemon:
                                       on_change=self._changed)
         self.control: ControlServer | None = None
         self.ready = threading.Event()
+        self.stopping = threading.Event()
         self.listeners: list[Callable[[str], None]] = []
         self.notifier = Notifier()
         self.hub = None
@@ -66,10 +68,17 @@ class Daemon:
             self.listeners.append(self.hub.changed)
 
     def post(self, event: Any) -> None:
-        """Queue an event for the core loop (safe from any thread and from signal handlers)."""
+        """Queue an event for the core loop (safe from any thread and from signal handlers).
+        A press is stamped with when it came, so one that waited too long is let go."""
+        if isinstance(event, hal.ButtonPressed) and event.at is None:
+            event = replace(event, at=self.clock.monotonic())
         self.events.put(event)
 
     def stop(self) -> None:
+        """End gracefully: the vend in progress finishes and counts; presses still queued
+        are not served (nobody waits for them while the machine stops); commands already
+        accepted still run."""
+        self.stopping.set()
         self.post(STOP)
 
     def ask(self, request: dict, timeout: float = 30) -> dict:
@@ -122,6 +131,8 @@ class Daemon:
                 next_tick = self.clock.monotonic() + TICK_S
 
     def _handle(self, event: Any) -> None:
+        if self.stopping.is_set() and isinstance(event, hal.ButtonPressed):
+            return
         try:
             if self.hub and isinstance(event, HubEvent):
                 self.hub.handle(event)

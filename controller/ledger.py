@@ -42,6 +42,8 @@ class SlotState:
     low_at: int
     enabled: bool = True
     fault: str | None = None
+    known_empty: bool = False
+    """Counted empty and a turn dropped nothing: not turned again until it may hold packs."""
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,12 @@ def _v1(db: sqlite_utils.Database) -> None:
     db["commands"].create({"id": str, "ts": str, "result": str}, pk="id", if_not_exists=True)
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+def _v2(db: sqlite_utils.Database) -> None:
+    if "known_empty" not in db["slots"].columns_dict:
+        db["slots"].add_column("known_empty", int, not_null_default=0)
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -189,10 +196,11 @@ class Ledger:
     # -- slots -----------------------------------------------------------------
     def slots(self) -> dict[int, SlotState]:
         rows = self._x(
-            "SELECT slot, product, count, capacity, low_at, enabled, fault FROM slots ORDER BY slot"
+            "SELECT slot, product, count, capacity, low_at, enabled, fault, known_empty FROM slots"
+            " ORDER BY slot"
         ).fetchall()
         return {
-            r[0]: SlotState(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6]) for r in rows
+            r[0]: SlotState(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], bool(r[7])) for r in rows
         }
 
     def config_signatures(self) -> dict[int, str | None]:
@@ -201,12 +209,14 @@ class Ledger:
     def save_slot(self, s: SlotState, config_sig: str | None = None) -> None:
         """Write one slot (inside the caller's transaction)."""
         self._x(
-            "INSERT INTO slots (slot, product, count, capacity, low_at, enabled, fault, config_sig)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(slot) DO UPDATE SET product=excluded."
-            "product, count=excluded.count, capacity=excluded.capacity, low_at=excluded.low_at,"
-            " enabled=excluded.enabled, fault=excluded.fault,"
+            "INSERT INTO slots (slot, product, count, capacity, low_at, enabled, fault, known_empty,"
+            " config_sig) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(slot) DO UPDATE SET"
+            " product=excluded.product, count=excluded.count, capacity=excluded.capacity,"
+            " low_at=excluded.low_at, enabled=excluded.enabled, fault=excluded.fault,"
+            " known_empty=excluded.known_empty,"
             " config_sig=coalesce(excluded.config_sig, slots.config_sig)",
-            (s.slot, s.product, s.count, s.capacity, s.low_at, int(s.enabled), s.fault, config_sig),
+            (s.slot, s.product, s.count, s.capacity, s.low_at, int(s.enabled), s.fault,
+             int(s.known_empty), config_sig),
         )
 
     def delete_slot(self, slot: int) -> None:

@@ -33,9 +33,12 @@ def choose_slot(
 
     When every healthy slot is counted empty, the lowest-numbered one is still
     returned: staff counts can be wrong, and a turn that drops a pack is a client
-    served (access first). The caller treats nothing dropping there as empty, not a jam.
+    served (access first). The caller treats nothing dropping there as empty, not a
+    jam, and marks the slot ``known_empty``: it is not turned again until someone
+    could have put packs in (a refill, a cleared fault, the door opened and shut).
     """
-    candidates = [s for s in slots if s.product == product and healthy(s) and s.slot not in exclude]
+    candidates = [s for s in slots if s.product == product and healthy(s)
+                  and not s.known_empty and s.slot not in exclude]
     if not candidates:
         return None
     return min(candidates, key=lambda s: (-s.count, s.slot))

@@ -145,7 +145,7 @@ class VendingMachine:
         if isinstance(event, Tick):
             self.tick()
         elif isinstance(event, ButtonPressed):
-            self.press(event.button)
+            self.press(event.button, event.at)
         elif isinstance(event, DoorChanged):
             self._door(event.open)
         elif isinstance(event, SharpsBinChanged):
@@ -168,11 +168,15 @@ class VendingMachine:
     def mode(self) -> str:
         return "service" if self.door_open else self.staff_mode
 
-    def press(self, button: int) -> bool:
-        """A client pressed ``button``: one press, one pack. True if a pack came out."""
+    def press(self, button: int, at: float | None = None) -> bool:
+        """A client pressed ``button`` (at monotonic time ``at``, if known): one press, one
+        pack. True if a pack came out. A press that has waited longer than
+        ``vend.press_max_wait_s`` for its turn is let go: whoever pressed has walked away."""
+        if at is not None and self.clock.monotonic() - at > self.config.press_max_wait_s:
+            return False
         product = self.by_button.get(button)
         if product is None:
-            log.info("button %d has no product; ignored", button)
+            log.debug("button %d has no product; ignored", button)
             return False
         if self.mode == "service":
             self._show("service", texts.service())
@@ -228,7 +232,7 @@ class VendingMachine:
                     return False
                 turns += 1
                 if outcome is VendOutcome.NOTHING_DROPPED and counted_empty:
-                    self._settle(seq)
+                    self._known_empty(seq, slot)
                     break
                 if outcome is VendOutcome.NOTHING_DROPPED and turns <= self.config.vend_retries:
                     self._settle(seq)
@@ -268,6 +272,19 @@ class VendingMachine:
     def _settle(self, seq: int) -> None:
         self._closing.add(seq)
         self.write(lambda now: self.ledger.close_vend(seq))
+
+    def _known_empty(self, seq: int, slot: SlotState) -> None:
+        """Counted empty and nothing dropped: it is empty. Not turned again until a refill,
+        a cleared fault or the door (staff may restock by hand) says it may hold packs."""
+        slot.known_empty = True
+        snapshot = replace(slot)
+        self._closing.add(seq)
+
+        def write(now: datetime) -> None:
+            self.ledger.close_vend(seq)
+            self.ledger.save_slot(snapshot)
+
+        self.write(write)
 
     def _count_pack(self, seq: int | None, slot: SlotState | None, product: str,
                     confirmed: bool) -> None:
@@ -361,9 +378,24 @@ class VendingMachine:
         if is_open == self.door_open:
             return
         self.door_open = is_open
+        if not is_open:  # staff may have put packs in by hand: every slot may vend again
+            self._forget_known_empty()
         self._record(Event("door_open" if is_open else "door_closed"))
         self._show_rest_screen()
         self.on_change("state")
+
+    def _forget_known_empty(self) -> None:
+        reopened = [slot for slot in self.slots.values() if slot.known_empty]
+        for slot in reopened:
+            slot.known_empty = False
+        snapshots = [replace(slot) for slot in reopened]
+
+        def write(now: datetime) -> None:
+            for snapshot in snapshots:
+                self.ledger.save_slot(snapshot)
+
+        if snapshots:
+            self.write(write)
 
     def _sharps_bin(self, full: bool) -> None:
         if full == self.bin_full:

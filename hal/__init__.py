@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 
@@ -37,7 +37,11 @@ class HardwareEvent:
 
 @dataclass(frozen=True)
 class ButtonPressed(HardwareEvent):
+    """A client pressed a product button; ``at`` is when (the daemon's monotonic clock),
+    so a press that waited too long in the queue can be let go."""
+
     button: int
+    at: float | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from hal import ButtonPressed
 from simulator.model import PowerCut
 from tests.conftest import Rig, make_config
 
@@ -35,6 +36,7 @@ class MachineLife(RuleBasedStateMachine):
         self.blind_vends = 0  # presses while the drop sensor was stuck: outcomes unknown
         # slots whose count may be below the truth: a power cut left an unknown outcome
         self.uncertain: set[int] = set()
+        self.known_empty_turns: dict[int, int] = {}  # slot -> its motor turns when found empty
 
     def teardown(self) -> None:
         self.rig.ledger.close()
@@ -62,6 +64,18 @@ class MachineLife(RuleBasedStateMachine):
         assert dropped <= 1, "one press, one pack"
         if servable:
             assert dropped == 1, "a healthy slot with the product was there: the client must be served"
+
+    @rule(button=BUTTONS, times=st.integers(min_value=2, max_value=6))
+    def press_again_and_again(self, button: int, times: int) -> None:
+        for _ in range(times):
+            self.press(button)
+
+    @rule(button=BUTTONS)
+    def press_nobody_waits_for_any_more(self, button: int) -> None:
+        turns = sum(t.turns for t in self.rig.model.slots.values())
+        stale = self.rig.clock.monotonic() - self.rig.config.press_max_wait_s - 1
+        self.rig.vm.handle(ButtonPressed(button, at=stale))
+        assert sum(t.turns for t in self.rig.model.slots.values()) == turns
 
     @rule(slot=SLOTS, count=st.integers(min_value=0, max_value=5))
     def refill(self, slot: int, count: int) -> None:
@@ -168,6 +182,16 @@ class MachineLife(RuleBasedStateMachine):
                 open_counts = b["counts"]
         for product, t in ledger.totals().items():
             assert queued.get(product, 0) + open_counts.get(product, 0) == t["confirmed"]
+
+    @invariant()
+    def a_slot_found_empty_is_not_turned_again_until_it_may_hold_packs(self) -> None:
+        for number, slot in self.rig.vm.slots.items():
+            turns = self.rig.model.slots[number].turns
+            if slot.known_empty:
+                assert turns == self.known_empty_turns.setdefault(number, turns), (
+                    f"slot {number} was found empty and turned again")
+            else:
+                self.known_empty_turns.pop(number, None)
 
     @invariant()
     def no_vend_is_left_open_in_the_journal(self) -> None:
