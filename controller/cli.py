@@ -6,6 +6,7 @@ import argparse
 import csv
 import json
 import logging
+import os
 import sys
 from typing import Any
 
@@ -109,6 +110,7 @@ def _parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> int:
     from controller.daemon import Daemon, install_signal_handlers
 
+    os.umask(0o077)  # the database and its WAL are for this service alone (as UMask= in the unit)
     logs.setup()
     config = load_config(find_config(args.config))
     daemon = Daemon(config)

@@ -39,10 +39,6 @@ class SystemClock:
 
     def __init__(self) -> None:
         self._adjtimex = None
-        # Tests only: a file holding seconds to add to the wall clock, to make it jump as a
-        # Pi's clock does when NTP first sets it (the campaign in tests/test_campaign.py).
-        self._skew_file = os.environ.get("NSPVEND_TEST_CLOCK_SKEW_FILE")
-        self._skew = (0.0, -1.0)  # (seconds, the file's mtime when read)
         try:
             libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
             self._adjtimex = libc.adjtimex
@@ -50,19 +46,7 @@ class SystemClock:
             pass
 
     def now(self) -> datetime:
-        if self._skew_file:
-            return datetime.now(UTC) + timedelta(seconds=self._read_skew())
         return datetime.now(UTC)
-
-    def _read_skew(self) -> float:
-        try:
-            mtime = os.stat(self._skew_file).st_mtime
-            if mtime != self._skew[1]:
-                with open(self._skew_file) as f:
-                    self._skew = (float(f.read().strip() or 0), mtime)
-        except (OSError, ValueError):
-            pass
-        return self._skew[0]
 
     def monotonic(self) -> float:
         return time.monotonic()

@@ -3,19 +3,28 @@
 A request is ``{"id": "...", "cmd": NAME, ...args}``. Anything malformed is
 answered ``{"id", "ok": false, "error": "FIELD: what is wrong"}`` and changes
 nothing. A command that changes the machine runs at most once per id: a replay
-gets the first answer again. A request whose ``expires`` has passed is refused.
+gets the first answer again, for as long as the command could be valid (until its
+``expires``). A request whose ``expires`` has passed, or lies further ahead than
+``mqtt.command_max_age_s``, is refused. With ``mqtt.command_key_file`` set, a
+command from the hub must be signed (``sig``, see :mod:`controller.messages`).
+
+What a command answers depends on who asks: staff at the machine see live stock;
+the hub sees what has been published, never a live count or the client's screen
+(promise 2), and neither sees the open bucket's counts.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from controller.clock import iso, parse_iso
-from controller.ledger import Event, SlotState, StorageError
+from controller.ledger import COMMAND_MEMORY_LIMIT, Event, SlotState, StorageError
+from controller.messages import read_key, signature_ok
 
 if TYPE_CHECKING:
     from controller.vending import VendingMachine
@@ -25,7 +34,8 @@ log = logging.getLogger(__name__)
 MAX_ID = 128
 MAX_MESSAGES = 20
 MAX_MESSAGE_CHARS = 200
-COMMON = {"id", "cmd", "expires"}
+COMMON = {"id", "cmd", "expires", "sig"}
+DEFAULT_MAX_AGE_S = 86400
 
 
 class BadCommand(Exception):
@@ -79,8 +89,9 @@ class _Args:
                 raise BadCommand(str(name)[:40], "is not an argument of this command")
 
 
-def run_command(vm: VendingMachine, request: Any) -> dict:
-    """Check and run one request against ``vm``; always returns an answer, never raises."""
+def run_command(vm: VendingMachine, request: Any, origin: str = "local") -> dict:
+    """Check and run one request against ``vm`` for ``origin`` (``"local"``: the control
+    socket; ``"hub"``: MQTT); always returns an answer, never raises."""
     command_id = request.get("id") if isinstance(request, dict) else None
     if not isinstance(command_id, str):
         command_id = None
@@ -91,6 +102,10 @@ def run_command(vm: VendingMachine, request: Any) -> dict:
             raise BadCommand("id", "is missing")
         if command_id is None or not command_id or len(command_id) > MAX_ID:
             raise BadCommand("id", f"must be a string of 1 to {MAX_ID} characters")
+        key = _command_key(vm) if origin == "hub" else None
+        if key is not None and not signature_ok(request, key):
+            raise BadCommand("sig", "missing or wrong: commands from the hub must be signed "
+                                    "with this machine's command key")
         name = request.get("cmd")
         if not isinstance(name, str) or name not in COMMANDS:
             raise BadCommand("cmd", "must be one of " + ", ".join(sorted(COMMANDS)))
@@ -99,10 +114,15 @@ def run_command(vm: VendingMachine, request: Any) -> dict:
             earlier = vm.ledger.command_result(command_id)
             if earlier is not None:
                 return earlier
-        _check_expiry(vm, request)
+        forget_after = _check_expiry(vm, request, required=key is not None)
         args = _Args(request)
-        apply = handler(vm, args)
+        apply = handler(vm, args, origin)
         args.done()
+        if changes and vm.ledger.commands_remembered() >= COMMAND_MEMORY_LIMIT:
+            vm.write(lambda now: vm.ledger.forget_commands(now))
+            if vm.ledger.commands_remembered() >= COMMAND_MEMORY_LIMIT:
+                raise BadCommand("id", f"{COMMAND_MEMORY_LIMIT} commands are remembered and "
+                                       "none has expired yet; try again later")
     except BadCommand as e:
         return {"id": command_id, "ok": False, "error": str(e)}
     answer = {"id": command_id, "ok": True, "result": None}
@@ -110,44 +130,67 @@ def run_command(vm: VendingMachine, request: Any) -> dict:
         answer["result"] = apply(vm.clock.now())
         return answer
 
-    saved = (dict(vm.slots), vm.staff_mode, list(vm.messages))
+    def change(now: datetime) -> Any:
+        vm.ledger.forget_commands(now)
+        answer["result"] = apply(now)
+        vm.ledger.remember_command(command_id, answer, now, forget_after)
+
     try:
-        vm._flush_unsaved()
-        if vm._unsaved:
-            raise StorageError(vm.storage_fault or "earlier changes are not saved yet")
-        now = vm.clock.now()
-        with vm.ledger.transaction():
-            answer["result"] = apply(now)
-            vm.ledger.remember_command(command_id, answer, now)
+        vm.staff_change(change)
     except StorageError as e:
-        vm.slots, vm.staff_mode, vm.messages = saved
-        vm._storage_failed(e)
         return {"id": command_id, "ok": False,
                 "error": f"storage: cannot save the change ({e}); nothing was changed"}
     log.info("command %s (%s) done", name, command_id)
-    if vm.screen in ("idle", "service", "out_of_service"):
-        vm._show_rest_screen()
-    vm.on_change("stock_urgent")
-    vm.on_change("state")
-    vm.on_change("outbox")
     return answer
 
 
-def _check_expiry(vm: VendingMachine, request: dict) -> None:
+@functools.lru_cache(maxsize=4)
+def _read_key(path: str) -> str:
+    return read_key(path)
+
+
+def _command_key(vm: VendingMachine) -> str | None:
+    mqtt = vm.config.mqtt
+    if mqtt is None or not mqtt.command_key_file:
+        return None
+    try:
+        return _read_key(mqtt.command_key_file)
+    except (OSError, ValueError) as e:
+        # checked at start-up: gone since. Refuse rather than run unsigned commands.
+        raise BadCommand("sig", f"this machine cannot read its command key ({e})") from None
+
+
+def _max_age(vm: VendingMachine) -> int:
+    return vm.config.mqtt.command_max_age_s if vm.config.mqtt else DEFAULT_MAX_AGE_S
+
+
+def _check_expiry(vm: VendingMachine, request: dict, required: bool) -> datetime:
+    """Check ``expires``; return when the command's id may be forgotten."""
+    now = vm.clock.now()
+    max_age = timedelta(seconds=_max_age(vm))
     if "expires" not in request:
-        return
+        if required:
+            raise BadCommand("expires", "is missing: a signed command must say when it expires")
+        return now + max_age
     value = request["expires"]
     try:
         expires = parse_iso(value) if isinstance(value, str) else None
-    except ValueError:
+        if expires is not None:
+            iso(expires)  # a time zone can push a valid-looking time out of range
+    except (ValueError, OverflowError):
         expires = None
     if expires is None:
         raise BadCommand("expires", "must be an ISO 8601 time such as 2026-11-25T03:00:00Z")
-    if expires <= vm.clock.now():
+    if expires <= now:
         raise BadCommand("expires", f"the command expired at {iso(expires)}; nothing was done")
+    if expires > now + max_age:
+        raise BadCommand("expires", f"{iso(expires)} is more than {max_age.total_seconds():.0f} s "
+                                    "ahead; a command may not live that long")
+    return expires
 
 
 Apply = Callable[[datetime], Any]
+Handler = Callable[["VendingMachine", _Args, str], Apply]
 
 
 def _slot(vm: VendingMachine, args: _Args) -> SlotState:
@@ -159,14 +202,13 @@ def _slot(vm: VendingMachine, args: _Args) -> SlotState:
 
 
 def _save(vm: VendingMachine, slot: SlotState, now: datetime, event: Event) -> dict:
-    vm.slots[slot.slot] = slot
-    vm.ledger.save_slot(slot)
+    vm.set_slot(slot)
     vm.ledger.add_event(event, now)
     return {"slot": slot.slot, "product": slot.product, "count": slot.count,
             "capacity": slot.capacity, "low_at": slot.low_at}
 
 
-def _refill(vm: VendingMachine, args: _Args) -> Apply:
+def _refill(vm: VendingMachine, args: _Args, origin: str) -> Apply:
     if args.flag("all"):
         if args.has("slot") or args.has("count"):
             raise BadCommand("all", "cannot be given with slot or count")
@@ -185,7 +227,7 @@ def _refill(vm: VendingMachine, args: _Args) -> Apply:
     return apply
 
 
-def _configure_slot(vm: VendingMachine, args: _Args) -> Apply:
+def _configure_slot(vm: VendingMachine, args: _Args, origin: str) -> Apply:
     slot = _slot(vm, args)
     product = args.text("product", vm.products) if args.has("product") else slot.product
     capacity = args.integer("capacity", 1, 1000) if args.has("capacity") else slot.capacity
@@ -201,24 +243,24 @@ def _configure_slot(vm: VendingMachine, args: _Args) -> Apply:
         "slot_configured", new.slot, new.product, f"capacity {capacity}, low at {low_at}"))
 
 
-def _enable(vm: VendingMachine, args: _Args) -> Apply:
+def _enable(vm: VendingMachine, args: _Args, origin: str) -> Apply:
     new = replace(_slot(vm, args), enabled=True)
     return lambda now: _save(vm, new, now, Event("slot_enabled", new.slot, new.product))
 
 
-def _disable(vm: VendingMachine, args: _Args) -> Apply:
+def _disable(vm: VendingMachine, args: _Args, origin: str) -> Apply:
     new = replace(_slot(vm, args), enabled=False)
     return lambda now: _save(vm, new, now, Event("slot_disabled", new.slot, new.product))
 
 
-def _clear_fault(vm: VendingMachine, args: _Args) -> Apply:
+def _clear_fault(vm: VendingMachine, args: _Args, origin: str) -> Apply:
     old = _slot(vm, args)
     new = replace(old, fault=None, known_empty=False)
     return lambda now: _save(vm, new, now, Event("fault_cleared", new.slot, new.product,
                                                  f"was: {old.fault}" if old.fault else None))
 
 
-def _set_mode(vm: VendingMachine, args: _Args) -> Apply:
+def _set_mode(vm: VendingMachine, args: _Args, origin: str) -> Apply:
     from controller.vending import MODES
 
     mode = args.text("mode", MODES)
@@ -232,7 +274,7 @@ def _set_mode(vm: VendingMachine, args: _Args) -> Apply:
     return apply
 
 
-def _set_messages(vm: VendingMachine, args: _Args) -> Apply:
+def _set_messages(vm: VendingMachine, args: _Args, origin: str) -> Apply:
     args.used.add("messages")
     messages = args.request.get("messages")
     if not isinstance(messages, list) or len(messages) > MAX_MESSAGES:
@@ -241,6 +283,9 @@ def _set_messages(vm: VendingMachine, args: _Args) -> Apply:
         if not isinstance(m, str) or not m.strip() or len(m) > MAX_MESSAGE_CHARS:
             raise BadCommand(f"messages[{i}]",
                              f"must be a non-empty string of at most {MAX_MESSAGE_CHARS} characters")
+        if not m.isprintable():
+            raise BadCommand(f"messages[{i}]", "must be one line of printable text (no control "
+                                               "characters)")
 
     def apply(now: datetime) -> Any:
         vm.messages = list(messages)
@@ -251,21 +296,26 @@ def _set_messages(vm: VendingMachine, args: _Args) -> Apply:
     return apply
 
 
-def _status(vm: VendingMachine, args: _Args) -> Apply:
+def _status(vm: VendingMachine, args: _Args, origin: str) -> Apply:
+    from controller.vending import Change
+
     def apply(now: datetime) -> Any:
-        vm.on_change("status")
+        vm.on_change(Change.EVERYTHING)
+        if origin == "hub":  # what has been published, nothing live
+            return {"state": vm.state_report(public=True), "stock": vm.stock_report(public=True),
+                    "hub_open": vm.hub_open()}
         return {"state": vm.state_report(), "stock": vm.stock_report(),
                 "outbox": vm.ledger.outbox_size(), "open_vends": len(vm.ledger.open_vends()),
-                "hub_open": vm.hub_open(), "screen": vm.screen}
+                "hub_open": vm.hub_open()}
 
     return apply
 
 
-def _stock(vm: VendingMachine, args: _Args) -> Apply:
-    return lambda now: vm.stock_report()
+def _stock(vm: VendingMachine, args: _Args, origin: str) -> Apply:
+    return lambda now: vm.stock_report(public=origin == "hub")
 
 
-def _usage(vm: VendingMachine, args: _Args) -> Apply:
+def _usage(vm: VendingMachine, args: _Args, origin: str) -> Apply:
     bounds = {}
     for name in ("since", "until"):
         args.used.add(name)
@@ -277,17 +327,19 @@ def _usage(vm: VendingMachine, args: _Args) -> Apply:
                 bounds[name] = None
             if bounds[name] is None:
                 raise BadCommand(name, "must be a date or time such as 2026-11-01")
-    return lambda now: {"buckets": vm.ledger.usage(bounds.get("since"), bounds.get("until")),
-                        "totals": vm.ledger.totals()}
+    # closed buckets only: the open one's running counts would time each vend
+    return lambda now: {"buckets": vm.ledger.usage(bounds.get("since"), bounds.get("until"),
+                                                   closed_only=True),
+                        "totals": vm.ledger.totals(closed_only=True)}
 
 
-def _events(vm: VendingMachine, args: _Args) -> Apply:
+def _events(vm: VendingMachine, args: _Args, origin: str) -> Apply:
     limit = args.integer("limit", 1, 500) if args.has("limit") else 20
     return lambda now: {"events": vm.ledger.events(limit)}
 
 
 # name -> (handler, whether it changes the machine)
-COMMANDS: dict[str, tuple[Callable[[VendingMachine, _Args], Apply], bool]] = {
+COMMANDS: dict[str, tuple[Handler, bool]] = {
     "refill": (_refill, True),
     "configure_slot": (_configure_slot, True),
     "enable": (_enable, True),

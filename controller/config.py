@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from controller.messages import read_key
 from controller.schedule import Window, parse_window
 
 EX_CONFIG = 78
 DEFAULT_PATHS = ("./nspvend.toml", "/etc/nspvend/config.toml")
-MACHINE_ID = re.compile(r"^[a-z0-9-]{1,64}$")
-PRODUCT_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+MACHINE_ID = re.compile(r"[a-z0-9-]{1,64}")
+PRODUCT_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 MAX_SLOTS = 64
 
 
@@ -58,9 +60,11 @@ class MqttConfig:
     key_file: str | None = None
     protocol: str = "3.1.1"
     keepalive_s: int = 60
-    stock_interval_s: int = 900
+    stock_interval_s: int | None = None  # None: stock at every bucket close
     state_interval_s: int = 300
     homeassistant: bool = False
+    command_key_file: str | None = None
+    command_max_age_s: int = 86400
 
 
 PIN_FACTORIES = ("lgpio", "rpigpio", "pigpio", "native", "mock")
@@ -107,6 +111,7 @@ class Config:
     sim_motor_s: float
     database_path: str
     control_socket: str
+    control_group: str
     mqtt: MqttConfig | None
     gpio: GpioConfig | None
     bucket_minutes: int
@@ -114,6 +119,8 @@ class Config:
     vend_min_interval_ms: int
     press_max_wait_s: float
     silence_hours: float
+    event_delay_s: tuple[float, float]
+    event_round_s: int
     hub_open: tuple[Window, ...]
     hub_name: str
     timezone: str
@@ -166,7 +173,7 @@ class _Table:
         if isinstance(value, str):
             if not value.strip():
                 raise self.fail(name, f"must be {what}, not empty")
-            if pattern and not pattern.match(value):
+            if pattern and not pattern.fullmatch(value):
                 raise self.fail(name, f"must be {what}, not {value!r}")
         return value
 
@@ -231,6 +238,14 @@ def load_config(path: str | os.PathLike) -> Config:
         raise ConfigError(path, "", "no such file; pass --config FILE or set NSPVEND_CONFIG") from None
     except PermissionError:
         raise ConfigError(path, "", "cannot be read (permission denied)") from None
+    except IsADirectoryError:
+        raise ConfigError(path, "", "is a folder, not a config file") from None
+    except OSError as e:
+        raise ConfigError(path, "", f"cannot be read: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(path, "", f"is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    except RecursionError:
+        raise ConfigError(path, "", "nests tables or lists too deeply to be a config file") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(path, "", f"is not valid TOML: {e}") from None
     return parse_config(data, path)
@@ -279,14 +294,24 @@ def parse_config(data: dict, path: str = "<config>") -> Config:
 
     control = top.table("control")
     control_socket = resolve(control.text("socket", "/run/nspvend/control.sock"))
+    control_group = control.text("group", "nspvend-staff")
     control.finish()
-
-    mqtt = _parse_mqtt(top, resolve) if "mqtt" in data else None
-    top.seen.add("mqtt")
 
     usage = top.table("usage")
     bucket_minutes = usage.integer("bucket_minutes", 60, 1, 1440)
     usage.finish()
+
+    mqtt = _parse_mqtt(top, resolve, bucket_minutes) if "mqtt" in data else None
+    top.seen.add("mqtt")
+
+    privacy = top.table("privacy")
+    delay = privacy.get("event_delay_s", list, [60, 600], "two numbers of seconds [least, most]")
+    if (len(delay) != 2 or any(isinstance(d, bool) or not isinstance(d, int | float) for d in delay)
+            or not 0 <= delay[0] <= delay[1] <= 86400):
+        raise privacy.fail("event_delay_s", f"must be two numbers of seconds [least, most], "
+                                            f"0 <= least <= most <= 86400, not {delay!r}")
+    event_round_s = privacy.integer("event_round_s", 900, 1, 86400)
+    privacy.finish()
 
     vend = top.table("vend")
     retries = vend.integer("retries", 1, 0, 5)
@@ -331,17 +356,19 @@ def parse_config(data: dict, path: str = "<config>") -> Config:
     return Config(
         path=path, machine_id=machine_id, hal=hal, serial_port=serial_port, serial_baud=serial_baud,
         sim_control=sim_control, sim_motor_s=sim_motor_s,
-        database_path=database_path, control_socket=control_socket, mqtt=mqtt, gpio=gpio,
+        database_path=database_path, control_socket=control_socket, control_group=control_group,
+        mqtt=mqtt, gpio=gpio,
         bucket_minutes=bucket_minutes, vend_retries=retries,
         vend_min_interval_ms=min_interval_ms, press_max_wait_s=press_max_wait_s,
         silence_hours=silence_hours,
+        event_delay_s=(float(delay[0]), float(delay[1])), event_round_s=event_round_s,
         hub_open=tuple(windows), hub_name=hub_name, timezone=timezone,
         messages=tuple(messages), alternative=alternative, thank_you_s=thank_you_s,
         products=tuple(products), slots=tuple(slots),
     )
 
 
-def _parse_mqtt(top: _Table, resolve: Any) -> MqttConfig:
+def _parse_mqtt(top: _Table, resolve: Any, bucket_minutes: int) -> MqttConfig:
     t = top.table("mqtt")
 
     def optional_path(name: str) -> str | None:
@@ -360,25 +387,42 @@ def _parse_mqtt(top: _Table, resolve: Any) -> MqttConfig:
     cfg = MqttConfig(
         host=t.text("host", _REQUIRED),
         port=t.integer("port", 1883, 1, 65535),
-        prefix=t.text("prefix", "nspvend", re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_/-]*$"),
+        prefix=t.text("prefix", "nspvend", re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_/-]*"),
                       "a topic prefix without wildcards"),
         username=t.text("username", None),
         password_file=optional_path("password_file"),
         ca_file=optional_path("ca_file"),
         cert_file=optional_path("cert_file"),
         key_file=optional_path("key_file"),
-        protocol=t.text("protocol", "3.1.1", re.compile(r"^(3\.1\.1|5)$"), '"3.1.1" or "5"'),
+        protocol=t.text("protocol", "3.1.1", re.compile(r"3\.1\.1|5"), '"3.1.1" or "5"'),
         keepalive_s=t.integer("keepalive_s", 60, 5, 3600),
-        stock_interval_s=t.integer("stock_interval_s", 900, 10, 86400),
+        stock_interval_s=t.integer("stock_interval_s", None, 60, 7 * 86400),
         state_interval_s=t.integer("state_interval_s", 300, 10, 86400),
         homeassistant=t.flag("homeassistant", False),
+        command_key_file=optional_path("command_key_file"),
+        command_max_age_s=t.integer("command_max_age_s", 86400, 60, 30 * 86400),
     )
+    if cfg.stock_interval_s is not None and cfg.stock_interval_s < bucket_minutes * 60:
+        raise t.fail("stock_interval_s", f"{cfg.stock_interval_s} s is shorter than the usage "
+                                         f"bucket ({bucket_minutes * 60} s): the hub could time "
+                                         "single vends; leave it out or make it longer")
+    if cfg.command_key_file:
+        try:
+            read_key(cfg.command_key_file)
+        except ValueError as e:
+            raise t.fail("command_key_file", f"{cfg.command_key_file} {e}") from None
+        except OSError as e:
+            raise t.fail("command_key_file", f"cannot read {cfg.command_key_file}: "
+                                             f"{e.strerror or e}") from None
     if cfg.cert_file and not cfg.ca_file:
         raise t.fail("cert_file", "a client certificate needs TLS: set ca_file too")
     if cfg.key_file and not cfg.cert_file:
         raise t.fail("key_file", "a key without cert_file")
     if cfg.password_file and not cfg.username:
         raise t.fail("password_file", "a password without username")
+    if cfg.password_file and not cfg.ca_file and cfg.host not in LOOPBACK_HOSTS:
+        raise t.fail("password_file", f"the password would cross the network to {cfg.host} in "
+                                      "clear text: set ca_file to turn TLS on")
     t.finish()
     return cfg
 

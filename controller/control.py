@@ -2,32 +2,72 @@
 
 The server hands each request to the daemon's event queue and waits for the
 answer, so commands run in the core loop, one at a time, like everything else.
+Only the owner and the socket's group (``control.group``, ``nspvend-staff`` by
+default) may connect; every command is logged with the caller's uid; connections
+are capped and an idle one is closed.
 """
 
 from __future__ import annotations
 
+import grp
 import json
 import logging
 import os
+import pwd
 import socket
 import socketserver
+import struct
 import threading
 import uuid
 from collections.abc import Callable
 from typing import Any
 
+from controller.messages import decode_request
 from controller.vending import Command
 
 log = logging.getLogger(__name__)
 
 MAX_LINE = 64 * 1024
 ANSWER_TIMEOUT_S = 60
+MAX_CLIENTS = 16
+IDLE_TIMEOUT_S = 120.0
+
+
+def peer_uid(sock: socket.socket) -> int | None:
+    """The uid of the process at the other end of a Unix socket (SO_PEERCRED)."""
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return None
+    return struct.unpack("3i", creds)[1]
+
+
+def user_name(uid: int | None) -> str:
+    if uid is None:
+        return "uid unknown"
+    try:
+        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
+    except KeyError:
+        return f"uid {uid}"
 
 
 class _Handler(socketserver.StreamRequestHandler):
     server: ControlServer
+    timeout = IDLE_TIMEOUT_S  # a client that says nothing for this long is let go
 
     def handle(self) -> None:
+        if not self.server.admit():
+            self._send({"id": None, "ok": False, "error": f"control: {MAX_CLIENTS} staff tools "
+                                                          "are connected already; try again"})
+            return
+        try:
+            self._serve(user_name(peer_uid(self.request)))
+        except (OSError, ValueError):
+            pass  # the client hung up or went quiet: nothing to tell anyone
+        finally:
+            self.server.leave()
+
+    def _serve(self, who: str) -> None:
         while True:
             line = self.rfile.readline(MAX_LINE + 1)
             if not line:
@@ -38,11 +78,12 @@ class _Handler(socketserver.StreamRequestHandler):
                 return
             if not line.strip():
                 continue
-            try:
-                request = json.loads(line)
-            except (ValueError, UnicodeDecodeError):
-                self._send({"id": None, "ok": False, "error": "request: not valid JSON"})
+            request, refusal = decode_request(line)
+            if refusal is not None:
+                self._send(refusal)
                 continue
+            cmd = request.get("cmd") if isinstance(request, dict) else None
+            log.info("local command %s from %s", str(cmd)[:40] if cmd else "(none)", who)
             self._send(self.server.ask(request))
 
     def _send(self, answer: dict) -> None:
@@ -51,18 +92,43 @@ class _Handler(socketserver.StreamRequestHandler):
 
 
 class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    """Listens on ``path``; ``post`` puts a :class:`Command` on the daemon's queue."""
+    """Listens on ``path``; ``post`` puts a :class:`Command` on the daemon's queue.
+    The socket is 0660, its group ``group`` (a name or a number) where this process may
+    give it that group."""
 
     daemon_threads = True
 
-    def __init__(self, path: str, post: Callable[[Any], None]) -> None:
+    def __init__(self, path: str, post: Callable[[Any], None],
+                 group: str | None = "nspvend-staff") -> None:
         self.path, self.post = path, post
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         if os.path.exists(path):
             os.unlink(path)  # left by a crash; nobody can be listening on it now
         super().__init__(path, _Handler)
         os.chmod(path, 0o660)
+        if group:
+            self._give_to_group(group)
+        self._clients = threading.BoundedSemaphore(MAX_CLIENTS)
         self._thread: threading.Thread | None = None
+
+    def _give_to_group(self, group: str) -> None:
+        try:
+            gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+        except KeyError:
+            log.warning("control socket: there is no group %r; only %s may use %s", group,
+                        user_name(os.getuid()), self.path)
+            return
+        try:
+            os.chown(self.path, -1, gid)
+        except OSError as e:
+            log.warning("control socket: cannot give %s to group %s (%s); only %s may use it",
+                        self.path, group, e.strerror, user_name(os.getuid()))
+
+    def admit(self) -> bool:
+        return self._clients.acquire(blocking=False)
+
+    def leave(self) -> None:
+        self._clients.release()
 
     def ask(self, request: Any) -> dict:
         done = threading.Event()
@@ -115,7 +181,8 @@ def request(path: str, command: dict, timeout: float = ANSWER_TIMEOUT_S) -> dict
             "start it with `systemctl start nspvend` or `nspvend run`") from None
     except PermissionError:
         raise DaemonUnavailable(
-            f"no permission to use {path}; run as root or as a member of the nspvend group"
+            f"no permission to use {path}; run as root or as a member of the nspvend-staff "
+            "group (sudo usermod -aG nspvend-staff $USER, then log in again)"
         ) from None
     except TimeoutError:
         raise DaemonUnavailable(f"nspvend did not answer on {path} in {timeout:.0f} s") from None

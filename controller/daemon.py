@@ -97,7 +97,8 @@ class Daemon:
         self.hardware.start(self.post)
         if self.hub:
             self.hub.start()
-        self.control = ControlServer(self.config.control_socket, self.post)
+        self.control = ControlServer(self.config.control_socket, self.post,
+                                     self.config.control_group)
         self.control.start()
         log.info("nspvend ready: machine %s, hal %s, control socket %s",
                  self.config.machine_id, self.config.hal, self.config.control_socket)

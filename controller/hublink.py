@@ -12,7 +12,6 @@ only touched by the core loop.
 
 from __future__ import annotations
 
-import json
 import logging
 import ssl
 import threading
@@ -26,13 +25,13 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+import controller
 from controller.config import Config, MqttConfig
-from controller.vending import Command, VendingMachine
+from controller.messages import compact, decode_request
+from controller.vending import Change, Command, VendingMachine
 
 log = logging.getLogger(__name__)
 
-MAX_COMMAND_BYTES = 16 * 1024
-MAX_NESTING = 32  # a command is two levels deep; far deeper is an attack on the parser
 INFLIGHT = 20
 SESSION_EXPIRY_S = 7 * 24 * 3600  # MQTT 5: commands wait at the broker for a week
 STOP_FLUSH_S = 3.0
@@ -47,46 +46,6 @@ class HubEvent:
     mid: int = 0
     detail: str = ""
     answer: dict | None = None  # "refused": the answer to an unreadable command
-
-
-def compact(payload: dict) -> str:
-    return json.dumps(payload, separators=(",", ":"))
-
-
-def decode_request(payload: bytes) -> tuple[Any, dict | None]:
-    """A command's bytes as JSON, or the answer refusing them (the rest is ``run_command``'s)."""
-    if len(payload) > MAX_COMMAND_BYTES:
-        return None, {"id": None, "ok": False,
-                      "error": f"request: larger than {MAX_COMMAND_BYTES} bytes"}
-    if _nesting(payload) > MAX_NESTING:
-        return None, {"id": None, "ok": False,
-                      "error": f"request: nested deeper than {MAX_NESTING} levels"}
-    try:
-        return json.loads(payload), None
-    except (ValueError, UnicodeDecodeError):
-        return None, {"id": None, "ok": False, "error": "request: not valid JSON"}
-
-
-def _nesting(payload: bytes) -> int:
-    """How deep ``[`` and ``{`` nest outside strings (before parsing: no recursion limits)."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for byte in payload:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:  # backslash
-                escaped = True
-            elif byte == 0x22:  # quote
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in (0x5B, 0x7B):
-            depth += 1
-            deepest = max(deepest, depth)
-        elif byte in (0x5D, 0x7D):
-            depth -= 1
-    return deepest
 
 
 class HubLink:
@@ -106,7 +65,6 @@ class HubLink:
         self.inflight: dict[int, tuple[int, mqtt.MQTTMessageInfo]] = {}  # mid -> (row, info)
         self.acked: list[int] = []  # rows the broker has, to be deleted in the next batch
         self._forget_posted = False
-        self._stock_dirty = False
         self._last_stock = self._last_state = float("-inf")
         self._session = threading.Event()  # set by the network thread while connected
         self.client = self._make_client(config.mqtt)
@@ -236,34 +194,35 @@ class HubLink:
         if rows:
             self.machine.write(lambda now: self.ledger.delete_outbox(*rows))
 
-    def changed(self, kind: str) -> None:
+    def changed(self, kind: Change) -> None:
         """The machine says the hub should hear something (``VendingMachine.on_change``)."""
-        if kind == "state":
+        if kind is Change.STATE:
             self.publish_state()
-        elif kind == "stock":
-            self._stock_dirty = True
-        elif kind in ("stock_urgent", "status"):
+        elif kind is Change.STOCK:
             self.publish_stock()
-            if kind == "status":
-                self.publish_state()
-        elif kind == "outbox":
+        elif kind is Change.BUCKET:
+            # stock goes out as buckets close (no vend moves it), at most every stock_interval_s
+            interval = self.mqtt_config.stock_interval_s or 0
+            if time.monotonic() - self._last_stock >= interval - 1:
+                self.publish_stock()
+            self.drain()
+        elif kind is Change.EVERYTHING:
+            self.publish_state()
+            self.publish_stock()
+        elif kind is Change.OUTBOX:
             self.drain()
 
     def tick(self) -> None:
-        now = time.monotonic()
-        if self._stock_dirty and now - self._last_stock >= self.mqtt_config.stock_interval_s:
-            self.publish_stock()
-        if now - self._last_state >= self.mqtt_config.state_interval_s:
+        if time.monotonic() - self._last_state >= self.mqtt_config.state_interval_s:
             self.publish_state()
 
     def publish_state(self) -> None:
-        if self._publish("state", compact(self.machine.state_report())):
+        if self._publish("state", compact(self.machine.state_report(public=True))):
             self._last_state = time.monotonic()
 
     def publish_stock(self) -> None:
-        if self._publish("stock", compact(self.machine.stock_report())):
+        if self._publish("stock", compact(self.machine.stock_report(public=True))):
             self._last_stock = time.monotonic()
-            self._stock_dirty = False
 
     def _publish(self, leaf: str, payload: str) -> bool:
         if not self.connected:
@@ -308,7 +267,7 @@ class HubLink:
     def _announce_to_home_assistant(self) -> None:
         mid = self.config.machine_id
         device = {"identifiers": [f"nspvend_{mid}"], "name": f"NSP machine {mid}",
-                  "manufacturer": "nspvend", "sw_version": self.machine.state_report()["version"]}
+                  "manufacturer": "nspvend", "sw_version": controller.__version__}
         common = {"availability_topic": f"{self.root}/availability", "device": device}
         configs: list[tuple[str, str, dict]] = []
         for product in self.config.products:

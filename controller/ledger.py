@@ -23,12 +23,17 @@ from typing import Any
 import sqlite_utils
 
 from controller.clock import iso, parse_iso
+from controller.messages import compact
 
 log = logging.getLogger(__name__)
 
 EVENT_LOG_LIMIT = 500
 OUTBOX_LIMIT = 5000
-COMMAND_LOG_LIMIT = 1000
+COMMAND_MEMORY_LIMIT = 100_000  # ids remembered until their expiry; far more is a flood
+WAL_SIZE_LIMIT = 1024 * 1024
+# Events a vend can cause: their times are rounded in the local log (schema 3 rounds old rows).
+VEND_CAUSED = ("jam", "low_stock", "empty", "stock_mismatch", "unconfirmed_vend", "sensor_fault",
+               "fault_cleared", "silence", "storage_fault")
 
 
 @dataclass
@@ -68,10 +73,12 @@ class Bucket:
 
 @dataclass(frozen=True)
 class OpenVend:
+    """A vend whose motor may have turned and whose outcome is not yet counted. It keeps no
+    time: which bucket it counts in is decided when it is settled."""
+
     seq: int
     slot: int
     product: str
-    started: str
     board: str | None
 
 
@@ -111,7 +118,24 @@ def _v2(db: sqlite_utils.Database) -> None:
         db["slots"].add_column("known_empty", int, not_null_default=0)
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
+def _v3(db: sqlite_utils.Database) -> None:
+    """Promise 2: no row keeps the time of a vend. The journal and the outbox lose their
+    time columns; events a vend caused are rounded to the hour; a command is remembered
+    until its expiry; events a vend caused wait in ``held_events`` (no time) until sent."""
+    if "started" in db["journal"].columns_dict:
+        db["journal"].transform(drop={"started"})
+    if "created" in db["outbox"].columns_dict:
+        db["outbox"].transform(drop={"created"})
+    if "forget_after" not in db["commands"].columns_dict:
+        db["commands"].add_column("forget_after", str)
+        db.execute("UPDATE commands SET forget_after = ts")
+    db["held_events"].create({"id": int, "hold": str, "payload": str}, pk="id",
+                             not_null={"hold", "payload"}, if_not_exists=True)
+    db.execute("UPDATE events SET ts = substr(ts, 1, 14) || '00:00Z' WHERE type IN ("
+               + ",".join("?" * len(VEND_CAUSED)) + ")", VEND_CAUSED)
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -129,13 +153,23 @@ class Ledger:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self.db = sqlite_utils.Database(conn)
+        self.db.execute("PRAGMA secure_delete=ON")  # deleted rows are overwritten, not left
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         self._migrate()
 
     def close(self) -> None:
         self.db.close()
+
+    def truncate_wal(self) -> None:
+        """Copy the WAL into the database and cut it to nothing, so the page images it held
+        (the order of the vends since the last time) are gone from the file."""
+        try:
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as e:
+            log.debug("WAL checkpoint failed: %s", e)
 
     # -- plumbing --------------------------------------------------------------
     @contextmanager
@@ -223,18 +257,16 @@ class Ledger:
         self._x("DELETE FROM slots WHERE slot = ?", (slot,))
 
     # -- vend journal ----------------------------------------------------------
-    def open_vend(self, seq: int, slot: int, product: str, now: datetime,
-                  board: str | None = None) -> None:
+    def open_vend(self, seq: int, slot: int, product: str, board: str | None = None) -> None:
         """Persist vend request ``seq`` durably, before its motor turns; ``board`` is the
         hardware's boot id as last known, so a recall can tell "never got it" from "forgot"."""
         with self.transaction():
             self.raise_last_seq(seq)
-            self._x("INSERT INTO journal (seq, slot, product, started, board) VALUES (?, ?, ?, ?, ?)",
-                    (seq, slot, product, iso(now), board))
+            self._x("INSERT INTO journal (seq, slot, product, board) VALUES (?, ?, ?, ?)",
+                    (seq, slot, product, board))
 
     def open_vends(self) -> list[OpenVend]:
-        rows = self._x(
-            "SELECT seq, slot, product, started, board FROM journal ORDER BY seq").fetchall()
+        rows = self._x("SELECT seq, slot, product, board FROM journal ORDER BY seq").fetchall()
         return [OpenVend(*r) for r in rows]
 
     def close_vend(self, seq: int) -> None:
@@ -286,12 +318,14 @@ class Ledger:
             "schema": 1, "id": bucket.id, "start": iso(bucket.start), "end": iso(end),
             "counts": counts, "unconfirmed": unconfirmed, "clock_synced": bucket.clock_synced,
         }
-        self.enqueue("usage", bucket.id, payload, end)
+        self.enqueue("usage", bucket.id, payload)
         return payload
 
-    def usage(self, since: str | None = None, until: str | None = None) -> list[dict]:
-        """Usage per bucket and product, oldest first; the open bucket has ``end`` None."""
-        where, params = [], []
+    def usage(self, since: str | None = None, until: str | None = None,
+              closed_only: bool = False) -> list[dict]:
+        """Usage per bucket and product, oldest first; the open bucket has ``end`` None
+        (left out with ``closed_only``: its counts would time the vends in it)."""
+        where, params = ["b.end IS NOT NULL"] if closed_only else [], []
         if since:
             where.append("b.start >= ?")
             params.append(since)
@@ -314,23 +348,39 @@ class Ledger:
                 b["unconfirmed"][product] = u
         return list(buckets.values())
 
-    def totals(self) -> dict[str, dict[str, int]]:
-        """All-time confirmed and unconfirmed packs per product."""
+    def totals(self, closed_only: bool = False) -> dict[str, dict[str, int]]:
+        """All-time confirmed and unconfirmed packs per product (in closed buckets only,
+        with ``closed_only``)."""
         rows = self._x(
-            "SELECT product, sum(confirmed), sum(unconfirmed) FROM bucket_counts GROUP BY product"
+            "SELECT product, sum(confirmed), sum(unconfirmed) FROM bucket_counts"
+            + (" WHERE bucket_id IN (SELECT id FROM buckets WHERE end IS NOT NULL)"
+               if closed_only else "") + " GROUP BY product"
         ).fetchall()
         return {p: {"confirmed": c, "unconfirmed": u} for p, c, u in rows}
 
+    def quiet_seconds(self) -> float:
+        """How long the latest closed buckets, back to the last one with a pack, ran."""
+        quiet = 0.0
+        rows = self._x(
+            "SELECT b.start, b.end, coalesce(sum(c.confirmed + c.unconfirmed), 0) FROM buckets b"
+            " LEFT JOIN bucket_counts c ON c.bucket_id = b.id WHERE b.end IS NOT NULL"
+            " GROUP BY b.id ORDER BY b.start DESC, b.rowid DESC LIMIT 10000").fetchall()
+        for start, end, packs in rows:
+            if packs:
+                break
+            quiet += max(0.0, (parse_iso(end) - parse_iso(start)).total_seconds())
+        return quiet
+
     # -- outbox and events -----------------------------------------------------
-    def enqueue(self, kind: str, message_id: str, payload: dict, now: datetime) -> None:
+    def enqueue(self, kind: str, message_id: str, payload: dict) -> None:
         """Queue a message for the hub (inside the caller's transaction).
 
         The outbox is bounded: past :data:`OUTBOX_LIMIT` rows the oldest *events* go
         first; usage is never dropped (it is few rows: one per bucket).
         """
         self._x(
-            "INSERT INTO outbox (kind, message_id, payload, created) VALUES (?, ?, ?, ?)",
-            (kind, message_id, json.dumps(payload, separators=(",", ":")), iso(now)),
+            "INSERT INTO outbox (kind, message_id, payload) VALUES (?, ?, ?)",
+            (kind, message_id, compact(payload)),
         )
         if kind == "event":
             excess = self.outbox_size() - OUTBOX_LIMIT
@@ -354,22 +404,49 @@ class Ledger:
         return self._x("SELECT count(*) FROM outbox").fetchone()[0]
 
     def add_event(self, event: Event, now: datetime) -> dict:
-        """Log ``event`` and queue it for the hub (inside the caller's transaction)."""
-        event_id = uuid.uuid4().hex
-        payload: dict[str, Any] = {"schema": 1, "id": event_id, "ts": iso(now), "type": event.type}
+        """Log ``event`` at ``now`` and queue it for the hub (inside the caller's transaction)."""
+        payload: dict[str, Any] = {"schema": 1, "id": uuid.uuid4().hex, "ts": iso(now),
+                                   "type": event.type}
         for key in ("slot", "product", "detail"):
             if getattr(event, key) is not None:
                 payload[key] = getattr(event, key)
+        self._log_and_queue(payload)
+        return payload
+
+    def _log_and_queue(self, payload: dict) -> None:
         self._x(
             "INSERT INTO events (id, ts, type, slot, product, detail) VALUES (?, ?, ?, ?, ?, ?)",
-            (event_id, payload["ts"], event.type, event.slot, event.product, event.detail),
+            (payload["id"], payload["ts"], payload["type"], payload.get("slot"),
+             payload.get("product"), payload.get("detail")),
         )
         self._x(
             "DELETE FROM events WHERE rowid <= (SELECT max(rowid) FROM events) - ?",
             (EVENT_LOG_LIMIT,),
         )
-        self.enqueue("event", event_id, payload, now)
-        return payload
+        self.enqueue("event", payload["id"], payload)
+
+    # -- events held back (promise 2) --------------------------------------------
+    def hold_event(self, hold: str, event: Event) -> None:
+        """Keep ``event`` unsent, with no time, until :meth:`release` of ``hold`` (inside
+        the caller's transaction): a message a vend causes must not time the vend."""
+        payload = {k: v for k, v in {"schema": 1, "id": uuid.uuid4().hex, "type": event.type,
+                                     "slot": event.slot, "product": event.product,
+                                     "detail": event.detail}.items() if v is not None}
+        self._x("INSERT INTO held_events (hold, payload) VALUES (?, ?)", (hold, compact(payload)))
+
+    def release(self, hold: str, ts: datetime) -> int:
+        """Log and queue the events held as ``hold``, stamped ``ts`` (inside a transaction)."""
+        rows = self._x("SELECT id, payload FROM held_events WHERE hold = ? ORDER BY id",
+                       (hold,)).fetchall()
+        for _, payload in rows:
+            self._log_and_queue({**json.loads(payload), "ts": iso(ts)})
+        self._x("DELETE FROM held_events WHERE hold = ?", (hold,))
+        return len(rows)
+
+    def holds(self) -> list[str]:
+        """The holds still waiting (left by a stop or a crash), oldest first."""
+        return [r[0] for r in self._x(
+            "SELECT hold FROM held_events GROUP BY hold ORDER BY min(id)").fetchall()]
 
     def events(self, limit: int = 20) -> list[dict]:
         rows = self._x(
@@ -384,14 +461,20 @@ class Ledger:
         row = self._x("SELECT result FROM commands WHERE id = ?", (command_id,)).fetchone()
         return json.loads(row[0]) if row else None
 
-    def remember_command(self, command_id: str, result: dict, now: datetime) -> None:
-        """Keep a command's result so a replay answers the same (inside a transaction)."""
-        self._x("INSERT OR REPLACE INTO commands (id, ts, result) VALUES (?, ?, ?)",
-                (command_id, iso(now), json.dumps(result)))
-        self._x(
-            "DELETE FROM commands WHERE rowid <= (SELECT max(rowid) FROM commands) - ?",
-            (COMMAND_LOG_LIMIT,),
-        )
+    def remember_command(self, command_id: str, result: dict, now: datetime,
+                         forget_after: datetime) -> None:
+        """Keep a command's result so a replay answers the same, until ``forget_after``
+        (its expiry) has passed (inside a transaction)."""
+        self._x("INSERT OR REPLACE INTO commands (id, ts, result, forget_after) VALUES (?, ?, ?, ?)",
+                (command_id, iso(now), compact(result), iso(forget_after)))
+
+    def forget_commands(self, now: datetime) -> None:
+        """Forget the commands whose expiry has passed (inside a transaction): a replay of
+        one of them is refused as expired, so none can run twice."""
+        self._x("DELETE FROM commands WHERE forget_after < ?", (iso(now),))
+
+    def commands_remembered(self) -> int:
+        return self._x("SELECT count(*) FROM commands").fetchone()[0]
 
 
 def new_bucket_id() -> str:

@@ -8,11 +8,16 @@ a test can drive it step by step.
 
 from __future__ import annotations
 
+import copy
+import enum
 import json
 import logging
+import math
+import random
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field, fields, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import controller
@@ -22,6 +27,7 @@ from controller.config import Config, Product
 from controller.ledger import Bucket, Event, Ledger, SlotState, StorageError, new_bucket_id
 from controller.schedule import is_open
 from hal import (
+    BoardFault,
     BoardLink,
     ButtonPressed,
     DoorChanged,
@@ -37,6 +43,44 @@ MODES = ("in_service", "out_of_service", "service")
 SORRY_S = 10.0
 MAX_ROLLS_PER_TICK = 200
 MAX_CATCH_UP = timedelta(days=1)
+
+
+class Change(enum.StrEnum):
+    """What the hub should hear about (``VendingMachine.on_change``)."""
+
+    STATE = "state"  # the state message
+    STOCK = "stock"  # the stock message
+    OUTBOX = "outbox"  # usage or events are queued
+    BUCKET = "bucket"  # a usage bucket closed: stock (as the interval allows) and the outbox
+    EVERYTHING = "status"  # state and stock again (the status command)
+
+
+@dataclass
+class PublicView:
+    """What the hub may know: slots and faults as at the last bucket close, with staff's
+    changes since and the consequences of vends once their random delay has passed
+    (promise 2: nothing published times a vend). The rest of the state message (mode,
+    door, sharps bin) is not moved by vends and is read live."""
+
+    slots: dict[int, SlotState]
+    board_online: bool = True
+    sensor_fault: bool = False
+    storage_fault: str | None = None
+    board_fault: str | None = None
+
+
+@dataclass
+class Hold:
+    """What one press caused (events, faults, log lines), kept back until ``release_at``."""
+
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    events: int = 0
+    reveals: list[Callable[[PublicView], None]] = field(default_factory=list)
+    logs: list[tuple[int, str]] = field(default_factory=list)
+    release_at: float = 0.0
+
+    def __bool__(self) -> bool:
+        return bool(self.events or self.reveals or self.logs)
 
 
 @dataclass(frozen=True)
@@ -57,8 +101,10 @@ class VendingMachine:
     """One machine: its slots, its counts and what its client sees.
 
     Parameters: the validated ``config``; the ``ledger`` (SQLite); the opened
-    ``hardware``; a ``clock``. ``on_change`` is called with ``"state"``,
-    ``"stock"``, ``"stock_urgent"`` or ``"outbox"`` whenever the hub should hear.
+    ``hardware``; a ``clock``. ``on_change`` is called with a :class:`Change` whenever
+    the hub should hear something. What a press causes reaches neither the hub nor the
+    log until a random delay has passed (:class:`Hold`); what the hub is shown is
+    :attr:`published`, never the live counts.
     """
 
     def __init__(
@@ -81,6 +127,7 @@ class VendingMachine:
         self.door_open = False
         self.bin_full = False
         self.board_online = True
+        self.board_fault: str | None = None
         self.messages: list[str] = list(config.messages)
         self.bucket: Bucket | None = None
         self._bucket_opened = 0.0
@@ -88,8 +135,15 @@ class VendingMachine:
         self._screen = "idle"
         self._screen_until: float | None = None
         self._last_vend_end: float | None = None
-        self._last_vend_mono = 0.0
         self._silence_raised = False
+        self._quiet_s = 0.0  # closed buckets in a row, in seconds, without a pack
+        self._bucket_packs = 0  # packs counted into the open bucket
+        self._mismatch_raised: set[int] = set()  # slots that vended while counted empty
+        self._unconfirmed_raised = False  # latched while the drop sensor is blind
+        self._hold: Hold | None = None  # what the press being served has caused
+        self._pending: list[Hold] = []
+        self._random = random.SystemRandom()
+        self.published = PublicView({})
         self._last_seq = 0
         self._unsaved: list[Callable[[datetime], None]] = []
         self._closing: set[int] = set()  # journal entries settled in memory, maybe not on disk
@@ -100,7 +154,7 @@ class VendingMachine:
     # -- life cycle ------------------------------------------------------------
     def start(self) -> None:
         """Load state, apply the config's slot layout, settle any vend a crash left open."""
-        self.started_mono = self._last_vend_mono = self.clock.monotonic()
+        self.started_mono = self.clock.monotonic()
         self.staff_mode = self.ledger.meta("mode", "in_service")
         self.messages = self.ledger.meta("messages", None) or list(self.config.messages)
         # a crash while the card failed can leave last_seq behind numbers the board has seen
@@ -120,7 +174,13 @@ class VendingMachine:
 
         # a full or failing card must not keep the machine from starting: access first
         self.write(begin)
+        self.ledger.truncate_wal()
         self.reconcile()
+        self._quiet_s = self.ledger.quiet_seconds()
+        self._silence_raised = self._quiet_s >= self.config.silence_hours * 3600
+        for hold in self.ledger.holds():  # kept back when the daemon last stopped
+            self._pending.append(Hold(hold, events=1, release_at=self._release_time()))
+        self.published = self._public_now()
         self._show_rest_screen()
         log.info("started: %d slots, mode %s, %d vends open in the journal",
                  len(self.slots), self.mode, len(self.ledger.open_vends()))
@@ -135,8 +195,9 @@ class VendingMachine:
             end = max(end, bucket.start)
             products = list(self.products)
             self.write(lambda now: self.ledger.finish_bucket(bucket, end, products))
+            self.ledger.truncate_wal()
             self.bucket = None
-            self.on_change("outbox")
+            self._changed(Change.OUTBOX)
         self.hw.led.set("off")
 
     # -- the one entry point ---------------------------------------------------
@@ -152,10 +213,12 @@ class VendingMachine:
             self._sharps_bin(event.full)
         elif isinstance(event, BoardLink):
             self._board_link(event.online, event.detail)
+        elif isinstance(event, BoardFault):
+            self._board_fault(event.detail)
         elif isinstance(event, Command):
             from controller.commands import run_command
 
-            result = run_command(self, event.request)
+            result = run_command(self, event.request, event.origin)
             if event.reply:
                 event.reply(result)
             return result
@@ -187,9 +250,14 @@ class VendingMachine:
         self._pace()
         self._show("vending", texts.vending(product.name))
         self.hw.led.set("busy")
+        self._hold = Hold()
         try:
             served = self._vend_product(product)
         finally:
+            hold, self._hold = self._hold, None
+            if hold:
+                hold.release_at = self._release_time()
+                self._pending.append(hold)
             self._last_vend_end = self.clock.monotonic()
             self.hw.led.set(self._led_state())
         return served
@@ -210,8 +278,9 @@ class VendingMachine:
                 counted_empty = slot.count <= 0
                 seq = self._open_vend(slot)
                 outcome = self.hw.dispenser.vend(slot.slot, seq)
-                log.info("vend seq=%d slot=%d product=%s: %s", seq, slot.slot, product.id,
-                         outcome.value)
+                # debug only: the journal would time every vend to the microsecond
+                log.debug("vend seq=%d slot=%d product=%s: %s", seq, slot.slot, product.id,
+                          outcome.value)
                 if outcome is VendOutcome.UNCERTAIN:
                     self._drop_sensor_failing()
                     if counted_empty:
@@ -225,10 +294,10 @@ class VendingMachine:
                     self._thank(certain=outcome is VendOutcome.DROPPED)
                     return True
                 if outcome is VendOutcome.UNKNOWN:
-                    # The journal entry stays open until the board can tell us.
+                    # The journal entry stays open until the board can tell us. The hub hears
+                    # of the board from the link itself, not from this press.
                     self.board_online = False
                     self._show("sorry", texts.cannot_dispense(self.config.alternative), SORRY_S)
-                    self.on_change("state")
                     return False
                 turns += 1
                 if outcome is VendOutcome.NOTHING_DROPPED and counted_empty:
@@ -247,22 +316,23 @@ class VendingMachine:
     def _drop_sensor_failing(self) -> None:
         if not self.sensor_fault:
             self.sensor_fault = True
-            log.error("the drop sensor cannot be trusted: packs are counted unconfirmed")
+            self._say(logging.ERROR, "the drop sensor cannot be trusted: packs are counted "
+                                     "unconfirmed")
             self._record(Event("sensor_fault", detail="drop sensor stuck: vends are unconfirmed"))
-            self.on_change("state")
+            self._reveal(_set(sensor_fault=True))
 
     def _drop_sensor_working(self) -> None:
         if self.sensor_fault:
             self.sensor_fault = False
+            self._unconfirmed_raised = False
             self._record(Event("fault_cleared", detail="drop sensor works again"))
-            self.on_change("state")
+            self._reveal(_set(sensor_fault=False))
 
     def _open_vend(self, slot: SlotState) -> int:
         self._last_seq += 1
         seq = self._last_seq
         try:
-            self.ledger.open_vend(seq, slot.slot, slot.product, self.clock.now(),
-                                  self.hw.dispenser.boot_id())
+            self.ledger.open_vend(seq, slot.slot, slot.product, self.hw.dispenser.boot_id())
         except StorageError as e:
             self._storage_failed(e)  # access first: turn the motor all the same
             # the number is used even so: saved with the other changes once the card works
@@ -293,7 +363,9 @@ class VendingMachine:
         snapshot = None
         if slot is not None:
             before = stock.slot_status(slot)
-            if slot.count <= 0:
+            if slot.count <= 0 and slot.slot not in self._mismatch_raised:
+                # said once, until staff count the slot again: not on every vend
+                self._mismatch_raised.add(slot.slot)
                 events.append(Event("stock_mismatch", slot.slot, product,
                                     "a pack dropped from a slot counted empty: please recount"))
             slot.count = max(0, slot.count - 1)
@@ -302,10 +374,12 @@ class VendingMachine:
                 events.append(Event("low_stock" if after == "low" else "empty", slot.slot, product,
                                     f"{slot.count} left"))
             snapshot = replace(slot)
-        if not confirmed:
+        if not confirmed and not self._unconfirmed_raised:
+            self._unconfirmed_raised = self.sensor_fault  # a blind sensor: said once
             events.append(Event("unconfirmed_vend", slot.slot if slot else None, product,
                                 "the drop sensor could not confirm this pack"))
         bucket = self.bucket
+        stores = [self._store_event(event) for event in events]
 
         if seq is not None:
             self._closing.add(seq)
@@ -316,31 +390,29 @@ class VendingMachine:
             if snapshot is not None:
                 self.ledger.save_slot(snapshot)
             self.ledger.count(bucket, product, confirmed)
-            for event in events:
-                self.ledger.add_event(event, now)
+            for store in stores:
+                store(now)
 
         self.write(write)
-        self._last_vend_mono = self.clock.monotonic()
-        self._silence_raised = False
-        self.on_change("stock_urgent" if events else "stock")
+        self._bucket_packs += 1
         if events:
-            self.on_change("outbox")
+            self._changed(Change.OUTBOX)
 
     def _fault_slot(self, seq: int, slot: SlotState, detail: str) -> None:
         slot.fault = "jam"
         snapshot = replace(slot)
         self._closing.add(seq)
+        store = self._store_event(Event("jam", slot.slot, slot.product, detail))
 
         def write(now: datetime) -> None:
             self.ledger.close_vend(seq)
             self.ledger.save_slot(snapshot)
-            self.ledger.add_event(Event("jam", slot.slot, slot.product, detail), now)
+            store(now)
 
         self.write(write)
-        log.warning("slot %d (%s) marked faulty: %s", slot.slot, slot.product, detail)
-        self.on_change("stock_urgent")
-        self.on_change("state")
-        self.on_change("outbox")
+        self._say(logging.WARNING, f"slot {slot.slot} ({slot.product}) marked faulty: {detail}")
+        self._reveal(_set_slot(slot.slot, fault="jam"))
+        self._changed(Change.OUTBOX)
 
     def _thank(self, certain: bool) -> None:
         message = None
@@ -361,7 +433,7 @@ class VendingMachine:
                 continue  # settled already; its closing waits in memory for the card
             outcome = self.hw.dispenser.recall(vend.seq, vend.board)
             slot = self.slots.get(vend.slot)
-            log.info("reconcile seq=%d slot=%d: %s", vend.seq, vend.slot,
+            log.info("settling a vend left open (slot %d): %s", vend.slot,
                      outcome.value if outcome else "cannot be learnt")
             if outcome is VendOutcome.UNKNOWN:
                 self.board_online = False
@@ -380,9 +452,10 @@ class VendingMachine:
         self.door_open = is_open
         if not is_open:  # staff may have put packs in by hand: every slot may vend again
             self._forget_known_empty()
+            self._mismatch_raised.clear()
         self._record(Event("door_open" if is_open else "door_closed"))
         self._show_rest_screen()
-        self.on_change("state")
+        self._changed(Change.STATE)
 
     def _forget_known_empty(self) -> None:
         reopened = [slot for slot in self.slots.values() if slot.known_empty]
@@ -403,34 +476,100 @@ class VendingMachine:
         self.bin_full = full
         if full:
             self._record(Event("sharps_bin_full"))
-        self.on_change("state")
+        self._changed(Change.STATE)
 
     def _board_link(self, online: bool, detail: str) -> None:
         self.board_online = online
         self._record(Event("board_online" if online else "board_offline", detail=detail or None))
+        self._reveal(_set(board_online=online))
         if online:
             self.reconcile()
         self.hw.led.set(self._led_state())
-        self.on_change("state")
 
+    def _board_fault(self, detail: str | None) -> None:
+        if detail == self.board_fault:
+            return
+        self.board_fault = detail
+        self._record(Event("board_fault", detail=detail) if detail else
+                     Event("fault_cleared", detail="the board makes sense again"))
+        self._reveal(_set(board_fault=detail))
+        self.hw.led.set(self._led_state())
+
+    # -- telling the hub, and keeping back what a press caused -----------------------
     def _record(self, event: Event) -> None:
-        self.write(lambda now: self.ledger.add_event(event, now))
-        self.on_change("outbox")
+        self.write(self._store_event(event))
+        self._changed(Change.OUTBOX)
+
+    def _store_event(self, event: Event) -> Callable[[datetime], None]:
+        """How to write ``event`` (inside a transaction): queued for the hub now, or, if a
+        press caused it, held with no time until the press's hold is released."""
+        hold = self._hold
+        if hold is None:
+            return lambda now: self.ledger.add_event(event, now)
+        hold.events += 1
+        return lambda now: self.ledger.hold_event(hold.id, event)
+
+    def _reveal(self, change: Callable[[PublicView], None]) -> None:
+        """Let the hub see ``change`` now, or when the press causing it is released."""
+        if self._hold is not None:
+            self._hold.reveals.append(change)
+        else:
+            change(self.published)
+            self._changed(Change.STATE)
+            self._changed(Change.STOCK)
+
+    def _say(self, level: int, message: str) -> None:
+        """A log line; one a press causes waits for its release (journald stamps each line)."""
+        if self._hold is not None:
+            self._hold.logs.append((level, message))
+        else:
+            log.log(level, "%s", message)
+
+    def _changed(self, kind: Change) -> None:
+        if self._hold is None:  # what a press changed is told when it is released
+            self.on_change(kind)
+
+    def _release_time(self) -> float:
+        low, high = self.config.event_delay_s
+        return self.clock.monotonic() + self._random.uniform(low, high)
+
+    def _release_due(self) -> None:
+        mono = self.clock.monotonic()
+        due = [hold for hold in self._pending if hold.release_at <= mono]
+        for hold in due:
+            self._pending.remove(hold)
+            self._release(hold)
+
+    def _release(self, hold: Hold) -> None:
+        step = self.config.event_round_s
+        ts = datetime.fromtimestamp(self.clock.now().timestamp() // step * step, UTC)
+        if hold.events:
+            self.write(lambda now: self.ledger.release(hold.id, ts))
+        for level, message in hold.logs:
+            log.log(level, "%s", message)
+        for change in hold.reveals:
+            change(self.published)
+        if hold.reveals:
+            self._changed(Change.STATE)
+            self._changed(Change.STOCK)
+        if hold.events:
+            self._changed(Change.OUTBOX)
+
+    def _public_now(self) -> PublicView:
+        """Everything as it is now: what the hub may see once a bucket has closed."""
+        return PublicView({n: replace(s) for n, s in self.slots.items()}, self.board_online,
+                          self.sensor_fault, self.storage_fault, self.board_fault)
 
     # -- time ------------------------------------------------------------------
     def tick(self) -> None:
-        """Periodic work: timed screens, bucket boundaries, silence alert, unsaved writes."""
+        """Periodic work: timed screens, bucket boundaries, held events, unsaved writes."""
         mono = self.clock.monotonic()
         if self._unsaved:
             self._flush_unsaved()
         if self._screen_until is not None and mono >= self._screen_until:
             self._show_rest_screen()
         self._roll_bucket_if_due()
-        silent_for = mono - self._last_vend_mono
-        if (self.mode == "in_service" and not self._silence_raised
-                and silent_for >= self.config.silence_hours * 3600):
-            self._silence_raised = True
-            self._record(Event("silence", detail=f"no pack dispensed for {silent_for / 3600:.0f} h"))
+        self._release_due()
 
     def _roll_bucket_if_due(self) -> None:
         for _ in range(MAX_ROLLS_PER_TICK):
@@ -460,14 +599,32 @@ class VendingMachine:
         else:
             return False
         products = list(self.products)
+        silence = self._silence_after(bucket, end)
 
         def write(now: datetime) -> None:
             self.ledger.finish_bucket(bucket, end, products)
             self.ledger.start_bucket(new)
+            if silence is not None:
+                self.ledger.add_event(silence, end)
 
         self.write(write)
-        self.on_change("outbox")
+        self.ledger.truncate_wal()  # the WAL's pages held the order of this bucket's vends
+        self.published = self._public_now()
+        self._changed(Change.BUCKET)
         return True
+
+    def _silence_after(self, bucket: Bucket, end: datetime) -> Event | None:
+        """Whole buckets without a pack while in service: past ``silence_hours``, the
+        machine is probably broken. Decided only as a bucket closes, so it times nothing."""
+        packs, self._bucket_packs = self._bucket_packs, 0
+        if packs or self.mode != "in_service":
+            self._quiet_s, self._silence_raised = 0.0, False
+            return None
+        self._quiet_s += max(0.0, (end - bucket.start).total_seconds())
+        if self._silence_raised or self._quiet_s < self.config.silence_hours * 3600:
+            return None
+        self._silence_raised = True
+        return Event("silence", detail=f"no pack dispensed for {self._quiet_s / 3600:.0f} h")
 
     def _bucket_length(self) -> timedelta:
         return timedelta(minutes=self.config.bucket_minutes)
@@ -510,18 +667,18 @@ class VendingMachine:
         self._closing.clear()  # all on disk now
         if self.storage_fault is not None:
             fault, self.storage_fault = self.storage_fault, None
-            log.warning("storage works again after: %s", fault)
+            self._say(logging.WARNING, f"storage works again after: {fault}")
+            store = self._store_event(Event("storage_fault", detail=f"recovered from: {fault}"))
             with self.ledger.transaction():
-                self.ledger.add_event(Event("storage_fault", detail=f"recovered from: {fault}"),
-                                      self.clock.now())
-            self.on_change("state")
-            self.on_change("outbox")
+                store(self.clock.now())
+            self._reveal(_set(storage_fault=None))
+            self._changed(Change.OUTBOX)
 
     def _storage_failed(self, error: Exception) -> None:
         if self.storage_fault is None:
-            log.error("cannot write %s: %s; vending goes on, counts kept in memory",
-                      self.ledger.path, error)
-            self.on_change("state")
+            self._say(logging.ERROR, f"cannot write {self.ledger.path}: {error}; vending goes on,"
+                                     " counts kept in memory")
+            self._reveal(_set(storage_fault=str(error)))
         self.storage_fault = str(error)
 
     # -- what the client sees --------------------------------------------------
@@ -553,35 +710,89 @@ class VendingMachine:
         return self._screen
 
     # -- reports ---------------------------------------------------------------
-    def faults(self) -> list[str]:
-        faults = [f"slot {s.slot}: {s.fault}" for s in self.slots.values() if s.fault]
-        if not self.board_online:
+    def faults(self, public: bool = False) -> list[str]:
+        """What is wrong now, or (``public``) as far as the hub may know yet."""
+        view = self.published if public else self._public_now()
+        faults = [f"slot {s.slot}: {s.fault}" for s in view.slots.values() if s.fault]
+        if not view.board_online:
             faults.append("board_offline")
+        if view.board_fault:
+            faults.append("board_fault")
         if self.bin_full:
             faults.append("sharps_bin_full")
-        if self.storage_fault:
+        if view.storage_fault:
             faults.append("storage_fault")
-        if self.sensor_fault:
+        if view.sensor_fault:
             faults.append("drop_sensor")
         return faults
 
-    def state_report(self) -> dict:
+    def state_report(self, public: bool = False) -> dict:
+        """The ``state`` message: live for staff at the machine, or (``public``) the hub's."""
+        temperature = self.hw.temperature_c()
+        if temperature is not None and not math.isfinite(temperature):
+            temperature = None
         return {
             "schema": 1,
             "mode": self.mode,
             "door": "open" if self.door_open else "closed",
             "sharps_bin": "full" if self.bin_full else "ok",
-            "temperature_c": self.hw.temperature_c(),
-            "faults": self.faults(),
+            "temperature_c": temperature,
+            "faults": self.faults(public),
             "version": controller.__version__,
             "uptime_s": int(self.clock.monotonic() - self.started_mono),
             "clock_synced": self.clock.synced(),
             "ts": iso(self.clock.now()),
         }
 
-    def stock_report(self) -> dict:
+    def stock_report(self, public: bool = False) -> dict:
+        """The ``stock`` message: live counts for staff at the machine, or (``public``) the
+        counts as at the last bucket close with staff's changes since."""
+        slots = self.published.slots if public else self.slots
         return {"schema": 1, "ts": iso(self.clock.now()),
-                **stock.stock_report(self.slots.values(), self.products)}
+                **stock.stock_report(slots.values(), self.products)}
+
+    # -- staff changes -------------------------------------------------------------
+    def staff_change(self, change: Callable[[datetime], Any]) -> Any:
+        """Run a staff change (a command) now, in one transaction, or not at all.
+
+        If it cannot be saved, everything it changed in memory is put back and
+        :class:`StorageError` is raised. Staff's changes are shown to the hub at once:
+        they come from staff, not from a client.
+        """
+        saved = (dict(self.slots), self.staff_mode, list(self.messages),
+                 copy.deepcopy(self.published), set(self._mismatch_raised))
+        try:
+            self._flush_unsaved()
+            if self._unsaved:
+                raise StorageError(self.storage_fault or "earlier changes are not saved yet")
+            with self.ledger.transaction():
+                result = change(self.clock.now())
+        except StorageError as e:
+            (self.slots, self.staff_mode, self.messages, self.published,
+             self._mismatch_raised) = saved
+            self._storage_failed(e)
+            raise
+        if self.screen in ("idle", "service", "out_of_service"):
+            self._show_rest_screen()
+        self._changed(Change.STOCK)
+        self._changed(Change.STATE)
+        self._changed(Change.OUTBOX)
+        return result
+
+    def set_slot(self, new: SlotState) -> None:
+        """Staff changed a slot (inside :meth:`staff_change`): what they changed is shown to
+        the hub as it is; what vends did to the slot since the last bucket close is not."""
+        old = self.slots.get(new.slot)
+        self.slots[new.slot] = new
+        shown = self.published.slots.get(new.slot)
+        if old is None or shown is None:
+            self.published.slots[new.slot] = replace(new)
+        else:
+            for f in fields(SlotState):
+                if getattr(new, f.name) != getattr(old, f.name):
+                    setattr(shown, f.name, getattr(new, f.name))
+        self._mismatch_raised.discard(new.slot)
+        self.ledger.save_slot(new)
 
     # -- slot layout -----------------------------------------------------------
     def _apply_slot_layout(self) -> None:
@@ -609,3 +820,25 @@ class VendingMachine:
                 current.count = min(current.count, cfg.capacity)
             self.slots[number] = current
             self.ledger.save_slot(current, config_sig=sig)
+
+
+def _set(**values: Any) -> Callable[[PublicView], None]:
+    """A change to the public view: these fields take these values."""
+
+    def change(view: PublicView) -> None:
+        for name, value in values.items():
+            setattr(view, name, value)
+
+    return change
+
+
+def _set_slot(number: int, **values: Any) -> Callable[[PublicView], None]:
+    """A change to one slot of the public view."""
+
+    def change(view: PublicView) -> None:
+        shown = view.slots.get(number)
+        if shown is not None:
+            for name, value in values.items():
+                setattr(shown, name, value)
+
+    return change

@@ -62,6 +62,14 @@ class BoardLink(HardwareEvent):
     detail: str = ""
 
 
+@dataclass(frozen=True)
+class BoardFault(HardwareEvent):
+    """The board says things that cannot be true (a value out of range): ``detail`` says
+    what; None when it makes sense again. The values are not used."""
+
+    detail: str | None
+
+
 EventSink = Callable[[HardwareEvent], None]
 
 

@@ -11,7 +11,9 @@ board_online; a board that restarted is reported so the controller reconciles.
 from __future__ import annotations
 
 import logging
+import math
 import queue
+import re
 import threading
 import time
 from typing import Any
@@ -20,6 +22,7 @@ import serial
 
 from firmware_py.protocol import Framer, encode, hex_text
 from hal import (
+    BoardFault,
     BoardLink,
     ButtonPressed,
     DoorChanged,
@@ -78,6 +81,7 @@ class BoardConnection:
         self.display_lines: list[str] = []
         self.led_state = "off"
         self.frames_dropped = 0
+        self._hello_problem: str | None = None
 
     # -- life cycle -------------------------------------------------------------
     def open(self, wait: float = 3.0) -> None:
@@ -246,14 +250,24 @@ class BoardConnection:
             inbox.put(words)
 
     def _hello(self, words: list[str]) -> None:
-        boot, slots, door, bin_full, temp = words[2], int(words[3]), words[4], words[5], words[6]
-        self.slots, self.door, self.bin_full = slots, door == "1", bin_full == "1"
-        self.temperature = None if temp == "-" else float(temp)
+        hello, problem = read_hello(words)
+        if problem != self._hello_problem:  # said once, and once when it is right again
+            self._hello_problem = problem
+            if problem:
+                log.warning("the board's hello is wrong: %s; not using that value", problem)
+            self._emit(BoardFault(problem))
+        if hello.get("boot") is None:
+            return  # without a boot id nothing it says can be placed
+        boot = hello["boot"]
+        self.slots = hello.get("slots", self.slots)
+        self.door = hello.get("door", self.door)
+        self.bin_full = hello.get("bin", self.bin_full)
+        self.temperature = hello.get("temp")
         if self.boot is not None and boot != self.boot and self.online:
             self._new_boot(boot)
         self.boot = boot
-        self.highest_seq = int(words[8]) if len(words) > 8 else 0
-        self._set_online(True, f"board {boot} with {slots} slots")
+        self.highest_seq = hello.get("highest", 0)
+        self._set_online(True, f"board {boot} with {self.slots} slots")
 
     def _new_boot(self, boot: str) -> None:
         log.warning("the board restarted (boot %s, was %s)", boot, self.boot)
@@ -271,6 +285,10 @@ class BoardConnection:
         if len(self._seen) > 4:
             self._seen = {boot: seen}
         name = what[0] if what else ""
+        if name == "btn" and not (len(what) > 1 and DIGITS.fullmatch(what[1])
+                                  and 1 <= int(what[1]) <= 64):
+            log.debug("ignored a button event with no button number: %r", what)
+            name = ""
         if name == "boot":
             if self.boot is not None and boot != self.boot:
                 self._new_boot(boot)
@@ -286,6 +304,54 @@ class BoardConnection:
             self._emit(SharpsBinChanged(full=self.bin_full))
         # Acknowledge only once the event is in the controller's hands.
         self._send(encode("K", k))
+
+
+MAX_SEQ = 2**53  # vend numbers are JSON-safe integers; SQLite holds them too
+BOOT_ID = re.compile(r"[0-9A-Za-z_-]{1,32}")
+DIGITS = re.compile(r"[0-9]{1,20}")
+
+
+def read_hello(words: list[str]) -> tuple[dict[str, Any], str | None]:
+    """The values of a hello ``h id boot slots door bin temp version highest`` that make
+    sense, and what was wrong with the rest (None if nothing). A board is trusted with a
+    motor, not with the host's memory: each value is checked for range before use."""
+    hello: dict[str, Any] = {}
+    problems: list[str] = []
+
+    def word(i: int) -> str | None:
+        return words[i] if len(words) > i else None
+
+    boot = word(2)
+    if boot is not None and BOOT_ID.fullmatch(boot):
+        hello["boot"] = boot
+    else:
+        problems.append(f"boot id {boot!r}")
+    slots = word(3)
+    if slots is not None and DIGITS.fullmatch(slots) and int(slots) <= 64:
+        hello["slots"] = int(slots)
+    else:
+        problems.append(f"slot count {slots!r}")
+    for name, i in (("door", 4), ("bin", 5)):
+        if word(i) in ("0", "1"):
+            hello[name] = word(i) == "1"
+        else:
+            problems.append(f"{name} {word(i)!r}")
+    temp = word(6)
+    try:
+        value = None if temp in (None, "-") else float(temp)
+    except ValueError:
+        value = math.nan
+    if value is None or (math.isfinite(value) and -50 <= value <= 150):
+        hello["temp"] = value
+    else:
+        problems.append(f"temperature {temp!r}")
+        hello["temp"] = None
+    highest = word(8)
+    if highest is None or (DIGITS.fullmatch(highest) and int(highest) < MAX_SEQ):
+        hello["highest"] = int(highest) if highest else 0
+    else:
+        problems.append(f"highest vend number {highest[:20]!r}")
+    return hello, "; ".join(problems) or None
 
 
 class SerialDispenser:
@@ -313,8 +379,8 @@ class SerialDispenser:
             reply = link.request(*ask, ident=seq, expect=("A", "D", "B", "N", "U"))
         if reply is None or reply[0] in ("B", "U"):
             return VendOutcome.UNKNOWN
-        if reply[0] == "N":
-            log.error("the board refused to turn slot %d: %s", slot, " ".join(reply[2:]))
+        if reply[0] == "N":  # debug only (a press's time); the slot is reported as faulty
+            log.debug("the board refused to turn slot %d: %s", slot, " ".join(reply[2:]))
             return VendOutcome.MOTOR_STALLED
         if reply[0] == "A":
             reply = link.wait_for(seq, ("D",), link.timing.vend, resend=("R",))

@@ -26,6 +26,8 @@ BASE = {
     "schedule": {"hub_open": ["Mon-Fri 10:00-16:00"], "hub_name": "The Hub"},
     "display": {"messages": ["Naloxone saves lives", "Free BBV testing"],
                 "alternative": "Go to the Hub"},
+    # what a press causes reaches the hub 1..5 s later here (60..600 s on a machine)
+    "privacy": {"event_delay_s": [1, 5], "event_round_s": 60},
     "products": [
         {"id": "syringe-1ml", "name": "1ml syringes", "button": 1},
         {"id": "foil", "name": "foil", "button": 2},
@@ -117,6 +119,10 @@ class Rig:
     def tick(self, seconds: float = 1.0) -> None:
         self.clock.advance(seconds)
         self.vm.handle(Tick())
+
+    def release(self) -> None:
+        """Let the random delay pass after which what a press caused reaches the hub."""
+        self.tick(self.config.event_delay_s[1] + 1)
 
     def counts(self) -> dict[int, int]:
         return {n: s.count for n, s in self.vm.slots.items()}

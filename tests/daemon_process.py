@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -24,14 +25,16 @@ def nspvend(*args: str, timeout: float = 30, **kw) -> subprocess.CompletedProces
 class DaemonProcess:
     """``nspvend run --config PATH`` in the background; ``ready`` once it says so."""
 
-    def __init__(self, config_path: Path, env: dict | None = None) -> None:
+    def __init__(self, config_path: Path, env: dict | None = None,
+                 program: tuple[str, ...] = ("-m", "controller", "run")) -> None:
         self.config_path = config_path
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "controller", "run", "--config", str(config_path)],
+            [sys.executable, *program, "--config", str(config_path)],
             cwd=ROOT, stderr=subprocess.PIPE, text=True,
             env={**os.environ, "NSPVEND_LOG_LEVEL": "INFO", **(env or {})},
         )
         self.log: list[str] = []
+        self.arrivals: list[float] = []  # when each log line arrived (time.time())
         self.said_ready = False
         self.ready = threading.Event()
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -43,6 +46,7 @@ class DaemonProcess:
 
     def _read(self) -> None:
         for line in self.proc.stderr:
+            self.arrivals.append(time.time())
             self.log.append(line)
             if "nspvend ready" in line:
                 self.said_ready = True
@@ -111,3 +115,14 @@ def ask_raw(path: Path | str, data: bytes) -> dict:
         s.connect(str(path))
         s.sendall(data)
         return json.loads(s.makefile().readline())
+
+
+def counted_packs(db_path: Path | str) -> tuple[int, int]:
+    """Packs counted in a machine's database, open bucket included, read straight from the
+    file (the daemon answers only for closed buckets): (confirmed, unconfirmed)."""
+    db = sqlite3.connect(db_path)
+    try:
+        return db.execute("SELECT coalesce(sum(confirmed), 0), coalesce(sum(unconfirmed), 0)"
+                          " FROM bucket_counts").fetchone()
+    finally:
+        db.close()

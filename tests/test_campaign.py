@@ -167,7 +167,8 @@ class Run:
                                  "count": LOADED})["ok"]
 
     def start_daemon(self) -> DaemonProcess:
-        return DaemonProcess(self.config, env={"NSPVEND_TEST_CLOCK_SKEW_FILE": str(self.skew)})
+        return DaemonProcess(self.config, env={"NSPVEND_TEST_CLOCK_SKEW_FILE": str(self.skew)},
+                             program=("-m", "tests.skewed_daemon"))
 
     def control(self, request: dict) -> dict:
         return ask(self.tmp / "control.sock", request)

@@ -114,11 +114,14 @@ def test_status_reports_state_and_stock(rig):
     assert result["stock"]["products"]["syringe-1ml"] == {"count": 20, "status": "ok"}
 
 
-def test_usage_command_returns_buckets_and_totals(rig):
+def test_usage_command_returns_closed_buckets_and_their_totals_only(rig):
     rig.press(1)
     result = rig.command(cmd="usage")["result"]
+    assert result == {"buckets": [], "totals": {}}  # the open bucket's counts would time a vend
+    rig.tick(3600)
+    result = rig.command(cmd="usage")["result"]
     assert result["totals"] == {"syringe-1ml": {"confirmed": 1, "unconfirmed": 0}}
-    assert result["buckets"][-1]["end"] is None
+    assert [b["end"] is not None for b in result["buckets"]] == [True]
 
 
 def test_an_expired_command_is_refused_and_changes_nothing(rig):

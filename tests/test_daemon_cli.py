@@ -90,9 +90,8 @@ def test_presses_on_the_simulator_become_counted_vends_and_staff_see_them(machin
     assert [s["packs_left"] for s in truth["slots"]] == [
         s["count"] for s in status["stock"]["slots"]]
 
-    usage = cli(tmp, "usage", "--csv")
-    rows = list(csv.DictReader(io.StringIO(usage.stdout)))
-    assert {r["product"]: int(r["confirmed"]) for r in rows} == {"syringe-1ml": 2, "foil": 1}
+    usage = cli(tmp, "usage", "--csv")  # the open bucket's counts would time each vend
+    assert list(csv.DictReader(io.StringIO(usage.stdout))) == []
 
     human = cli(tmp, "status")
     assert "mode: in_service" in human.stdout and "syringe-1ml" in human.stdout
@@ -102,6 +101,12 @@ def test_presses_on_the_simulator_become_counted_vends_and_staff_see_them(machin
     payloads = [json.loads(p) for (p,) in db.execute(
         "SELECT payload FROM outbox WHERE kind = 'usage'")]
     assert [p["counts"] for p in payloads] == [{"syringe-1ml": 2, "foil": 1}]
+    again = DaemonProcess(tmp / "nspvend.toml")
+    try:  # the stop closed the bucket: now staff can see and download its counts
+        rows = list(csv.DictReader(io.StringIO(cli(tmp, "usage", "--csv").stdout)))
+        assert {r["product"]: int(r["confirmed"]) for r in rows} == {"syringe-1ml": 2, "foil": 1}
+    finally:
+        assert again.terminate() == 0
 
 
 def test_slot_commands_and_events_from_the_cli(machine):

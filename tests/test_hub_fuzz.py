@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from controller.commands import run_command
 from controller.config import load_config
-from controller.hublink import MAX_COMMAND_BYTES, decode_request
+from controller.messages import MAX_COMMAND_BYTES, decode_request
 from tests.broker import MOSQUITTO, Broker, Subscriber
 from tests.conftest import Rig
 from tests.daemon_process import DaemonProcess
@@ -94,7 +94,7 @@ def named_field(error: str, request: object) -> bool:
     field = error.split(":")[0]
     keys = set(request) if isinstance(request, dict) else set()
     arguments = {"request", "id", "cmd", "slot", "count", "all", "product", "capacity", "low_at",
-                 "mode", "messages", "expires"}
+                 "mode", "messages", "expires", "sig"}
     return field.split("[")[0] in arguments | keys
 
 
@@ -107,13 +107,13 @@ def test_random_payloads_over_mqtt_are_answered_like_the_socket_and_never_stop_i
     answers = hub.send_all(payloads)
     for payload, answer in zip(payloads, answers, strict=True):
         request, refusal = decode_request(payload)
-        expected = refusal if refusal is not None else run_command(reference.vm, request)
+        expected = refusal if refusal is not None else run_command(reference.vm, request, "hub")
         assert comparable(answer) == comparable(expected), payload[:200]
         if not answer["ok"]:
             assert named_field(answer["error"], request), (answer["error"], payload[:200])
     [probe] = hub.send_all([json.dumps({"id": "probe", "cmd": "status"}).encode()])
     assert probe["ok"] and daemon.proc.poll() is None
-    mirror = run_command(reference.vm, {"id": "probe", "cmd": "status"})
+    mirror = run_command(reference.vm, {"id": "probe", "cmd": "status"}, "hub")
     assert observable(probe["result"]) == observable(mirror["result"])
     hub.sent += len(payloads)
 

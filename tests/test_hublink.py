@@ -22,7 +22,7 @@ ROOT_TOPIC = "nspvend/e2e-01"
 def config_with_mqtt(tmp: Path, port: int, extra: str = "") -> Path:
     path = tmp / "nspvend.toml"
     text = SIM_CONFIG.replace('[database]', f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\n'
-                              f'stock_interval_s = 600\nstate_interval_s = 600\n{extra}\n'
+                              f'state_interval_s = 600\n{extra}\n'
                               '[database]')
     path.write_text(text)
     return path
@@ -102,7 +102,9 @@ def test_usage_and_events_arrive_once_and_staff_actions_publish_stock_at_once(tm
         for button in (1, 1, 2):
             ask(tmp_path / "sim.sock", {"op": "press", "button": button})
         result = command(sub, {"id": "s1", "cmd": "status"})
-        assert result["ok"] and result["result"]["stock"]["products"]["foil"]["count"] == 9
+        # the hub is told what was published (the refill), never a live count
+        assert result["ok"] and result["result"]["stock"]["products"]["foil"]["count"] == 10
+        assert set(result["result"]) == {"state", "stock", "hub_open"}
     finally:
         assert daemon.terminate() == 0
     usage = sub.wait_for(lambda m: sub.payloads("usage"))
@@ -238,24 +240,23 @@ def test_kill_9_between_a_vend_and_its_puback_counts_every_pack_once(tmp_path, h
         board.stop()
 
 
-def test_stock_is_not_published_per_vend_but_at_once_when_a_slot_turns_low(tmp_path, hub):
+def test_a_vend_publishes_nothing_at_once_even_when_a_slot_turns_low_or_empty(tmp_path, hub):
     broker, sub = hub
-    daemon = start_machine(tmp_path, broker.port, sub=sub)  # stock_interval_s = 600
+    daemon = start_machine(tmp_path, broker.port, sub=sub)  # privacy: the default 60..600 s
     try:
-        ask(tmp_path / "sim.sock", {"op": "load", "slot": 3, "count": 4})
-        command(sub, {"id": "r", "cmd": "refill", "slot": 3, "count": 4})  # low_at is 2
-        sub.wait_for(lambda m: sub.payloads("stock")[-1]["products"]["foil"]["count"] == 4)
-        published = len(sub.payloads("stock"))
-        ask(tmp_path / "sim.sock", {"op": "press", "button": 2})  # 4 -> 3: no message
-        ask(tmp_path / "sim.sock", {"op": "press", "button": 2})  # 3 -> 2: low, at once
-        sub.wait_for(lambda m: sub.payloads("stock")[-1]["products"]["foil"]["count"] == 2)
-        # one machine publishes in order: had the first vend been published, it came first
-        assert len(sub.payloads("stock")) == published + 1
-        assert sub.payloads("stock")[-1]["slots"][2]["status"] == "low"
-        ask(tmp_path / "sim.sock", {"op": "press", "button": 2})  # 2 -> 1: still low, no message
-        ask(tmp_path / "sim.sock", {"op": "press", "button": 2})  # 1 -> 0: empty, at once
-        sub.wait_for(lambda m: sub.payloads("stock")[-1]["products"]["foil"]["status"] == "empty")
-        assert len(sub.payloads("stock")) == published + 2
+        ask(tmp_path / "sim.sock", {"op": "load", "slot": 3, "count": 3})
+        command(sub, {"id": "r", "cmd": "refill", "slot": 3, "count": 3})  # low_at is 2
+        sub.wait_for(lambda m: sub.payloads("stock")[-1]["products"]["foil"]["count"] == 3)
+        heard = len(sub.messages)
+        for _ in range(4):  # 3 -> 2 low, 1, 0 empty, and one at an empty slot
+            ask(tmp_path / "sim.sock", {"op": "press", "button": 2})
+        assert command(sub, {"id": "s", "cmd": "stock"})["result"]["products"]["foil"] == {
+            "count": 3, "status": "ok"}  # what was published, not the live count
+        time.sleep(1.0)
+        topics = [t for t, _, _ in sub.messages[heard:]]
+        assert topics == [f"{ROOT_TOPIC}/cmd", f"{ROOT_TOPIC}/cmd/result"], topics
+        status = ask(tmp_path / "control.sock", {"id": "l", "cmd": "status"})["result"]
+        assert status["stock"]["products"]["foil"] == {"count": 0, "status": "empty"}  # staff see it
     finally:
         assert daemon.terminate() == 0
 

@@ -62,11 +62,11 @@ def test_a_full_outbox_drops_the_oldest_events_and_never_usage(tmp_path, monkeyp
     clock = FakeClock()
     with ledger.transaction():
         for i in range(4):
-            ledger.enqueue("usage", f"u{i}", {"id": f"u{i}"}, clock.now())
+            ledger.enqueue("usage", f"u{i}", {"id": f"u{i}"})
         for i in range(30):
             ledger.add_event(Event("door_open", detail=str(i)), clock.now())
         for i in range(4, 8):
-            ledger.enqueue("usage", f"u{i}", {"id": f"u{i}"}, clock.now())
+            ledger.enqueue("usage", f"u{i}", {"id": f"u{i}"})
     rows = [(kind, json.loads(payload)) for _, kind, payload in ledger.outbox(limit=100)]
     assert [p["id"] for k, p in rows if k == "usage"] == [f"u{i}" for i in range(8)]
     events = [p["detail"] for k, p in rows if k == "event"]

@@ -190,14 +190,16 @@ def test_install_twice_into_a_throwaway_root_then_uninstall_keeps_the_data(tmp_p
 
 def test_under_systemd_every_log_line_carries_a_journal_priority(tmp_path):
     config = tmp_path / "nspvend.toml"
-    config.write_text(SIM_CONFIG)
+    config.write_text(SIM_CONFIG + "\n[privacy]\nevent_delay_s = [0, 0]\n")
     daemon = DaemonProcess(config, env={"JOURNAL_STREAM": "8:12345"})
     try:
         ask(tmp_path / "sim.sock", {"op": "load", "slot": 3, "count": 2})
         ask(tmp_path / "control.sock", {"cmd": "refill", "id": "r", "slot": 3, "count": 2})
         ask(tmp_path / "sim.sock", {"op": "fault", "kind": "jam", "slot": 3})
         ask(tmp_path / "sim.sock", {"op": "press", "button": 2})
-        ask(tmp_path / "control.sock", {"cmd": "stock", "id": "sync"})
+        deadline = time.monotonic() + 10  # the jam is told on the next tick after its delay
+        while not any("slot 3" in line for line in daemon.log) and time.monotonic() < deadline:
+            time.sleep(0.05)
     finally:
         assert daemon.terminate() == 0
     assert daemon.log and all(re.match(r"<[0-7]>[\w.]+: \S", line) for line in daemon.log), \
