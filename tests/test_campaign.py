@@ -46,7 +46,6 @@ socket = "control.sock"
 [mqtt]
 host = "127.0.0.1"
 port = {port}
-stock_interval_s = 10
 state_interval_s = 30
 
 [usage]
