@@ -55,6 +55,16 @@ BAD = [
     ('[mqtt]\nhost = "h"\npassword_file = "nspvend.toml"', "mqtt.password_file",
      "without username"),
     ('[sim]\ncontrol = ""', "sim.control", "not empty"),
+    ('machine_id = "ok-1\\n"', "machine_id", "lower-case letters"),
+    ('[mqtt]\nhost = "hub.example.org"\nusername = "u"\npassword_file = "nspvend.toml"',
+     "mqtt.password_file", "in clear text: set ca_file"),
+    ('[mqtt]\nhost = "h"\nstock_interval_s = 900', "mqtt.stock_interval_s",
+     "shorter than the usage bucket (3600 s)"),
+    ('[mqtt]\nhost = "h"\ncommand_key_file = "empty.key"', "mqtt.command_key_file", "is empty"),
+    ('[mqtt]\nhost = "h"\ncommand_key_file = "no.key"', "mqtt.command_key_file", "cannot read"),
+    ('[mqtt]\nhost = "h"\ncommand_max_age_s = 10', "mqtt.command_max_age_s", "from 60"),
+    ('[control]\ngroup = ""', "control.group", "not empty"),
+    ("[vend]\npress_max_wait_s = 0", "vend.press_max_wait_s", "from 1 to 600"),
 ]
 
 
@@ -67,6 +77,9 @@ def test_a_bad_setting_is_named_with_its_file_and_problem(tmp_path, extra, key, 
         base = base.replace('[sim]\ncontrol = "sim.sock"\n', "")
     if extra.startswith("[display]"):
         base = base.replace('[display]\nmessages = ["Free BBV testing at the Hub"]\n', "")
+    if extra.startswith("[control]"):
+        base = base.replace('[control]\nsocket = "control.sock"\n', "")
+    (tmp_path / "empty.key").write_text("  \n")
     path = write(tmp_path, extra + "\n" + base if not extra.startswith("[") else base + extra)
     with pytest.raises(ConfigError) as caught:
         load_config(path)
@@ -96,6 +109,31 @@ def test_a_file_that_is_not_toml_or_missing_is_one_line(tmp_path):
         load_config(write(tmp_path, "machine_id = \n"))
     with pytest.raises(ConfigError, match=r"nope.toml: no such file"):
         load_config(tmp_path / "nope.toml")
+
+
+def test_a_password_over_loopback_needs_no_tls(tmp_path):
+    (tmp_path / "pw").write_text("secret\n")
+    text = CONFIG + '[mqtt]\nhost = "127.0.0.1"\nusername = "u"\npassword_file = "pw"\n'
+    assert load_config(write(tmp_path, text)).mqtt.password_file == str(tmp_path / "pw")
+
+
+@pytest.mark.parametrize("what, content, problem", [
+    ("invalid UTF-8", b'machine_id = "caf\xe9"\n', "is not UTF-8 text"),
+    ("a 5,000-deep array", b"x = " + b"[" * 5000 + b"]" * 5000 + b"\n", "nests"),
+    ("a folder", None, "is a folder, not a config file"),
+])
+def test_a_file_nobody_could_read_as_a_config_is_one_line_and_exit_78(tmp_path, what, content,
+                                                                      problem):
+    path = tmp_path / "nspvend.toml"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    for command in (["run", "--config", str(path)], ["check-config", str(path)]):
+        result = nspvend(*command)
+        assert result.returncode == 78, (what, result.stderr)
+        assert result.stderr.count("\n") == 1 and problem in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
 
 
 def test_the_daemon_refuses_a_bad_config_with_exit_78_and_one_line(tmp_path):
