@@ -7,14 +7,16 @@
 #
 # Puts: the package in a virtualenv under /opt/nspvend/venv, the unit in
 # /etc/systemd/system, an example config in /etc/nspvend/config.toml (only if none),
-# a system user "nspvend" in the gpio and dialout groups; state lives in /var/lib/nspvend.
+# a system user "nspvend" in the gpio and dialout groups, and a group "nspvend-staff" whose
+# members may use the staff commands (the control socket); state lives in /var/lib/nspvend,
+# readable by the service alone.
 set -eu
 
 ROOT=/
 while [ $# -gt 0 ]; do
     case "$1" in
         --root) ROOT="$2"; shift 2 ;;
-        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
         *) echo "install.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -26,29 +28,36 @@ say() { echo "install.sh: $*"; }
 # 1. the user and its groups (in a throwaway root: only if it has an /etc/passwd)
 if [ "$ROOT" = / ] || [ -f "$P/etc/passwd" ]; then
     prefix=""; [ "$ROOT" = / ] || prefix="--prefix $P"
-    for group in gpio dialout; do
+    for group in gpio dialout nspvend-staff; do
         grep -q "^$group:" "$P/etc/group" || groupadd $prefix --system "$group"
     done
+    # the service is in nspvend-staff only so that it may give the control socket to it
     if grep -q "^nspvend:" "$P/etc/passwd"; then
-        usermod $prefix -a -G gpio,dialout nspvend
+        usermod $prefix -a -G gpio,dialout,nspvend-staff nspvend
     else
-        useradd $prefix --system --user-group --groups gpio,dialout --no-create-home \
+        useradd $prefix --system --user-group --groups gpio,dialout,nspvend-staff --no-create-home \
             --home-dir /var/lib/nspvend --shell /usr/sbin/nologin \
             --comment "nspvend vending controller" nspvend
         say "created the system user nspvend"
     fi
+    say "staff who may run nspvend status/refill/...: usermod -aG nspvend-staff NAME"
 else
     say "no $P/etc/passwd: not creating the user"
 fi
 
-# 2. the package, in its own virtualenv
+# 2. the package, in its own virtualenv, from the lock: exact versions, every file's hash
+#    checked, nothing from the system's site-packages (lgpio comes from PyPI's aarch64 wheel)
 mkdir -p "$P/opt/nspvend"
-if [ ! -x "$P/opt/nspvend/venv/bin/python" ]; then
-    # system site packages: python3-lgpio from apt is the GPIO pin factory on Bookworm
-    python3 -m venv --system-site-packages "$P/opt/nspvend/venv"
+if [ -x "$P/opt/nspvend/venv/bin/python" ] && \
+        grep -q "include-system-site-packages = true" "$P/opt/nspvend/venv/pyvenv.cfg"; then
+    rm -rf "$P/opt/nspvend/venv"  # made by an older installer: start clean
 fi
-"$P/opt/nspvend/venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-    ${NSPVEND_PIP_OPTIONS:-} "$SRC"
+if [ ! -x "$P/opt/nspvend/venv/bin/python" ]; then
+    python3 -m venv "$P/opt/nspvend/venv"
+fi
+pip() { "$P/opt/nspvend/venv/bin/python" -m pip --quiet --disable-pip-version-check "$@"; }
+pip install --require-hashes ${NSPVEND_PIP_OPTIONS:-} -r "$SRC/requirements/pi.lock"
+pip install --no-deps --no-build-isolation ${NSPVEND_PIP_OPTIONS:-} "$SRC"
 cp "$SRC/README.md" "$P/opt/nspvend/README.md"
 say "installed $("$P/opt/nspvend/venv/bin/nspvend" --version 2>/dev/null || echo nspvend) in /opt/nspvend/venv"
 
@@ -61,7 +70,11 @@ else
     say "wrote an example /etc/nspvend/config.toml: edit it, then: nspvend check-config /etc/nspvend/config.toml"
 fi
 if [ "$ROOT" = / ]; then
-    chgrp nspvend /etc/nspvend /etc/nspvend/config.toml  # readable by the service, not by all
+    # readable by the service, not by staff: the config names the broker password and key files
+    chgrp nspvend /etc/nspvend /etc/nspvend/config.toml
+    for secret in /etc/nspvend/mqtt-password /etc/nspvend/command.key; do
+        [ -e "$secret" ] && chgrp nspvend "$secret" && chmod 0640 "$secret"
+    done
 fi
 
 # 4. the unit, enabled

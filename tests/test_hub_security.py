@@ -28,7 +28,8 @@ pytestmark = pytest.mark.skipif(
 
 EXAMPLES = ROOT / "examples" / "mosquitto"
 MACHINE = "e2e-01"
-PASSWORDS = {"hub": "hub-secret", MACHINE: "machine-secret", "other-02": "other-secret"}
+PASSWORDS = {"hub": "hub-secret", MACHINE: "machine-secret", "other-02": "other-secret",
+             "watch": "watch-secret"}
 
 
 class SecureHub:
@@ -206,6 +207,16 @@ def test_the_acl_confines_a_machine_to_its_own_root(secure_hub):
         # and the hub may not speak as a machine
         assert hub_client.publish(f"nspvend/{MACHINE}/usage", "{}") == NOT_AUTHORIZED
         hub_client.close()
+        # staff watching read every machine and command none
+        watching = hub.client("watch")
+        watching.client.subscribe("nspvend/#", qos=1)
+        watching.wait(lambda: watching.subacks)
+        assert watching.publish(f"nspvend/{MACHINE}/cmd", '{"id":"w","cmd":"status"}') == \
+            NOT_AUTHORIZED
+        assert device.publish(f"nspvend/{MACHINE}/event", '{"marker":2}') < 0x80
+        watching.wait(lambda: any(t == f"nspvend/{MACHINE}/event" for t, _ in watching.messages))
+        assert [t for t, _ in device.messages] == [f"nspvend/{MACHINE}/cmd"]  # nothing more
+        watching.close()
     finally:
         device.close()
         watcher.close()

@@ -48,8 +48,10 @@ def test_the_unit_verifies_and_its_exposure_is_ok(tmp_path, capsys):
 def test_the_unit_asks_for_what_the_issue_requires():
     text = UNIT.read_text()
     for line in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "RestartPreventExitStatus=78",
-                 "StartLimitBurst=", "User=nspvend", "SupplementaryGroups=gpio dialout",
+                 "StartLimitBurst=", "User=nspvend",
                  "StateDirectory=nspvend", "RuntimeDirectory=nspvend", "ProtectSystem=strict",
+                 "UMask=0077", "StateDirectoryMode=0700", "TasksMax=", "MemoryMax=",
+                 "SupplementaryGroups=gpio dialout nspvend-staff",
                  "ProtectHome=yes", "PrivateTmp=yes", "NoNewPrivileges=yes", "CapabilityBoundingSet=\n",
                  "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6", "DevicePolicy=closed",
                  "DeviceAllow=char-gpiochip rw", "DeviceAllow=char-ttyACM rw",
@@ -145,12 +147,19 @@ def test_a_bad_config_exits_78_so_systemd_does_not_restart_it(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1 and "machine_id" in result.stderr
 
 
+WHEELHOUSE = ROOT / ".venv" / "wheelhouse"  # scripts/setup fetched the locked packages there
+
+
 def run_installer(script: str, root: Path) -> subprocess.CompletedProcess:
     return subprocess.run(["sh", str(ROOT / "systemd" / script), "--root", str(root)],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, env={
+                              **os.environ,
+                              "NSPVEND_PIP_OPTIONS": f"--no-index --find-links {WHEELHOUSE}"})
 
 
 @pytest.mark.skipif(shutil.which("useradd") is None, reason="no useradd")
+@pytest.mark.skipif(not WHEELHOUSE.is_dir(), reason="run scripts/setup first: it fetches the "
+                                                   "locked packages the installer takes")
 def test_install_twice_into_a_throwaway_root_then_uninstall_keeps_the_data(tmp_path):
     root = tmp_path / "root"
     (root / "etc").mkdir(parents=True)
@@ -172,6 +181,9 @@ def test_install_twice_into_a_throwaway_root_then_uninstall_keeps_the_data(tmp_p
     groups = (root / "etc" / "group").read_text()
     assert re.search(r"^gpio:.*nspvend", groups, re.M) and re.search(r"^dialout:.*nspvend",
                                                                       groups, re.M)
+    assert re.search(r"^nspvend-staff:", groups, re.M)
+    venv_cfg = (root / "opt/nspvend/venv/pyvenv.cfg").read_text()
+    assert "include-system-site-packages = false" in venv_cfg  # nothing from the system
     unit = root / "etc" / "systemd" / "system" / "nspvend.service"
     assert unit.read_text() == UNIT.read_text()
     assert (root / "etc/systemd/system/multi-user.target.wants/nspvend.service").is_symlink()
