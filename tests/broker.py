@@ -114,6 +114,7 @@ class Subscriber:
                  username: str | None = None, password: str | None = None,
                  tls_ca: str | None = None, host: str = "127.0.0.1") -> None:
         self.messages: list[tuple[str, bytes, bool]] = []
+        self.arrivals: list[float] = []  # time.time() each message arrived
         self.cond = threading.Condition()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                                   clean_session=not client_id)
@@ -130,6 +131,7 @@ class Subscriber:
     def _on_message(self, client, userdata, message) -> None:
         with self.cond:
             self.messages.append((message.topic, message.payload, bool(message.retain)))
+            self.arrivals.append(time.time())
             self.cond.notify_all()
 
     def wait_for(self, predicate: Callable[[list], bool], timeout: float = 20) -> list:
