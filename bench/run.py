@@ -267,7 +267,6 @@ def drain_figures(messages: int) -> dict:
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from controller.clock import SystemClock
     from controller.ledger import Ledger
 
     folder = Path(tempfile.mkdtemp(prefix="nspvend-bench-drain-"))
@@ -276,14 +275,13 @@ def drain_figures(messages: int) -> dict:
                                                    f'{broker.port}\n')
     config = load_config(config_path)
     ledger = Ledger(config.database_path, config.machine_id)
-    now = SystemClock().now()
     payloads = []
     with ledger.transaction():
         for i in range(messages):
             payload = {"schema": 1, "id": f"bench-{i:06d}", "start": "2026-11-25T00:00:00Z",
                        "end": "2026-11-25T01:00:00Z", "counts": {"syringe-1ml": i % 7},
                        "unconfirmed": {}, "clock_synced": True}
-            ledger.enqueue("usage", payload["id"], payload, now)
+            ledger.enqueue("usage", payload["id"], payload)
             payloads.append(payload)
     ledger.close()
     daemon = Daemon(config)
