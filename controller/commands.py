@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from controller.clock import iso, parse_iso
 from controller.ledger import COMMAND_MEMORY_LIMIT, Event, SlotState, StorageError
-from controller.messages import read_key, signature_ok
+from controller.messages import answer, read_key, refusal, signature_ok
 
 if TYPE_CHECKING:
     from controller.vending import VendingMachine
@@ -124,24 +124,22 @@ def run_command(vm: VendingMachine, request: Any, origin: str = "local") -> dict
                 raise BadCommand("id", f"{COMMAND_MEMORY_LIMIT} commands are remembered and "
                                        "none has expired yet; try again later")
     except BadCommand as e:
-        return {"id": command_id, "ok": False, "error": str(e)}
-    answer = {"id": command_id, "ok": True, "result": None}
+        return refusal(command_id, str(e))
     if not changes:
-        answer["result"] = apply(vm.clock.now())
-        return answer
+        return answer(command_id, apply(vm.clock.now()))
 
-    def change(now: datetime) -> Any:
+    def change(now: datetime) -> dict:
         vm.ledger.forget_commands(now)
-        answer["result"] = apply(now)
-        vm.ledger.remember_command(command_id, answer, now, forget_after)
+        done = answer(command_id, apply(now))
+        vm.ledger.remember_command(command_id, done, now, forget_after)
+        return done
 
     try:
-        vm.staff_change(change)
+        done = vm.staff_change(change)
     except StorageError as e:
-        return {"id": command_id, "ok": False,
-                "error": f"storage: cannot save the change ({e}); nothing was changed"}
+        return refusal(command_id, f"storage: cannot save the change ({e}); nothing was changed")
     log.info("command %s (%s) done", name, command_id)
-    return answer
+    return done
 
 
 @functools.lru_cache(maxsize=4)

@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from controller.messages import decode_request
+from controller.messages import decode_request, refusal
 from controller.vending import Command
 
 log = logging.getLogger(__name__)
@@ -57,8 +57,8 @@ class _Handler(socketserver.StreamRequestHandler):
 
     def handle(self) -> None:
         if not self.server.admit():
-            self._send({"id": None, "ok": False, "error": f"control: {MAX_CLIENTS} staff tools "
-                                                          "are connected already; try again"})
+            self._send(refusal(None, f"control: {MAX_CLIENTS} staff tools are connected "
+                                     "already; try again"))
             return
         try:
             self._serve(user_name(peer_uid(self.request)))
@@ -73,14 +73,13 @@ class _Handler(socketserver.StreamRequestHandler):
             if not line:
                 return
             if len(line) > MAX_LINE:
-                self._send({"id": None, "ok": False,
-                            "error": f"request: longer than {MAX_LINE} bytes"})
+                self._send(refusal(None, f"request: longer than {MAX_LINE} bytes"))
                 return
             if not line.strip():
                 continue
-            request, refusal = decode_request(line)
-            if refusal is not None:
-                self._send(refusal)
+            request, refused = decode_request(line)
+            if refused is not None:
+                self._send(refused)
                 continue
             cmd = request.get("cmd") if isinstance(request, dict) else None
             log.info("local command %s from %s", str(cmd)[:40] if cmd else "(none)", who)
@@ -140,8 +139,8 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
         self.post(Command(request, reply, origin="local"))
         if not done.wait(ANSWER_TIMEOUT_S):
-            return {"id": request.get("id") if isinstance(request, dict) else None, "ok": False,
-                    "error": "daemon: no answer in time; it may be busy or stuck"}
+            return refusal(request.get("id") if isinstance(request, dict) else None,
+                           "daemon: no answer in time; it may be busy or stuck")
         return box[0]
 
     def start(self) -> None:

@@ -21,6 +21,7 @@ from controller.config import Config
 from controller.control import ControlServer
 from controller.hublink import HubEvent, HubLink
 from controller.ledger import Ledger
+from controller.messages import refusal
 from controller.sdnotify import Notifier
 from controller.vending import Command, Tick, VendingMachine
 
@@ -145,7 +146,7 @@ class Daemon:
             # One bad event must not take the machine away from its clients.
             log.exception("error while handling %r; carrying on", event)
             if isinstance(event, Command) and event.reply:
-                event.reply({"id": None, "ok": False, "error": "daemon: internal error, see log"})
+                event.reply(refusal(None, "daemon: internal error, see log"))
 
     def _shutdown(self) -> None:
         log.info("stopping")

@@ -27,7 +27,7 @@ from paho.mqtt.properties import Properties
 
 import controller
 from controller.config import Config, MqttConfig
-from controller.messages import compact, decode_request
+from controller.messages import OFFLINE, ONLINE, TOPICS, compact, decode_request, machine_root
 from controller.vending import Change, Command, VendingMachine
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ class HubLink:
         assert config.mqtt is not None
         self.config, self.mqtt_config = config, config.mqtt
         self.machine, self.ledger, self.post = machine, machine.ledger, post
-        self.root = f"{config.mqtt.prefix}/{config.machine_id}"
+        self.root = machine_root(config.mqtt.prefix, config.machine_id)
         self.connected = False
         self.inflight: dict[int, tuple[int, mqtt.MQTTMessageInfo]] = {}  # mid -> (row, info)
         self.acked: list[int] = []  # rows the broker has, to be deleted in the next batch
@@ -79,7 +79,7 @@ class HubLink:
         else:
             client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                                  clean_session=False, protocol=mqtt.MQTTv311)
-        client.will_set(f"{self.root}/availability", "offline", qos=1, retain=True)
+        client.will_set(f"{self.root}/availability", OFFLINE, qos=1, retain=True)
         if cfg.username:
             password = None
             if cfg.password_file:
@@ -118,7 +118,7 @@ class HubLink:
         self._forget()
         if self._session.wait(STOP_FLUSH_S):
             self._flush(STOP_FLUSH_S)
-            info = self.client.publish(f"{self.root}/availability", "offline", qos=1, retain=True)
+            info = self.client.publish(f"{self.root}/availability", OFFLINE, qos=1, retain=True)
             try:
                 info.wait_for_publish(2.0)
             except (RuntimeError, ValueError):
@@ -164,7 +164,7 @@ class HubLink:
             self.connected = True
             self.inflight.clear()  # whatever was in flight is sent again, oldest first
             log.info("connected to the hub (%s)", event.detail)
-            self._publish("availability", "online")
+            self._publish("availability", ONLINE)
             if self.mqtt_config.homeassistant:
                 self._announce_to_home_assistant()
             self.publish_state()
@@ -227,7 +227,9 @@ class HubLink:
     def _publish(self, leaf: str, payload: str) -> bool:
         if not self.connected:
             return False
-        info = self.client.publish(f"{self.root}/{leaf}", payload, qos=1, retain=True)
+        topic = TOPICS[leaf]
+        info = self.client.publish(f"{self.root}/{leaf}", payload, qos=topic.qos,
+                                   retain=topic.retain)
         return info.rc == mqtt.MQTT_ERR_SUCCESS
 
     def drain(self) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 import sqlite_utils
 
 from controller.clock import iso, parse_iso
-from controller.messages import compact
+from controller.messages import EventMessage, UsageMessage, compact
 
 log = logging.getLogger(__name__)
 
@@ -314,10 +314,8 @@ class Ledger:
         for product, c, u in rows:
             counts[product] = counts.get(product, 0) + c
             unconfirmed[product] = unconfirmed.get(product, 0) + u
-        payload = {
-            "schema": 1, "id": bucket.id, "start": iso(bucket.start), "end": iso(end),
-            "counts": counts, "unconfirmed": unconfirmed, "clock_synced": bucket.clock_synced,
-        }
+        payload = UsageMessage(id=bucket.id, start=iso(bucket.start), end=iso(end), counts=counts,
+                               unconfirmed=unconfirmed, clock_synced=bucket.clock_synced).payload()
         self.enqueue("usage", bucket.id, payload)
         return payload
 
@@ -403,13 +401,11 @@ class Ledger:
     def outbox_size(self) -> int:
         return self._x("SELECT count(*) FROM outbox").fetchone()[0]
 
-    def add_event(self, event: Event, now: datetime) -> dict:
+    def add_event(self, event: Event, now: datetime, event_id: str | None = None) -> dict:
         """Log ``event`` at ``now`` and queue it for the hub (inside the caller's transaction)."""
-        payload: dict[str, Any] = {"schema": 1, "id": uuid.uuid4().hex, "ts": iso(now),
-                                   "type": event.type}
-        for key in ("slot", "product", "detail"):
-            if getattr(event, key) is not None:
-                payload[key] = getattr(event, key)
+        payload = EventMessage(id=event_id or uuid.uuid4().hex, ts=iso(now), type=event.type,
+                               slot=event.slot, product=event.product,
+                               detail=event.detail).payload()
         self._log_and_queue(payload)
         return payload
 
@@ -429,17 +425,19 @@ class Ledger:
     def hold_event(self, hold: str, event: Event) -> None:
         """Keep ``event`` unsent, with no time, until :meth:`release` of ``hold`` (inside
         the caller's transaction): a message a vend causes must not time the vend."""
-        payload = {k: v for k, v in {"schema": 1, "id": uuid.uuid4().hex, "type": event.type,
-                                     "slot": event.slot, "product": event.product,
-                                     "detail": event.detail}.items() if v is not None}
-        self._x("INSERT INTO held_events (hold, payload) VALUES (?, ?)", (hold, compact(payload)))
+        held = {"id": uuid.uuid4().hex, "type": event.type, "slot": event.slot,
+                "product": event.product, "detail": event.detail}
+        self._x("INSERT INTO held_events (hold, payload) VALUES (?, ?)", (hold, compact(held)))
 
     def release(self, hold: str, ts: datetime) -> int:
         """Log and queue the events held as ``hold``, stamped ``ts`` (inside a transaction)."""
         rows = self._x("SELECT id, payload FROM held_events WHERE hold = ? ORDER BY id",
                        (hold,)).fetchall()
-        for _, payload in rows:
-            self._log_and_queue({**json.loads(payload), "ts": iso(ts)})
+        for _, text in rows:
+            held = json.loads(text)
+            event_id = held.pop("id")
+            held.pop("schema", None)
+            self.add_event(Event(**held), ts, event_id)
         self._x("DELETE FROM held_events WHERE hold = ?", (hold,))
         return len(rows)
 

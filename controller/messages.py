@@ -1,8 +1,11 @@
-"""The MQTT contract's wire format, shared by the machine and whatever reads or commands it.
+"""The MQTT contract (SPEC.md, docs/hub.md) in code: one place that writes each payload and
+reads it back, used by the machine that sends and by whatever listens (the hub, ``watch``).
 
-Payloads are compact JSON (never NaN: that is not JSON); commands are read with a
-bound on size and nesting before any parser sees them; a command from the hub is
-signed with HMAC-SHA256 over its canonical JSON (SPEC.md, "Commands").
+Each topic's payload is a frozen dataclass: :meth:`payload` gives the dict to send, and
+``read`` takes bytes, text or a dict and gives the dataclass back, or raises
+:class:`BadMessage` naming the field that is wrong. Payloads are compact JSON (never NaN:
+that is not JSON); commands are read with a bound on size and nesting before any parser sees
+them; a command from the hub is signed with HMAC-SHA256 over its canonical JSON.
 """
 
 from __future__ import annotations
@@ -10,7 +13,318 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from typing import Any
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+SCHEMA = 1
+ONLINE, OFFLINE = "online", "offline"
+MODES = ("in_service", "out_of_service", "service")
+SLOT_STATUSES = ("ok", "low", "empty", "fault", "disabled")
+
+
+class BadMessage(ValueError):
+    """A payload that does not keep the contract; ``field`` names where."""
+
+    def __init__(self, field_name: str, problem: str) -> None:
+        super().__init__(f"{field_name}: {problem}")
+        self.field = field_name
+
+
+def _object(raw: bytes | str | dict, schema: bool = True) -> dict:
+    if isinstance(raw, dict):
+        data = raw
+    else:
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            raise BadMessage("payload", "is not JSON") from None
+    if not isinstance(data, dict):
+        raise BadMessage("payload", "is not a JSON object")
+    if schema and data.get("schema") != SCHEMA:
+        raise BadMessage("schema", f"must be {SCHEMA}, not {data.get('schema')!r}")
+    return data
+
+
+def _take(data: dict, name: str, kinds: type | tuple[type, ...], required: bool = True,
+          choices: tuple = ()) -> Any:
+    if name not in data or data[name] is None:
+        if required and not (name in data and type(None) in _kinds(kinds)):
+            raise BadMessage(name, "is missing")
+        return None
+    value = data[name]
+    if isinstance(value, bool) and bool not in _kinds(kinds):
+        raise BadMessage(name, f"must not be {value!r}")
+    if not isinstance(value, kinds):
+        raise BadMessage(name, f"has the wrong type ({type(value).__name__})")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise BadMessage(name, "is not a finite number")
+    if choices and value not in choices:
+        raise BadMessage(name, f"must be one of {', '.join(map(str, choices))}, not {value!r}")
+    return value
+
+
+def _kinds(kinds: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kinds if isinstance(kinds, tuple) else (kinds,)
+
+
+def _counts(data: dict, name: str) -> dict[str, int]:
+    value = _take(data, name, dict)
+    for product, n in value.items():
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise BadMessage(f"{name}.{product}", "must be a whole number, 0 or more")
+    return dict(value)
+
+
+def _ts(data: dict, name: str = "ts", required: bool = True) -> str | None:
+    value = _take(data, name, str, required)
+    if value is not None and not (len(value) == 20 and value[4] == "-" and value[10] == "T"
+                                  and value.endswith("Z")):
+        raise BadMessage(name, f"must be an ISO 8601 UTC time like 2026-11-25T03:00:00Z, "
+                               f"not {value[:40]!r}")
+    return value
+
+
+class Message:
+    """What every payload class has: its topic leaf, retain flag and QoS."""
+
+    LEAF: ClassVar[str]
+    RETAIN: ClassVar[bool] = False
+    QOS: ClassVar[int] = 1
+
+    def payload(self) -> dict:
+        body: dict[str, Any] = {"schema": SCHEMA}
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if value is None and f.metadata.get("optional"):
+                continue
+            body[f.name] = _plain(value)
+        return body
+
+    def encode(self) -> str:
+        return compact(self.payload())
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if hasattr(value, "__dataclass_fields__"):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    return value
+
+
+def optional() -> Any:
+    return field(default=None, metadata={"optional": True})
+
+
+@dataclass(frozen=True)
+class StateMessage(Message):
+    """``{root}/state``: how the machine is (retained)."""
+
+    LEAF: ClassVar[str] = "state"
+    RETAIN: ClassVar[bool] = True
+    mode: str
+    door: str
+    sharps_bin: str
+    temperature_c: float | None
+    faults: tuple[str, ...]
+    version: str
+    uptime_s: int
+    clock_synced: bool
+    ts: str
+
+    @classmethod
+    def read(cls, raw: bytes | str | dict) -> StateMessage:
+        d = _object(raw)
+        faults = _take(d, "faults", list)
+        if not all(isinstance(f, str) for f in faults):
+            raise BadMessage("faults", "must be a list of strings")
+        return cls(mode=_take(d, "mode", str, choices=MODES),
+                   door=_take(d, "door", str, choices=("open", "closed")),
+                   sharps_bin=_take(d, "sharps_bin", str, choices=("ok", "full")),
+                   temperature_c=_take(d, "temperature_c", (int, float, type(None))),
+                   faults=tuple(faults), version=_take(d, "version", str),
+                   uptime_s=_take(d, "uptime_s", int), clock_synced=_take(d, "clock_synced", bool),
+                   ts=_ts(d))
+
+
+@dataclass(frozen=True)
+class SlotStock:
+    """One slot in a ``stock`` message."""
+
+    slot: int
+    product: str
+    count: int
+    capacity: int
+    low_at: int
+    status: str
+
+
+@dataclass(frozen=True)
+class ProductStock:
+    """One product in a ``stock`` message: packs in its serving slots and one status."""
+
+    count: int
+    status: str
+
+
+@dataclass(frozen=True)
+class StockMessage(Message):
+    """``{root}/stock``: what each slot holds, as far as the hub may know (retained)."""
+
+    LEAF: ClassVar[str] = "stock"
+    RETAIN: ClassVar[bool] = True
+    ts: str
+    slots: tuple[SlotStock, ...]
+    products: dict[str, ProductStock]
+
+    @classmethod
+    def read(cls, raw: bytes | str | dict) -> StockMessage:
+        d = _object(raw)
+        slots = []
+        for i, s in enumerate(_take(d, "slots", list)):
+            if not isinstance(s, dict):
+                raise BadMessage(f"slots[{i}]", "must be an object")
+            try:
+                slots.append(SlotStock(
+                    slot=_take(s, "slot", int), product=_take(s, "product", str),
+                    count=_take(s, "count", int), capacity=_take(s, "capacity", int),
+                    low_at=_take(s, "low_at", int),
+                    status=_take(s, "status", str, choices=SLOT_STATUSES)))
+            except BadMessage as e:
+                raise BadMessage(f"slots[{i}].{e.field}", str(e).split(": ", 1)[1]) from None
+        products = {}
+        for product, p in _take(d, "products", dict).items():
+            if not isinstance(p, dict):
+                raise BadMessage(f"products.{product}", "must be an object")
+            try:
+                products[product] = ProductStock(
+                    count=_take(p, "count", int),
+                    status=_take(p, "status", str, choices=SLOT_STATUSES))
+            except BadMessage as e:
+                raise BadMessage(f"products.{product}.{e.field}",
+                                 str(e).split(": ", 1)[1]) from None
+        return cls(ts=_ts(d), slots=tuple(slots), products=products)
+
+
+@dataclass(frozen=True)
+class UsageMessage(Message):
+    """``{root}/usage``: packs per product in one closed time bucket. Consumers keep each
+    ``id`` once: a bucket may be sent again after a crash, never counted again."""
+
+    LEAF: ClassVar[str] = "usage"
+    id: str
+    start: str
+    end: str
+    counts: dict[str, int]
+    unconfirmed: dict[str, int]
+    clock_synced: bool
+
+    @classmethod
+    def read(cls, raw: bytes | str | dict) -> UsageMessage:
+        d = _object(raw)
+        return cls(id=_take(d, "id", str), start=_ts(d, "start"), end=_ts(d, "end"),
+                   counts=_counts(d, "counts"), unconfirmed=_counts(d, "unconfirmed"),
+                   clock_synced=_take(d, "clock_synced", bool))
+
+
+@dataclass(frozen=True)
+class EventMessage(Message):
+    """``{root}/event``: something staff should hear of."""
+
+    LEAF: ClassVar[str] = "event"
+    id: str
+    ts: str
+    type: str
+    slot: int | None = optional()
+    product: str | None = optional()
+    detail: str | None = optional()
+
+    @classmethod
+    def read(cls, raw: bytes | str | dict) -> EventMessage:
+        d = _object(raw)
+        return cls(id=_take(d, "id", str), ts=_ts(d), type=_take(d, "type", str),
+                   slot=_take(d, "slot", int, required=False),
+                   product=_take(d, "product", str, required=False),
+                   detail=_take(d, "detail", str, required=False))
+
+
+@dataclass(frozen=True)
+class CommandResult(Message):
+    """``{root}/cmd/result``: the answer to a command, in the order the commands came."""
+
+    LEAF: ClassVar[str] = "cmd/result"
+    id: str | None
+    ok: bool
+    result: Any = optional()
+    error: str | None = optional()
+
+    def payload(self) -> dict:  # the one payload without "schema" (SPEC.md)
+        body = {"id": self.id, "ok": self.ok}
+        body.update({"result": self.result} if self.ok else {"error": self.error})
+        return body
+
+    @classmethod
+    def read(cls, raw: bytes | str | dict) -> CommandResult:
+        d = _object(raw, schema=False)
+        ok = _take(d, "ok", bool)
+        return cls(id=_take(d, "id", (str, type(None))), ok=ok, result=d.get("result"),
+                   error=None if ok else _take(d, "error", str))
+
+
+@dataclass(frozen=True)
+class Topic:
+    """One topic under a machine's root: its leaf, retain flag, QoS and payload class."""
+
+    leaf: str
+    retain: bool
+    qos: int
+    message: type[Message] | None  # None: availability (plain text) and cmd (see commands)
+
+
+TOPICS: dict[str, Topic] = {t.leaf: t for t in (
+    Topic("availability", True, 1, None),
+    Topic("state", True, 1, StateMessage),
+    Topic("stock", True, 1, StockMessage),
+    Topic("usage", False, 1, UsageMessage),
+    Topic("event", False, 1, EventMessage),
+    Topic("cmd", False, 1, None),
+    Topic("cmd/result", False, 1, CommandResult),
+)}
+
+
+def machine_root(prefix: str, machine_id: str) -> str:
+    return f"{prefix}/{machine_id}"
+
+
+def split_topic(prefix: str, topic: str) -> tuple[str, str] | None:
+    """``(machine_id, leaf)`` of a topic under ``prefix``, or None if it is not one of ours."""
+    if not topic.startswith(prefix + "/"):
+        return None
+    parts = topic[len(prefix) + 1:].split("/", 1)
+    if len(parts) != 2 or parts[1] not in TOPICS or not parts[0]:
+        return None
+    return parts[0], parts[1]
+
+
+def answer(command_id: str | None, result: Any) -> dict:
+    """A command's answer: it ran, and this is what it says."""
+    return CommandResult(command_id, True, result=result).payload()
+
+
+def refusal(command_id: str | None, error: str) -> dict:
+    """A command's answer: refused (``error`` names the field: ``"FIELD: problem"``)."""
+    return CommandResult(command_id, False, error=error).payload()
+
+
+def read_availability(raw: bytes | str) -> str:
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    if text not in (ONLINE, OFFLINE):
+        raise BadMessage("availability", f"must be {ONLINE} or {OFFLINE}, not {text[:20]!r}")
+    return text
+
 
 MAX_COMMAND_BYTES = 16 * 1024
 MAX_NESTING = 32  # a command is two levels deep; far deeper is an attack on the parser
@@ -24,15 +338,13 @@ def compact(payload: dict) -> str:
 def decode_request(payload: bytes) -> tuple[Any, dict | None]:
     """A command's bytes as JSON, or the answer refusing them (the rest is ``run_command``'s)."""
     if len(payload) > MAX_COMMAND_BYTES:
-        return None, {"id": None, "ok": False,
-                      "error": f"request: larger than {MAX_COMMAND_BYTES} bytes"}
+        return None, refusal(None, f"request: larger than {MAX_COMMAND_BYTES} bytes")
     if nesting(payload) > MAX_NESTING:
-        return None, {"id": None, "ok": False,
-                      "error": f"request: nested deeper than {MAX_NESTING} levels"}
+        return None, refusal(None, f"request: nested deeper than {MAX_NESTING} levels")
     try:
         return json.loads(payload), None
     except (ValueError, UnicodeDecodeError, RecursionError):
-        return None, {"id": None, "ok": False, "error": "request: not valid JSON"}
+        return None, refusal(None, "request: not valid JSON")
 
 
 def nesting(payload: bytes) -> int:

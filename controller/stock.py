@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from controller.ledger import SlotState
-
-STATUSES = ("ok", "low", "empty", "fault", "disabled")
+from controller.messages import ProductStock, SlotStock, StockMessage
 
 
 def slot_status(s: SlotState) -> str:
@@ -65,14 +64,12 @@ def product_summary(slots: Iterable[SlotState], products: Iterable[str]) -> dict
     return summary
 
 
-def stock_report(slots: Iterable[SlotState], products: Iterable[str]) -> dict:
-    """The ``slots`` and ``products`` parts of the stock message."""
+def stock_message(slots: Iterable[SlotState], products: Iterable[str], ts: str) -> StockMessage:
+    """The ``stock`` message for these slots."""
     slots = sorted(slots, key=lambda s: s.slot)
-    return {
-        "slots": [
-            {"slot": s.slot, "product": s.product, "count": s.count, "capacity": s.capacity,
-             "low_at": s.low_at, "status": slot_status(s)}
-            for s in slots
-        ],
-        "products": product_summary(slots, products),
-    }
+    return StockMessage(
+        ts=ts,
+        slots=tuple(SlotStock(s.slot, s.product, s.count, s.capacity, s.low_at, slot_status(s))
+                    for s in slots),
+        products={p: ProductStock(**v) for p, v in product_summary(slots, products).items()},
+    )

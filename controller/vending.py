@@ -25,6 +25,7 @@ from controller import stock, texts
 from controller.clock import Clock, iso
 from controller.config import Config, Product
 from controller.ledger import Bucket, Event, Ledger, SlotState, StorageError, new_bucket_id
+from controller.messages import StateMessage
 from controller.schedule import is_open
 from hal import (
     BoardFault,
@@ -731,25 +732,18 @@ class VendingMachine:
         temperature = self.hw.temperature_c()
         if temperature is not None and not math.isfinite(temperature):
             temperature = None
-        return {
-            "schema": 1,
-            "mode": self.mode,
-            "door": "open" if self.door_open else "closed",
-            "sharps_bin": "full" if self.bin_full else "ok",
-            "temperature_c": temperature,
-            "faults": self.faults(public),
-            "version": controller.__version__,
-            "uptime_s": int(self.clock.monotonic() - self.started_mono),
-            "clock_synced": self.clock.synced(),
-            "ts": iso(self.clock.now()),
-        }
+        return StateMessage(
+            mode=self.mode, door="open" if self.door_open else "closed",
+            sharps_bin="full" if self.bin_full else "ok", temperature_c=temperature,
+            faults=tuple(self.faults(public)), version=controller.__version__,
+            uptime_s=int(self.clock.monotonic() - self.started_mono),
+            clock_synced=self.clock.synced(), ts=iso(self.clock.now())).payload()
 
     def stock_report(self, public: bool = False) -> dict:
         """The ``stock`` message: live counts for staff at the machine, or (``public``) the
         counts as at the last bucket close with staff's changes since."""
         slots = self.published.slots if public else self.slots
-        return {"schema": 1, "ts": iso(self.clock.now()),
-                **stock.stock_report(slots.values(), self.products)}
+        return stock.stock_message(slots.values(), self.products, iso(self.clock.now())).payload()
 
     # -- staff changes -------------------------------------------------------------
     def staff_change(self, change: Callable[[datetime], Any]) -> Any:

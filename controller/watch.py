@@ -19,6 +19,15 @@ from typing import Any, TextIO
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from controller.messages import (
+    BadMessage,
+    CommandResult,
+    EventMessage,
+    StateMessage,
+    StockMessage,
+    UsageMessage,
+)
+
 log = logging.getLogger(__name__)
 
 
@@ -37,35 +46,43 @@ class HubAccount:
 
 
 def describe(machine: str, leaf: str, payload: Any) -> str:
-    """One human line for one message (``payload`` already decoded from JSON if it was)."""
+    """One human line for one message (``payload`` already decoded from JSON if it was);
+    read with the same code that wrote it, or shown raw if it does not keep the contract."""
+    try:
+        return _describe(machine, leaf, payload)
+    except BadMessage as e:
+        return f"{machine} {leaf} (not as the contract says: {e}) {json.dumps(payload)[:200]}"
+
+
+def _describe(machine: str, leaf: str, payload: Any) -> str:
     if leaf == "availability":
         return f"{machine} {payload}"
-    if not isinstance(payload, dict):
-        return f"{machine} {leaf} {payload}"
     if leaf == "state":
-        faults = ", ".join(payload.get("faults") or []) or "none"
-        return (f"{machine} state {payload.get('mode')}  door {payload.get('door')}  sharps bin "
-                f"{payload.get('sharps_bin')}  faults: {faults}")
+        state = StateMessage.read(payload)
+        return (f"{machine} state {state.mode}  door {state.door}  sharps bin "
+                f"{state.sharps_bin}  faults: {', '.join(state.faults) or 'none'}")
     if leaf == "stock":
-        products = payload.get("products") or {}
-        parts = [f"{p} {v.get('count')} {v.get('status')}" for p, v in products.items()
-                 if isinstance(v, dict)]
-        return f"{machine} stock " + ", ".join(parts)
+        stock = StockMessage.read(payload)
+        return f"{machine} stock " + ", ".join(f"{p} {v.count} {v.status}"
+                                               for p, v in stock.products.items())
     if leaf == "usage":
-        def counts(c: Any) -> str:
-            return ", ".join(f"{p} {n}" for p, n in (c or {}).items() if n) or "nothing"
-        line = (f"{machine} usage {payload.get('start')} to {payload.get('end')}: "
-                f"{counts(payload.get('counts'))}")
-        if any((payload.get("unconfirmed") or {}).values()):
-            line += f" (unconfirmed: {counts(payload.get('unconfirmed'))})"
+        usage = UsageMessage.read(payload)
+
+        def counts(c: dict[str, int]) -> str:
+            return ", ".join(f"{p} {n}" for p, n in c.items() if n) or "nothing"
+        line = f"{machine} usage {usage.start} to {usage.end}: {counts(usage.counts)}"
+        if any(usage.unconfirmed.values()):
+            line += f" (unconfirmed: {counts(usage.unconfirmed)})"
         return line
     if leaf == "event":
-        where = " ".join(str(payload[k]) for k in ("slot", "product") if payload.get(k) is not None)
-        detail = f": {payload['detail']}" if payload.get("detail") else ""
-        return f"{machine} event {payload.get('type')}{' ' + where if where else ''}{detail}"
+        event = EventMessage.read(payload)
+        where = " ".join(str(v) for v in (event.slot, event.product) if v is not None)
+        detail = f": {event.detail}" if event.detail else ""
+        return f"{machine} event {event.type}{' ' + where if where else ''}{detail}"
     if leaf == "cmd/result":
-        outcome = "ok" if payload.get("ok") else f"refused: {payload.get('error')}"
-        return f"{machine} command {payload.get('id')} {outcome}"
+        result = CommandResult.read(payload)
+        outcome = "ok" if result.ok else f"refused: {result.error}"
+        return f"{machine} command {result.id} {outcome}"
     return f"{machine} {leaf} {json.dumps(payload, separators=(',', ':'))}"
 
 
