@@ -1,11 +1,12 @@
 """The firmware on a bench: under the MicroPython unix port, on a pty, with a tiny world.
 
-    micropython firmware_py/bench.py LINK CONTROL [TURN_MS] [SLOTS]
+    micropython firmware_py/bench.py LINK CONTROL [TURN_MS] [SLOTS] [PROTOCOL]
 
 LINK is the tty the host talks to; CONTROL is a tty on which JSON lines change
 the world (the ops of the simulator's control socket: press, state, fault, door,
 bin, load) and get answers. Tests use this to run the real firmware under the
-real interpreter.
+real interpreter. PROTOCOL makes the board claim another link protocol version, to test
+that a host refuses a board it does not understand.
 """
 
 import json
@@ -113,7 +114,10 @@ def main(argv):
     boot_id = "".join("%02x" % b for b in os.urandom(4))
     timing = Timing(motor_timeout=turn_ms * 4 + 100, drop_window=turn_ms * 2 + 50,
                     min_turn=turn_ms // 2)
-    board = Board(pins, link.write, boot_id, timing)
+    if len(argv) > 5:
+        board = Board(pins, link.write, boot_id, timing, protocol=int(argv[5]))
+    else:
+        board = Board(pins, link.write, boot_id, timing)
 
     def on_control(line):
         try:

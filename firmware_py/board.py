@@ -6,10 +6,10 @@ is driven by calling :meth:`Board.receive` with each intact frame and
 :meth:`Board.poll` as often as possible (every millisecond or so).
 """
 
-from firmware_py.protocol import encode, unhex_text
+from firmware_py.protocol import PROTOCOL, message, read, unhex_text
 from firmware_py.ticks import ticks_diff, ticks_ms
 
-VERSION = "1"
+VERSION = "2"  # the firmware's own version (the link's is protocol.PROTOCOL)
 MEMORY = 32  # vend outcomes remembered, by sequence number
 
 # Outcome words on the wire
@@ -59,11 +59,12 @@ class Board:
     ``boot_id`` is a fresh random word each power-up.
     """
 
-    def __init__(self, pins, send, boot_id, timing=None):
+    def __init__(self, pins, send, boot_id, timing=None, protocol=PROTOCOL):
         self.pins = pins
         self.send = send
         self.boot_id = boot_id
         self.timing = timing or Timing()
+        self.protocol = protocol  # what the hello says (another value only on a test bench)
         self.results = {}  # seq -> outcome word
         self.order = []  # seqs in results, oldest first
         self.vend = None  # the vend in progress, a dict
@@ -76,55 +77,60 @@ class Board:
     def start(self):
         """Power-up: every motor off, then tell the host who we are."""
         self.pins.all_off()
-        self.event("boot", self.boot_id, self.pins.slot_count(), VERSION)
+        self.event("boot", self.boot_id, self.pins.slot_count(), VERSION, self.protocol)
 
     # -- from the host ------------------------------------------------------
     def receive(self, words):
         """Act on one intact frame from the host."""
-        kind = words[0]
-        try:
-            ident = int(words[1])
-        except (IndexError, ValueError):
+        name, f = read(words)
+        if name is None or f is None:
+            if len(words) > 1 and words[1].isdigit():
+                self.reply("refused", id=words[1], why="unknown" if name is None else "malformed")
             return
         try:
-            if kind == "V":
-                self._vend_request(ident, int(words[2]), words[3] if len(words) > 3 else None)
-            elif kind == "R":
-                self._result_request(ident)
-            elif kind == "K":
-                self._acknowledged(ident)
-            elif kind == "H":
+            if name == "vend":
+                self._vend_request(int(f["seq"]), int(f["slot"]), f["boot"])
+            elif name == "recall":
+                self._result_request(int(f["seq"]))
+            elif name == "ack":
+                self._acknowledged(int(f["k"]))
+            elif name == "hello":
                 temp = self.pins.temperature()
-                self.reply("h", ident, self.boot_id, self.pins.slot_count(),
-                           int(self.door.stable), int(self.bin.stable),
-                           "-" if temp is None else "%.1f" % temp, VERSION, self._highest())
-            elif kind == "L":
-                self.pins.led(words[2])
-                self.reply("k", ident)
-            elif kind == "T":
-                self.pins.show([unhex_text(w) for w in words[2:]])
-                self.reply("k", ident)
+                self.reply("board", id=f["id"], protocol=self.protocol, boot=self.boot_id,
+                           slots=self.pins.slot_count(), door=int(self.door.stable),
+                           bin=int(self.bin.stable),
+                           temp="-" if temp is None else "%.1f" % temp, firmware=VERSION,
+                           highest=self._highest())
+            elif name == "light":
+                self.pins.led(f["state"])
+                self.reply("done_ok", id=f["id"])
+            elif name == "text":
+                self.pins.show([unhex_text(w) for w in f["lines"]])
+                self.reply("done_ok", id=f["id"])
             else:
-                self.reply("N", ident, "unknown")
+                self.reply("refused", id=words[1], why="unknown")
         except (IndexError, ValueError):
-            self.reply("N", ident, "malformed")
+            self.reply("refused", id=words[1], why="malformed")
 
     def _vend_request(self, seq, slot, boot=None):
         if boot is not None and boot != self.boot_id:
             # meant for the board as it was before a restart: that one may have turned already
-            self.reply("U", seq, self.boot_id, self.order[0] if self.order else 0)
+            self._unknown(seq)
             return
         if seq in self.results:
-            self.reply("D", seq, self.results[seq])
+            self.reply("done", seq=seq, outcome=self.results[seq])
         elif self.vend is not None and self.vend["seq"] == seq:
-            self.reply("A", seq)
+            self.reply("accepted", seq=seq)
         elif self.vend is not None:
-            self.reply("B", seq)
+            self.reply("busy", seq=seq)
         elif not 1 <= slot <= self.pins.slot_count():
-            self.reply("N", seq, "slot")
+            self.reply("refused", id=seq, why="slot")
         else:
             self._start_vend(seq, slot)
-            self.reply("A", seq)
+            self.reply("accepted", seq=seq)
+
+    def _unknown(self, seq):
+        self.reply("unknown", seq=seq, boot=self.boot_id, oldest=self.order[0] if self.order else 0)
 
     def _highest(self):
         """The highest vend number this boot has seen (0: none), so a host that lost its
@@ -136,28 +142,28 @@ class Board:
 
     def _result_request(self, seq):
         if seq in self.results:
-            self.reply("D", seq, self.results[seq])
+            self.reply("done", seq=seq, outcome=self.results[seq])
         elif self.vend is not None and self.vend["seq"] == seq:
-            self.reply("A", seq)
+            self.reply("accepted", seq=seq)
         else:
             # Never heard of it in this boot; the host compares boot ids to tell
             # "never got it" from "forgot it in a restart".
-            self.reply("U", seq, self.boot_id, self.order[0] if self.order else 0)
+            self._unknown(seq)
 
     def _acknowledged(self, k):
         self.events = [e for e in self.events if e[0] != k]
 
-    def reply(self, *words):
-        self.send(encode(*words))
+    def reply(self, name, **fields):
+        self.send(message(name, **fields))
 
     # -- to the host --------------------------------------------------------
-    def event(self, *words):
+    def event(self, what, *args):
         """Report something until the host acknowledges it (``K k``)."""
         k = self.next_event
         self.next_event += 1
-        words = (k, self.boot_id) + words
-        self.events.append([k, words, ticks_ms()])
-        self.send(encode("E", *words))
+        frame = message("event", k=k, boot=self.boot_id, what=what, args=list(args))
+        self.events.append([k, frame, ticks_ms()])
+        self.send(frame)
 
     # -- the loop -----------------------------------------------------------
     def poll(self):
@@ -169,7 +175,7 @@ class Board:
         for e in self.events:
             if ticks_diff(now, e[2]) >= self.timing.event_retry:
                 e[2] = now
-                self.send(encode("E", *e[1]))
+                self.send(e[1])
 
     def _scan_inputs(self, now):
         debounce = self.timing.debounce
@@ -226,7 +232,7 @@ class Board:
         self.order.append(seq)
         while len(self.order) > MEMORY:
             del self.results[self.order.pop(0)]
-        self.reply("D", seq, outcome)
+        self.reply("done", seq=seq, outcome=outcome)
 
     def stop(self):
         """Every output off (shutdown, exceptions)."""

@@ -20,7 +20,7 @@ from typing import Any
 
 import serial
 
-from firmware_py.protocol import Framer, encode, hex_text
+from firmware_py.protocol import PROTOCOL, Framer, hex_text, message, number_field, read
 from hal import (
     BoardFault,
     BoardLink,
@@ -41,6 +41,7 @@ OUTCOMES = {
     "blind": VendOutcome.UNCERTAIN,
 }
 REQUEST_IDS_FROM = 1 << 30  # ids of non-vend requests, far from vend sequence numbers
+Reply = tuple[str, dict[str, Any]]  # a message's name and its named fields
 
 
 class LinkTiming:
@@ -82,6 +83,8 @@ class BoardConnection:
         self.led_state = "off"
         self.frames_dropped = 0
         self._hello_problem: str | None = None
+        self.protocol_problem: str | None = None
+        self.firmware: str | None = None
 
     # -- life cycle -------------------------------------------------------------
     def open(self, wait: float = 3.0) -> None:
@@ -103,18 +106,22 @@ class BoardConnection:
         self._close_port()
 
     # -- requests (core thread) -------------------------------------------------
-    def request(self, *words: Any, ident: int | None = None, expect: tuple[str, ...] = (),
-                tries: int | None = None, wait: float | None = None) -> list[str] | None:
-        """Send a request, resending until a reply of a kind in ``expect`` comes back."""
-        if ident is None:
+    def request(self, name: str, expect: tuple[str, ...] = (), tries: int | None = None,
+                wait: float | None = None, **fields: Any) -> Reply | None:
+        """Send message ``name`` (its number a fresh request id unless given), resending until
+        a reply of a kind in ``expect`` comes back: ``(name, fields)``, or None."""
+        key = number_field(name)
+        if fields.get(key) is None:
             self._next_id += 1
-            ident = self._next_id
+            fields[key] = self._next_id
+        ident = int(fields[key])
+        frame = message(name, **fields)
         inbox: queue.SimpleQueue = queue.SimpleQueue()
         with self._waiters_lock:
             self._waiters[ident] = inbox
         try:
             for _ in range(tries or self.timing.tries):
-                if not self._send(encode(words[0], ident, *words[1:])):
+                if not self._send(frame):
                     time.sleep(self.timing.reply)  # port closed: give it a moment to come back
                     continue
                 deadline = time.monotonic() + (wait or self.timing.reply)
@@ -130,21 +137,21 @@ class BoardConnection:
             with self._waiters_lock:
                 self._waiters.pop(ident, None)
 
-    def wait_for(self, ident: int, kinds: tuple[str, ...], seconds: float,
-                 resend: tuple[Any, ...]) -> list[str] | None:
-        """Wait up to ``seconds`` for a reply of ``kinds`` to ``ident``, asking again now and then."""
+    def wait_for(self, kinds: tuple[str, ...], seconds: float, resend: str,
+                 **fields: Any) -> Reply | None:
+        """Wait up to ``seconds`` for a reply of ``kinds``, sending ``resend`` now and then."""
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            reply = self.request(*resend, ident=ident, expect=kinds + ("A",), tries=1,
-                                 wait=min(1.0, max(0.05, deadline - time.monotonic())))
+            reply = self.request(resend, expect=kinds + ("accepted",), tries=1,
+                                 wait=min(1.0, max(0.05, deadline - time.monotonic())), **fields)
             if reply is not None and reply[0] in kinds:
                 return reply
         return None
 
-    def tell(self, *words: Any) -> None:
+    def tell(self, name: str, **fields: Any) -> None:
         """Send without waiting for an answer (display, light)."""
         self._next_id += 1
-        self._send(encode(words[0], self._next_id, *words[1:]))
+        self._send(message(name, **{number_field(name): self._next_id, **fields}))
 
     def _send(self, frame: bytes) -> bool:
         with self._write_lock:
@@ -186,7 +193,7 @@ class BoardConnection:
             self._port = port
         self._last_heard = self._last_ping = time.monotonic()
         log.info("opened %s", self.url)
-        self._send(encode("H", 0))
+        self._send(message("hello", id=0))
         return True
 
     def _close_port(self) -> None:
@@ -207,7 +214,7 @@ class BoardConnection:
         now = time.monotonic()
         if now - self._last_ping >= self.timing.ping:
             self._last_ping = now
-            self._send(encode("H", 0))
+            self._send(message("hello", id=0))
         if self.online and now - self._last_heard > self.timing.ping * self.timing.missed_pings:
             self._set_online(False, "board stopped answering")
 
@@ -219,8 +226,8 @@ class BoardConnection:
             self._connected.set()
             # whatever the board shows should be what the controller last asked for
             if self.display_lines:
-                self.tell("T", *[hex_text(line) for line in self.display_lines])
-            self.tell("L", self.led_state)
+                self.tell("text", lines=[hex_text(line) for line in self.display_lines])
+            self.tell("light", state=self.led_state)
         log.log(logging.INFO if online else logging.WARNING, "board %s: %s",
                 "online" if online else "offline", detail)
         self._emit(BoardLink(online=online, detail=detail))
@@ -233,24 +240,42 @@ class BoardConnection:
 
     def _handle(self, words: list[str]) -> None:
         self._last_heard = time.monotonic()
-        kind = words[0]
+        name, fields = read(words)
         try:
-            if kind == "E":
-                self._board_event(int(words[1]), words[2], words[3:])
+            if name == "board" and words[2:3] != [str(PROTOCOL)]:  # its place in every version
+                self._wrong_protocol(words[2] if len(words) > 2 else "none")
                 return
-            if kind == "h":
-                self._hello(words)
-            ident = int(words[1])
-        except (IndexError, ValueError):
+            if name is None or fields is None:
+                raise ValueError(words[0])
+            if self.protocol_problem and name != "board":
+                return  # nothing a board of another version says can be understood
+            if name == "event":
+                self._board_event(int(fields["k"]), fields["boot"], fields["what"], fields["args"])
+                return
+            if name == "board":
+                self._hello(fields)
+            ident = int(fields[number_field(name)])
+        except (IndexError, ValueError, KeyError):
             log.debug("ignored malformed frame %r", words)
             return
         with self._waiters_lock:
             inbox = self._waiters.get(ident)
         if inbox is not None:
-            inbox.put(words)
+            inbox.put((name, fields))
 
-    def _hello(self, words: list[str]) -> None:
-        hello, problem = read_hello(words)
+    def _wrong_protocol(self, theirs: str) -> None:
+        """A board speaking another version of the link: refuse it, say so once, use nothing."""
+        detail = (f"the board speaks link protocol {theirs[:20]!r}, this host speaks "
+                  f"{PROTOCOL}: put the same nspvend version's firmware_py/ on the board")
+        if self.protocol_problem != detail:
+            self.protocol_problem = detail
+            log.error("%s", detail)
+            self.online, self.boot = False, None
+            self._emit(BoardLink(online=False, detail=detail))
+
+    def _hello(self, fields: dict[str, Any]) -> None:
+        self.protocol_problem = None
+        hello, problem = read_hello(fields)
         if problem != self._hello_problem:  # said once, and once when it is right again
             self._hello_problem = problem
             if problem:
@@ -267,43 +292,43 @@ class BoardConnection:
             self._new_boot(boot)
         self.boot = boot
         self.highest_seq = hello.get("highest", 0)
-        self._set_online(True, f"board {boot} with {self.slots} slots")
+        self.firmware = fields.get("firmware")
+        self._set_online(True, f"board {boot} (firmware {self.firmware}) with {self.slots} slots")
 
     def _new_boot(self, boot: str) -> None:
         log.warning("the board restarted (boot %s, was %s)", boot, self.boot)
         self.boot = boot
         self._emit(BoardLink(online=True, detail=f"board restarted (boot {boot})"))
 
-    def _board_event(self, k: int, boot: str, what: list[str]) -> None:
+    def _board_event(self, k: int, boot: str, name: str, args: list[str]) -> None:
         seen = self._seen.setdefault(boot, set())
         if k in seen:
-            self._send(encode("K", k))  # our acknowledgement was lost: say it again
+            self._send(message("ack", k=k))  # our acknowledgement was lost: say it again
             return
         seen.add(k)
         if len(seen) > 512:
             seen.discard(min(seen))
         if len(self._seen) > 4:
             self._seen = {boot: seen}
-        name = what[0] if what else ""
-        if name == "btn" and not (len(what) > 1 and DIGITS.fullmatch(what[1])
-                                  and 1 <= int(what[1]) <= 64):
-            log.debug("ignored a button event with no button number: %r", what)
+        value = args[0] if args else ""
+        if name == "btn" and not (DIGITS.fullmatch(value) and 1 <= int(value) <= 64):
+            log.debug("ignored a button event with no button number: %r", args)
             name = ""
         if name == "boot":
             if self.boot is not None and boot != self.boot:
                 self._new_boot(boot)
             self.boot = boot
-            self._send(encode("H", 0))
+            self._send(message("hello", id=0))
         elif name == "btn":
-            self._emit(ButtonPressed(int(what[1])))
+            self._emit(ButtonPressed(int(value)))
         elif name == "door":
-            self.door = what[1] == "1"
+            self.door = value == "1"
             self._emit(DoorChanged(open=self.door))
         elif name == "bin":
-            self.bin_full = what[1] == "1"
+            self.bin_full = value == "1"
             self._emit(SharpsBinChanged(full=self.bin_full))
         # Acknowledge only once the event is in the controller's hands.
-        self._send(encode("K", k))
+        self._send(message("ack", k=k))
 
 
 MAX_SEQ = 2**53  # vend numbers are JSON-safe integers; SQLite holds them too
@@ -311,32 +336,28 @@ BOOT_ID = re.compile(r"[0-9A-Za-z_-]{1,32}")
 DIGITS = re.compile(r"[0-9]{1,20}")
 
 
-def read_hello(words: list[str]) -> tuple[dict[str, Any], str | None]:
-    """The values of a hello ``h id boot slots door bin temp version highest`` that make
-    sense, and what was wrong with the rest (None if nothing). A board is trusted with a
-    motor, not with the host's memory: each value is checked for range before use."""
+def read_hello(fields: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """The values of a hello's answer (``board``: boot, slots, door, bin, temp, highest) that
+    make sense, and what was wrong with the rest (None if nothing). A board is trusted with
+    a motor, not with the host's memory: each value is checked for range before use."""
     hello: dict[str, Any] = {}
     problems: list[str] = []
-
-    def word(i: int) -> str | None:
-        return words[i] if len(words) > i else None
-
-    boot = word(2)
+    boot = fields.get("boot")
     if boot is not None and BOOT_ID.fullmatch(boot):
         hello["boot"] = boot
     else:
         problems.append(f"boot id {boot!r}")
-    slots = word(3)
+    slots = fields.get("slots")
     if slots is not None and DIGITS.fullmatch(slots) and int(slots) <= 64:
         hello["slots"] = int(slots)
     else:
         problems.append(f"slot count {slots!r}")
-    for name, i in (("door", 4), ("bin", 5)):
-        if word(i) in ("0", "1"):
-            hello[name] = word(i) == "1"
+    for name in ("door", "bin"):
+        if fields.get(name) in ("0", "1"):
+            hello[name] = fields[name] == "1"
         else:
-            problems.append(f"{name} {word(i)!r}")
-    temp = word(6)
+            problems.append(f"{name} {fields.get(name)!r}")
+    temp = fields.get("temp")
     try:
         value = None if temp in (None, "-") else float(temp)
     except ValueError:
@@ -346,7 +367,7 @@ def read_hello(words: list[str]) -> tuple[dict[str, Any], str | None]:
     else:
         problems.append(f"temperature {temp!r}")
         hello["temp"] = None
-    highest = word(8)
+    highest = fields.get("highest")
     if highest is None or (DIGITS.fullmatch(highest) and int(highest) < MAX_SEQ):
         hello["highest"] = int(highest) if highest else 0
     else:
@@ -369,35 +390,40 @@ class SerialDispenser:
 
     def vend(self, slot: int, seq: int) -> VendOutcome:
         link = self.link
+        if link.protocol_problem:
+            return VendOutcome.UNKNOWN  # a board we cannot understand is not asked to turn
         # addressed to this boot of the board: resent after a board restart it is refused
-        # ("U"), never turned a second time by a board that forgot the first
-        ask = ("V", slot, link.boot) if link.boot else ("V", slot)
-        reply = link.request(*ask, ident=seq, expect=("A", "D", "B", "N", "U"))
+        # ("unknown"), never turned a second time by a board that forgot the first
+        answers = ("accepted", "done", "busy", "refused", "unknown")
+        reply = link.request("vend", expect=answers, seq=seq, slot=slot, boot=link.boot)
         busy_until = time.monotonic() + link.timing.vend
-        while reply is not None and reply[0] == "B" and time.monotonic() < busy_until:
+        while reply is not None and reply[0] == "busy" and time.monotonic() < busy_until:
             time.sleep(0.1)  # a vend from before a host restart is still running
-            reply = link.request(*ask, ident=seq, expect=("A", "D", "B", "N", "U"))
-        if reply is None or reply[0] in ("B", "U"):
+            reply = link.request("vend", expect=answers, seq=seq, slot=slot, boot=link.boot)
+        if reply is None or reply[0] in ("busy", "unknown"):
             return VendOutcome.UNKNOWN
-        if reply[0] == "N":  # debug only (a press's time); the slot is reported as faulty
-            log.debug("the board refused to turn slot %d: %s", slot, " ".join(reply[2:]))
+        if reply[0] == "refused":  # debug only (a press's time); the slot is reported as faulty
+            log.debug("the board refused to turn slot %d: %s", slot, reply[1]["why"])
             return VendOutcome.MOTOR_STALLED
-        if reply[0] == "A":
-            reply = link.wait_for(seq, ("D",), link.timing.vend, resend=("R",))
+        if reply[0] == "accepted":
+            reply = link.wait_for(("done",), link.timing.vend, "recall", seq=seq)
             if reply is None:
                 return VendOutcome.UNKNOWN
-        return OUTCOMES.get(reply[2], VendOutcome.UNKNOWN)
+        return OUTCOMES.get(reply[1]["outcome"], VendOutcome.UNKNOWN)
 
     def recall(self, seq: int, boot_id: str | None) -> VendOutcome | None:
         link = self.link
-        reply = link.request("R", ident=seq, expect=("D", "U", "A"))
-        if reply is not None and reply[0] == "A":
-            reply = link.wait_for(seq, ("D",), link.timing.vend, resend=("R",))
+        if link.protocol_problem:
+            return VendOutcome.UNKNOWN
+        reply = link.request("recall", expect=("done", "unknown", "accepted"), seq=seq)
+        if reply is not None and reply[0] == "accepted":
+            reply = link.wait_for(("done",), link.timing.vend, "recall", seq=seq)
         if reply is None:
             return VendOutcome.UNKNOWN
-        if reply[0] == "D":
-            return OUTCOMES.get(reply[2], VendOutcome.UNKNOWN)
-        board, oldest = reply[2], int(reply[3])
+        name, fields = reply
+        if name == "done":
+            return OUTCOMES.get(fields["outcome"], VendOutcome.UNKNOWN)
+        board, oldest = fields["boot"], int(fields["oldest"])
         if boot_id is not None and board == boot_id and (oldest == 0 or seq >= oldest):
             return VendOutcome.NOT_RUN
         return None
@@ -410,7 +436,7 @@ class BoardDisplay:
     def show(self, lines: list[str]) -> None:
         self.link.display_lines = list(lines)
         log.debug("display: %s", " | ".join(lines))
-        self.link.tell("T", *[hex_text(line) for line in lines])
+        self.link.tell("text", lines=[hex_text(line) for line in lines])
 
 
 class BoardLed:
@@ -419,7 +445,7 @@ class BoardLed:
 
     def set(self, state: str) -> None:
         self.link.led_state = state
-        self.link.tell("L", state)
+        self.link.tell("light", state=state)
 
 
 class SerialHardware:

@@ -63,9 +63,9 @@ class SimulatedBoard(Board):
         if not self.model.board_silent:
             super().receive(words)
 
-    def reply(self, *words: Any) -> None:
+    def reply(self, name: str, **fields: Any) -> None:
         if not self.model.board_silent:
-            super().reply(*words)
+            super().reply(name, **fields)
 
 
 def link_pty(path: str) -> tuple[int, int]:

@@ -19,6 +19,7 @@ from controller.vending import Tick, VendingMachine
 from firmware_py.board import Timing
 from firmware_py.loop import serve
 from firmware_py.pins import TimedPins
+from firmware_py.protocol import read
 from hal import BoardFault, ButtonPressed
 from hal.serial import BoardConnection, LinkTiming, SerialHardware, read_hello
 from simulator.board import SimulatedBoard
@@ -28,27 +29,31 @@ from tests.wire import Pty, Relay
 
 
 class LyingBoard(SimulatedBoard):
-    """The firmware's board, with some words of its hello replaced."""
+    """The firmware's board, with some fields of its hello's answer replaced."""
 
-    lies: dict[int, str] = {}
+    lies: dict[str, str] = {}
 
-    def reply(self, *words) -> None:
-        if words and words[0] == "h":
-            words = tuple(self.lies.get(i, w) for i, w in enumerate(words))
-        super().reply(*words)
+    def reply(self, name, **fields) -> None:
+        if name == "board":
+            fields.update(self.lies)
+        super().reply(name, **fields)
 
 
 def test_read_hello_keeps_what_makes_sense_and_names_the_rest():
-    good = ["h", "1", "ab12", "4", "0", "1", "14.5", "3", "41"]
+    def hello(*words):
+        return read(["h", "1", "2", *words])[1]
+
+    good = hello("ab12", "4", "0", "1", "14.5", "3", "41")
     assert read_hello(good) == ({"boot": "ab12", "slots": 4, "door": False, "bin": True,
                                  "temp": 14.5, "highest": 41}, None)
-    hello, problem = read_hello(["h", "1", "ab12", "4", "2", "1", "nan", "3", str(2**63)])
-    assert hello == {"boot": "ab12", "slots": 4, "bin": True, "temp": None}
+    hello_, problem = read_hello(hello("ab12", "4", "2", "1", "nan", "3", str(2**63)))
+    assert hello_ == {"boot": "ab12", "slots": 4, "bin": True, "temp": None}
     assert problem == "door '2'; temperature 'nan'; highest vend number '9223372036854775808'"
-    assert read_hello(["h", "1", "x y", "²", "0", "0", "inf"])[1].startswith("boot id")
+    assert read_hello(hello("x!y", "²", "0", "0", "inf", "2", "0"))[1].startswith("boot id")
 
 
-@pytest.mark.parametrize("lies", [{6: "nan"}, {8: str(2**63)}, {6: "1e999", 8: "-5"}])
+@pytest.mark.parametrize("lies", [{"temp": "nan"}, {"highest": str(2**63)},
+                                  {"temp": "1e999", "highest": "-5"}])
 def test_a_board_saying_impossible_things_is_reported_and_the_machine_still_vends(tmp_path: Path,
                                                                                   lies):
     config = make_config(tmp_path, hal="serial")

@@ -6,6 +6,7 @@ import queue
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -33,10 +34,10 @@ def test_mpy_cross_compiles_every_firmware_file(tmp_path):
 class Rigged:
     """Bench firmware <- relay -> host link, with the host's events collected."""
 
-    def __init__(self, turn_ms: int = 40) -> None:
+    def __init__(self, turn_ms: int = 40, protocol: int | None = None) -> None:
         self.board_side, self.host_side = Pty(), Pty()
         self.relay = Relay(self.board_side, self.host_side)
-        self.bench = BenchBoard(self.board_side, turn_ms=turn_ms)
+        self.bench = BenchBoard(self.board_side, turn_ms=turn_ms, protocol=protocol)
         self.link = BoardConnection(self.host_side.path, timing=LinkTiming(vend=3.0, ping=0.3))
         self.events: queue.SimpleQueue = queue.SimpleQueue()
         self.link.open(wait=10)
@@ -132,10 +133,35 @@ def test_a_board_reboot_mid_vend_is_seen_and_the_vend_cannot_be_learnt(rigged):
     rigged.next_event(BoardLink)
     first_boot = rigged.link.boot
     rigged.bench.ask({"op": "load", "slot": 1, "count": 3})
-    rigged.link.request("V", 1, ident=77, expect=("A",))  # the motor starts...
+    rigged.link.request("vend", expect=("accepted",), seq=77, slot=1)  # the motor starts...
     rigged.bench.reboot()  # ...and the board loses power
     restarted = rigged.next_event(BoardLink, timeout=15)
     assert restarted.online and "restarted" in restarted.detail
     assert rigged.link.boot == rigged.bench.boot_id != first_boot
     assert rigged.dispenser.recall(77, first_boot) is None  # unknown: counted unconfirmed
     assert rigged.bench.ask({"op": "state"})["motor_running"] == []
+
+
+def test_a_board_speaking_another_protocol_version_is_refused_with_a_clear_event():
+    rigged = Rigged(protocol=1)
+    try:
+        refused = rigged.next_event(BoardLink)
+        assert not refused.online
+        assert "link protocol '1'" in refused.detail and "this host speaks 2" in refused.detail
+        assert rigged.link.boot is None and not rigged.link.online  # nothing it said was used
+        rigged.bench.ask({"op": "load", "slot": 1, "count": 3})
+        assert rigged.dispenser.vend(1, 5) is VendOutcome.UNKNOWN  # and it is not asked to turn
+        assert rigged.bench.ask({"op": "state"})["slots"][0]["packs_dropped"] == 0
+        time.sleep(0.5)  # hellos keep coming every 0.3 s: said once, not at every one
+        assert all(not isinstance(e, BoardLink) for e in drain(rigged.events))
+    finally:
+        rigged.close()
+
+
+def drain(events: queue.SimpleQueue) -> list:
+    out = []
+    while True:
+        try:
+            out.append(events.get_nowait())
+        except queue.Empty:
+            return out

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from firmware_py.protocol import Framer, crc16, decode, encode, hex_text, unhex_text
+from firmware_py.protocol import Framer, crc16, decode, encode, hex_text, message, read, unhex_text
 
 WORDS = st.lists(st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.",
                          min_size=1, max_size=12), min_size=1, max_size=8)
@@ -52,3 +55,30 @@ def test_frames_split_across_reads_are_reassembled():
 
 def test_display_text_survives_the_frame():
     assert unhex_text(hex_text("Thank you * 100% ✓")) == "Thank you * 100% ✓"
+
+
+def test_the_readme_shows_every_message_as_protocol_py_declares_it():
+    from pathlib import Path
+
+    from firmware_py.protocol import MESSAGES
+
+    readme = (Path(__file__).resolve().parent.parent / "firmware_py" / "README.md").read_text()
+    rows = re.findall(r"^\| `(\w)` \| `(\w+)` \| `([^`]*)` \|", readme, re.M)
+    assert [(letter, name, tuple(fields.split())) for letter, name, fields in rows] == [
+        (letter, name, fields) for letter, name, fields in MESSAGES]
+
+
+def test_messages_are_built_and_read_by_name():
+    assert message("vend", seq=42, slot=3) == encode("V", 42, 3)
+    assert read(["V", "42", "3"]) == ("vend", {"seq": "42", "slot": "3", "boot": None})
+    assert read(["T", "7", "6869", "7468657265"]) == ("text", {"id": "7", "lines": [
+        "6869", "7468657265"]})
+    assert read(["D", "42"]) == ("done", None)  # the outcome is missing
+    assert read(["Z", "1"]) == (None, None)
+
+
+def test_a_misspelt_field_is_an_error_not_a_silent_misreading():
+    with pytest.raises(ValueError, match="vend has no field slto"):
+        message("vend", seq=1, slot=2, slto=3)
+    with pytest.raises(ValueError, match="vend: slot is missing"):
+        message("vend", seq=1)

@@ -104,10 +104,11 @@ class Relay:
 class BenchBoard:
     """The firmware under the real MicroPython interpreter, on a pty, with its bench world."""
 
-    def __init__(self, link: Pty, turn_ms: int = 40, slots: int = 4) -> None:
+    def __init__(self, link: Pty, turn_ms: int = 40, slots: int = 4,
+                 protocol: int | None = None) -> None:
         if MICROPYTHON is None:
             raise RuntimeError("micropython is not installed: scripts/setup installs it")
-        self.link, self.turn_ms, self.slots = link, turn_ms, slots
+        self.link, self.turn_ms, self.slots, self.protocol = link, turn_ms, slots, protocol
         self.control = Pty()
         self.proc: subprocess.Popen | None = None
         self.boot_id = ""
@@ -116,7 +117,8 @@ class BenchBoard:
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [MICROPYTHON, "firmware_py/bench.py", self.link.path, self.control.path,
-             str(self.turn_ms), str(self.slots)],
+             str(self.turn_ms), str(self.slots),
+             *([str(self.protocol)] if self.protocol is not None else [])],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             env={**os.environ, "MICROPYPATH": str(ROOT)},
         )
