@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +36,15 @@ MAX_MESSAGES = 20
 MAX_MESSAGE_CHARS = 200
 COMMON = {"id", "cmd", "expires", "sig"}
 DEFAULT_MAX_AGE_S = 86400
+
+
+@dataclass
+class Command:
+    """A staff command (control socket or hub), answered through ``reply``."""
+
+    request: Any
+    reply: Callable[[dict], None] | None = None
+    origin: str = "local"  # "local": the control socket; "hub": MQTT
 
 
 class BadCommand(Exception):
@@ -119,7 +128,7 @@ def run_command(vm: VendingMachine, request: Any, origin: str = "local") -> dict
         apply = handler(vm, args, origin)
         args.done()
         if changes and vm.ledger.commands_remembered() >= COMMAND_MEMORY_LIMIT:
-            vm.write(lambda now: vm.ledger.forget_commands(now))
+            vm.writes.write(lambda now: vm.ledger.forget_commands(now))
             if vm.ledger.commands_remembered() >= COMMAND_MEMORY_LIMIT:
                 raise BadCommand("id", f"{COMMAND_MEMORY_LIMIT} commands are remembered and "
                                        "none has expired yet; try again later")

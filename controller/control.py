@@ -22,8 +22,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from controller.commands import Command
 from controller.messages import decode_request, refusal
-from controller.vending import Command
 
 log = logging.getLogger(__name__)
 

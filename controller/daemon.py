@@ -17,13 +17,14 @@ from typing import Any
 
 import hal
 from controller.clock import Clock, SystemClock
+from controller.commands import Command, run_command
 from controller.config import Config
 from controller.control import ControlServer
 from controller.hublink import HubEvent, HubLink
 from controller.ledger import Ledger
 from controller.messages import refusal
 from controller.sdnotify import Notifier
-from controller.vending import Command, Tick, VendingMachine
+from controller.vending import Tick, VendingMachine
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +139,11 @@ class Daemon:
         try:
             if self.hub and isinstance(event, HubEvent):
                 self.hub.handle(event)
+                return
+            if isinstance(event, Command):
+                answer = run_command(self.machine, event.request, event.origin)
+                if event.reply:
+                    event.reply(answer)
                 return
             self.machine.handle(event)
             if self.hub and isinstance(event, Tick):

@@ -26,9 +26,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 import controller
+from controller.commands import Command
 from controller.config import Config, MqttConfig
 from controller.messages import OFFLINE, ONLINE, TOPICS, compact, decode_request, machine_root
-from controller.vending import Change, Command, VendingMachine
+from controller.vending import Change, VendingMachine
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ class HubLink:
         assert config.mqtt is not None
         self.config, self.mqtt_config = config, config.mqtt
         self.machine, self.ledger, self.post = machine, machine.ledger, post
+        self.writes = machine.writes
         self.root = machine_root(config.mqtt.prefix, config.machine_id)
         self.connected = False
         self.inflight: dict[int, tuple[int, mqtt.MQTTMessageInfo]] = {}  # mid -> (row, info)
@@ -192,7 +194,7 @@ class HubLink:
         """Delete what the broker has acknowledged, in one transaction (fewer card writes)."""
         rows, self.acked = self.acked, []
         if rows:
-            self.machine.write(lambda now: self.ledger.delete_outbox(*rows))
+            self.writes.write(lambda now: self.ledger.delete_outbox(*rows))
 
     def changed(self, kind: Change) -> None:
         """The machine says the hub should hear something (``VendingMachine.on_change``)."""
@@ -263,7 +265,7 @@ class HubLink:
             except (RuntimeError, ValueError):
                 continue
             if info.is_published():
-                self.machine.write(lambda now, row=row: self.ledger.delete_outbox(row))
+                self.writes.write(lambda now, row=row: self.ledger.delete_outbox(row))
 
     # -- Home Assistant -------------------------------------------------------------
     def _announce_to_home_assistant(self) -> None:

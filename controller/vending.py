@@ -27,6 +27,7 @@ from controller.config import Config, Product
 from controller.ledger import Bucket, Event, Ledger, SlotState, StorageError, new_bucket_id
 from controller.messages import StateMessage
 from controller.schedule import is_open
+from controller.writebehind import WriteBehind
 from hal import (
     BoardFault,
     BoardLink,
@@ -89,15 +90,6 @@ class Tick:
     """Time has passed: roll buckets, end timed screens, retry unsaved writes."""
 
 
-@dataclass
-class Command:
-    """A staff command (control socket or hub), answered through ``reply``."""
-
-    request: Any
-    reply: Callable[[dict], None] | None = None
-    origin: str = "local"
-
-
 class VendingMachine:
     """One machine: its slots, its counts and what its client sees.
 
@@ -146,9 +138,8 @@ class VendingMachine:
         self._random = random.SystemRandom()
         self.published = PublicView({})
         self._last_seq = 0
-        self._unsaved: list[Callable[[datetime], None]] = []
+        self.writes = WriteBehind(ledger, clock, on_fault=self._storage_changed)
         self._closing: set[int] = set()  # journal entries settled in memory, maybe not on disk
-        self.storage_fault: str | None = None
         self.sensor_fault = False
         self.started_mono = 0.0
 
@@ -188,7 +179,7 @@ class VendingMachine:
 
     def stop(self) -> None:
         """Close the usage bucket now (its end is the stop time) and queue it."""
-        self._flush_unsaved()
+        self._write_waiting()
         if self.bucket is not None:
             bucket = self.bucket
             end = min(bucket.planned_end, bucket.start + timedelta(
@@ -202,8 +193,8 @@ class VendingMachine:
         self.hw.led.set("off")
 
     # -- the one entry point ---------------------------------------------------
-    def handle(self, event: HardwareEvent | Tick | Command) -> dict | None:
-        """Act on one event; a :class:`Command` returns (and replies) its result."""
+    def handle(self, event: HardwareEvent | Tick) -> None:
+        """Act on one event from the hardware or the clock (the daemon runs commands)."""
         if isinstance(event, Tick):
             self.tick()
         elif isinstance(event, ButtonPressed):
@@ -216,13 +207,6 @@ class VendingMachine:
             self._board_link(event.online, event.detail)
         elif isinstance(event, BoardFault):
             self._board_fault(event.detail)
-        elif isinstance(event, Command):
-            from controller.commands import run_command
-
-            result = run_command(self, event.request, event.origin)
-            if event.reply:
-                event.reply(result)
-            return result
         else:
             log.warning("ignored unknown event %r", event)
         return None
@@ -335,7 +319,7 @@ class VendingMachine:
         try:
             self.ledger.open_vend(seq, slot.slot, slot.product, self.hw.dispenser.boot_id())
         except StorageError as e:
-            self._storage_failed(e)  # access first: turn the motor all the same
+            self.writes.failed(e)  # access first: turn the motor all the same
             # the number is used even so: saved with the other changes once the card works
             self.write(lambda now: self.ledger.raise_last_seq(seq))
         return seq
@@ -565,8 +549,8 @@ class VendingMachine:
     def tick(self) -> None:
         """Periodic work: timed screens, bucket boundaries, held events, unsaved writes."""
         mono = self.clock.monotonic()
-        if self._unsaved:
-            self._flush_unsaved()
+        if self.writes.pending:
+            self._write_waiting()
         if self._screen_until is not None and mono >= self._screen_until:
             self._show_rest_screen()
         self._roll_bucket_if_due()
@@ -652,35 +636,27 @@ class VendingMachine:
     # -- storage ---------------------------------------------------------------
     def write(self, change: Callable[[datetime], None]) -> None:
         """Commit ``change`` now, or keep it in order for later if storage is failing."""
-        self._unsaved.append(change)
-        self._flush_unsaved()
+        if self.writes.write(change):
+            self._closing.clear()  # all on disk now
 
-    def _flush_unsaved(self) -> None:
-        while self._unsaved:
-            change = self._unsaved[0]
-            try:
-                with self.ledger.transaction():
-                    change(self.clock.now())
-            except StorageError as e:
-                self._storage_failed(e)
-                return
-            self._unsaved.pop(0)
-        self._closing.clear()  # all on disk now
-        if self.storage_fault is not None:
-            fault, self.storage_fault = self.storage_fault, None
-            self._say(logging.WARNING, f"storage works again after: {fault}")
-            store = self._store_event(Event("storage_fault", detail=f"recovered from: {fault}"))
-            with self.ledger.transaction():
-                store(self.clock.now())
-            self._reveal(_set(storage_fault=None))
-            self._changed(Change.OUTBOX)
+    def _write_waiting(self) -> None:
+        if self.writes.flush():
+            self._closing.clear()
 
-    def _storage_failed(self, error: Exception) -> None:
-        if self.storage_fault is None:
-            self._say(logging.ERROR, f"cannot write {self.ledger.path}: {error}; vending goes on,"
+    @property
+    def storage_fault(self) -> str | None:
+        return self.writes.fault
+
+    def _storage_changed(self, fault: str | None, was: str | None) -> None:
+        if fault is not None:
+            self._say(logging.ERROR, f"cannot write {self.ledger.path}: {fault}; vending goes on,"
                                      " counts kept in memory")
-            self._reveal(_set(storage_fault=str(error)))
-        self.storage_fault = str(error)
+            self._reveal(_set(storage_fault=fault))
+            return
+        self._say(logging.WARNING, f"storage works again after: {was}")
+        self.writes.write(self._store_event(Event("storage_fault", detail=f"recovered from: {was}")))
+        self._reveal(_set(storage_fault=None))
+        self._changed(Change.OUTBOX)
 
     # -- what the client sees --------------------------------------------------
     def hub_open(self) -> bool:
@@ -756,15 +732,10 @@ class VendingMachine:
         saved = (dict(self.slots), self.staff_mode, list(self.messages),
                  copy.deepcopy(self.published), set(self._mismatch_raised))
         try:
-            self._flush_unsaved()
-            if self._unsaved:
-                raise StorageError(self.storage_fault or "earlier changes are not saved yet")
-            with self.ledger.transaction():
-                result = change(self.clock.now())
-        except StorageError as e:
+            result = self.writes.now_or_never(change)
+        except StorageError:
             (self.slots, self.staff_mode, self.messages, self.published,
              self._mismatch_raised) = saved
-            self._storage_failed(e)
             raise
         if self.screen in ("idle", "service", "out_of_service"):
             self._show_rest_screen()

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from controller.clock import FakeClock
+from controller.commands import run_command
 from controller.config import Config, parse_config
 from controller.ledger import Ledger
-from controller.vending import Command, Tick, VendingMachine
+from controller.vending import Tick, VendingMachine
 from hal.sim import SimHardware
 from simulator.model import PhysicalMachine
 
@@ -105,7 +106,7 @@ class Rig:
 
     def command(self, **request: object) -> dict:
         request.setdefault("id", f"t-{len(self.changes)}-{id(request)}")
-        return self.vm.handle(Command(request))
+        return run_command(self.vm, request)
 
     def refill(self, slot: int, count: int) -> dict:
         """Staff put packs in and tell the controller, as at the machine."""

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 from controller.clock import iso
 from controller.commands import run_command
-from controller.vending import Command
 
 
 def snapshot(rig) -> tuple:
@@ -168,7 +167,7 @@ BAD = [
 @pytest.mark.parametrize(("request_", "field"), BAD, ids=[f"{r.get('cmd')}-{f}" for r, f in BAD])
 def test_a_bad_command_names_the_field_and_changes_nothing(rig, request_, field):
     before = snapshot(rig)
-    answer = rig.vm.handle(Command(request_))
+    answer = run_command(rig.vm, request_)
     assert answer["ok"] is False
     assert answer["error"].startswith(f"{field}: "), answer["error"]
     assert snapshot(rig) == before
