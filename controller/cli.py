@@ -8,17 +8,20 @@ import json
 import logging
 import os
 import sys
+from importlib.metadata import entry_points
 from typing import Any
 
 import controller
 from controller import logs
 from controller.config import EX_CONFIG, Config, ConfigError, find_config, load_config
 from controller.control import DaemonUnavailable, request
+from controller.messages import MODES
 
 log = logging.getLogger("nspvend")
 
 EX_UNAVAILABLE = 69
 EX_REFUSED = 1
+COMMANDS_GROUP = "nspvend.commands"  # entry points: add_command(add) for more sub-commands
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,12 +67,8 @@ def _parser() -> argparse.ArgumentParser:
         return sp
 
     add("run", _run, "run the daemon (systemd starts this)")
-    demo = add("demo", _demo, "run the daemon on the simulator with a terminal front end")
-    demo.add_argument("--data", help="keep the demo's database here (default: a temporary folder)")
-    demo.add_argument("--fast", action="store_true", help="no motor delays")
-    demo.add_argument("--gpio", action="store_true", help=(
-        "wire the simulator through gpiozero's mock pins (the gpio backend) instead of the "
-        "sim backend"))
+    for plugin in entry_points(group=COMMANDS_GROUP):  # the demo (simulator/), the hub (hub/)
+        plugin.load()(add)
     add("status", _status, "mode, faults and stock", json_flag=True)
     add("stock", _stock, "what each slot holds", json_flag=True)
     refill = add("refill", _refill, "tell the machine how many packs a slot now holds",
@@ -84,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     slot.add_argument("--capacity", type=int)
     slot.add_argument("--low-at", type=int)
     mode = add("mode", _mode, "put the machine in or out of service", json_flag=True)
-    mode.add_argument("mode", choices=("in_service", "out_of_service", "service"))
+    mode.add_argument("mode", choices=MODES)
     usage = add("usage", _usage, "packs given out, per product and time bucket", json_flag=True)
     usage.add_argument("--csv", action="store_true", help="CSV for a spreadsheet")
     usage.add_argument("--since", help="from this date or time (e.g. 2026-11-01)")
@@ -116,13 +115,6 @@ def _run(args: argparse.Namespace) -> int:
     daemon = Daemon(config)
     install_signal_handlers(daemon)
     return daemon.run()
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from simulator.terminal import run_demo
-
-    logs.setup("WARNING")
-    return run_demo(data_dir=args.data, fast=args.fast, gpio=args.gpio)
 
 
 def _check_config(args: argparse.Namespace) -> int:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from controller.clock import iso, parse_iso
 from controller.ledger import COMMAND_MEMORY_LIMIT, Event, SlotState, StorageError
-from controller.messages import answer, read_key, refusal, signature_ok
+from controller.messages import MODES, Mode, answer, read_key, refusal, signature_ok
 
 if TYPE_CHECKING:
     from controller.vending import VendingMachine
@@ -268,12 +268,10 @@ def _clear_fault(vm: VendingMachine, args: _Args, origin: str) -> Apply:
 
 
 def _set_mode(vm: VendingMachine, args: _Args, origin: str) -> Apply:
-    from controller.vending import MODES
-
     mode = args.text("mode", MODES)
 
     def apply(now: datetime) -> Any:
-        vm.staff_mode = mode
+        vm.staff_mode = Mode(mode)
         vm.ledger.set_meta("mode", mode)
         vm.ledger.add_event(Event("mode_changed", detail=mode), now)
         return {"mode": vm.mode}

@@ -16,6 +16,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from controller.messages import read_key
 from controller.schedule import Window, parse_window
+from hal import PIN_FACTORIES, WIRINGS
+from hal.settings import GpioSettings, SerialSettings, SimSettings
 
 EX_CONFIG = 78
 DEFAULT_PATHS = ("./nspvend.toml", "/etc/nspvend/config.toml")
@@ -67,35 +69,8 @@ class MqttConfig:
     command_max_age_s: int = 86400
 
 
-PIN_FACTORIES = ("lgpio", "rpigpio", "pigpio", "native", "mock")
 RESERVED_PINS = {0: "the HAT ID EEPROM's (ID_SD)", 1: "the HAT ID EEPROM's (ID_SC)"}
 PULLS = ("up", "down", "none")
-
-
-@dataclass(frozen=True)
-class GpioConfig:
-    """The direct GPIO wiring: BCM pin numbers, active levels and timings."""
-
-    pin_factory: str
-    motors: dict[int, int]  # slot -> pin
-    home_switches: dict[int, int]  # slot -> pin; empty: run each turn for turn_ms
-    buttons: dict[int, int]  # button -> pin
-    drop_sensor: int
-    door: int | None = None
-    sharps_bin: int | None = None
-    led: int | None = None
-    motor_active_high: bool = True
-    led_active_high: bool = True
-    buttons_pull: str = "up"
-    switches_pull: str = "up"
-    drop_sensor_pull: str = "up"
-    door_open_when_active: bool = False
-    sharps_bin_full_when_active: bool = True
-    turn_ms: int = 1500
-    motor_timeout_ms: int = 4000
-    drop_wait_ms: int = 500
-    bounce_ms: int = 20
-    display_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -105,15 +80,13 @@ class Config:
     path: str
     machine_id: str
     hal: str
-    serial_port: str
-    serial_baud: int
-    sim_control: str | None
-    sim_motor_s: float
+    serial: SerialSettings
+    sim: SimSettings
     database_path: str
     control_socket: str
     control_group: str
     mqtt: MqttConfig | None
-    gpio: GpioConfig | None
+    gpio: GpioSettings | None
     bucket_minutes: int
     vend_retries: int
     vend_min_interval_ms: int
@@ -129,6 +102,20 @@ class Config:
     thank_you_s: float
     products: tuple[Product, ...]
     slots: tuple[SlotConfig, ...]
+
+    @property
+    def backend(self) -> str:
+        """The HAL backend to open (``hal.open_hardware``): the wiring, or ``gpio-mock`` for
+        the gpio wiring on gpiozero's mock pins, which the simulator drives."""
+        if self.gpio is not None and self.gpio.pin_factory == "mock":
+            return "gpio-mock"
+        return self.hal
+
+    @property
+    def hardware_settings(self) -> Any:
+        """What :attr:`backend` is opened with: its own table, never the whole config."""
+        return {"serial": self.serial, "sim": self.sim, "gpio": self.gpio,
+                "gpio-mock": (self.gpio, self.sim)}[self.backend]
 
     def product(self, product_id: str) -> Product | None:
         return next((p for p in self.products if p.id == product_id), None)
@@ -262,21 +249,20 @@ def parse_config(data: dict, path: str = "<config>") -> Config:
     machine_id = top.text("machine_id", _REQUIRED, MACHINE_ID,
                           "lower-case letters, digits and dashes, like \"hackney-01\"")
     hal = top.get("hal", str, "sim", '"gpio", "serial" or "sim"')
-    if hal not in ("gpio", "serial", "sim"):
+    if hal not in WIRINGS:
         raise top.fail("hal", f'must be "gpio", "serial" or "sim", not {hal!r}')
 
-    sim = top.table("sim")
-    sim_control = sim.text("control", None)
-    sim_control = resolve(sim_control) if sim_control else None
-    sim_motor_s = sim.number("motor_s", 0.0, 0.0, 10.0)
-    sim.finish()
+    sim_table = top.table("sim")
+    sim_control = sim_table.text("control", None)
+    sim_motor_s = sim_table.number("motor_s", 0.0, 0.0, 10.0)
+    sim_table.finish()
 
-    serial = top.table("serial")
-    serial_port = serial.text("port", "/dev/ttyACM0")
-    if "://" not in serial_port:  # a pyserial URL (loop://, socket://) is taken as it is
-        serial_port = resolve(serial_port)
-    serial_baud = serial.integer("baud", 115200, 1200, 4_000_000)
-    serial.finish()
+    serial_table = top.table("serial")
+    port = serial_table.text("port", "/dev/ttyACM0")
+    if "://" not in port:  # a pyserial URL (loop://, socket://) is taken as it is
+        port = resolve(port)
+    serial = SerialSettings(port, serial_table.integer("baud", 115200, 1200, 4_000_000))
+    serial_table.finish()
 
     gpio = None
     if hal == "gpio":
@@ -285,7 +271,7 @@ def parse_config(data: dict, path: str = "<config>") -> Config:
         raise top.fail("gpio", f'is only read with hal = "gpio" (hal is "{hal}")')
     top.seen.add("gpio")
     if sim_control and not (hal == "sim" or (gpio and gpio.pin_factory == "mock")):
-        raise sim.fail("control", 'is only for hal = "sim" or "gpio" with pin_factory = "mock"; '
+        raise sim_table.fail("control", 'is only for hal = "sim" or "gpio" with pin_factory = "mock"; '
                                   "the board simulator has its own")
 
     database = top.table("database")
@@ -354,8 +340,9 @@ def parse_config(data: dict, path: str = "<config>") -> Config:
         _check_gpio_wiring(path, gpio, products, slots)
 
     return Config(
-        path=path, machine_id=machine_id, hal=hal, serial_port=serial_port, serial_baud=serial_baud,
-        sim_control=sim_control, sim_motor_s=sim_motor_s,
+        path=path, machine_id=machine_id, hal=hal, serial=serial,
+        sim=SimSettings(max(s.slot for s in slots), resolve(sim_control) if sim_control else None,
+                        sim_motor_s),
         database_path=database_path, control_socket=control_socket, control_group=control_group,
         mqtt=mqtt, gpio=gpio,
         bucket_minutes=bucket_minutes, vend_retries=retries,
@@ -427,7 +414,7 @@ def _parse_mqtt(top: _Table, resolve: Any, bucket_minutes: int) -> MqttConfig:
     return cfg
 
 
-def _parse_gpio(top: _Table, resolve: Any) -> GpioConfig:
+def _parse_gpio(top: _Table, resolve: Any) -> GpioSettings:
     t = top.table("gpio")
     used: dict[int, str] = {}
 
@@ -467,7 +454,7 @@ def _parse_gpio(top: _Table, resolve: Any) -> GpioConfig:
                                       "give one per motor, or none")
     buttons = pins("buttons", True)
     display_file = t.text("display_file", None)
-    cfg = GpioConfig(
+    cfg = GpioSettings(
         pin_factory=factory, motors=motors, home_switches=homes, buttons=buttons,
         drop_sensor=single("drop_sensor", required=True), door=single("door"),
         sharps_bin=single("sharps_bin"), led=single("led"),
@@ -489,7 +476,7 @@ def _parse_gpio(top: _Table, resolve: Any) -> GpioConfig:
     return cfg
 
 
-def _check_gpio_wiring(path: str, gpio: GpioConfig, products: list[Product],
+def _check_gpio_wiring(path: str, gpio: GpioSettings, products: list[Product],
                        slots: list[SlotConfig]) -> None:
     for product in products:
         if product.button not in gpio.buttons:

@@ -41,8 +41,9 @@ STOP = _Stop()
 class Daemon:
     """Everything one running machine needs, wired together.
 
-    Parameters: the validated ``config``; ``hardware`` already opened (or None
-    to open the backend the config names, with ``hardware_options``); a ``clock``.
+    Parameters: the validated ``config``; ``hardware`` already opened (the demo opens
+    its simulated machine itself), or None to open the backend the config names; a
+    ``clock``.
     """
 
     def __init__(
@@ -50,13 +51,12 @@ class Daemon:
         config: Config,
         hardware: hal.Hardware | None = None,
         clock: Clock | None = None,
-        **hardware_options: Any,
     ) -> None:
         self.config = config
         self.clock = clock or SystemClock()
         self.events: queue.SimpleQueue = queue.SimpleQueue()
         self.ledger = Ledger(config.database_path, config.machine_id)
-        self.hardware = hardware or hal.open_hardware(config.hal, config, **hardware_options)
+        self.hardware = hardware or hal.open_hardware(config.backend, config.hardware_settings)
         self.machine = VendingMachine(config, self.ledger, self.hardware, self.clock,
                                       on_change=self._changed)
         self.control: ControlServer | None = None

@@ -10,6 +10,7 @@ them; a command from the hub is signed with HMAC-SHA256 over its canonical JSON.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import hmac
 import json
@@ -19,7 +20,17 @@ from typing import Any, ClassVar
 
 SCHEMA = 1
 ONLINE, OFFLINE = "online", "offline"
-MODES = ("in_service", "out_of_service", "service")
+
+
+class Mode(enum.StrEnum):
+    """What the machine is doing (``state.mode``)."""
+
+    IN_SERVICE = "in_service"
+    OUT_OF_SERVICE = "out_of_service"
+    SERVICE = "service"  # the door is open: staff at work
+
+
+MODES = tuple(m.value for m in Mode)
 SLOT_STATUSES = ("ok", "low", "empty", "fault", "disabled")
 
 

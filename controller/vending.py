@@ -25,7 +25,7 @@ from controller import stock, texts
 from controller.clock import Clock, iso
 from controller.config import Config, Product
 from controller.ledger import Bucket, Event, Ledger, SlotState, StorageError, new_bucket_id
-from controller.messages import StateMessage
+from controller.messages import Mode, StateMessage
 from controller.schedule import is_open
 from controller.writebehind import WriteBehind
 from hal import (
@@ -35,13 +35,13 @@ from hal import (
     DoorChanged,
     Hardware,
     HardwareEvent,
+    LedState,
     SharpsBinChanged,
     VendOutcome,
 )
 
 log = logging.getLogger(__name__)
 
-MODES = ("in_service", "out_of_service", "service")
 SORRY_S = 10.0
 MAX_ROLLS_PER_TICK = 200
 MAX_CATCH_UP = timedelta(days=1)
@@ -116,7 +116,7 @@ class VendingMachine:
         self.products: dict[str, Product] = {p.id: p for p in config.products}
         self.by_button: dict[int, Product] = {p.button: p for p in config.products}
         self.slots: dict[int, SlotState] = {}
-        self.staff_mode = "in_service"
+        self.staff_mode = Mode.IN_SERVICE
         self.door_open = False
         self.bin_full = False
         self.board_online = True
@@ -147,11 +147,10 @@ class VendingMachine:
     def start(self) -> None:
         """Load state, apply the config's slot layout, settle any vend a crash left open."""
         self.started_mono = self.clock.monotonic()
-        self.staff_mode = self.ledger.meta("mode", "in_service")
+        self.staff_mode = Mode(self.ledger.meta("mode", Mode.IN_SERVICE))
         self.messages = self.ledger.meta("messages", None) or list(self.config.messages)
         # a crash while the card failed can leave last_seq behind numbers the board has seen
-        self._last_seq = max(int(self.ledger.meta("last_seq", 0)),
-                             getattr(self.hw.dispenser, "highest_seq", lambda: 0)())
+        self._last_seq = max(int(self.ledger.meta("last_seq", 0)), self.hw.dispenser.highest_seq())
         self.door_open = self.hw.door_open()
         self.bin_full = self.hw.sharps_bin_full()
         self.slots = self.ledger.slots()
@@ -190,7 +189,7 @@ class VendingMachine:
             self.ledger.truncate_wal()
             self.bucket = None
             self._changed(Change.OUTBOX)
-        self.hw.led.set("off")
+        self.hw.led.set(LedState.OFF)
 
     # -- the one entry point ---------------------------------------------------
     def handle(self, event: HardwareEvent | Tick) -> None:
@@ -213,8 +212,8 @@ class VendingMachine:
 
     # -- vending ---------------------------------------------------------------
     @property
-    def mode(self) -> str:
-        return "service" if self.door_open else self.staff_mode
+    def mode(self) -> Mode:
+        return Mode.SERVICE if self.door_open else self.staff_mode
 
     def press(self, button: int, at: float | None = None) -> bool:
         """A client pressed ``button`` (at monotonic time ``at``, if known): one press, one
@@ -226,15 +225,15 @@ class VendingMachine:
         if product is None:
             log.debug("button %d has no product; ignored", button)
             return False
-        if self.mode == "service":
+        if self.mode == Mode.SERVICE:
             self._show("service", texts.service())
             return False
-        if self.mode == "out_of_service":
+        if self.mode == Mode.OUT_OF_SERVICE:
             self._show("sorry", texts.out_of_service(self.config.alternative), SORRY_S)
             return False
         self._pace()
         self._show("vending", texts.vending(product.name))
-        self.hw.led.set("busy")
+        self.hw.led.set(LedState.BUSY)
         self._hold = Hold()
         try:
             served = self._vend_product(product)
@@ -602,7 +601,7 @@ class VendingMachine:
         """Whole buckets without a pack while in service: past ``silence_hours``, the
         machine is probably broken. Decided only as a bucket closes, so it times nothing."""
         packs, self._bucket_packs = self._bucket_packs, 0
-        if packs or self.mode != "in_service":
+        if packs or self.mode != Mode.IN_SERVICE:
             self._quiet_s, self._silence_raised = 0.0, False
             return None
         self._quiet_s += max(0.0, (end - bucket.start).total_seconds())
@@ -669,18 +668,18 @@ class VendingMachine:
         self.hw.display.show(lines)
 
     def _show_rest_screen(self) -> None:
-        if self.mode == "service":
+        if self.mode == Mode.SERVICE:
             self._show("service", texts.service())
-        elif self.mode == "out_of_service":
+        elif self.mode == Mode.OUT_OF_SERVICE:
             self._show("out_of_service", texts.out_of_service(self.config.alternative))
         else:
             self._show("idle", texts.idle(self.hub_open(), self.config.hub_name))
         self.hw.led.set(self._led_state())
 
-    def _led_state(self) -> str:
-        if self.mode != "in_service":
-            return "fault" if self.mode == "out_of_service" else "busy"
-        return "fault" if self.faults() else "ready"
+    def _led_state(self) -> LedState:
+        if self.mode != Mode.IN_SERVICE:
+            return LedState.FAULT if self.mode == Mode.OUT_OF_SERVICE else LedState.BUSY
+        return LedState.FAULT if self.faults() else LedState.READY
 
     @property
     def screen(self) -> str:

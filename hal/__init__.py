@@ -1,17 +1,31 @@
 """The hardware the controller needs, in the machine's own words.
 
-The controller talks only to the interfaces here; a backend (``sim``, ``serial``,
-``gpio``) is chosen by one config value through :func:`open_hardware`, and the
-controller never imports a backend itself.
+The controller talks only to the interfaces here; a backend is chosen by name through
+:func:`open_hardware` and takes its own settings (its table of the config). Backends are
+plug-ins, found as entry points in the ``nspvend.hal`` group, as gpiozero finds its pin
+factories: ``serial`` and ``gpio`` here, ``sim`` and ``gpio-mock`` in the simulator. The
+controller never imports a backend, and nothing here imports the simulator.
 """
 
 from __future__ import annotations
 
 import enum
-import importlib
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from typing import Any, Protocol
+
+WIRINGS = ("gpio", "serial", "sim")  # the config's ``hal``
+BACKEND_GROUP = "nspvend.hal"
+# gpiozero's pin factories by config name: where each lives
+PIN_FACTORIES = {
+    "lgpio": "gpiozero.pins.lgpio:LGPIOFactory",  # Raspberry Pi OS Bookworm
+    "rpigpio": "gpiozero.pins.rpigpio:RPiGPIOFactory",
+    "pigpio": "gpiozero.pins.pigpio:PiGPIOFactory",
+    "native": "gpiozero.pins.native:NativeFactory",
+    "mock": "gpiozero.pins.mock:MockFactory",  # driven by the simulator (backend gpio-mock)
+}
 
 
 class VendOutcome(enum.Enum):
@@ -73,11 +87,25 @@ class BoardFault(HardwareEvent):
 EventSink = Callable[[HardwareEvent], None]
 
 
+class LedState(enum.StrEnum):
+    """What the status light says."""
+
+    READY = "ready"
+    BUSY = "busy"
+    FAULT = "fault"
+    OFF = "off"
+
+
 class Dispenser(Protocol):
     """Turns slot motors and says what dropped."""
 
     def boot_id(self) -> str | None:
         """Who is turning the motors: changes whenever the hardware restarts and forgets."""
+        ...
+
+    def highest_seq(self) -> int:
+        """The highest request number the hardware has seen since it started (0: none), so
+        a controller that lost its own count never uses one again."""
         ...
 
     def vend(self, slot: int, seq: int) -> VendOutcome:
@@ -100,9 +128,9 @@ class Display(Protocol):
 
 
 class StatusLed(Protocol):
-    """One status light: ``ready``, ``busy``, ``fault`` or ``off``."""
+    """One status light."""
 
-    def set(self, state: str) -> None: ...
+    def set(self, state: LedState) -> None: ...
 
 
 class Hardware(Protocol):
@@ -127,16 +155,53 @@ class Hardware(Protocol):
         ...
 
 
-BACKENDS = ("sim", "serial", "gpio")
+class RequestMemory:
+    """What hardware without a board of its own (``sim``, ``gpio``) remembers of its last
+    vend requests, by sequence number, for as long as it runs: what a board's firmware
+    remembers on the serial wiring. A repeated number is answered from here, never turned."""
+
+    def __init__(self, boot: str, size: int = 64) -> None:
+        self.boot = boot
+        self.size = size
+        self._outcomes: OrderedDict[int, VendOutcome] = OrderedDict()
+
+    def outcome(self, seq: int) -> VendOutcome | None:
+        return self._outcomes.get(seq)
+
+    def remember(self, seq: int, outcome: VendOutcome) -> None:
+        self._outcomes[seq] = outcome
+        while len(self._outcomes) > self.size:
+            self._outcomes.popitem(last=False)
+
+    def forget_all(self, boot: str) -> None:
+        """The hardware lost power or crashed: a new boot, and nothing remembered."""
+        self.boot = boot
+        self._outcomes.clear()
+
+    def highest(self) -> int:
+        return max(self._outcomes, default=0)
+
+    def recall(self, seq: int, boot_id: str | None) -> VendOutcome | None:
+        """As :meth:`Dispenser.recall`: the outcome; ``NOT_RUN`` if this same boot, which
+        would still remember it, never got it; None when that cannot be known."""
+        if seq in self._outcomes:
+            return self._outcomes[seq]
+        forgotten = bool(self._outcomes) and seq < next(iter(self._outcomes))
+        if boot_id == self.boot and not forgotten:
+            return VendOutcome.NOT_RUN
+        return None
 
 
-def open_hardware(backend: str, config: Any, **options: Any) -> Hardware:
-    """Open the hardware backend named ``backend`` (one of :data:`BACKENDS`).
+def backends() -> list[str]:
+    """The names of the backends installed (entry points of ``nspvend.hal``)."""
+    return sorted(ep.name for ep in entry_points(group=BACKEND_GROUP))
 
-    ``config`` is the validated daemon configuration; ``options`` are passed to
-    the backend (the simulator takes ``model=`` and ``sleep=``).
-    """
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown hal backend {backend!r}; expected one of {', '.join(BACKENDS)}")
-    module = importlib.import_module(f"hal.{backend}")
-    return module.open_hardware(config, **options)
+
+def open_hardware(backend: str, settings: Any) -> Hardware:
+    """Open the backend called ``backend`` with its own ``settings`` (``Config.backend`` and
+    ``Config.hardware_settings`` say which, for a config)."""
+    found = [ep for ep in entry_points(group=BACKEND_GROUP) if ep.name == backend]
+    if not found:
+        raise ValueError(f"no hal backend {backend!r}; installed: {', '.join(backends())} "
+                         "(is nspvend installed? scripts/setup installs it)")
+    return found[0].load()(settings)

@@ -16,48 +16,40 @@ crash or power cut cannot be recalled, so the controller counts it unconfirmed.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import threading
 import uuid
-from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from gpiozero import DigitalInputDevice, DigitalOutputDevice
 
 from hal import (
+    PIN_FACTORIES,
     ButtonPressed,
     DoorChanged,
     EventSink,
     HardwareEvent,
+    LedState,
+    RequestMemory,
     SharpsBinChanged,
     VendOutcome,
 )
+from hal.settings import GpioSettings
 
 log = logging.getLogger(__name__)
 
-MEMORY = 64
 SAFETY_MARGIN_S = 0.25  # the independent cut-off fires this long after the vend's own limit
 
 
 def make_pin_factory(name: str) -> Any:
     """gpiozero's pin factory called ``name`` (``lgpio`` on Raspberry Pi OS Bookworm)."""
-    if name == "mock":
-        from gpiozero.pins.mock import MockFactory
-        return MockFactory()
-    if name == "lgpio":
-        from gpiozero.pins.lgpio import LGPIOFactory
-        return LGPIOFactory()
-    if name == "rpigpio":
-        from gpiozero.pins.rpigpio import RPiGPIOFactory
-        return RPiGPIOFactory()
-    if name == "pigpio":
-        from gpiozero.pins.pigpio import PiGPIOFactory
-        return PiGPIOFactory()
-    if name == "native":
-        from gpiozero.pins.native import NativeFactory
-        return NativeFactory()
-    raise ValueError(f"unknown pin factory {name!r}")
+    if name not in PIN_FACTORIES:
+        raise ValueError(f"unknown pin factory {name!r}")
+    module, _, cls = PIN_FACTORIES[name].partition(":")
+    return getattr(importlib.import_module(module), cls)()
 
 
 def _input(number: int, pull: str, factory: Any, bounce_s: float | None) -> DigitalInputDevice:
@@ -73,8 +65,7 @@ class GpioDispenser:
 
     def __init__(self, hw: GpioHardware) -> None:
         self.hw, self.gpio = hw, hw.gpio
-        self._results: OrderedDict[int, VendOutcome] = OrderedDict()
-        self._boot = uuid.uuid4().hex[:8]
+        self.memory = RequestMemory(self._new_boot())
         self._drop_seen = threading.Event()
         self._home_seen = threading.Event()
         self._watching_home: int | None = None
@@ -82,8 +73,15 @@ class GpioDispenser:
         for slot, home in hw.homes.items():
             home.when_activated = lambda slot=slot: self._home_edge(slot)
 
+    @staticmethod
+    def _new_boot() -> str:
+        return f"gpio-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
     def boot_id(self) -> str | None:
-        return f"gpio-{os.getpid()}-{self._boot}"
+        return self.memory.boot
+
+    def highest_seq(self) -> int:
+        return self.memory.highest()
 
     def _drop_edge(self) -> None:
         self._drop_seen.set()  # several edges from one pack are one drop: it is a flag
@@ -93,8 +91,8 @@ class GpioDispenser:
             self._home_seen.set()
 
     def vend(self, slot: int, seq: int) -> VendOutcome:
-        if seq in self._results:
-            return self._results[seq]
+        if (known := self.memory.outcome(seq)) is not None:
+            return known
         motor = self.hw.motors[slot]
         home = self.hw.homes.get(slot)
         timeout_s = self.gpio.motor_timeout_ms / 1000
@@ -119,7 +117,7 @@ class GpioDispenser:
         except BaseException:
             # a crash or power cut mid-turn: nothing runs on, and the outcome is unknowable
             self.hw.all_off(why=f"vend on slot {slot} interrupted")
-            self._boot = uuid.uuid4().hex[:8]
+            self.memory.forget_all(self._new_boot())
             raise
         finally:
             cutoff.cancel()
@@ -132,17 +130,13 @@ class GpioDispenser:
             outcome = VendOutcome.DROPPED
         else:
             outcome = VendOutcome.NOTHING_DROPPED
-        self._results[seq] = outcome
-        while len(self._results) > MEMORY:
-            self._results.popitem(last=False)
+        self.memory.remember(seq, outcome)
         return outcome
 
     def recall(self, seq: int, boot_id: str | None) -> VendOutcome | None:
-        if seq in self._results:
-            return self._results[seq]
-        if boot_id == self.boot_id():
-            return VendOutcome.NOT_RUN  # this process, uninterrupted, was never asked
-        return None  # no board kept it across the restart: unconfirmed
+        # no board kept anything across a restart: a new process is a new boot, so what
+        # the journal left open is unknowable (unconfirmed)
+        return self.memory.recall(seq, boot_id)
 
 
 class GpioLed:
@@ -150,17 +144,17 @@ class GpioLed:
 
     def __init__(self, device: DigitalOutputDevice | None) -> None:
         self.device = device
-        self.state = "off"
+        self.state = LedState.OFF
 
-    def set(self, state: str) -> None:
+    def set(self, state: LedState) -> None:
         self.state = state
         if self.device is None:
             return
-        if state == "ready":
+        if state == LedState.READY:
             self.device.on()
-        elif state == "busy":
+        elif state == LedState.BUSY:
             self.device.blink(0.5, 0.5)
-        elif state == "fault":
+        elif state == LedState.FAULT:
             self.device.blink(0.15, 0.15)
         else:
             self.device.off()
@@ -188,10 +182,11 @@ class GpioDisplay:
 class GpioHardware:
     """A machine wired to the Pi's GPIO header, as the ``[gpio]`` table describes it."""
 
-    def __init__(self, gpio: Any, factory: Any, world: Any = None) -> None:
-        self.gpio, self.factory, self.world = gpio, factory, world
+    def __init__(self, gpio: GpioSettings, factory: Any,
+                 temperature: Callable[[], float | None] | None = None) -> None:
+        self.gpio, self.factory = gpio, factory
+        self._temperature = temperature or _cpu_temperature
         self._sink: EventSink | None = None
-        self._control: Any = None  # the simulator's control socket (mock pins only)
         self._devices: list[Any] = []
         bounce = gpio.bounce_ms / 1000 or None
         try:
@@ -243,12 +238,6 @@ class GpioHardware:
             self.bin.when_activated = lambda: self._emit(SharpsBinChanged(full=self.sharps_bin_full()))
             self.bin.when_deactivated = lambda: self._emit(SharpsBinChanged(full=self.sharps_bin_full()))
 
-    def press(self, button: int) -> None:
-        """The simulator's hand on a button (mock pins only)."""
-        if self.world is None:
-            raise RuntimeError("only the mock pin factory has a simulated world to press")
-        self.world.press(button)
-
     def _emit(self, event: HardwareEvent) -> None:
         if self._sink is not None:
             self._sink(event)
@@ -264,16 +253,11 @@ class GpioHardware:
         return self.bin.is_active == self.gpio.sharps_bin_full_when_active
 
     def temperature_c(self) -> float | None:
-        if self.world is not None:
-            return self.world.model.temperature_c
-        return _cpu_temperature()
+        return self._temperature()
 
     def close(self) -> None:
         self._sink = None
         self.all_off(why=None)
-        if self._control is not None:
-            self._control.close()
-            self._control = None
         for device in reversed(self._devices):
             try:
                 if isinstance(device, DigitalOutputDevice):
@@ -293,25 +277,7 @@ def _cpu_temperature() -> float | None:
         return None
 
 
-def open_hardware(config: Any, model: Any = None, sleep: Any = None) -> GpioHardware:
-    """Open the pins of ``config.gpio``; with ``pin_factory = "mock"`` the simulator's
-    physical model (``model``, or a new one) is wired to the mock pins."""
-    gpio = config.gpio
-    factory = make_pin_factory(gpio.pin_factory)
-    world = None
-    if gpio.pin_factory == "mock":
-        from simulator.gpio_world import GpioWorld
-        from simulator.model import PhysicalMachine
-
-        if model is None:
-            model = PhysicalMachine(max(gpio.motors), turn_s=config.sim_motor_s, drop_s=0.0)
-        turn_s = config.sim_motor_s or (model.turn_s if sleep is not None else 0.0)
-        world = GpioWorld(model, factory, gpio, turn_s=turn_s)
-    hw = GpioHardware(gpio, factory, world)
-    if world is not None:
-        world.connect()
-    if world is not None and config.sim_control:
-        from simulator.control import SimulatorControl
-
-        hw._control = SimulatorControl(config.sim_control, world.model, hw.press)
-    return hw
+def open_hardware(settings: GpioSettings) -> GpioHardware:
+    """Open the pins of ``settings`` through its pin factory (gpiozero's mock pins with the
+    simulator's world driving them are the ``gpio-mock`` backend, in simulator/)."""
+    return GpioHardware(settings, make_pin_factory(settings.pin_factory))

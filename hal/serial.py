@@ -31,6 +31,7 @@ from hal import (
     SharpsBinChanged,
     VendOutcome,
 )
+from hal.settings import SerialSettings
 
 log = logging.getLogger(__name__)
 
@@ -473,8 +474,8 @@ class SerialHardware:
         self.link.close()
 
 
-def open_hardware(config: Any, timing: LinkTiming | None = None, **_: Any) -> SerialHardware:
-    """Open the board at ``config.serial_port`` and wait briefly for it to answer."""
-    link = BoardConnection(config.serial_port, getattr(config, "serial_baud", 115200), timing)
+def open_hardware(settings: SerialSettings, timing: LinkTiming | None = None) -> SerialHardware:
+    """Open the board at ``settings.port`` and wait briefly for it to answer."""
+    link = BoardConnection(settings.port, settings.baud, timing)
     link.open()
     return SerialHardware(link)

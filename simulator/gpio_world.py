@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from gpiozero.pins.mock import MockFactory, MockPin
 
+from hal.gpio import GpioHardware
+from hal.settings import GpioSettings, SimSettings
+from simulator.control import SimulatorControl
 from simulator.model import PhysicalMachine, PowerCut
 
 log = logging.getLogger(__name__)
@@ -167,3 +171,39 @@ class GpioWorld:
                 return
             stopped.wait(0.02)
         self._finish(slot, home_reached, will_drop)
+
+
+class SimulatedGpioHardware(GpioHardware):
+    """The gpio backend on mock pins, with the simulated world on the other side of them."""
+
+    def __init__(self, settings: GpioSettings, factory: MockFactory, world: GpioWorld,
+                 control_path: str | None = None) -> None:
+        super().__init__(settings, factory, temperature=lambda: world.model.temperature_c)
+        self.world, self.model = world, world.model
+        world.connect()
+        self._control = (SimulatorControl(control_path, world.model, world.press)
+                         if control_path else None)
+
+    def press(self, button: int) -> None:
+        """A client's hand on a button."""
+        self.world.press(button)
+
+    def close(self) -> None:
+        if self._control is not None:
+            self._control.close()
+            self._control = None
+        super().close()
+
+
+def open_hardware(settings: tuple[GpioSettings, SimSettings], model: PhysicalMachine | None = None,
+                  sleep: Callable[[float], None] | None = None) -> SimulatedGpioHardware:
+    """The ``gpio-mock`` backend: the gpio wiring of ``settings[0]`` on gpiozero's mock pins,
+    driven by the physical ``model`` (or a new one as ``settings[1]`` describes); with a
+    ``sleep``, turns take the model's time (the demo), else they happen at once (tests)."""
+    gpio, sim = settings
+    factory = MockFactory()
+    if model is None:
+        model = PhysicalMachine(max(gpio.motors), turn_s=sim.motor_s, drop_s=0.0)
+    turn_s = sim.motor_s or (model.turn_s if sleep is not None else 0.0)
+    world = GpioWorld(model, factory, gpio, turn_s=turn_s)
+    return SimulatedGpioHardware(gpio, factory, world, sim.control)

@@ -7,6 +7,7 @@ is a key sequence and display changes are printed as lines (for scripts and test
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib.resources
 import os
@@ -19,12 +20,14 @@ import textwrap
 import threading
 import time
 import tty
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
+from controller import logs
 from controller.config import load_config
 from controller.daemon import Daemon, install_signal_handlers
+from simulator import backend, gpio_world
 from simulator.model import PhysicalMachine
 
 KEYS = """\
@@ -49,6 +52,21 @@ drop_wait_ms = 400
 """
 
 
+def add_command(add: Callable[..., argparse.ArgumentParser]) -> None:
+    """``nspvend demo`` (an entry point of ``nspvend.commands``)."""
+    demo = add("demo", _demo, "run the daemon on the simulator with a terminal front end")
+    demo.add_argument("--data", help="keep the demo's database here (default: a temporary folder)")
+    demo.add_argument("--fast", action="store_true", help="no motor delays")
+    demo.add_argument("--gpio", action="store_true", help=(
+        "wire the simulator through gpiozero's mock pins (the gpio backend) instead of the "
+        "sim backend"))
+
+
+def _demo(args: argparse.Namespace) -> int:
+    logs.setup("WARNING")
+    return run_demo(data_dir=args.data, fast=args.fast, gpio=args.gpio)
+
+
 def run_demo(data_dir: str | None = None, fast: bool = False,
              stdin: TextIO | None = None, stdout: TextIO | None = None, gpio: bool = False) -> int:
     """Run the demo until ``q`` or end of input; returns the daemon's exit code."""
@@ -64,7 +82,12 @@ def run_demo(data_dir: str | None = None, fast: bool = False,
     config = load_config(config_path)
     model = PhysicalMachine(max(s.slot for s in config.slots),
                             turn_s=0.0 if fast else 1.2, drop_s=0.0 if fast else 0.3)
-    daemon = Daemon(config, model=model, sleep=None if fast else time.sleep)
+    sleep = None if fast else time.sleep
+    if config.backend == "gpio-mock":
+        hardware: Any = gpio_world.open_hardware(config.hardware_settings, model, sleep)
+    else:
+        hardware = backend.open_hardware(config.sim, model, sleep)
+    daemon = Daemon(config, hardware=hardware)
     install_signal_handlers(daemon)
     front = FrontEnd(daemon, model, stdin or sys.stdin, stdout or sys.stdout, folder)
     threading.Thread(target=front.run, name="front-end", daemon=True).start()

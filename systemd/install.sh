@@ -57,7 +57,12 @@ if [ ! -x "$P/opt/nspvend/venv/bin/python" ]; then
 fi
 pip() { "$P/opt/nspvend/venv/bin/python" -m pip --quiet --disable-pip-version-check "$@"; }
 pip install --require-hashes ${NSPVEND_PIP_OPTIONS:-} -r "$SRC/requirements/pi.lock"
-pip install --no-deps --no-build-isolation ${NSPVEND_PIP_OPTIONS:-} "$SRC"
+# built from a copy: setuptools writes build/ and *.egg-info where it builds
+build=$(mktemp -d)
+cp -r "$SRC/pyproject.toml" "$SRC/README.md" "$SRC/controller" "$SRC/hal" "$SRC/simulator" \
+    "$SRC/firmware_py" "$build/"
+pip install --no-deps --no-build-isolation ${NSPVEND_PIP_OPTIONS:-} "$build"
+rm -rf "$build"
 cp "$SRC/README.md" "$P/opt/nspvend/README.md"
 say "installed $("$P/opt/nspvend/venv/bin/nspvend" --version 2>/dev/null || echo nspvend) in /opt/nspvend/venv"
 

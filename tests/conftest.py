@@ -12,7 +12,8 @@ from controller.commands import run_command
 from controller.config import Config, parse_config
 from controller.ledger import Ledger
 from controller.vending import Tick, VendingMachine
-from hal.sim import SimHardware
+from simulator import gpio_world
+from simulator.backend import SimHardware
 from simulator.model import PhysicalMachine
 
 
@@ -68,10 +69,8 @@ class Rig:
         self.config = config
         self.clock = clock or FakeClock()
         self.model = PhysicalMachine(max(s.slot for s in config.slots))
-        if config.hal == "gpio":
-            from hal.gpio import open_hardware
-
-            self.hw = open_hardware(config, model=self.model)
+        if config.backend == "gpio-mock":
+            self.hw = gpio_world.open_hardware(config.hardware_settings, model=self.model)
         else:
             self.hw = SimHardware(self.model)
         self.changes: list[str] = []

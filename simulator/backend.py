@@ -1,7 +1,8 @@
-"""The ``sim`` backend: the hardware interfaces played by the simulator's physical model.
+"""The ``sim`` backend: the HAL's interfaces played by the simulator's physical model.
 
-It behaves as the real board does where the controller can tell: a request
-repeated with the same sequence number never turns a motor twice, outcomes of
+The simulator's face toward the HAL, registered as the ``sim`` entry point of
+``nspvend.hal``. It behaves as the real board does where the controller can tell: a
+request repeated with the same sequence number never turns a motor twice, outcomes of
 recent requests can be recalled, and a power cut wipes that memory.
 """
 
@@ -10,9 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
 
 from hal import (
     BoardLink,
@@ -20,38 +19,41 @@ from hal import (
     DoorChanged,
     EventSink,
     HardwareEvent,
+    LedState,
+    RequestMemory,
     SharpsBinChanged,
     VendOutcome,
 )
+from hal.settings import SimSettings
 from simulator.model import PhysicalMachine, PowerCut
 
 log = logging.getLogger(__name__)
 
-MEMORY = 64
-
-
 class SimDispenser:
-    """Turns the model's spirals; remembers the last :data:`MEMORY` outcomes by sequence."""
+    """Turns the model's spirals; remembers recent outcomes by sequence number."""
 
     def __init__(self, model: PhysicalMachine, sleep: Callable[[float], None] | None) -> None:
         self.model = model
         self.sleep = sleep
-        self._results: OrderedDict[int, VendOutcome] = OrderedDict()
         self._boots = 1
+        self.memory = RequestMemory(self.boot_id())
 
     def boot_id(self) -> str | None:
         return f"sim-{self._boots}"  # as last heard, even while silent
 
+    def highest_seq(self) -> int:
+        return self.memory.highest()
+
     def vend(self, slot: int, seq: int) -> VendOutcome:
         if self.model.board_silent:
             return VendOutcome.UNKNOWN
-        if seq in self._results:
-            return self._results[seq]
+        if (known := self.memory.outcome(seq)) is not None:
+            return known
         try:
             turn = self.model.turn(slot, self.sleep)
         except PowerCut:
-            self._results.clear()  # the board lost power too, and its memory with it
-            self._boots += 1
+            self._boots += 1  # the board lost power too, and its memory with it
+            self.memory.forget_all(self.boot_id())
             raise
         if not turn.home_reached:
             outcome = VendOutcome.MOTOR_STALLED
@@ -61,20 +63,13 @@ class SimDispenser:
             outcome = VendOutcome.DROPPED
         else:
             outcome = VendOutcome.NOTHING_DROPPED
-        self._results[seq] = outcome
-        while len(self._results) > MEMORY:
-            self._results.popitem(last=False)
+        self.memory.remember(seq, outcome)
         return outcome
 
     def recall(self, seq: int, boot_id: str | None) -> VendOutcome | None:
         if self.model.board_silent:
             return VendOutcome.UNKNOWN
-        if seq in self._results:
-            return self._results[seq]
-        evicted = bool(self._results) and seq < next(iter(self._results))
-        if boot_id == self.boot_id() and not evicted:
-            return VendOutcome.NOT_RUN  # up all along and never asked: it never ran
-        return None
+        return self.memory.recall(seq, boot_id)
 
 
 class SimDisplay:
@@ -91,9 +86,9 @@ class SimDisplay:
 
 class SimLed:
     def __init__(self) -> None:
-        self.state = "off"
+        self.state = LedState.OFF
 
-    def set(self, state: str) -> None:
+    def set(self, state: LedState) -> None:
         self.state = state
 
 
@@ -155,22 +150,18 @@ class SimHardware:
             self._control.close()
             self._control = None
         self._sink = None
-        self.led.set("off")
+        self.led.set(LedState.OFF)
 
 
-def open_hardware(
-    config: Any,
-    model: PhysicalMachine | None = None,
-    sleep: Callable[[float], None] | None = None,
-) -> SimHardware:
-    """A simulated machine with as many slots as ``config`` has, or the given ``model``.
+def open_hardware(settings: SimSettings, model: PhysicalMachine | None = None,
+                  sleep: Callable[[float], None] | None = None) -> SimHardware:
+    """A simulated machine of ``settings.slots`` slots, or the given ``model``.
 
-    With ``[sim] control`` set, the simulator's control socket (SPEC.md) is served there,
+    With ``settings.control`` the simulator's control socket (SPEC.md) is served there,
     so another process can press buttons and read the truth.
     """
     if model is None:
-        slots = max((s.slot for s in config.slots), default=1)
-        model = PhysicalMachine(slots, turn_s=config.sim_motor_s, drop_s=0.0)
-        if sleep is None and config.sim_motor_s:
+        model = PhysicalMachine(settings.slots, turn_s=settings.motor_s, drop_s=0.0)
+        if sleep is None and settings.motor_s:
             sleep = time.sleep
-    return SimHardware(model, sleep, control_path=config.sim_control)
+    return SimHardware(model, sleep, control_path=settings.control)
