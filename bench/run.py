@@ -44,62 +44,18 @@ from controller.daemon import Daemon  # noqa: E402
 from hal import ButtonPressed  # noqa: E402
 from tests.broker import MOSQUITTO, Broker  # noqa: E402
 from tests.daemon_process import BoardProcess, ask  # noqa: E402
-
-CONFIG = """\
-machine_id = "bench-01"
-hal = "{hal}"
-
-[serial]
-port = "board.tty"
-
-[sim]
-{sim}
-
-[database]
-path = "nspvend.db"
-
-[control]
-socket = "control.sock"
-
-[usage]
-bucket_minutes = {bucket_minutes}
-{mqtt}
-[[products]]
-id = "syringe-1ml"
-name = "1ml syringes"
-button = 1
-
-[[products]]
-id = "foil"
-name = "foil"
-button = 2
-
-[[slots]]
-slot = 1
-product = "syringe-1ml"
-capacity = 1000
-low_at = 5
-
-[[slots]]
-slot = 2
-product = "syringe-1ml"
-capacity = 1000
-low_at = 5
-
-[[slots]]
-slot = 3
-product = "foil"
-capacity = 1000
-low_at = 5
-"""
+from tests.machines import write_machine  # noqa: E402
 
 
-def write_config(folder: Path, hal: str, bucket_minutes: int = 60, mqtt: str = "") -> Path:
+def write_config(folder: Path, hal: str, bucket_minutes: int = 60, mqtt: dict | None = None
+                 ) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "nspvend.toml"
-    sim = 'control = "sim.sock"' if hal == "sim" else ""
-    path.write_text(CONFIG.format(hal=hal, sim=sim, bucket_minutes=bucket_minutes, mqtt=mqtt))
-    return path
+    tables: dict = {"serial": {"port": "board.tty"}, "sim": {"control": "sim.sock"} if hal == "sim"
+                    else {}, "database": {"path": "nspvend.db"}, "control": {"socket": "control.sock"},
+                    "usage": {"bucket_minutes": bucket_minutes}}
+    if mqtt:
+        tables["mqtt"] = mqtt
+    return write_machine(folder, "bench-01", hal, capacity=1000, **tables)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -271,8 +227,7 @@ def drain_figures(messages: int) -> dict:
 
     folder = Path(tempfile.mkdtemp(prefix="nspvend-bench-drain-"))
     broker = Broker(folder / "broker", extra="log_type error\n")
-    config_path = write_config(folder, "sim", mqtt=f'\n[mqtt]\nhost = "127.0.0.1"\nport = '
-                                                   f'{broker.port}\n')
+    config_path = write_config(folder, "sim", mqtt={"host": "127.0.0.1", "port": broker.port})
     config = load_config(config_path)
     ledger = Ledger(config.database_path, config.machine_id)
     payloads = []

@@ -15,6 +15,7 @@ from controller.vending import Tick, VendingMachine
 from simulator import gpio_world
 from simulator.backend import SimHardware
 from simulator.model import PhysicalMachine
+from tests.machines import PRODUCTS, machine
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -22,26 +23,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      help="run the full crash/outage campaign (tests/test_campaign.py)")
 
 
-BASE = {
-    "machine_id": "test-01",
-    "hal": "sim",
-    "schedule": {"hub_open": ["Mon-Fri 10:00-16:00"], "hub_name": "The Hub"},
-    "display": {"messages": ["Naloxone saves lives", "Free BBV testing"],
-                "alternative": "Go to the Hub"},
+# The in-process machine: the test machine with naloxone in a fourth slot.
+BASE = machine(
+    "test-01", "sim",
+    schedule={"hub_open": ["Mon-Fri 10:00-16:00"], "hub_name": "The Hub"},
+    display={"messages": ["Naloxone saves lives", "Free BBV testing"],
+             "alternative": "Go to the Hub"},
     # what a press causes reaches the hub 1..5 s later here (60..600 s on a machine)
-    "privacy": {"event_delay_s": [1, 5], "event_round_s": 60},
-    "products": [
-        {"id": "syringe-1ml", "name": "1ml syringes", "button": 1},
-        {"id": "foil", "name": "foil", "button": 2},
-        {"id": "naloxone", "name": "naloxone kit", "button": 3},
-    ],
-    "slots": [
-        {"slot": 1, "product": "syringe-1ml", "capacity": 10, "low_at": 2},
-        {"slot": 2, "product": "syringe-1ml", "capacity": 10, "low_at": 2},
-        {"slot": 3, "product": "foil", "capacity": 8, "low_at": 2},
-        {"slot": 4, "product": "naloxone", "capacity": 5, "low_at": 1},
-    ],
-}
+    privacy={"event_delay_s": [1, 5], "event_round_s": 60},
+    products=[*PRODUCTS, {"id": "naloxone", "name": "naloxone kit", "button": 3}],
+    slots=[{"slot": 1, "product": "syringe-1ml", "capacity": 10, "low_at": 2},
+           {"slot": 2, "product": "syringe-1ml", "capacity": 10, "low_at": 2},
+           {"slot": 3, "product": "foil", "capacity": 8, "low_at": 2},
+           {"slot": 4, "product": "naloxone", "capacity": 5, "low_at": 1}],
+)
 # The same machine wired to the Pi's GPIO, on gpiozero's mock pins driven by the model.
 GPIO = {
     "pin_factory": "mock", "motors": [5, 6, 13, 19], "home_switches": [12, 16, 20, 21],

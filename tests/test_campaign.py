@@ -22,6 +22,7 @@ import pytest
 
 from tests.broker import MOSQUITTO, Broker, Subscriber, usage_buckets
 from tests.daemon_process import BoardProcess, DaemonProcess, ask
+from tests.machines import machine_toml
 from tests.wire import Noisy, Pty, Relay
 
 pytestmark = [pytest.mark.campaign,
@@ -30,55 +31,13 @@ pytestmark = [pytest.mark.campaign,
 PRODUCT_SLOTS = {"syringe-1ml": (1, 2), "foil": (3,)}
 LOADED = 900
 
-CONFIG = """\
-machine_id = "campaign-01"
-hal = "serial"
 
-[serial]
-port = "daemon.tty"
 
-[database]
-path = "disk/nspvend.db"
-
-[control]
-socket = "control.sock"
-
-[mqtt]
-host = "127.0.0.1"
-port = {port}
-state_interval_s = 30
-
-[usage]
-bucket_minutes = 1
-
-[[products]]
-id = "syringe-1ml"
-name = "1ml syringes"
-button = 1
-
-[[products]]
-id = "foil"
-name = "foil"
-button = 2
-
-[[slots]]
-slot = 1
-product = "syringe-1ml"
-capacity = 1000
-low_at = 5
-
-[[slots]]
-slot = 2
-product = "syringe-1ml"
-capacity = 1000
-low_at = 5
-
-[[slots]]
-slot = 3
-product = "foil"
-capacity = 1000
-low_at = 5
-"""
+def config(port: int) -> str:
+    return machine_toml("campaign-01", "serial", serial={"port": "daemon.tty"},
+                        database={"path": "disk/nspvend.db"}, control={"socket": "control.sock"},
+                        mqtt={"host": "127.0.0.1", "port": port, "state_interval_s": 30},
+                        usage={"bucket_minutes": 1}, capacity=1000)
 
 
 @dataclass
@@ -157,7 +116,7 @@ class Run:
         self.skew = tmp / "skew"
         self.skew.write_text("0")
         self.config = tmp / "nspvend.toml"
-        self.config.write_text(CONFIG.format(port=self.broker.port))
+        self.config.write_text(config(self.broker.port))
         for slot in (1, 2, 3):
             self.board.ask({"op": "load", "slot": slot, "count": LOADED})
         self.daemon = self.start_daemon()

@@ -11,51 +11,13 @@ from pathlib import Path
 import pytest
 
 from tests.daemon_process import DaemonProcess, ask, ask_raw, nspvend
+from tests.machines import machine_toml
 
-CONFIG = """\
-machine_id = "e2e-01"
-hal = "sim"
-
-[sim]
-control = "sim.sock"
-
-[database]
-path = "data/nspvend.db"
-
-[control]
-socket = "control.sock"
-
-[display]
-messages = ["Free BBV testing at the Hub"]
-
-[[products]]
-id = "syringe-1ml"
-name = "1ml syringes x10"
-button = 1
-
-[[products]]
-id = "foil"
-name = "foil"
-button = 2
-
-[[slots]]
-slot = 1
-product = "syringe-1ml"
-capacity = 20
-low_at = 5
-
-[[slots]]
-slot = 2
-product = "syringe-1ml"
-capacity = 20
-low_at = 5
-
-[[slots]]
-slot = 3
-product = "foil"
-capacity = 10
-low_at = 2
-"""
+CONFIG = machine_toml(
+    "e2e-01", "sim", sim={"control": "sim.sock"}, database={"path": "data/nspvend.db"},
+    control={"socket": "control.sock"}, display={"messages": ["Free BBV testing at the Hub"]},
+    products=[{"id": "syringe-1ml", "name": "1ml syringes x10", "button": 1},
+              {"id": "foil", "name": "foil", "button": 2}])
 
 
 @pytest.fixture

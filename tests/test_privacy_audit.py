@@ -23,6 +23,7 @@ from controller.clock import parse_iso
 from controller.ledger import VEND_CAUSED
 from tests.broker import MOSQUITTO, Broker, Subscriber
 from tests.daemon_process import BoardProcess, DaemonProcess, ask
+from tests.machines import machine_toml
 
 pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto not installed")
 
@@ -30,56 +31,16 @@ LEAK_S = 1.5  # nothing a press causes may arrive sooner than this (the held del
 ROUND_S = 5.0  # between presses: longer than the longest hold
 ISO = re.compile(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 
-CONFIG = """\
-machine_id = "{machine}"
-hal = "{hal}"
-{hardware}
-[database]
-path = "nspvend.db"
 
-[control]
-socket = "control.sock"
 
-[mqtt]
-host = "127.0.0.1"
-port = {port}
-state_interval_s = 3600
-
-[usage]
-bucket_minutes = 1
-
-[privacy]
-event_delay_s = [2, 4]
-event_round_s = 60
-
-[[products]]
-id = "syringe-1ml"
-name = "1ml syringes"
-button = 1
-
-[[products]]
-id = "foil"
-name = "foil"
-button = 2
-
-[[slots]]
-slot = 1
-product = "syringe-1ml"
-capacity = 20
-low_at = 5
-
-[[slots]]
-slot = 2
-product = "syringe-1ml"
-capacity = 20
-low_at = 5
-
-[[slots]]
-slot = 3
-product = "foil"
-capacity = 10
-low_at = 2
-"""
+def config(machine_id: str, hal: str, port: int) -> str:
+    hardware = {"serial": {"port": "board.tty"}} if hal == "serial" else {
+        "sim": {"control": "sim.sock"}}
+    return machine_toml(machine_id, hal, **hardware, database={"path": "nspvend.db"},
+                        control={"socket": "control.sock"},
+                        mqtt={"host": "127.0.0.1", "port": port, "state_interval_s": 3600},
+                        usage={"bucket_minutes": 1},
+                        privacy={"event_delay_s": [2, 4], "event_round_s": 60})
 
 
 class Machine:
@@ -89,10 +50,7 @@ class Machine:
         self.tmp, self.hal, self.id = tmp, hal, f"audit-{hal}"
         tmp.mkdir()
         self.board = BoardProcess(tmp, turn_ms=40) if hal == "serial" else None
-        hardware = ('\n[serial]\nport = "board.tty"\n' if hal == "serial"
-                    else '\n[sim]\ncontrol = "sim.sock"\n')
-        (tmp / "nspvend.toml").write_text(CONFIG.format(machine=self.id, hal=hal, port=port,
-                                                        hardware=hardware))
+        (tmp / "nspvend.toml").write_text(config(self.id, hal, port))
         self.world = tmp / "sim.sock"
         self.daemon = DaemonProcess(tmp / "nspvend.toml")
         for slot, count in ((1, 20), (2, 20), (3, 3)):  # staff load, and count what they loaded

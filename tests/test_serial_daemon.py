@@ -11,48 +11,11 @@ from pathlib import Path
 import pytest
 
 from tests.daemon_process import BoardProcess, DaemonProcess, counted_packs, nspvend
+from tests.machines import machine_toml
 
-CONFIG = """\
-machine_id = "serial-01"
-hal = "serial"
-
-[serial]
-port = "board.tty"
-
-[database]
-path = "nspvend.db"
-
-[control]
-socket = "control.sock"
-
-[[products]]
-id = "syringe-1ml"
-name = "1ml syringes"
-button = 1
-
-[[products]]
-id = "foil"
-name = "foil"
-button = 2
-
-[[slots]]
-slot = 1
-product = "syringe-1ml"
-capacity = 40
-low_at = 5
-
-[[slots]]
-slot = 2
-product = "syringe-1ml"
-capacity = 40
-low_at = 5
-
-[[slots]]
-slot = 3
-product = "foil"
-capacity = 40
-low_at = 5
-"""
+CONFIG = machine_toml("serial-01", "serial", serial={"port": "board.tty"},
+                      database={"path": "nspvend.db"}, control={"socket": "control.sock"},
+                      capacity=40)
 
 
 @pytest.fixture
