@@ -28,7 +28,15 @@ from paho.mqtt.properties import Properties
 import controller
 from controller.commands import Command
 from controller.config import Config, MqttConfig
-from controller.messages import OFFLINE, ONLINE, TOPICS, compact, decode_request, machine_root
+from controller.messages import (
+    OFFLINE,
+    ONLINE,
+    TOPICS,
+    compact,
+    decode_request,
+    home_assistant_configs,
+    machine_root,
+)
 from controller.vending import Change, VendingMachine
 
 log = logging.getLogger(__name__)
@@ -36,7 +44,6 @@ log = logging.getLogger(__name__)
 INFLIGHT = 20
 SESSION_EXPIRY_S = 7 * 24 * 3600  # MQTT 5: commands wait at the broker for a week
 STOP_FLUSH_S = 3.0
-HA_PREFIX = "homeassistant"  # Home Assistant's default discovery prefix
 
 
 @dataclass(frozen=True)
@@ -269,36 +276,7 @@ class HubLink:
 
     # -- Home Assistant -------------------------------------------------------------
     def _announce_to_home_assistant(self) -> None:
-        mid = self.config.machine_id
-        device = {"identifiers": [f"nspvend_{mid}"], "name": f"NSP machine {mid}",
-                  "manufacturer": "nspvend", "sw_version": controller.__version__}
-        common = {"availability_topic": f"{self.root}/availability", "device": device}
-        configs: list[tuple[str, str, dict]] = []
-        for product in self.config.products:
-            configs.append(("sensor", f"stock_{product.id}", {
-                "name": f"{product.name} in stock", "state_topic": f"{self.root}/stock",
-                "value_template": f"{{{{ value_json.products['{product.id}'].count }}}}",
-                "unit_of_measurement": "packs", "state_class": "measurement"}))
-        configs += [
-            ("sensor", "mode", {"name": "Mode", "state_topic": f"{self.root}/state",
-                                "value_template": "{{ value_json.mode }}"}),
-            ("sensor", "faults", {"name": "Faults", "state_topic": f"{self.root}/state",
-                                  "value_template": "{{ value_json.faults | length }}"}),
-            ("sensor", "temperature", {
-                "name": "Temperature", "state_topic": f"{self.root}/state",
-                "device_class": "temperature", "unit_of_measurement": "°C",
-                "value_template": "{{ value_json.temperature_c }}"}),
-            ("binary_sensor", "door", {
-                "name": "Door", "state_topic": f"{self.root}/state", "device_class": "door",
-                "value_template": "{{ 'ON' if value_json.door == 'open' else 'OFF' }}"}),
-            ("binary_sensor", "sharps_bin", {
-                "name": "Sharps bin full", "state_topic": f"{self.root}/state",
-                "device_class": "problem",
-                "value_template": "{{ 'ON' if value_json.sharps_bin == 'full' else 'OFF' }}"}),
-        ]
-        for component, key, body in configs:
-            unique = f"nspvend_{mid}_{key}".replace("-", "_")
-            payload = {**body, **common, "unique_id": unique, "object_id": unique}
-            # node id = machine id, so a broker ACL can give each machine its own subtree
-            self.client.publish(f"{HA_PREFIX}/{component}/{mid}/{key}/config", compact(payload),
-                                qos=1, retain=True)
+        products = [(p.id, p.name) for p in self.config.products]
+        for topic, payload in home_assistant_configs(self.config.machine_id, self.root, products,
+                                                     controller.__version__):
+            self.client.publish(topic, compact(payload), qos=1, retain=True)

@@ -330,6 +330,47 @@ def refusal(command_id: str | None, error: str) -> dict:
     return CommandResult(command_id, False, error=error).payload()
 
 
+HA_PREFIX = "homeassistant"  # Home Assistant's default discovery prefix
+
+
+def home_assistant_configs(machine_id: str, root: str, products: list[tuple[str, str]],
+                           version: str) -> list[tuple[str, dict]]:
+    """Home Assistant's MQTT discovery configs for one machine: ``(topic, payload)`` each,
+    published retained. Each reads the machine's own ``state`` and ``stock``; the node id is
+    the machine id, so a broker ACL can give each machine its own subtree."""
+    device = {"identifiers": [f"nspvend_{machine_id}"], "name": f"NSP machine {machine_id}",
+              "manufacturer": "nspvend", "sw_version": version}
+    common = {"availability_topic": f"{root}/availability", "device": device}
+    state, stock = f"{root}/state", f"{root}/stock"
+    configs: list[tuple[str, str, dict]] = [
+        ("sensor", f"stock_{product_id}", {
+            "name": f"{name} in stock", "state_topic": stock,
+            "value_template": f"{{{{ value_json.products['{product_id}'].count }}}}",
+            "unit_of_measurement": "packs", "state_class": "measurement"})
+        for product_id, name in products]
+    configs += [
+        ("sensor", "mode", {"name": "Mode", "state_topic": state,
+                            "value_template": "{{ value_json.mode }}"}),
+        ("sensor", "faults", {"name": "Faults", "state_topic": state,
+                              "value_template": "{{ value_json.faults | length }}"}),
+        ("sensor", "temperature", {
+            "name": "Temperature", "state_topic": state, "device_class": "temperature",
+            "unit_of_measurement": "°C", "value_template": "{{ value_json.temperature_c }}"}),
+        ("binary_sensor", "door", {
+            "name": "Door", "state_topic": state, "device_class": "door",
+            "value_template": "{{ 'ON' if value_json.door == 'open' else 'OFF' }}"}),
+        ("binary_sensor", "sharps_bin", {
+            "name": "Sharps bin full", "state_topic": state, "device_class": "problem",
+            "value_template": "{{ 'ON' if value_json.sharps_bin == 'full' else 'OFF' }}"}),
+    ]
+    out = []
+    for component, key, body in configs:
+        unique = f"nspvend_{machine_id}_{key}".replace("-", "_")
+        out.append((f"{HA_PREFIX}/{component}/{machine_id}/{key}/config",
+                    {**body, **common, "unique_id": unique, "object_id": unique}))
+    return out
+
+
 def read_availability(raw: bytes | str) -> str:
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
     if text not in (ONLINE, OFFLINE):
