@@ -355,61 +355,78 @@ def parse_config(data: dict, path: str = "<config>") -> Config:
     )
 
 
+def readable_file(t: _Table, name: str, resolve: Any) -> str | None:
+    """A file named by key ``name`` that will be read at start-up: it must be readable now,
+    not at 3 a.m."""
+    value = t.text(name, None)
+    if not value:
+        return None
+    path = resolve(value)
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        raise t.fail(name, f"cannot read {path}: {e.strerror}") from None
+    return path
+
+
+def broker_settings(t: _Table, resolve: Any) -> dict[str, Any]:
+    """The keys that say how to reach and log in to a broker (the machine's and the hub's
+    ``[mqtt]``), checked, as keyword arguments of :class:`MqttConfig`."""
+    settings = {
+        "host": t.text("host", _REQUIRED),
+        "port": t.integer("port", 1883, 1, 65535),
+        "prefix": t.text("prefix", "nspvend", re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_/-]*"),
+                         "a topic prefix without wildcards"),
+        "username": t.text("username", None),
+        "password_file": readable_file(t, "password_file", resolve),
+        "ca_file": readable_file(t, "ca_file", resolve),
+        "cert_file": readable_file(t, "cert_file", resolve),
+        "key_file": readable_file(t, "key_file", resolve),
+        "protocol": t.text("protocol", "3.1.1", re.compile(r"3\.1\.1|5"), '"3.1.1" or "5"'),
+        "keepalive_s": t.integer("keepalive_s", 60, 5, 3600),
+    }
+    if settings["cert_file"] and not settings["ca_file"]:
+        raise t.fail("cert_file", "a client certificate needs TLS: set ca_file too")
+    if settings["key_file"] and not settings["cert_file"]:
+        raise t.fail("key_file", "a key without cert_file")
+    if settings["password_file"] and not settings["username"]:
+        raise t.fail("password_file", "a password without username")
+    if (settings["password_file"] and not settings["ca_file"]
+            and settings["host"] not in LOOPBACK_HOSTS):
+        raise t.fail("password_file", f"the password would cross the network to "
+                                      f"{settings['host']} in clear text: set ca_file to turn "
+                                      "TLS on")
+    return settings
+
+
+def command_key(t: _Table, name: str, resolve: Any) -> str | None:
+    """A command key file: readable, and not empty."""
+    path = readable_file(t, name, resolve)
+    if path:
+        try:
+            read_key(path)
+        except ValueError as e:
+            raise t.fail(name, f"{path} {e}") from None
+        except OSError as e:
+            raise t.fail(name, f"cannot read {path}: {e.strerror or e}") from None
+    return path
+
+
 def _parse_mqtt(top: _Table, resolve: Any, bucket_minutes: int) -> MqttConfig:
     t = top.table("mqtt")
-
-    def optional_path(name: str) -> str | None:
-        """A file the daemon will read at start-up: it must be readable now, not at 3 a.m."""
-        value = t.text(name, None)
-        if not value:
-            return None
-        path = resolve(value)
-        try:
-            with open(path, "rb"):
-                pass
-        except OSError as e:
-            raise t.fail(name, f"cannot read {path}: {e.strerror}") from None
-        return path
-
     cfg = MqttConfig(
-        host=t.text("host", _REQUIRED),
-        port=t.integer("port", 1883, 1, 65535),
-        prefix=t.text("prefix", "nspvend", re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_/-]*"),
-                      "a topic prefix without wildcards"),
-        username=t.text("username", None),
-        password_file=optional_path("password_file"),
-        ca_file=optional_path("ca_file"),
-        cert_file=optional_path("cert_file"),
-        key_file=optional_path("key_file"),
-        protocol=t.text("protocol", "3.1.1", re.compile(r"3\.1\.1|5"), '"3.1.1" or "5"'),
-        keepalive_s=t.integer("keepalive_s", 60, 5, 3600),
+        **broker_settings(t, resolve),
         stock_interval_s=t.integer("stock_interval_s", None, 60, 7 * 86400),
         state_interval_s=t.integer("state_interval_s", 300, 10, 86400),
         homeassistant=t.flag("homeassistant", False),
-        command_key_file=optional_path("command_key_file"),
+        command_key_file=command_key(t, "command_key_file", resolve),
         command_max_age_s=t.integer("command_max_age_s", 86400, 60, 30 * 86400),
     )
     if cfg.stock_interval_s is not None and cfg.stock_interval_s < bucket_minutes * 60:
         raise t.fail("stock_interval_s", f"{cfg.stock_interval_s} s is shorter than the usage "
                                          f"bucket ({bucket_minutes * 60} s): the hub could time "
                                          "single vends; leave it out or make it longer")
-    if cfg.command_key_file:
-        try:
-            read_key(cfg.command_key_file)
-        except ValueError as e:
-            raise t.fail("command_key_file", f"{cfg.command_key_file} {e}") from None
-        except OSError as e:
-            raise t.fail("command_key_file", f"cannot read {cfg.command_key_file}: "
-                                             f"{e.strerror or e}") from None
-    if cfg.cert_file and not cfg.ca_file:
-        raise t.fail("cert_file", "a client certificate needs TLS: set ca_file too")
-    if cfg.key_file and not cfg.cert_file:
-        raise t.fail("key_file", "a key without cert_file")
-    if cfg.password_file and not cfg.username:
-        raise t.fail("password_file", "a password without username")
-    if cfg.password_file and not cfg.ca_file and cfg.host not in LOOPBACK_HOSTS:
-        raise t.fail("password_file", f"the password would cross the network to {cfg.host} in "
-                                      "clear text: set ca_file to turn TLS on")
     t.finish()
     return cfg
 

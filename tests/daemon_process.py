@@ -126,3 +126,36 @@ def counted_packs(db_path: Path | str) -> tuple[int, int]:
                           " FROM bucket_counts").fetchone()
     finally:
         db.close()
+
+
+class HubProcess:
+    """``nspvend hub run --config PATH`` in the background; ``ready`` once it serves."""
+
+    def __init__(self, config_path: Path, env: dict | None = None) -> None:
+        self.config_path = config_path
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "controller", "hub", "run", "--config", str(config_path)],
+            cwd=ROOT, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "NSPVEND_LOG_LEVEL": "INFO", **(env or {})})
+        self.log: list[str] = []
+        self.ready = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+        self.ready.wait(30)
+        if not any("nspvend hub ready" in line for line in self.log):
+            self.kill()
+            raise AssertionError("the hub never became ready:\n" + "".join(self.log))
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            self.log.append(line)
+            if "nspvend hub ready" in line:
+                self.ready.set()
+        self.ready.set()
+
+    def terminate(self, timeout: float = 30) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)

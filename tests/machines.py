@@ -52,18 +52,22 @@ def write_machine(folder: Path, machine_id: str = "e2e-01", hal: str = "sim",
     return path
 
 
-def to_toml(data: dict[str, Any]) -> str:
+def to_toml(data: dict[str, Any], prefix: str = "") -> str:
     """TOML for a config dict: plain keys first, then tables, then arrays of tables."""
     lines = [f"{key} = {_value(value)}" for key, value in data.items()
              if not isinstance(value, dict | list) or _is_plain_list(value)]
     for key, value in data.items():
         if isinstance(value, dict):
-            lines += ["", f"[{key}]"] + [f"{k} = {_value(v)}" for k, v in value.items()]
+            lines += ["", f"[{prefix}{key}]", to_toml(value, f"{prefix}{key}.").rstrip("\n")]
     for key, value in data.items():
         if isinstance(value, list) and not _is_plain_list(value):
             for item in value:
-                lines += ["", f"[[{key}]]"] + [f"{k} = {_value(v)}" for k, v in item.items()]
-    return "\n".join(lines) + "\n"
+                lines += ["", f"[[{prefix}{key}]]",
+                          to_toml(item, f"{prefix}{key}.").rstrip("\n")]
+    text = "\n".join(lines).strip("\n")
+    while "\n\n\n" in text:
+        text = text.replace("\n\n\n", "\n\n")
+    return text + "\n"
 
 
 def _is_plain_list(value: Any) -> bool:

@@ -148,6 +148,7 @@ def test_sigterm_with_30_presses_queued_stops_within_seconds_and_counts_the_vend
         assert dropped(state) == turns(state), "the vend in progress finished"
         assert counted(tmp_path) == (dropped(state), 0)
     finally:
+        daemon.kill()
         board.stop()
 
 
@@ -167,4 +168,5 @@ def test_hammered_at_an_empty_machine_no_empty_spiral_turns_twice_and_it_stops_i
         assert [s["turns"] for s in syringe] == [3, 3]
         assert counted(tmp_path) == (4, 0)
     finally:
+        daemon.kill()
         board.stop()

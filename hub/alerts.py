@@ -1,0 +1,198 @@
+"""Alerts: what staff should hear of, once when it starts and once when it ends.
+
+A condition (a machine offline, a slot jammed, a product empty or low, the sharps bin
+full, the door open, silence, a storage or board fault) is worked out from what the hub
+last heard; when it appears it is *raised*, when it goes it is *cleared*, and nothing is
+said in between. Each route (``[[alerts.routes]]``) hears the types it asks for, by email
+and/or webhook, within its hours; a condition raised out of hours is told when the hours
+begin if it is still there, and its clearing only to routes that heard it raised.
+Deliveries are queued in the store and retried with a growing wait when they fail; a route
+gets at most :data:`ROUTE_PER_MINUTE` messages a minute, the rest wait their turn.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import smtplib
+import urllib.error
+import urllib.request
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+
+from controller.clock import Clock, SystemClock, iso, parse_iso
+from hub.config import HubConfig
+from hub.listener import Heard
+from hub.store import HubStore, Machine
+
+log = logging.getLogger(__name__)
+
+ROUTE_PER_MINUTE = 10
+RETRIES = (30, 60, 120, 300, 600, 1800, 3600)  # seconds before each retry; then give up
+Condition = tuple[str, str, str, str]  # machine, type, subject, detail
+
+
+def conditions_of(machine: Machine, now: datetime, offline_after_s: int) -> list[Condition]:
+    """What is wrong with ``machine`` as far as the hub can tell (silence aside: see
+    :meth:`Alerts.heard`)."""
+    found: list[Condition] = []
+    mid = machine.id
+    heard = parse_iso(machine.last_heard) if machine.last_heard else None
+    gone = machine.availability == "offline" and machine.availability_since and (
+        now - parse_iso(machine.availability_since)).total_seconds() >= offline_after_s
+    silent = heard is not None and (now - heard).total_seconds() >= offline_after_s
+    if gone or silent:
+        since = machine.availability_since if gone else machine.last_heard
+        found.append((mid, "offline", "", f"nothing heard since {since}" if silent
+                      else f"offline since {since}"))
+    state = machine.state
+    if state is not None:
+        for fault in state.faults:
+            if fault.startswith("slot ") and fault.endswith(": jam"):
+                found.append((mid, "jam", fault.split(":")[0], f"{fault}: jammed or empty"))
+        if "storage_fault" in state.faults:
+            found.append((mid, "storage_fault", "", "cannot write its database"))
+        if "board_fault" in state.faults:
+            found.append((mid, "board_fault", "", "the dispenser board says impossible things"))
+        if state.sharps_bin == "full":
+            found.append((mid, "sharps_bin_full", "", "the sharps return bin is full"))
+        if state.door == "open":
+            found.append((mid, "door_open", "", "the door is open"))
+    if machine.stock is not None:
+        for product, p in machine.stock.products.items():
+            if p.status == "empty":
+                found.append((mid, "empty", product, f"{product}: none left"))
+            elif p.status == "low":
+                found.append((mid, "low_stock", product, f"{product}: {p.count} left"))
+    return found
+
+
+class Alerts:
+    """Raises and clears conditions, and delivers them along the configured routes."""
+
+    def __init__(self, config: HubConfig, store: HubStore, clock: Clock | None = None) -> None:
+        self.config, self.store, self.clock = config, store, clock or SystemClock()
+
+    def heard(self, batch: list[Heard]) -> None:
+        """After a batch is stored: silence comes and goes with events and usage."""
+        now = self.clock.now()
+        for h in batch:
+            if h.leaf == "event" and h.new and h.message.type == "silence":
+                self._raise((h.machine, "silence", "", h.message.detail or "no pack dispensed"),
+                            now)
+            elif h.leaf == "usage" and h.new and any(h.message.counts.values()):
+                self._clear((h.machine, "silence", ""), now)
+        self.check({h.machine for h in batch})
+
+    def check(self, machines: set[str] | None = None) -> None:
+        """Work out every machine's conditions again (all of them, or those named)."""
+        now = self.clock.now()
+        raised = self.store.raised_alerts()
+        for machine in self.store.machines():
+            if machines is not None and machine.id not in machines:
+                continue
+            current = {(m, t, s): d for m, t, s, d in
+                       conditions_of(machine, now, self.config.offline_after_s)}
+            for key, detail in current.items():
+                if key not in raised:
+                    self._raise((*key, detail), now)
+            for key in raised:
+                if key[0] == machine.id and key[1] != "silence" and key not in current:
+                    self._clear(key, now)
+        self._tell_raised(now)
+
+    def _raise(self, condition: Condition, now: datetime) -> None:
+        machine, kind, subject, detail = condition
+        with self.store.transaction():
+            self.store.raise_alert(machine, kind, subject, detail, now)
+        log.warning("alert raised: %s %s %s: %s", machine, kind, subject, detail)
+
+    def _clear(self, key: tuple[str, str, str], now: datetime) -> None:
+        row = self.store.raised_alerts().get(key)
+        if row is None:
+            return
+        with self.store.transaction():
+            self.store.clear_alert(*key, now)
+            for route in json.loads(row["told"] or "[]"):
+                self._queue(route, key[0], key[1], key[2], "cleared", now, row["detail"])
+        log.info("alert cleared: %s %s %s", *key)
+
+    def _tell_raised(self, now: datetime) -> None:
+        """Tell each route of every raised alert it wants and has not heard, in its hours."""
+        for (machine, kind, subject), row in self.store.raised_alerts().items():
+            told = set(json.loads(row["told"] or "[]"))
+            for i, route in enumerate(self.config.routes):
+                if i in told or not route.wants(kind) or not self._in_hours(route, now):
+                    continue
+                with self.store.transaction():
+                    self._queue(i, machine, kind, subject, "raised", parse_iso(row["raised"]),
+                                row["detail"])
+                    told.add(i)
+                    self.store.set_told(machine, kind, subject, sorted(told))
+
+    def _in_hours(self, route: object, now: datetime) -> bool:
+        hours = getattr(route, "hours", ())
+        if not hours:
+            return True
+        local = now.astimezone(self.config.tz)
+        return any(window.contains(local) for window in hours)
+
+    def _queue(self, route: int, machine: str, kind: str, subject: str, state: str,
+               at: datetime, detail: str) -> None:
+        body = {"schema": 1, "machine": machine, "type": kind, "state": state, "ts": iso(at),
+                "detail": f"{subject}: {detail}" if subject and not detail.startswith(subject)
+                else detail, "url": f"{self.config.base_url}machines/{machine}"}
+        r = self.config.routes[route]
+        for address in r.email:
+            self.store.queue_delivery(route, "email", address, body, self.clock.now())
+        if r.webhook:
+            self.store.queue_delivery(route, "webhook", r.webhook, body, self.clock.now())
+
+    # -- delivery ---------------------------------------------------------------------------
+    def deliver(self) -> int:
+        """Send what is due; returns how many were sent."""
+        now = self.clock.now()
+        sent = 0
+        per_route: dict[int, int] = {}
+        for delivery, channel, target, body, attempts in self.store.due_deliveries(now, 100):
+            route = self.store.delivery_route(delivery)
+            if per_route.get(route, 0) >= ROUTE_PER_MINUTE:
+                self.store.delivery_failed(delivery, "held back: too many at once",
+                                           now + timedelta(seconds=60), now, count=False)
+                continue
+            per_route[route] = per_route.get(route, 0) + 1
+            try:
+                if channel == "email":
+                    self._email(target, body)
+                else:
+                    self._webhook(target, body)
+            except (OSError, smtplib.SMTPException, urllib.error.URLError, ValueError) as e:
+                retry = (now + timedelta(seconds=RETRIES[attempts])
+                         if attempts < len(RETRIES) else None)
+                self.store.delivery_failed(delivery, str(e), retry, now)
+                log.warning("could not deliver an alert to %s (%s): %s%s", target, channel, e,
+                            "; will retry" if retry else "; giving up")
+                continue
+            self.store.delivered(delivery, now)
+            sent += 1
+        return sent
+
+    def _email(self, address: str, body: dict) -> None:
+        message = EmailMessage()
+        name = self.config.name_of(body["machine"])
+        message["Subject"] = f"[nspvend] {name}: {body['type'].replace('_', ' ')} {body['state']}"
+        message["From"] = self.config.email_from
+        message["To"] = address
+        message.set_content(
+            f"{name} ({body['machine']}): {body['type'].replace('_', ' ')} {body['state']} at "
+            f"{body['ts']}.\n\n{body['detail']}\n\n{body['url']}\n")
+        with smtplib.SMTP(self.config.smtp_host or "localhost", self.config.smtp_port,
+                          timeout=10) as smtp:
+            smtp.send_message(message)
+
+    def _webhook(self, url: str, body: dict) -> None:
+        request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (configured)
+            if response.status >= 300:
+                raise ValueError(f"the webhook answered {response.status}")

@@ -1,0 +1,218 @@
+"""The hub's TOML configuration (SPEC.md, "The hub service"), checked as the machine's is:
+a bad file is one line naming the file, the key and the problem, and exit 78."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from controller.config import (
+    _REQUIRED,
+    MACHINE_ID,
+    ConfigError,
+    MqttConfig,
+    _Table,
+    broker_settings,
+    command_key,
+)
+from controller.schedule import Window, parse_window
+
+DEFAULT_PATHS = ("./hub.toml", "/etc/nspvend/hub.toml")
+ALERT_TYPES = ("offline", "jam", "empty", "low_stock", "sharps_bin_full", "door_open", "silence",
+               "storage_fault", "board_fault")
+LISTEN = re.compile(r"(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(?P<port>\d{1,5})")
+
+
+@dataclass(frozen=True)
+class AlertRoute:
+    """Who hears which alerts, when: by email, by webhook (an HTTP POST of JSON), or both."""
+
+    types: tuple[str, ...]
+    email: tuple[str, ...] = ()
+    webhook: str | None = None
+    hours: tuple[Window, ...] = ()  # empty: always
+
+    def wants(self, alert_type: str) -> bool:
+        return alert_type in self.types
+
+
+@dataclass(frozen=True)
+class MachineInfo:
+    """What the hub's staff call a machine, and the key its commands are signed with."""
+
+    id: str
+    name: str
+    place: str | None = None
+    command_key_file: str | None = None
+
+
+@dataclass(frozen=True)
+class HubConfig:
+    path: str
+    mqtt: MqttConfig
+    database_path: str
+    listen_host: str
+    listen_port: int
+    base_url: str
+    command_expires_s: int
+    offline_after_s: int
+    smtp_host: str | None
+    smtp_port: int
+    email_from: str
+    routes: tuple[AlertRoute, ...]
+    timezone: str
+    financial_year_start: tuple[int, int]  # month, day
+    machines: dict[str, MachineInfo]
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def name_of(self, machine_id: str) -> str:
+        info = self.machines.get(machine_id)
+        return info.name if info else machine_id
+
+
+def find_hub_config(explicit: str | None) -> str:
+    """``explicit``, ``$NSPVEND_HUB_CONFIG``, ``./hub.toml`` or ``/etc/nspvend/hub.toml``."""
+    if explicit:
+        return explicit
+    if os.environ.get("NSPVEND_HUB_CONFIG"):
+        return os.environ["NSPVEND_HUB_CONFIG"]
+    for candidate in DEFAULT_PATHS:
+        if Path(candidate).exists():
+            return candidate
+    return DEFAULT_PATHS[-1]
+
+
+def load_hub_config(path: str | os.PathLike) -> HubConfig:
+    """Read and check ``path``; raise :class:`ConfigError` on the first problem."""
+    path = str(path)
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(path, "", "no such file; pass --config FILE or set "
+                                    "NSPVEND_HUB_CONFIG") from None
+    except IsADirectoryError:
+        raise ConfigError(path, "", "is a folder, not a config file") from None
+    except OSError as e:
+        raise ConfigError(path, "", f"cannot be read: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(path, "", f"is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    except RecursionError:
+        raise ConfigError(path, "", "nests tables or lists too deeply to be a config file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(path, "", f"is not valid TOML: {e}") from None
+    return parse_hub_config(data, path)
+
+
+def parse_hub_config(data: dict, path: str = "<hub config>") -> HubConfig:
+    base = Path(path).resolve().parent if not path.startswith("<") else Path.cwd()
+
+    def resolve(p: str) -> str:
+        return str(p if os.path.isabs(p) else base / p)
+
+    top = _Table(path, data, "")
+    mqtt_table = top.table("mqtt")
+    mqtt = MqttConfig(**broker_settings(mqtt_table, resolve))
+    mqtt_table.finish()
+
+    database = top.table("database")
+    database_path = resolve(database.text("path", "/var/lib/nspvend-hub/hub.db"))
+    database.finish()
+
+    web = top.table("web")
+    listen = web.text("listen", "127.0.0.1:8080")
+    match = LISTEN.fullmatch(listen)
+    if not match or not 1 <= int(match["port"]) <= 65535:
+        raise web.fail("listen", f"must be host:port such as 127.0.0.1:8080, not {listen!r}")
+    base_url = web.text("base_url", f"http://{listen}/")
+    if not re.fullmatch(r"https?://\S+", base_url):
+        raise web.fail("base_url", f"must start with http:// or https://, not {base_url!r}")
+    command_expires_s = web.integer("command_expires_s", 3600, 60, 86400)
+    web.finish()
+
+    alerts = top.table("alerts")
+    offline_after_s = alerts.integer("offline_after_s", 600, 5, 7 * 86400)
+    smtp_host = alerts.text("smtp_host", None)
+    smtp_port = alerts.integer("smtp_port", 25, 1, 65535)
+    email_from = alerts.text("email_from", "nspvend@localhost")
+    routes = []
+    for i, item in enumerate(alerts.get("routes", list, [], "a list of [[alerts.routes]]")):
+        routes.append(_route(path, item, i, smtp_host))
+    alerts.finish()
+
+    reports = top.table("reports")
+    start = reports.text("financial_year_start", "04-01", re.compile(r"\d\d-\d\d"), '"MM-DD"')
+    month, day = int(start[:2]), int(start[3:])
+    if not (1 <= month <= 12 and 1 <= day <= 28):
+        raise reports.fail("financial_year_start", f"must be a month and day (day 1 to 28) such "
+                                                   f"as \"04-01\", not {start!r}")
+    timezone = reports.text("timezone", "Europe/London")
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise reports.fail("timezone", f"{timezone!r} is not a time zone such as "
+                                       "Europe/London") from None
+    reports.finish()
+
+    machines = {}
+    for i, item in enumerate(top.get("machines", list, [], "a list of [[machines]]")):
+        t = _Table(path, item, f"machines[{i}]")
+        info = MachineInfo(
+            id=t.text("id", _REQUIRED, MACHINE_ID, 'a machine_id like "hackney-01"'),
+            name=t.text("name", _REQUIRED),
+            place=t.text("place", None),
+            command_key_file=command_key(t, "command_key_file", resolve),
+        )
+        t.finish()
+        if info.id in machines:
+            raise t.fail("id", f"{info.id!r} is listed twice")
+        machines[info.id] = info
+    top.seen.add("machines")
+    top.finish()
+    return HubConfig(
+        path=path, mqtt=mqtt, database_path=database_path,
+        listen_host=match["host"].strip("[]"), listen_port=int(match["port"]),
+        base_url=base_url if base_url.endswith("/") else base_url + "/",
+        command_expires_s=command_expires_s, offline_after_s=offline_after_s,
+        smtp_host=smtp_host, smtp_port=smtp_port, email_from=email_from, routes=tuple(routes),
+        timezone=timezone, financial_year_start=(month, day), machines=machines,
+    )
+
+
+def _route(path: str, item: Any, i: int, smtp_host: str | None) -> AlertRoute:
+    t = _Table(path, item, f"alerts.routes[{i}]")
+    types = t.strings("types", _REQUIRED)
+    for j, kind in enumerate(types):
+        if kind not in ALERT_TYPES:
+            raise ConfigError(path, f"{t.key('types')}[{j}]",
+                              f"{kind!r} is not an alert; alerts are {', '.join(ALERT_TYPES)}")
+    email = t.strings("email", [])
+    for j, address in enumerate(email):
+        if not re.fullmatch(r"[^@\s]+@[^@\s]+", address):
+            raise ConfigError(path, f"{t.key('email')}[{j}]", f"{address!r} is not an address")
+    webhook = t.text("webhook", None)
+    if webhook and not re.fullmatch(r"https?://\S+", webhook):
+        raise t.fail("webhook", f"must be an http:// or https:// address, not {webhook!r}")
+    if not email and not webhook:
+        raise t.fail("email", "a route needs email addresses, a webhook, or both")
+    if email and not smtp_host:
+        raise t.fail("email", "email needs alerts.smtp_host")
+    hours_value = t.get("hours", (str, list), "always", '"always", or hours like '
+                                                        '"Mon-Fri 09:00-17:00" (or a list)')
+    windows = []
+    if hours_value != "always":
+        for j, line in enumerate([hours_value] if isinstance(hours_value, str) else hours_value):
+            try:
+                windows.append(parse_window(line))
+            except (ValueError, TypeError) as e:
+                raise ConfigError(path, f"{t.key('hours')}[{j}]", str(e)) from None
+    t.finish()
+    return AlertRoute(tuple(types), tuple(email), webhook, tuple(windows))

@@ -1,0 +1,165 @@
+"""Commissioners' figures: packs per product per machine per day, week, month or financial
+year, confirmed and unconfirmed apart, with how much of each period the machine's buckets
+cover ("nothing heard" is not "nothing dispensed"). Nothing finer than a bucket exists here
+to be shown. Periods are UTC dates, as the CSV of SPEC.md.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from html import escape
+
+from controller.clock import iso, parse_iso
+from hub.store import HubStore
+
+KINDS = ("day", "week", "month", "year")
+
+
+@dataclass
+class Period:
+    label: str
+    start: datetime
+    end: datetime
+    counts: dict[str, dict[str, list[int]]] = field(default_factory=dict)  # machine->product->[c,u]
+    covered: dict[str, float] = field(default_factory=dict)  # machine -> share of the period
+
+    def total(self, product: str | None = None, unconfirmed: bool = False) -> int:
+        return sum(v[int(unconfirmed)] for products in self.counts.values()
+                   for p, v in products.items() if product is None or p == product)
+
+
+def midnight(d: date) -> datetime:
+    return datetime(d.year, d.month, d.day, tzinfo=UTC)
+
+
+def periods(kind: str, today: date, count: int, fy_start: tuple[int, int] = (4, 1)
+            ) -> list[Period]:
+    """The last ``count`` periods of ``kind`` up to and including the one holding ``today``,
+    oldest first."""
+    out: list[Period] = []
+    if kind == "day":
+        for i in range(count - 1, -1, -1):
+            d = today - timedelta(days=i)
+            out.append(Period(d.isoformat(), midnight(d), midnight(d + timedelta(days=1))))
+    elif kind == "week":
+        monday = today - timedelta(days=today.weekday())
+        for i in range(count - 1, -1, -1):
+            d = monday - timedelta(weeks=i)
+            out.append(Period(f"week of {d.isoformat()}", midnight(d),
+                              midnight(d + timedelta(weeks=1))))
+    elif kind == "month":
+        year, month = today.year, today.month
+        months = []
+        for _ in range(count):
+            months.append((year, month))
+            year, month = (year, month - 1) if month > 1 else (year - 1, 12)
+        for y, m in reversed(months):
+            nxt = date(y + 1, 1, 1) if m == 12 else date(y, m + 1, 1)
+            out.append(Period(f"{y}-{m:02d}", midnight(date(y, m, 1)), midnight(nxt)))
+    elif kind == "year":
+        month, day = fy_start
+        first = date(today.year, month, day)
+        if today < first:
+            first = date(today.year - 1, month, day)
+        for i in range(count - 1, -1, -1):
+            start = date(first.year - i, month, day)
+            label = f"{start.year}/{(start.year + 1) % 100:02d}"
+            out.append(Period(label, midnight(start), midnight(date(start.year + 1, month, day))))
+    else:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}")
+    return out
+
+
+def fill(store: HubStore, spans: list[Period], machines: list[str] | None = None,
+         now: datetime | None = None) -> list[Period]:
+    """Count each period's packs and coverage from the store (buckets by their start)."""
+    if not spans:
+        return spans
+    start, end = iso(spans[0].start), iso(spans[-1].end)
+    by_start = sorted(spans, key=lambda p: p.start)
+    for row in store.usage(start, end, machines):
+        period = _find(by_start, parse_iso(row.start))
+        if period is not None:
+            counts = period.counts.setdefault(row.machine, {}).setdefault(row.product, [0, 0])
+            counts[0] += row.confirmed
+            counts[1] += row.unconfirmed
+    now = now or datetime.now(UTC)
+    for machine, buckets in store.coverage(start, end).items():
+        if machines is not None and machine not in machines:
+            continue
+        for b_start, b_end in buckets:
+            s, e = parse_iso(b_start), parse_iso(b_end)
+            period = _find(by_start, s)
+            if period is not None:
+                seconds = max(0.0, (min(e, period.end) - s).total_seconds())
+                period.covered[machine] = period.covered.get(machine, 0.0) + seconds
+    for period in spans:
+        length = max(1.0, (min(period.end, max(now, period.start)) - period.start).total_seconds())
+        period.covered = {m: min(1.0, s / length) for m, s in period.covered.items()}
+    return spans
+
+
+def _find(spans: list[Period], moment: datetime) -> Period | None:
+    for period in spans:
+        if period.start <= moment < period.end:
+            return period
+    return None
+
+
+def usage_csv(store: HubStore, start: date, end: date) -> str:
+    """SPEC.md's CSV: ``machine,product,confirmed,unconfirmed`` (then coverage and bucket
+    counts) for buckets starting in [start, end), UTC dates; each bucket counted once."""
+    totals: dict[tuple[str, str], list[int]] = {}
+    buckets: dict[str, set[str]] = {}
+    for row in store.usage(iso(midnight(start)), iso(midnight(end))):
+        t = totals.setdefault((row.machine, row.product), [0, 0])
+        t[0] += row.confirmed
+        t[1] += row.unconfirmed
+        buckets.setdefault(row.machine, set()).add(row.bucket)
+    span = Period("", midnight(start), midnight(end))
+    fill(store, [span])
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["machine", "product", "confirmed", "unconfirmed", "coverage", "buckets"])
+    for (machine, product), (confirmed, unconfirmed) in sorted(totals.items()):
+        writer.writerow([machine, product, confirmed, unconfirmed,
+                         f"{span.covered.get(machine, 0.0):.3f}", len(buckets[machine])])
+    return out.getvalue()
+
+
+def bar_chart(spans: list[Period], title: str, width: int = 720, height: int = 240) -> str:
+    """An SVG bar chart of confirmed (solid) and unconfirmed (pale) packs per period."""
+    top = max([p.total() + p.total(unconfirmed=True) for p in spans] + [1])
+    left, bottom, gap = 48, 36, 4
+    inner_w, inner_h = width - left - 8, height - bottom - 24
+    bar = max(2.0, inner_w / max(1, len(spans)) - gap)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" role="img" viewBox="0 0 {width} {height}"'
+             f' class="chart"><title>{escape(title)}</title>',
+             f'<text x="{left}" y="14" class="chart-title">{escape(title)}</text>']
+    for tick in (0, top / 2, top):
+        y = 24 + inner_h - inner_h * tick / top
+        parts.append(f'<line x1="{left}" x2="{width - 8}" y1="{y:.1f}" y2="{y:.1f}" '
+                     'class="grid"/>')
+        parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{tick:.0f}</text>')
+    step = max(1, len(spans) // 8)
+    for i, p in enumerate(spans):
+        x = left + i * (bar + gap)
+        confirmed, unconfirmed = p.total(), p.total(unconfirmed=True)
+        h1 = inner_h * confirmed / top
+        h2 = inner_h * unconfirmed / top
+        y1 = 24 + inner_h - h1
+        parts.append(f'<rect x="{x:.1f}" y="{y1:.1f}" width="{bar:.1f}" height="{h1:.1f}" '
+                     f'class="bar"><title>{escape(p.label)}: {confirmed} packs'
+                     f'{f", {unconfirmed} unconfirmed" if unconfirmed else ""}</title></rect>')
+        if h2:
+            parts.append(f'<rect x="{x:.1f}" y="{y1 - h2:.1f}" width="{bar:.1f}" '
+                         f'height="{h2:.1f}" class="bar-unconfirmed"/>')
+        if i % step == 0:
+            label = p.label.replace("week of ", "")
+            parts.append(f'<text x="{x + bar / 2:.1f}" y="{height - 14}" text-anchor="middle">'
+                         f'{escape(label[-5:] if len(label) > 7 else label)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)

@@ -1,0 +1,491 @@
+"""The hub's pages and endpoints (Starlette, Jinja2, served by uvicorn): SPEC.md's table.
+
+Every page and endpoint needs a login. Sessions live in the store (a random token in an
+HttpOnly, SameSite=Strict cookie); every form carries the session's CSRF token; a JSON
+POST needs none (the JSON content type and SameSite already stop cross-site posts). A
+``viewer`` reads and downloads; only ``staff`` command. Failed logins slow the next
+attempt for that name and that address. Every command is recorded with who sent it, what,
+when, and the machine's answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import secrets
+import threading
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from controller.clock import Clock, SystemClock, iso, parse_iso
+from controller.commands import COMMANDS
+from controller.messages import MODES, CommandResult, compact
+from hub import reports
+from hub.config import HubConfig
+from hub.listener import Heard, Listener
+from hub.store import HubStore, Machine
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).resolve().parent
+COOKIE = "nspvend_session"
+LOGIN_COOKIE = "nspvend_login"
+SESSION_HOURS = 12
+ANSWER_TIMEOUT_S = 30.0
+FREE_FAILURES = 3  # then each failed login doubles the wait before the next attempt
+MAX_WAIT_S = 300
+ROLES = ("staff", "viewer")
+HASHER = PasswordHasher()
+_DUMMY_HASH = HASHER.hash("a password nobody has")
+COMMAND_NAMES = set(COMMANDS)
+URGENCY = ("offline", "fault", "empty", "low", "ok")
+
+
+def hash_password(password: str) -> str:
+    return HASHER.hash(password)
+
+
+class Answers:
+    """Commands waiting for their machine's answer, keyed by command id."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Future]] = {}
+        self._lock = threading.Lock()
+
+    def expect(self, command_id: str) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        with self._lock:
+            self._waiting[command_id] = (loop, future)
+        return future
+
+    def forget(self, command_id: str) -> None:
+        with self._lock:
+            self._waiting.pop(command_id, None)
+
+    def heard(self, batch: list[Heard]) -> None:
+        for h in batch:
+            if h.leaf != "cmd/result":
+                continue
+            with self._lock:
+                waiting = self._waiting.pop(h.message.id or "", None)
+            if waiting is not None:
+                loop, future = waiting
+                loop.call_soon_threadsafe(_settle, future, h.message)
+
+
+def _settle(future: asyncio.Future, result: CommandResult) -> None:
+    if not future.done():
+        future.set_result(result)
+
+
+class Web:
+    """The web application; ``app`` is what uvicorn serves."""
+
+    def __init__(self, config: HubConfig, store: HubStore, listener: Listener | None,
+                 clock: Clock | None = None) -> None:
+        self.config, self.store, self.listener = config, store, listener
+        self.clock = clock or SystemClock()
+        self.answers = Answers()
+        self.secure = config.base_url.startswith("https://")
+        self.templates = Environment(loader=FileSystemLoader(HERE / "templates"),
+                                     autoescape=select_autoescape(["html"]))
+        self.templates.filters["ago"] = self._ago
+        self.templates.globals["name_of"] = config.name_of
+        routes = [
+            Route("/login", self.login_page, methods=["GET"]),
+            Route("/login", self.login, methods=["POST"]),
+            Route("/logout", self.logout, methods=["POST"]),
+            Route("/", self.page(self.fleet)),
+            Route("/fleet/tiles", self.page(self.fleet_tiles)),
+            Route("/machines/{id}", self.page(self.machine_page)),
+            Route("/machines/{id}/command", self.page(self.machine_command, staff=True),
+                  methods=["POST"]),
+            Route("/picklist", self.page(self.picklist)),
+            Route("/picklist.csv", self.page(self.picklist_csv, program=True)),
+            Route("/reports", self.page(self.reports_page)),
+            Route("/reports/usage.csv", self.page(self.usage_csv, program=True)),
+            Route("/api/machines", self.page(self.api_machines, program=True)),
+            Route("/api/machines/{id}/commands", self.page(self.api_command, program=True,
+                                                           staff=True), methods=["POST"]),
+            Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+        ]
+        self.app = Starlette(routes=routes, exception_handlers={Exception: self._failed})
+
+    async def _failed(self, request: Request, error: Exception) -> Response:
+        log.error("%s %s failed: %r", request.method, request.url.path, error,
+                  exc_info=(type(error), error, error.__traceback__))
+        return PlainTextResponse("Something went wrong on the hub (it is in the hub's log). "
+                                 "Go back and try again.", 500)
+
+    # -- sessions -----------------------------------------------------------------------------
+    def page(self, handler: Callable[..., Awaitable[Response]], staff: bool = False,
+             program: bool = False) -> Callable[[Request], Awaitable[Response]]:
+        """Wrap ``handler(request, user)``: a login first; staff only if ``staff``; a form
+        POST must carry the session's CSRF token."""
+
+        async def endpoint(request: Request) -> Response:
+            user = self.user_of(request)
+            if user is None:
+                if program:
+                    return JSONResponse({"error": "log in first: POST /login"}, 401)
+                target = urllib.parse.quote(request.url.path)
+                return RedirectResponse(f"/login?next={target}", 303)
+            if request.method == "POST" and not program:
+                form = await form_of(request)
+                if not hmac.compare_digest(form.get("csrf", ""), user["csrf"]):
+                    return PlainTextResponse("The form was too old or not ours: go back, "
+                                             "reload the page and try again.", 403)
+                request.state.form = form
+            if staff and user["role"] != "staff":
+                return (JSONResponse({"error": "viewers may read and download, not command"}, 403)
+                        if program else PlainTextResponse("Only staff may command machines.", 403))
+            return await handler(request, user)
+
+        return endpoint
+
+    def user_of(self, request: Request) -> dict | None:
+        token = request.cookies.get(COOKIE)
+        if not token:
+            return None
+        found = self.store.session(token)
+        if found is None:
+            return None
+        name, role, csrf, created = found
+        if self.clock.now() - parse_iso(created) > timedelta(hours=SESSION_HOURS):
+            self.store.end_session(token)
+            return None
+        return {"name": name, "role": role, "csrf": csrf, "token": token}
+
+    def render(self, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+        return HTMLResponse(self.templates.get_template(name).render(**context), status)
+
+    async def login_page(self, request: Request, message: str = "", status: int = 200) -> Response:
+        if message == "" and self.user_of(request) is not None:
+            return RedirectResponse(request.query_params.get("next") or "/", 303)
+        token = secrets.token_urlsafe(24)
+        response = self.render("login.html", status, message=message, csrf=token,
+                               next=_safe_next(request.query_params.get("next")))
+        response.set_cookie(LOGIN_COOKIE, token, httponly=True, samesite="strict",
+                            secure=self.secure, max_age=3600)
+        return response
+
+    async def login(self, request: Request) -> Response:
+        form = await form_of(request)
+        if not hmac.compare_digest(form.get("csrf", ""), request.cookies.get(LOGIN_COOKIE, "")):
+            return await self.login_page(request, "The form was too old: please try again.", 403)
+        name = form.get("username", "").strip()
+        password = form.get("password", "")
+        address = request.client.host if request.client else "?"
+        now = self.clock.now()
+        wait = max(self._wait(f"user:{name}", now), self._wait(f"ip:{address}", now))
+        if wait > 0:
+            return await self.login_page(
+                request, f"Too many wrong passwords: wait {wait} seconds and try again.", 429)
+        found = self.store.user(name) if name else None
+        try:
+            HASHER.verify(found[1] if found else _DUMMY_HASH, password)
+            ok = found is not None
+        except (VerificationError, InvalidHashError):
+            ok = False
+        if not ok:
+            for who in (f"user:{name}", f"ip:{address}"):
+                self.store.login_failed(who, now)
+            log.warning("failed login for %r from %s", name[:40], address)
+            return await self.login_page(request, "That name and password do not match.", 401)
+        for who in (f"user:{name}", f"ip:{address}"):
+            self.store.login_succeeded(who)
+        token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
+        self.store.new_session(token, name, csrf, now)
+        self.store.end_sessions_before(now - timedelta(hours=SESSION_HOURS))
+        log.info("%s logged in from %s", name, address)
+        response = RedirectResponse(_safe_next(form.get("next")) or "/", 303)
+        response.set_cookie(COOKIE, token, httponly=True, samesite="strict", secure=self.secure,
+                            max_age=SESSION_HOURS * 3600)
+        response.delete_cookie(LOGIN_COOKIE)
+        return response
+
+    def _wait(self, who: str, now: datetime) -> int:
+        failures, last = self.store.login_failures(who)
+        if failures < FREE_FAILURES or last is None:
+            return 0
+        wait = min(MAX_WAIT_S, 2 ** (failures - FREE_FAILURES + 1))
+        return max(0, int(wait - (now - parse_iso(last)).total_seconds()))
+
+    async def logout(self, request: Request) -> Response:
+        user = self.user_of(request)
+        form = await form_of(request)
+        if user and hmac.compare_digest(form.get("csrf", ""), user["csrf"]):
+            self.store.end_session(user["token"])
+        response = RedirectResponse("/login", 303)
+        response.delete_cookie(COOKIE)
+        return response
+
+    # -- the fleet ------------------------------------------------------------------------
+    def tiles(self) -> list[dict]:
+        now = self.clock.now()
+        tiles = []
+        last_packs = self.store.last_packs()
+        for m in self.store.machines():
+            tile = self._tile(m, now, last_packs.get(m.id))
+            tiles.append(tile)
+        for mid, info in self.config.machines.items():
+            if not any(t["id"] == mid for t in tiles):
+                tiles.append({"id": mid, "name": info.name, "place": info.place,
+                              "urgency": "offline", "online": False, "never": True,
+                              "availability": None, "since": None, "last_heard": None,
+                              "last_pack": None, "mode": None, "door": None,
+                              "sharps_bin": None, "faults": [], "low": [], "empty": []})
+        return sorted(tiles, key=lambda t: (URGENCY.index(t["urgency"]), t["name"]))
+
+    def _tile(self, m: Machine, now: datetime, last_pack: str | None) -> dict:
+        info = self.config.machines.get(m.id)
+        heard = parse_iso(m.last_heard) if m.last_heard else None
+        silent = heard is None or (now - heard).total_seconds() >= self.config.offline_after_s
+        online = m.availability == "online" and not silent
+        state, stock = m.state, m.stock
+        low = [p for p, v in (stock.products.items() if stock else []) if v.status == "low"]
+        empty = [p for p, v in (stock.products.items() if stock else []) if v.status == "empty"]
+        faults = list(state.faults) if state else []
+        urgency = ("offline" if not online else "fault" if faults else "empty" if empty
+                   else "low" if low else "ok")
+        return {"id": m.id, "name": info.name if info else m.id, "place": info.place if info
+                else None, "online": online, "availability": m.availability,
+                "since": m.availability_since, "last_heard": m.last_heard,
+                "last_pack": last_pack, "mode": state.mode if state else None,
+                "door": state.door if state else None,
+                "sharps_bin": state.sharps_bin if state else None, "faults": faults,
+                "low": low, "empty": empty, "urgency": urgency, "never": False}
+
+    async def fleet(self, request: Request, user: dict) -> Response:
+        return self.render("fleet.html", user=user, tiles=self.tiles(), now=iso(self.clock.now()))
+
+    async def fleet_tiles(self, request: Request, user: dict) -> Response:
+        return self.render("_tiles.html", tiles=self.tiles(), now=iso(self.clock.now()))
+
+    # -- one machine ----------------------------------------------------------------------
+    async def machine_page(self, request: Request, user: dict) -> Response:
+        mid = request.path_params["id"]
+        m = self.store.machine(mid)
+        if m is None and mid not in self.config.machines:
+            return PlainTextResponse(f"No machine {mid} has been heard.", 404)
+        tile = self._tile(m, self.clock.now(), self.store.last_packs().get(mid)) if m else None
+        return self.render("machine.html", user=user, m=m, tile=tile, mid=mid,
+                           events=self.store.events(mid, 30), commands=self.store.commands(mid, 30),
+                           modes=MODES, notice=request.query_params.get("notice", ""))
+
+    async def machine_command(self, request: Request, user: dict) -> Response:
+        mid = request.path_params["id"]
+        form = request.state.form
+        try:
+            command = command_from_form(form)
+        except ValueError as e:
+            return self._back(mid, f"Not sent: {e}")
+        status, answer = await self.command(mid, command, user["name"])
+        if status == 504:
+            text = ("Sent. The machine has not answered yet (it may be offline); it will do it "
+                    "when it is back, unless the command has expired by then.")
+        elif answer.get("ok"):
+            text = f"Done: {command['cmd']}."
+        else:
+            text = f"The machine refused it: {answer.get('error')}"
+        return self._back(mid, text)
+
+    def _back(self, mid: str, notice: str) -> Response:
+        return RedirectResponse(f"/machines/{urllib.parse.quote(mid)}?notice="
+                                f"{urllib.parse.quote(notice)}", 303)
+
+    async def command(self, mid: str, command: dict, user: str) -> tuple[int, dict]:
+        """Send ``command`` to machine ``mid`` and wait for its answer: (HTTP status, body)."""
+        if self.listener is None:
+            return 503, {"error": "the hub is not connected to the broker"}
+        sent = await asyncio.to_thread(self.listener.send_command, mid, command, user)
+        future = self.answers.expect(sent["id"])
+        try:
+            result = await asyncio.wait_for(future, ANSWER_TIMEOUT_S)
+        except TimeoutError:
+            return 504, {"id": sent["id"], "error": f"{mid} did not answer within "
+                                                    f"{ANSWER_TIMEOUT_S:.0f} s"}
+        finally:
+            self.answers.forget(sent["id"])
+        return 200, result.payload()
+
+    # -- pick list --------------------------------------------------------------------------
+    def pick_list(self, chosen: list[str] | None) -> tuple[list[dict], dict[str, int]]:
+        rows, totals = [], {}
+        since = iso(self.clock.now() - timedelta(days=7))
+        for m in self.store.machines():
+            if m.stock is None or (chosen and m.id not in chosen):
+                continue
+            recent = self.store.recent_usage(m.id, since)
+            for s in m.stock.slots:
+                product = m.stock.products.get(s.product)
+                packs, hours = recent.get(s.product, (0, 0.0))
+                per_day = packs / hours * 24 if hours else 0.0
+                days = (product.count / per_day) if product and per_day else None
+                need = max(0, s.capacity - s.count) if s.status != "disabled" else 0
+                rows.append({"machine": m.id, "name": self.config.name_of(m.id), "slot": s.slot,
+                             "product": s.product, "count": s.count, "capacity": s.capacity,
+                             "status": s.status, "need": need,
+                             "days": None if days is None else round(days, 1)})
+                totals[s.product] = totals.get(s.product, 0) + need
+        return rows, dict(sorted(totals.items()))
+
+    async def picklist(self, request: Request, user: dict) -> Response:
+        chosen = request.query_params.getlist("machine")
+        rows, totals = self.pick_list(chosen)
+        machines = [(m.id, self.config.name_of(m.id)) for m in self.store.machines()]
+        return self.render("picklist.html", user=user, rows=rows, totals=totals,
+                           machines=machines, chosen=chosen, query=request.url.query)
+
+    async def picklist_csv(self, request: Request, user: dict) -> Response:
+        rows, _ = self.pick_list(request.query_params.getlist("machine"))
+        lines = ["machine,slot,product,count,capacity,to_pack,days_until_empty"]
+        lines += [f"{r['machine']},{r['slot']},{r['product']},{r['count']},{r['capacity']},"
+                  f"{r['need']},{'' if r['days'] is None else r['days']}" for r in rows]
+        return _csv("\n".join(lines) + "\n", "picklist.csv")
+
+    # -- reports ----------------------------------------------------------------------------
+    async def reports_page(self, request: Request, user: dict) -> Response:
+        kind = request.query_params.get("by", "month")
+        if kind not in reports.KINDS:
+            kind = "month"
+        count = {"day": 14, "week": 12, "month": 12, "year": 3}[kind]
+        now = self.clock.now()
+        spans = reports.fill(self.store, reports.periods(kind, now.date(), count,
+                                                         self.config.financial_year_start),
+                             now=now)
+        products = sorted({p for s in spans for ms in s.counts.values() for p in ms})
+        machines = sorted({m for s in spans for m in list(s.counts) + list(s.covered)})
+        first_of_month = now.date().replace(day=1)
+        previous = (first_of_month - timedelta(days=1)).replace(day=1)
+        return self.render(
+            "reports.html", user=user, kind=kind, kinds=reports.KINDS, spans=spans,
+            products=products, machines=machines,
+            chart=reports.bar_chart(spans, f"Packs given out, by {kind}"),
+            month_from=previous.isoformat(), month_to=first_of_month.isoformat())
+
+    async def usage_csv(self, request: Request, user: dict) -> Response:
+        try:
+            start = date.fromisoformat(request.query_params.get("from", ""))
+            end = date.fromisoformat(request.query_params.get("to", ""))
+        except ValueError:
+            return PlainTextResponse("from and to must be dates like 2026-11-01", 400)
+        if end <= start:
+            return PlainTextResponse("to must be after from", 400)
+        text = await asyncio.to_thread(reports.usage_csv, self.store, start, end)
+        return _csv(text, f"nspvend-usage-{start}-{end}.csv")
+
+    # -- JSON ------------------------------------------------------------------------------
+    async def api_machines(self, request: Request, user: dict) -> Response:
+        body = []
+        for tile, m in self._tiles_with_machines():
+            body.append({"id": tile["id"], "name": tile["name"], "online": tile["online"],
+                         "last_heard": tile["last_heard"], "mode": tile["mode"],
+                         "faults": tile["faults"],
+                         "stock": m.stock.payload() if m and m.stock else None})
+        return JSONResponse(body)
+
+    def _tiles_with_machines(self) -> list[tuple[dict, Machine | None]]:
+        machines = {m.id: m for m in self.store.machines()}
+        return [(t, machines.get(t["id"])) for t in self.tiles()]
+
+    async def api_command(self, request: Request, user: dict) -> Response:
+        mid = request.path_params["id"]
+        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            return JSONResponse({"error": "send the command as application/json"}, 415)
+        try:
+            command = json.loads(await request.body())
+        except ValueError:
+            return JSONResponse({"error": "the body is not JSON"}, 400)
+        if not isinstance(command, dict) or command.get("cmd") not in COMMAND_NAMES:
+            return JSONResponse({"error": f"cmd: must be one of {', '.join(sorted(COMMAND_NAMES))}"},
+                                400)
+        command = {k: v for k, v in command.items() if k not in ("id", "expires", "sig")}
+        status, body = await self.command(mid, command, user["name"])
+        return JSONResponse(body, status)
+
+    def _ago(self, moment: str | None) -> str:
+        if not moment:
+            return "never"
+        seconds = int((self.clock.now() - parse_iso(moment)).total_seconds())
+        if seconds < 90:
+            return f"{max(seconds, 0)} s ago"
+        if seconds < 5400:
+            return f"{seconds // 60} min ago"
+        if seconds < 172800:
+            return f"{seconds // 3600} h ago"
+        return f"{seconds // 86400} days ago"
+
+
+def command_from_form(form: dict[str, str]) -> dict:
+    """The command a machine page's form asks for (the machine checks the arguments)."""
+    action = form.get("action", "")
+    if action == "refill_all":
+        return {"cmd": "refill", "all": True}
+    if action in ("refill", "enable", "disable", "clear_fault"):
+        command: dict[str, Any] = {"cmd": action, "slot": _int(form, "slot")}
+        if action == "refill":
+            command["count"] = _int(form, "count")
+        return command
+    if action == "set_mode":
+        return {"cmd": "set_mode", "mode": form.get("mode", "")}
+    if action == "set_messages":
+        lines = [line.strip() for line in form.get("messages", "").splitlines() if line.strip()]
+        return {"cmd": "set_messages", "messages": lines}
+    raise ValueError(f"no such action {action[:30]!r}")
+
+
+def _int(form: dict[str, str], name: str) -> int:
+    try:
+        return int(form.get(name, ""))
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number") from None
+
+
+async def form_of(request: Request) -> dict[str, str]:
+    """An urlencoded form's fields (the last value of each), without python-multipart."""
+    body = await request.body()
+    if len(body) > 64 * 1024:
+        return {}
+    fields = urllib.parse.parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+    return {k: v[-1] for k, v in fields.items()}
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a path on this site (never another site) to go back to after logging in."""
+    if target and target.startswith("/") and not target.startswith("//"):
+        return target
+    return ""
+
+
+def _csv(text: str, filename: str) -> Response:
+    return Response(text, media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+__all__ = ["Web", "hash_password", "command_from_form", "compact"]

@@ -1,0 +1,367 @@
+"""The hub with real parts: mosquitto, daemons on the simulator, an SMTP server on loopback
+(aiosmtpd) and a webhook receiver. Buckets count once, the CSV equals what the simulators
+dropped, an alert is raised once and cleared once."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from email import message_from_bytes
+from pathlib import Path
+
+import pytest
+
+from tests.broker import MOSQUITTO, Broker, Subscriber
+from tests.daemon_process import ROOT, DaemonProcess, HubProcess, ask
+from tests.hub_client import HubClient
+from tests.machines import machine_toml, to_toml
+
+pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto not installed")
+
+PASSWORDS = {"sam": "staff password 1", "val": "viewer password 1"}
+PRODUCT_OF_SLOT = {1: "syringe-1ml", 2: "syringe-1ml", 3: "foil"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def hub_cli(config: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "controller", "hub", *args, "--config",
+                           str(config)], input=stdin, capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
+
+
+class Hub:
+    """A broker, the hub as a process with two users, and machines on the simulator."""
+
+    def __init__(self, tmp: Path, alerts: dict | None = None) -> None:
+        self.tmp = tmp
+        self.broker = Broker(tmp / "broker")
+        self.web_port = free_port()
+        config = {"mqtt": {"host": "127.0.0.1", "port": self.broker.port},
+                  "database": {"path": "hub.db"},
+                  "web": {"listen": f"127.0.0.1:{self.web_port}"},
+                  # machines say their state every 10 s here: 12 s without a word is offline
+                  "alerts": {"offline_after_s": 12, **(alerts or {})},
+                  "machines": [{"id": "hub-a", "name": "Mare Street"},
+                               {"id": "hub-b", "name": "Dalston Lane"}]}
+        self.config = tmp / "hub.toml"
+        self.config.write_text(to_toml(config))
+        for name, role in (("sam", "staff"), ("val", "viewer")):
+            added = hub_cli(self.config, "user", "add", name, "--role", role,
+                            stdin=PASSWORDS[name] + "\n")
+            assert added.returncode == 0, added.stderr
+        self.process = HubProcess(self.config)
+        self.machines: dict[str, DaemonProcess] = {}
+
+    def client(self, name: str) -> HubClient:
+        client = HubClient(f"http://127.0.0.1:{self.web_port}")
+        status, url, _ = client.login(name, PASSWORDS[name])
+        assert status == 200 and not url.endswith("/login"), (status, url)
+        return client
+
+    def start_machine(self, machine_id: str, **privacy: object) -> DaemonProcess:
+        folder = self.tmp / machine_id
+        folder.mkdir(exist_ok=True)
+        path = folder / "nspvend.toml"
+        if not path.exists():
+            path.write_text(machine_toml(
+                machine_id, "sim", sim={"control": "sim.sock"}, database={"path": "nspvend.db"},
+                control={"socket": "control.sock"},
+                mqtt={"host": "127.0.0.1", "port": self.broker.port, "state_interval_s": 10},
+                privacy={"event_delay_s": [0, 0], "event_round_s": 60, **privacy}))
+        daemon = DaemonProcess(path)
+        self.machines[machine_id] = daemon
+        return daemon
+
+    def world(self, machine_id: str, request: dict) -> dict:
+        answer = ask(self.tmp / machine_id / "sim.sock", request)
+        assert answer["ok"], answer
+        return answer
+
+    def fill(self, machine_id: str) -> None:
+        for slot, count in ((1, 20), (2, 20), (3, 10)):
+            self.world(machine_id, {"op": "load", "slot": slot, "count": count})
+        assert ask(self.tmp / machine_id / "control.sock",
+                   {"id": "fill", "cmd": "refill", "all": True})["ok"]
+
+    def dropped(self, machine_id: str) -> dict[str, int]:
+        truth: dict[str, int] = {}
+        for s in self.world(machine_id, {"op": "state"})["slots"]:
+            product = PRODUCT_OF_SLOT[s["slot"]]
+            truth[product] = truth.get(product, 0) + s["packs_dropped"]
+        return {p: n for p, n in truth.items() if n}
+
+    def close(self) -> None:
+        for daemon in self.machines.values():
+            if daemon.proc.poll() is None:
+                daemon.kill()
+        if self.process.proc.poll() is None:
+            self.process.kill()
+        if self.broker.proc.poll() is None:
+            self.broker.kill()
+
+
+def wait(predicate, timeout: float = 30, what: str = "") -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never happened: {what}")
+        time.sleep(0.2)
+
+
+def csv_totals(client: HubClient) -> dict[tuple[str, str], tuple[int, int]]:
+    rows = client.csv("/reports/usage.csv?from=2000-01-01&to=2100-01-01")
+    return {(r["machine"], r["product"]): (int(r["confirmed"]), int(r["unconfirmed"]))
+            for r in rows}
+
+
+@pytest.fixture
+def hub(tmp_path):
+    h = Hub(tmp_path)
+    yield h
+    h.close()
+
+
+def test_a_bucket_heard_twice_counts_once_and_the_csv_is_what_the_simulators_dropped(hub):
+    watcher = Subscriber(hub.broker.port, "nspvend/+/usage")
+    a, b = hub.start_machine("hub-a"), hub.start_machine("hub-b")
+    for machine in ("hub-a", "hub-b"):
+        hub.fill(machine)
+    for button in (1, 1, 2, 1):
+        hub.world("hub-a", {"op": "press", "button": button})
+    for button in (2, 2, 1):
+        hub.world("hub-b", {"op": "press", "button": button})
+    # the truth lives in each daemon's simulator (a new one at each start): read it before
+    # a daemon stops, which closes its bucket and sends it
+    want: dict[tuple[str, str], tuple[int, int]] = {}
+
+    def add_truth(machine: str) -> None:
+        ask(hub.tmp / machine / "control.sock", {"id": "sync", "cmd": "stock"})
+        for product, n in hub.dropped(machine).items():
+            want[(machine, product)] = (want.get((machine, product), (0, 0))[0] + n, 0)
+
+    add_truth("hub-a")
+    # A bucket whose acknowledgement is lost: the broker is frozen while hub-a stops (the
+    # bucket goes out, no PUBACK comes back, so it stays in hub-a's outbox) ...
+    os.kill(hub.broker.proc.pid, signal.SIGSTOP)
+    try:
+        assert a.terminate() == 0
+    finally:
+        os.kill(hub.broker.proc.pid, signal.SIGCONT)
+    # ... and is sent again when hub-a is back.
+    a = hub.start_machine("hub-a")
+    hub.fill("hub-a")
+    hub.world("hub-a", {"op": "press", "button": 2})
+    for machine, daemon in (("hub-a", a), ("hub-b", b)):
+        add_truth(machine)
+        assert daemon.terminate() == 0
+    client = hub.client("val")  # a viewer may download
+    wait(lambda: csv_totals(client) == want, what=f"the CSV equals {want}")
+    ids = [json.loads(p)["id"] for t, p, _ in watcher.messages if t.endswith("/hub-a/usage")]
+    assert len(ids) > len(set(ids)), "the test meant a bucket to be heard twice"
+    machines = {m["id"]: m for m in client.json("/api/machines")}
+    assert set(machines) == {"hub-a", "hub-b"} and machines["hub-a"]["name"] == "Mare Street"
+    assert machines["hub-a"]["online"] is False  # both were stopped: offline
+    watcher.close()
+
+
+def test_a_staff_command_reaches_the_machine_and_is_recorded_with_its_answer(hub):
+    hub.start_machine("hub-a")
+    hub.fill("hub-a")
+    staff, viewer = hub.client("sam"), hub.client("val")
+    wait(lambda: any(m["id"] == "hub-a" and m["online"] for m in staff.json("/api/machines")),
+         what="hub-a online at the hub")
+    status, answer = staff.post_json("/api/machines/hub-a/commands",
+                                     {"cmd": "refill", "slot": 3, "count": 4})
+    assert status == 200 and answer["ok"], answer
+    status, answer = staff.post_json("/api/machines/hub-a/commands",
+                                     {"cmd": "refill", "slot": 9, "count": 4})
+    assert status == 200 and answer["ok"] is False and answer["error"].startswith("slot:")
+    status, _ = viewer.post_json("/api/machines/hub-a/commands", {"cmd": "disable", "slot": 1})
+    assert status == 403
+    local = ask(hub.tmp / "hub-a" / "control.sock", {"id": "s", "cmd": "stock"})["result"]
+    assert local["slots"][2]["count"] == 4 and local["slots"][0]["status"] != "disabled"
+    db = sqlite3.connect(hub.tmp / "hub.db")
+    rows = db.execute("SELECT user, command, ok FROM commands ORDER BY sent").fetchall()
+    assert [(u, json.loads(c)["cmd"], ok) for u, c, ok in rows] == [
+        ("sam", "refill", 1), ("sam", "refill", 0)]
+    assert all("expires" in json.loads(c) for _, c, _ in rows)
+
+
+def test_without_a_login_pages_redirect_and_programs_get_401(hub):
+    anonymous = HubClient(f"http://127.0.0.1:{hub.web_port}")
+    status, url, _ = anonymous.get("/picklist")
+    assert status == 200 and "/login?next=/picklist" in url
+    assert anonymous.get("/api/machines")[0] == 401
+    assert anonymous.get("/reports/usage.csv?from=2026-01-01&to=2026-02-01")[0] == 401
+    status, _ = anonymous.post_json("/api/machines/hub-a/commands", {"cmd": "status"})
+    assert status == 401
+    status, url, page = anonymous.login("sam", "not the password")
+    assert status == 401 and "do not match" in page
+
+
+def test_login_attempts_are_slowed_after_failures(hub):
+    client = HubClient(f"http://127.0.0.1:{hub.web_port}")
+    for _ in range(3):
+        assert client.login("sam", "wrong")[0] == 401
+    status, _, page = client.login("sam", PASSWORDS["sam"])  # even the right one must wait
+    assert status == 429 and "wait" in page
+    other = HubClient(f"http://127.0.0.1:{hub.web_port}")
+    assert other.login("sam", PASSWORDS["sam"])[0] == 429
+
+
+def test_a_form_without_the_csrf_token_is_refused(hub):
+    hub.start_machine("hub-a")
+    staff = hub.client("sam")
+    wait(lambda: staff.get("/machines/hub-a")[0] == 200, what="the machine page")
+    status, _, _ = staff.request("/machines/hub-a/command", b"action=refill_all",
+                                 {"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 403
+    _, _, page = staff.get("/machines/hub-a")
+    status, url, page = staff.post_form("/machines/hub-a/command", page, action="refill_all")
+    assert status == 200 and "Done: refill" in page
+
+
+def test_user_commands_and_a_bad_hub_config(tmp_path):
+    config = tmp_path / "hub.toml"
+    config.write_text('[mqtt]\nhost = "127.0.0.1"\n[database]\npath = "hub.db"\n')
+    assert hub_cli(config, "user", "add", "kim", "--role", "viewer", stdin="short\n").returncode == 64
+    assert hub_cli(config, "user", "add", "kim", "--role", "viewer",
+                   stdin="long enough pass\n").returncode == 0
+    listed = hub_cli(config, "user", "list")
+    assert listed.returncode == 0 and listed.stdout.startswith("kim ") and "viewer" in listed.stdout
+    assert hub_cli(config, "user", "remove", "kim").returncode == 0
+    assert hub_cli(config, "user", "remove", "kim").returncode == 1
+    config.write_text('[mqtt]\nhost = "127.0.0.1"\n[web]\nlisten = "everywhere"\n')
+    result = hub_cli(config, "run")
+    assert result.returncode == 78
+    assert result.stderr.strip() == (f"nspvend: config {config}: web.listen: must be host:port "
+                                     "such as 127.0.0.1:8080, not 'everywhere'")
+
+
+# -- alerts: a real SMTP server and a webhook receiver on loopback --------------------------
+class Webhook:
+    def __init__(self) -> None:
+        self.bodies: list[dict] = []
+        hook = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("Content-Length", 0))
+                hook.bodies.append(json.loads(self.rfile.read(length)))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/nspvend"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+class Mailbox:
+    def __init__(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        self.messages: list = []
+        box = self
+
+        class Handler:
+            async def handle_DATA(self, server, session, envelope) -> str:  # noqa: N802
+                box.messages.append(message_from_bytes(envelope.content))
+                return "250 OK"
+
+        self.port = free_port()
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+
+    def subjects(self) -> list[str]:
+        return [m["Subject"] for m in self.messages]
+
+    def close(self) -> None:
+        self.controller.stop()
+
+
+def test_an_alert_is_raised_once_and_cleared_once_by_email_and_webhook(tmp_path):
+    hook, mail = Webhook(), Mailbox()
+    hub = Hub(tmp_path, alerts={
+        "smtp_host": "127.0.0.1", "smtp_port": mail.port, "email_from": "hub@example.org",
+        "routes": [{"types": ["jam", "offline"], "email": ["oncall@example.org"],
+                    "webhook": hook.url, "hours": "always"}]})
+    try:
+        daemon = hub.start_machine("hub-a")
+        hub.fill("hub-a")
+        staff = hub.client("sam")
+        hub.world("hub-a", {"op": "fault", "kind": "jam", "slot": 3})
+        hub.world("hub-a", {"op": "press", "button": 2})  # foil's only slot jams
+
+        def told(kind: str, state: str) -> list[dict]:
+            return [b for b in hook.bodies if b["type"] == kind and b["state"] == state]
+
+        [raised] = wait(lambda: told("jam", "raised"), 40, "jam raised at the webhook")
+        assert raised["machine"] == "hub-a" and raised["schema"] == 1
+        assert raised["url"].endswith("/machines/hub-a") and "slot 3" in raised["detail"]
+        hub.world("hub-a", {"op": "fault", "kind": "clear", "slot": 3})
+        status, answer = staff.post_json("/api/machines/hub-a/commands",
+                                         {"cmd": "clear_fault", "slot": 3})
+        assert status == 200 and answer["ok"]
+        wait(lambda: told("jam", "cleared"), 40, "jam cleared at the webhook")
+        daemon.kill()  # kill -9: the broker says offline (the last will)
+        wait(lambda: told("offline", "raised"), 40, "offline raised")
+        hub.start_machine("hub-a")
+        wait(lambda: told("offline", "cleared"), 40, "offline cleared")
+        time.sleep(4)  # two more rounds of checks: nothing is said twice
+        kinds = [(b["type"], b["state"]) for b in hook.bodies]
+        assert kinds == [("jam", "raised"), ("jam", "cleared"), ("offline", "raised"),
+                         ("offline", "cleared")], kinds
+        wait(lambda: len(mail.messages) == 4, 20, "four emails")
+        assert mail.subjects() == ["[nspvend] Mare Street: jam raised",
+                                   "[nspvend] Mare Street: jam cleared",
+                                   "[nspvend] Mare Street: offline raised",
+                                   "[nspvend] Mare Street: offline cleared"]
+        assert all(m["To"] == "oncall@example.org" for m in mail.messages)
+    finally:
+        hub.close()
+        hook.close()
+        mail.close()
+
+
+def test_a_webhook_that_fails_is_tried_again(tmp_path):
+    port = free_port()  # nothing listens here yet
+    hub = Hub(tmp_path, alerts={"routes": [{"types": ["jam"],
+                                            "webhook": f"http://127.0.0.1:{port}/x"}]})
+    try:
+        hub.start_machine("hub-a")
+        hub.fill("hub-a")
+        hub.world("hub-a", {"op": "fault", "kind": "jam", "slot": 3})
+        hub.world("hub-a", {"op": "press", "button": 2})
+        db = tmp_path / "hub.db"
+
+        def attempts() -> int:
+            with sqlite3.connect(db) as conn:
+                row = conn.execute("SELECT attempts, error FROM deliveries").fetchone()
+            return row[0] if row and row[1] else 0
+
+        wait(lambda: attempts() >= 1, 40, "a failed delivery")
+        assert any("could not deliver an alert" in line for line in hub.process.log)
+    finally:
+        hub.close()
