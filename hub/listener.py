@@ -72,6 +72,7 @@ class Listener:
         self.config, self.store, self.clock, self.on_heard = config, store, clock or SystemClock(), on_heard
         self.prefix = config.mqtt.prefix
         self.connected = threading.Event()
+        self.subscribed = threading.Event()  # the broker has our subscription (and session)
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.stored = 0
         self.skipped = 0
@@ -101,6 +102,7 @@ class Listener:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = lambda c, u, mid, reasons, props: self.subscribed.set()
         return client
 
     def start(self) -> None:

@@ -130,16 +130,26 @@ def usage_csv(store: HubStore, start: date, end: date) -> str:
     return out.getvalue()
 
 
+def nice(value: float) -> int:
+    """The smallest 1, 2 or 5 times a power of ten that is at least ``value``."""
+    scale = 1
+    while True:
+        for step in (1, 2, 5):
+            if step * scale >= value:
+                return step * scale
+        scale *= 10
+
+
 def bar_chart(spans: list[Period], title: str, width: int = 720, height: int = 240) -> str:
     """An SVG bar chart of confirmed (solid) and unconfirmed (pale) packs per period."""
-    top = max([p.total() + p.total(unconfirmed=True) for p in spans] + [1])
+    top = nice(max([p.total() + p.total(unconfirmed=True) for p in spans] + [1]))
     left, bottom, gap = 48, 36, 4
     inner_w, inner_h = width - left - 8, height - bottom - 24
     bar = max(2.0, inner_w / max(1, len(spans)) - gap)
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" role="img" viewBox="0 0 {width} {height}"'
              f' class="chart"><title>{escape(title)}</title>',
              f'<text x="{left}" y="14" class="chart-title">{escape(title)}</text>']
-    for tick in (0, top / 2, top):
+    for tick in (0, top / 2, top) if top >= 2 else (0, top):
         y = 24 + inner_h - inner_h * tick / top
         parts.append(f'<line x1="{left}" x2="{width - 8}" y1="{y:.1f}" y2="{y:.1f}" '
                      'class="grid"/>')

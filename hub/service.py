@@ -61,6 +61,9 @@ class HubService:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda signum, frame: stop.set())
         self.listener.start()
+        if not self.listener.subscribed.wait(10):
+            log.warning("no broker at %s:%d yet; serving the pages and trying again",
+                        self.config.mqtt.host, self.config.mqtt.port)
         self._checker.start()
         web.start()
         while not server.started and web.is_alive():

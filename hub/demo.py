@@ -1,0 +1,203 @@
+"""``scripts/hub-demo``: the hub with everything it needs, on this machine, in one command.
+
+Starts a private mosquitto on a free port, three machines on the simulator (real daemons)
+that clients use now and then, a few months of made-up history (sent as machines send it,
+so the reports have something to show), and the hub on 127.0.0.1 with a demo login; prints
+the address and runs until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+MACHINES = [("mare-street", "Mare Street, outside the Hub", 1.0),
+            ("dalston-lane", "Dalston Lane pharmacy", 0.6),
+            ("homerton-row", "Homerton Row clinic", 0.3)]
+PRODUCTS = [("syringe-1ml", "1ml syringes x10", 1, 3.0), ("foil", "foil", 2, 2.0),
+            ("citric", "citric", 3, 1.0), ("naloxone", "naloxone kit", 4, 0.2)]
+LOGIN = ("demo", "demo password")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def toml_value(value: object) -> str:
+    return json.dumps(value) if not isinstance(value, bool) else str(value).lower()
+
+
+def machine_config(machine_id: str, port: int) -> str:
+    lines = [f'machine_id = "{machine_id}"', 'hal = "sim"', "", "[sim]", 'control = "sim.sock"',
+             "motor_s = 0.3", "", "[database]", 'path = "nspvend.db"', "", "[control]",
+             'socket = "control.sock"', "", "[mqtt]", 'host = "127.0.0.1"', f"port = {port}",
+             "state_interval_s = 30", "", "[usage]", "bucket_minutes = 5", "", "[privacy]",
+             "event_delay_s = [5, 20]", "event_round_s = 60", "",
+             "[display]", 'messages = ["Naloxone saves lives: press 4 for a kit."]']
+    for product, name, button, _ in PRODUCTS:
+        lines += ["", "[[products]]", f'id = "{product}"', f'name = "{name}"', f"button = {button}"]
+    for slot, (product, _, _, _) in enumerate(PRODUCTS, start=1):
+        lines += ["", "[[slots]]", f"slot = {slot}", f'product = "{product}"', "capacity = 30",
+                  "low_at = 6"]
+    return "\n".join(lines) + "\n"
+
+
+def history(port: int, days: int) -> None:
+    """Hourly buckets for the last ``days`` days, as each machine would have sent them."""
+    rng = random.Random(7)
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    for machine_id, _, busy in MACHINES:
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"demo-history-{machine_id}")
+        client.connect("127.0.0.1", port)
+        client.loop_start()
+        start = now - timedelta(days=days)
+        hour = start
+        sent = []
+        while hour < now - timedelta(hours=1):
+            if machine_id == "homerton-row" and start + timedelta(days=20) <= hour < start + timedelta(
+                    days=24):
+                hour += timedelta(hours=1)  # four days when nothing was heard: a gap
+                continue
+            night = hour.hour >= 18 or hour.hour < 8
+            counts = {p: rng.choices(range(5), weights=(8, 3, 2, 1, 1))[0]
+                      if rng.random() < busy * weight * (0.5 if night else 0.15) / 3 else 0
+                      for p, _, _, weight in PRODUCTS}
+            payload = {"schema": 1, "id": uuid.uuid4().hex, "start": hour.strftime(
+                "%Y-%m-%dT%H:%M:%SZ"), "end": (hour + timedelta(hours=1)).strftime(
+                "%Y-%m-%dT%H:%M:%SZ"), "counts": counts, "unconfirmed": dict.fromkeys(counts, 0),
+                "clock_synced": True}
+            sent.append(client.publish(f"nspvend/{machine_id}/usage", json.dumps(payload), qos=1))
+            hour += timedelta(hours=1)
+        for info in sent:
+            info.wait_for_publish(30)
+        client.disconnect()
+        client.loop_stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/hub-demo", description=__doc__.split("\n")[0])
+    parser.add_argument("--port", type=int, default=8080, help="the web page's port (8080)")
+    parser.add_argument("--days", type=int, default=120, help="days of made-up history (120)")
+    parser.add_argument("--data", help="keep everything in this folder (default: a temporary one)")
+    args = parser.parse_args(argv)
+    mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if not os.path.exists(mosquitto):
+        print("hub-demo: mosquitto is not installed (scripts/setup --with-broker installs it)",
+              file=sys.stderr)
+        return 69
+    folder = Path(args.data or tempfile.mkdtemp(prefix="nspvend-hub-demo-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    (folder / "mosquitto.conf").write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n"
+                                           "persistence false\nmax_queued_messages 100000\n"
+                                           "max_inflight_messages 200\n")
+    processes: list[subprocess.Popen] = []
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    try:
+        processes.append(subprocess.Popen([mosquitto, "-c", str(folder / "mosquitto.conf")],
+                                          **quiet))
+        time.sleep(0.5)
+        hub_toml = folder / "hub.toml"
+        machines = "".join(f'\n[[machines]]\nid = "{m}"\nname = "{n}"\n' for m, n, _ in MACHINES)
+        hub_toml.write_text(f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\n\n[database]\n'
+                            f'path = "hub.db"\n\n[web]\nlisten = "127.0.0.1:{args.port}"\n\n'
+                            f"[alerts]\noffline_after_s = 90\n{machines}")
+        nspvend = [sys.executable, "-m", "controller"]
+        subprocess.run([*nspvend, "hub", "user", "add", LOGIN[0], "--role", "staff", "--config",
+                        str(hub_toml)], input=LOGIN[1] + "\n", text=True, check=True, **quiet)
+        hub = subprocess.Popen([*nspvend, "hub", "run", "--config", str(hub_toml)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        processes.append(hub)
+        for line in hub.stderr:  # ready: subscribed, so nothing sent from now on is missed
+            if "nspvend hub ready" in line:
+                break
+        threading.Thread(target=lambda: [None for _ in hub.stderr], daemon=True).start()
+        print("hub-demo: sending the made-up history...", flush=True)
+        history(port, args.days)
+        for machine_id, _, _ in MACHINES:
+            home = folder / machine_id
+            home.mkdir(exist_ok=True)
+            (home / "nspvend.toml").write_text(machine_config(machine_id, port))
+            processes.append(subprocess.Popen([*nspvend, "run", "--config",
+                                               str(home / "nspvend.toml")], **quiet))
+        for machine_id, _, _ in MACHINES:
+            deadline = time.monotonic() + 60
+            while not (folder / machine_id / "sim.sock").exists():
+                if time.monotonic() > deadline:
+                    print(f"hub-demo: {machine_id} did not start", file=sys.stderr)
+                    return 1
+                time.sleep(0.2)
+            for slot in range(1, len(PRODUCTS) + 1):
+                world(folder / machine_id, {"op": "load", "slot": slot, "count": 24})
+            staff(folder / machine_id, {"id": "fill", "cmd": "refill", "all": True})
+        print(f"\nThe hub: http://127.0.0.1:{args.port}/   log in as {LOGIN[0]} / {LOGIN[1]}\n"
+              f"Three machines on the simulator; clients come by now and then. Ctrl-C stops it "
+              f"all. (Files: {folder})", flush=True)
+        clients(folder)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for process in reversed(processes):
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    return 0
+
+
+def clients(folder: Path) -> None:
+    """People using the machines, now and then; sometimes a slot jams."""
+    rng = random.Random()
+    while True:
+        time.sleep(rng.uniform(2, 8))
+        machine_id, _, busy = rng.choice(MACHINES)
+        if rng.random() > busy:
+            continue
+        button = rng.choices([p[2] for p in PRODUCTS], weights=[p[3] for p in PRODUCTS])[0]
+        try:
+            if rng.random() < 0.02:
+                world(folder / machine_id, {"op": "fault", "kind": "jam",
+                                            "slot": rng.randint(1, len(PRODUCTS))})
+            world(folder / machine_id, {"op": "press", "button": button})
+        except OSError:
+            pass  # that machine is restarting
+
+
+def ask(path: Path, request: dict) -> dict:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(30)
+        s.connect(str(path))
+        s.sendall(json.dumps(request).encode() + b"\n")
+        return json.loads(s.makefile().readline())
+
+
+def world(home: Path, request: dict) -> dict:
+    return ask(home / "sim.sock", request)
+
+
+def staff(home: Path, request: dict) -> dict:
+    return ask(home / "control.sock", request)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
