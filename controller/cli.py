@@ -68,7 +68,11 @@ def _parser() -> argparse.ArgumentParser:
 
     add("run", _run, "run the daemon (systemd starts this)")
     for plugin in entry_points(group=COMMANDS_GROUP):  # the demo (simulator/), the hub (hub/)
-        plugin.load()(add)
+        try:
+            plugin.load()(add)
+        except ImportError as e:  # a part not installed here (the hub on a Pi)
+            add(plugin.name, lambda args, name=plugin.name, why=str(e): _missing(name, why),
+                f"not installed here ({e})")
     add("status", _status, "mode, faults and stock", json_flag=True)
     add("stock", _stock, "what each slot holds", json_flag=True)
     refill = add("refill", _refill, "tell the machine how many packs a slot now holds",
@@ -103,6 +107,12 @@ def _parser() -> argparse.ArgumentParser:
                                                "the problem")
     check.add_argument("file")
     return p
+
+
+def _missing(name: str, why: str) -> int:
+    print(f"nspvend {name}: not installed here ({why}); on the hub's server: "
+          "pip install 'nspvend[hub]'", file=sys.stderr)
+    return EX_UNAVAILABLE
 
 
 # -- the daemon ---------------------------------------------------------------

@@ -56,7 +56,12 @@ def _config(args: argparse.Namespace) -> HubConfig:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from hub.service import HubService
+    try:
+        from hub.service import HubService
+    except ImportError as e:
+        print(f"nspvend hub: the hub's packages are not installed ({e}): "
+              "pip install 'nspvend[hub]'", file=sys.stderr)
+        return 69
 
     os.umask(0o077)  # the database and its sessions are for the service alone
     logs.setup()
@@ -84,7 +89,12 @@ def _store(args: argparse.Namespace) -> HubStore:
 
 
 def _user_add(args: argparse.Namespace) -> int:
-    from hub.web import hash_password
+    try:
+        from hub.web import hash_password
+    except ImportError as e:
+        print(f"nspvend hub: the hub's packages are not installed ({e}): "
+              "pip install 'nspvend[hub]'", file=sys.stderr)
+        return 69
 
     password = sys.stdin.readline().rstrip("\n")
     if len(password) < MIN_PASSWORD:

@@ -60,7 +60,7 @@ pip install --require-hashes ${NSPVEND_PIP_OPTIONS:-} -r "$SRC/requirements/pi.l
 # built from a copy: setuptools writes build/ and *.egg-info where it builds
 build=$(mktemp -d)
 cp -r "$SRC/pyproject.toml" "$SRC/README.md" "$SRC/controller" "$SRC/hal" "$SRC/simulator" \
-    "$SRC/firmware_py" "$build/"
+    "$SRC/firmware_py" "$SRC/hub" "$build/"
 pip install --no-deps --no-build-isolation ${NSPVEND_PIP_OPTIONS:-} "$build"
 rm -rf "$build"
 cp "$SRC/README.md" "$P/opt/nspvend/README.md"

@@ -1,0 +1,208 @@
+"""The hub's figures: how fast it stores what machines send, and how long its pages take.
+
+    .venv/bin/python bench/hub.py [--quick]      (scripts/bench runs it after bench/run.py)
+
+1. Ingest: 50 simulated machines (paho publishers speaking the contract) send usage buckets
+   through a local mosquitto into the hub as a process; messages stored per second, and the
+   lag from publish to stored (p50/p99).
+2. Pages: a hub whose store holds a year of hourly buckets from 50 machines (written
+   straight into the store, as the listener would); the fleet board, a year's report and a
+   year's CSV, timed over HTTP with a logged-in client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sqlite3
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import paho.mqtt.client as mqtt  # noqa: E402
+from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
+
+from controller.messages import StateMessage, StockMessage, UsageMessage  # noqa: E402
+from hub.store import HubStore  # noqa: E402
+from tests.broker import Broker  # noqa: E402
+from tests.daemon_process import HubProcess  # noqa: E402
+from tests.hub_client import HubClient  # noqa: E402
+from tests.machines import to_toml  # noqa: E402
+from tests.test_hub import free_port, hub_cli  # noqa: E402
+
+MACHINES = 50
+PRODUCTS = ("syringe-1ml", "foil", "citric", "naloxone")
+PASSWORD = "bench password"
+
+
+def hub_folder(broker_port: int) -> tuple[Path, int, Path]:
+    folder = Path(tempfile.mkdtemp(prefix="nspvend-bench-hub-"))
+    web = free_port()
+    config = folder / "hub.toml"
+    config.write_text(to_toml({"mqtt": {"host": "127.0.0.1", "port": broker_port},
+                               "database": {"path": "hub.db"},
+                               "web": {"listen": f"127.0.0.1:{web}"}}))
+    assert hub_cli(config, "user", "add", "bench", "--role", "viewer",
+                   stdin=PASSWORD + "\n").returncode == 0
+    return folder, web, config
+
+
+def bucket(machine: int, start: datetime) -> UsageMessage:
+    counts = {p: (machine + start.hour + i) % 4 for i, p in enumerate(PRODUCTS)}
+    return UsageMessage(id=uuid.uuid4().hex, start=start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                        end=(start + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                        counts=counts, unconfirmed=dict.fromkeys(PRODUCTS, 0), clock_synced=True)
+
+
+def ingest(messages: int) -> dict:
+    broker = Broker(Path(tempfile.mkdtemp(prefix="nspvend-bench-broker-")),
+                    listener=None)
+    folder, _, config = hub_folder(broker.port)
+    hub = HubProcess(config)
+    per_machine = messages // MACHINES
+    sent_at: dict[str, float] = {}
+    clients = []
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    try:
+        for m in range(MACHINES):
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-m{m:02d}")
+            client.connect("127.0.0.1", broker.port)
+            client.loop_start()
+            clients.append(client)
+        t0 = time.perf_counter()
+
+        def machine(m: int) -> None:
+            for i in range(per_machine):
+                u = bucket(m, start + timedelta(hours=i))
+                sent_at[u.id] = time.time()
+                clients[m].publish(f"nspvend/bench-m{m:02d}/usage", u.encode(), qos=1)
+
+        threads = [threading.Thread(target=machine, args=(m,)) for m in range(MACHINES)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        total = per_machine * MACHINES
+        db = sqlite3.connect(folder / "hub.db")
+        while db.execute("SELECT count(*) FROM buckets").fetchone()[0] < total:
+            time.sleep(0.05)
+            if time.perf_counter() - t0 > 300:
+                break
+        elapsed = time.perf_counter() - t0
+        stored = dict(db.execute("SELECT id, received FROM buckets").fetchall())
+        lags = sorted(_seconds(stored[i]) - sent_at[i] for i in sent_at if i in stored)
+        db.close()
+    finally:
+        for client in clients:
+            client.disconnect()
+            client.loop_stop()
+        hub.terminate()
+        broker.kill()
+    return {"messages": len(stored), "rate": len(stored) / elapsed,
+            "lag_p50": statistics.median(lags), "lag_p99": lags[int(len(lags) * 0.99) - 1]}
+
+
+def _seconds(iso: str) -> float:
+    # stored to the second: the lag is known to +-1 s, enough to see a backlog
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() + 0.5
+
+
+def pages(days: int) -> dict:
+    broker = Broker(Path(tempfile.mkdtemp(prefix="nspvend-bench-broker-")))
+    folder, web, config = hub_folder(broker.port)
+    store = HubStore(folder / "hub.db")
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    first = now - timedelta(days=days)
+    t = time.perf_counter()
+    heard = now
+    for m in range(MACHINES):
+        machine = f"bench-m{m:02d}"
+        with store.transaction():
+            store.heard(machine, heard)
+            store.record_availability(machine, "online", heard)
+            store.record_state(machine, StateMessage(
+                mode="in_service", door="closed", sharps_bin="ok", temperature_c=12.0, faults=(),
+                version="bench", uptime_s=1, clock_synced=True,
+                ts=now.strftime("%Y-%m-%dT%H:%M:%SZ")), heard)
+            store.record_stock(machine, StockMessage.read({
+                "schema": 1, "ts": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "slots": [{"slot": i + 1, "product": p, "count": 10, "capacity": 30,
+                           "low_at": 5, "status": "ok"} for i, p in enumerate(PRODUCTS)],
+                "products": {p: {"count": 10, "status": "ok"} for p in PRODUCTS}}), heard)
+            hour = first
+            while hour < now:
+                store.record_usage(machine, bucket(m, hour), heard)
+                hour += timedelta(hours=1)
+    buckets = store._x("SELECT count(*) FROM buckets").fetchone()[0]
+    store.close()
+    fill_s = time.perf_counter() - t
+    hub = HubProcess(config)
+    try:
+        client = HubClient(f"http://127.0.0.1:{web}")
+        client.login("bench", PASSWORD)
+        year = (now - timedelta(days=365)).date()
+
+        def timed(path: str, runs: int = 5) -> float:
+            times = []
+            for _ in range(runs):
+                t = time.perf_counter()
+                status, _, _ = client.get(path)
+                times.append(time.perf_counter() - t)
+                assert status == 200, (path, status)
+            return statistics.median(times)
+
+        figures = {"fleet": timed("/"), "api": timed("/api/machines"),
+                   "report_year": timed("/reports?by=year", 3),
+                   "report_month": timed("/reports?by=month", 3),
+                   "csv_year": timed(f"/reports/usage.csv?from={year}&to={now.date() + timedelta(1)}",
+                                     3),
+                   "buckets": buckets, "fill_s": fill_s,
+                   "db_mb": os.path.getsize(folder / "hub.db") / 1e6}
+    finally:
+        hub.terminate()
+        broker.kill()
+    return figures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer messages, 60 days of data")
+    args = parser.parse_args()
+    i = ingest(5000 if args.quick else 20000)
+    p = pages(60 if args.quick else 365)
+    print()
+    print(f"nspvend hub bench on {os.uname().nodename} ({os.cpu_count()} CPUs), "
+          f"{time.strftime('%Y-%m-%d')}")
+    print()
+    print(f"| {'figure':<58} | {'value':>14} |")
+    print(f"|{'-' * 60}|{'-' * 16}|")
+    rows = [
+        (f"usage messages stored per second ({MACHINES} machines, local broker)",
+         f"{i['rate']:.0f} msg/s"),
+        ("lag from publish to stored, p50", f"{i['lag_p50']:.1f} s"),
+        ("lag from publish to stored, p99", f"{i['lag_p99']:.1f} s"),
+        (f"fleet board, {MACHINES} machines", f"{p['fleet'] * 1000:.0f} ms"),
+        ("/api/machines", f"{p['api'] * 1000:.0f} ms"),
+        ("report by financial year (3 years)", f"{p['report_year'] * 1000:.0f} ms"),
+        ("report by month (12 months)", f"{p['report_month'] * 1000:.0f} ms"),
+        ("a year's CSV", f"{p['csv_year'] * 1000:.0f} ms"),
+    ]
+    for name, value in rows:
+        print(f"| {name:<58} | {value:>14} |")
+    print()
+    print(f"ingest: {i['messages']} buckets; pages: {p['buckets']} hourly buckets "
+          f"({MACHINES} machines x {len(PRODUCTS)} products), store {p['db_mb']:.0f} MB, "
+          f"written in {p['fill_s']:.0f} s; medians of 3-5 requests")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
