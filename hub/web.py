@@ -39,6 +39,7 @@ from starlette.staticfiles import StaticFiles
 
 from controller.clock import Clock, SystemClock, iso, parse_iso
 from controller.commands import COMMANDS
+from controller.config import MACHINE_ID
 from controller.messages import MODES, CommandResult, compact
 from hub import reports
 from hub.config import HubConfig
@@ -317,6 +318,8 @@ class Web:
 
     async def command(self, mid: str, command: dict, user: str) -> tuple[int, dict]:
         """Send ``command`` to machine ``mid`` and wait for its answer: (HTTP status, body)."""
+        if not MACHINE_ID.fullmatch(mid):
+            return 404, {"error": f"no machine {mid[:64]!r}"}
         if self.listener is None:
             return 503, {"error": "the hub is not connected to the broker"}
         sent = await asyncio.to_thread(self.listener.send_command, mid, command, user)
@@ -474,7 +477,7 @@ async def form_of(request: Request) -> dict[str, str]:
 
 def _safe_next(target: str | None) -> str:
     """Only a path on this site (never another site) to go back to after logging in."""
-    if target and target.startswith("/") and not target.startswith("//"):
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
         return target
     return ""
 
