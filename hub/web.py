@@ -14,6 +14,7 @@ import asyncio
 import hmac
 import json
 import logging
+import math
 import secrets
 import threading
 import urllib.parse
@@ -53,7 +54,7 @@ COOKIE = "nspvend_session"
 LOGIN_COOKIE = "nspvend_login"
 SESSION_HOURS = 12
 ANSWER_TIMEOUT_S = 30.0
-FREE_FAILURES = 3  # then each failed login doubles the wait before the next attempt
+FREE_FAILURES = 3  # then 4, 8, 16 ... s before the next attempt may be made
 MAX_WAIT_S = 300
 ROLES = ("staff", "viewer")
 HASHER = PasswordHasher()
@@ -230,8 +231,8 @@ class Web:
         failures, last = self.store.login_failures(who)
         if failures < FREE_FAILURES or last is None:
             return 0
-        wait = min(MAX_WAIT_S, 2 ** (failures - FREE_FAILURES + 1))
-        return max(0, int(wait - (now - parse_iso(last)).total_seconds()))
+        wait = min(MAX_WAIT_S, 2 ** (failures - FREE_FAILURES + 2))
+        return max(0, math.ceil(wait - (now - parse_iso(last)).total_seconds()))
 
     async def logout(self, request: Request) -> Response:
         user = self.user_of(request)
