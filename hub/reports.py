@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from html import escape
 
-from controller.clock import iso, parse_iso
+from controller.clock import iso
 from hub.store import HubStore
 
 KINDS = ("day", "week", "month", "year")
@@ -75,30 +75,31 @@ def periods(kind: str, today: date, count: int, fy_start: tuple[int, int] = (4, 
 
 def fill(store: HubStore, spans: list[Period], machines: list[str] | None = None,
          now: datetime | None = None) -> list[Period]:
-    """Count each period's packs and coverage from the store (buckets by their start)."""
+    """Count each period's packs and coverage from the store (buckets by their start day;
+    every period here is made of whole UTC days)."""
     if not spans:
         return spans
     start, end = iso(spans[0].start), iso(spans[-1].end)
     by_start = sorted(spans, key=lambda p: p.start)
-    for row in store.usage(start, end, machines):
-        period = _find(by_start, parse_iso(row.start))
+    for machine, day, product, confirmed, unconfirmed in store.usage_by_day(start, end, machines):
+        period = _find(by_start, midnight(date.fromisoformat(day)))
         if period is not None:
-            counts = period.counts.setdefault(row.machine, {}).setdefault(row.product, [0, 0])
-            counts[0] += row.confirmed
-            counts[1] += row.unconfirmed
-    now = now or datetime.now(UTC)
-    for machine, buckets in store.coverage(start, end).items():
+            counts = period.counts.setdefault(machine, {}).setdefault(product, [0, 0])
+            counts[0] += confirmed
+            counts[1] += unconfirmed
+    covered: dict[tuple[int, str], float] = {}
+    for machine, day, seconds in store.covered_by_day(start, end):
         if machines is not None and machine not in machines:
             continue
-        for b_start, b_end in buckets:
-            s, e = parse_iso(b_start), parse_iso(b_end)
-            period = _find(by_start, s)
-            if period is not None:
-                seconds = max(0.0, (min(e, period.end) - s).total_seconds())
-                period.covered[machine] = period.covered.get(machine, 0.0) + seconds
+        period = _find(by_start, midnight(date.fromisoformat(day)))
+        if period is not None:
+            key = (id(period), machine)
+            covered[key] = covered.get(key, 0.0) + seconds
+    now = now or datetime.now(UTC)
     for period in spans:
         length = max(1.0, (min(period.end, max(now, period.start)) - period.start).total_seconds())
-        period.covered = {m: min(1.0, s / length) for m, s in period.covered.items()}
+        period.covered = {m: min(1.0, s / length) for (pid, m), s in covered.items()
+                          if pid == id(period)}
     return spans
 
 
@@ -112,21 +113,15 @@ def _find(spans: list[Period], moment: datetime) -> Period | None:
 def usage_csv(store: HubStore, start: date, end: date) -> str:
     """SPEC.md's CSV: ``machine,product,confirmed,unconfirmed`` (then coverage and bucket
     counts) for buckets starting in [start, end), UTC dates; each bucket counted once."""
-    totals: dict[tuple[str, str], list[int]] = {}
-    buckets: dict[str, set[str]] = {}
-    for row in store.usage(iso(midnight(start)), iso(midnight(end))):
-        t = totals.setdefault((row.machine, row.product), [0, 0])
-        t[0] += row.confirmed
-        t[1] += row.unconfirmed
-        buckets.setdefault(row.machine, set()).add(row.bucket)
     span = Period("", midnight(start), midnight(end))
     fill(store, [span])
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["machine", "product", "confirmed", "unconfirmed", "coverage", "buckets"])
-    for (machine, product), (confirmed, unconfirmed) in sorted(totals.items()):
+    for machine, product, confirmed, unconfirmed, buckets in store.usage_totals(
+            iso(span.start), iso(span.end)):
         writer.writerow([machine, product, confirmed, unconfirmed,
-                         f"{span.covered.get(machine, 0.0):.3f}", len(buckets[machine])])
+                         f"{span.covered.get(machine, 0.0):.3f}", buckets])
     return out.getvalue()
 
 

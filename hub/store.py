@@ -36,6 +36,7 @@ def _v1(db: sqlite_utils.Database) -> None:
     db["machines"].create({
         "id": str, "first_heard": str, "last_heard": str, "availability": str,
         "availability_since": str, "state": str, "state_at": str, "stock": str, "stock_at": str,
+        "last_pack": str,
     }, pk="id", if_not_exists=True)
     db["buckets"].create({"id": str, "machine": str, "start": str, "end": str,
                           "clock_synced": int, "received": str}, pk="id", if_not_exists=True)
@@ -80,17 +81,6 @@ class Machine:
     availability_since: str | None
     state: StateMessage | None
     stock: StockMessage | None
-
-
-@dataclass(frozen=True)
-class UsageRow:
-    machine: str
-    bucket: str
-    start: str
-    end: str
-    product: str
-    confirmed: int
-    unconfirmed: int
 
 
 class HubStore:
@@ -163,6 +153,9 @@ class HubStore:
                           iso(at)))
         if cursor.rowcount == 0:
             return False
+        if any(usage.counts.values()) or any(usage.unconfirmed.values()):
+            self._x("UPDATE machines SET last_pack = ? WHERE id = ? AND (last_pack IS NULL OR"
+                    " last_pack < ?)", (usage.end, machine, usage.end))
         for product in sorted(set(usage.counts) | set(usage.unconfirmed)):
             self._x("INSERT INTO bucket_counts (bucket_id, product, confirmed, unconfirmed)"
                     " VALUES (?, ?, ?, ?)", (usage.id, product, usage.counts.get(product, 0),
@@ -200,31 +193,42 @@ class HubStore:
         keys = ("id", "machine", "ts", "type", "slot", "product", "detail")
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
-    def usage(self, start: str, end: str, machines: list[str] | None = None) -> list[UsageRow]:
-        """Counts of buckets that start in [start, end), by bucket and product."""
-        sql = ("SELECT b.machine, b.id, b.start, b.end, c.product, c.confirmed, c.unconfirmed"
-               " FROM buckets b JOIN bucket_counts c ON c.bucket_id = b.id"
+    def usage_by_day(self, start: str, end: str, machines: list[str] | None = None
+                     ) -> list[tuple[str, str, str, int, int]]:
+        """``(machine, day, product, confirmed, unconfirmed)`` summed per UTC day, for buckets
+        that start in [start, end) (the database adds up, not Python)."""
+        sql = ("SELECT b.machine, substr(b.start, 1, 10), c.product, sum(c.confirmed),"
+               " sum(c.unconfirmed) FROM buckets b JOIN bucket_counts c ON c.bucket_id = b.id"
                " WHERE b.start >= ? AND b.start < ?")
         params: list[Any] = [start, end]
         if machines is not None:
             sql += f" AND b.machine IN ({','.join('?' * len(machines))})"
             params += machines
-        return [UsageRow(*r) for r in self._x(sql + " ORDER BY b.start", params).fetchall()]
+        return self._x(sql + " GROUP BY b.machine, substr(b.start, 1, 10), c.product",
+                       params).fetchall()
 
-    def coverage(self, start: str, end: str) -> dict[str, list[tuple[str, str]]]:
-        """Per machine, the (start, end) of its buckets that start in [start, end)."""
-        found: dict[str, list[tuple[str, str]]] = {}
-        for machine, b_start, b_end in self._x(
-                "SELECT machine, start, end FROM buckets WHERE start >= ? AND start < ?"
-                " ORDER BY start", (start, end)).fetchall():
-            found.setdefault(machine, []).append((b_start, b_end))
-        return found
+    def covered_by_day(self, start: str, end: str) -> list[tuple[str, str, float]]:
+        """``(machine, day, seconds)``: how long the buckets that start on each UTC day ran
+        (a bucket reaching past midnight counts up to midnight)."""
+        return self._x(
+            "SELECT machine, substr(start, 1, 10), sum(max(0, (julianday(min(end,"
+            " date(start, '+1 day') || 'T00:00:00Z')) - julianday(start)) * 86400))"
+            " FROM buckets WHERE start >= ? AND start < ? GROUP BY machine, substr(start, 1, 10)",
+            (start, end)).fetchall()
+
+    def usage_totals(self, start: str, end: str) -> list[tuple[str, str, int, int, int]]:
+        """``(machine, product, confirmed, unconfirmed, buckets)`` for buckets starting in
+        [start, end)."""
+        return self._x(
+            "SELECT b.machine, c.product, sum(c.confirmed), sum(c.unconfirmed),"
+            " count(DISTINCT b.id) FROM buckets b JOIN bucket_counts c ON c.bucket_id = b.id"
+            " WHERE b.start >= ? AND b.start < ? GROUP BY b.machine, c.product"
+            " ORDER BY b.machine, c.product", (start, end)).fetchall()
 
     def last_packs(self) -> dict[str, str]:
         """Per machine, the end of its latest bucket that held a pack."""
-        return dict(self._x(
-            "SELECT b.machine, max(b.end) FROM buckets b JOIN bucket_counts c ON c.bucket_id = b.id"
-            " WHERE c.confirmed + c.unconfirmed > 0 GROUP BY b.machine").fetchall())
+        return dict(self._x("SELECT id, last_pack FROM machines WHERE last_pack IS NOT NULL"
+                            ).fetchall())
 
     def recent_usage(self, machine: str, since: str) -> dict[str, tuple[int, float]]:
         """Per product: packs (confirmed + unconfirmed) since ``since``, and the hours of
