@@ -63,8 +63,9 @@ def bucket(machine: int, start: datetime) -> UsageMessage:
 
 
 def ingest(messages: int) -> dict:
+    # the broker as examples/mosquitto/nspvend.conf sets it: room to hold a backlog for the hub
     broker = Broker(Path(tempfile.mkdtemp(prefix="nspvend-bench-broker-")),
-                    listener=None)
+                    extra="max_queued_messages 100000\nmax_inflight_messages 200\n")
     folder, _, config = hub_folder(broker.port)
     hub = HubProcess(config)
     per_machine = messages // MACHINES
