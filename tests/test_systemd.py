@@ -21,27 +21,32 @@ UNIT = ROOT / "systemd" / "nspvend.service"
 ANALYZE = shutil.which("systemd-analyze")
 
 
-def local_unit(tmp: Path) -> Path:
+HUB_UNIT = ROOT / "systemd" / "nspvend-hub.service"
+
+
+def local_unit(tmp: Path, unit: Path = UNIT) -> Path:
     """The unit with ExecStart pointing at this checkout's nspvend, so verify finds it."""
-    path = tmp / "nspvend.service"
+    path = tmp / unit.name
     nspvend = shutil.which("nspvend", path=str(Path(os.sys.executable).parent)) or "/bin/true"
-    path.write_text(UNIT.read_text().replace("/opt/nspvend/venv/bin/nspvend", nspvend))
+    path.write_text(unit.read_text().replace("/opt/nspvend/venv/bin/nspvend", nspvend)
+                    .replace("/opt/nspvend-hub/venv/bin/nspvend", nspvend))
     return path
 
 
 @pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze not installed")
-def test_the_unit_verifies_and_its_exposure_is_ok(tmp_path, capsys):
-    unit = local_unit(tmp_path)
+@pytest.mark.parametrize("unit_file", [UNIT, HUB_UNIT], ids=["machine", "hub"])
+def test_the_unit_verifies_and_its_exposure_is_ok(tmp_path, capsys, unit_file):
+    unit = local_unit(tmp_path, unit_file)
     verify = subprocess.run([ANALYZE, "verify", str(unit)], capture_output=True, text=True,
                             timeout=60)
     assert verify.returncode == 0 and "nspvend" not in verify.stderr, verify.stderr
     security = subprocess.run([ANALYZE, "security", "--offline=yes", str(unit)],
                               capture_output=True, text=True, timeout=60)
-    found = re.search(r"Overall exposure level for nspvend.service: ([\d.]+) (\w+)",
+    found = re.search(rf"Overall exposure level for {unit_file.name}: ([\d.]+) (\w+)",
                       security.stdout)
     assert found, security.stdout[-500:]
     with capsys.disabled():
-        print(f"\n    systemd-analyze security: exposure {found[1]} {found[2]}")
+        print(f"\n    systemd-analyze security {unit_file.name}: exposure {found[1]} {found[2]}")
     assert float(found[1]) <= 2.0
 
 
