@@ -103,6 +103,12 @@ def _parser() -> argparse.ArgumentParser:
     watch.add_argument("--password-file", help="file holding the password")
     watch.add_argument("--ca-file", help="CA certificate: turns TLS on")
     watch.add_argument("--json", action="store_true", help="one JSON object per message")
+    screens = add("screens", _screens, "every screen a client can meet, as the display shows it")
+    screens.add_argument("--display", choices=("hd44780", "board", "st7789", "ili9341", "file"),
+                         help="as this display shows it (default: the config's)")
+    screens.add_argument("--lang", help="in this language (default: the config's first)")
+    screens.add_argument("--png", help="draw graphic screens as PNG pictures in this folder")
+    screens.add_argument("--languages", action="store_true", help="list the languages shipped")
     check = add("check-config", _check_config, "check a config file and exit 0, or 78 with "
                                                "the problem")
     check.add_argument("file")
@@ -125,6 +131,30 @@ def _run(args: argparse.Namespace) -> int:
     daemon = Daemon(config)
     install_signal_handlers(daemon)
     return daemon.run()
+
+
+def _screens(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from controller import showcase
+    from controller.i18n import languages
+
+    if args.languages:
+        print("\n".join(code for code in languages()))
+        return 0
+    path = find_config(args.config)
+    config = load_config(path) if args.config or Path(path).exists() else showcase.demo_config()
+    if args.lang and args.lang not in languages():
+        print(f"nspvend screens: no language {args.lang!r}; there are "
+              f"{', '.join(languages())}", file=sys.stderr)
+        return 2
+    if args.lang and args.display in ("hd44780", "board") and not languages()[args.lang].latin:
+        print(f"nspvend screens: {languages()[args.lang].name} needs a graphic screen (a "
+              "character LCD has only Latin letters)", file=sys.stderr)
+        return 2
+    print("\n".join(showcase.show(config, args.display, args.lang,
+                                  Path(args.png) if args.png else None)))
+    return 0
 
 
 def _check_config(args: argparse.Namespace) -> int:

@@ -14,10 +14,18 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from controller.i18n import languages
 from controller.messages import read_key
 from controller.schedule import Window, parse_window
 from hal import PIN_FACTORIES, WIRINGS
-from hal.settings import GpioSettings, SerialSettings, SimSettings
+from hal.settings import (
+    DISPLAY_KINDS,
+    DisplaySettings,
+    GpioSettings,
+    SerialSettings,
+    SimSettings,
+    SpeechSettings,
+)
 
 EX_CONFIG = 78
 DEFAULT_PATHS = ("./nspvend.toml", "/etc/nspvend/config.toml")
@@ -40,6 +48,10 @@ class Product:
     id: str
     name: str
     button: int
+    names: tuple[tuple[str, str], ...] = ()  # (language, name) where it differs from ``name``
+
+    def name_in(self, language: str) -> str:
+        return dict(self.names).get(language, self.name)
 
 
 @dataclass(frozen=True)
@@ -100,6 +112,15 @@ class Config:
     messages: tuple[str, ...]
     alternative: str
     thank_you_s: float
+    display: DisplaySettings
+    languages: tuple[str, ...]
+    language_button: int | None
+    speech: SpeechSettings
+    speak_every_screen: bool
+    say_again_button: int | None
+    volume: int
+    quiet_volume: int
+    quiet_hours: tuple[Window, ...]
     products: tuple[Product, ...]
     slots: tuple[SlotConfig, ...]
 
@@ -329,7 +350,31 @@ def parse_config(data: dict, path: str = "<config>") -> Config:
     alternative = display.text(
         "alternative", "Please try the Hub or a pharmacy with the needle exchange sign.")
     thank_you_s = display.number("thank_you_s", 8, 1, 120)
+    screen = _parse_display(display, resolve)
+    allow_unreviewed = display.flag("allow_unreviewed", False)
+    shown_languages = tuple(display.strings("languages", ["en"]))
+    language_button = display.integer("language_button", None, 1, 64)
     display.finish()
+
+    speech_table = top.table("speech")
+    speech = SpeechSettings(
+        enabled=speech_table.flag("enabled", False),
+        espeak=speech_table.text("espeak", "espeak-ng"),
+        output=speech_table.text("output", "sound"),
+    )
+    if speech.output != "sound":
+        speech = SpeechSettings(speech.enabled, speech.espeak, resolve(speech.output))
+    every_screen = speech_table.flag("every_screen", False)
+    say_button = speech_table.integer("say_again_button", None, 1, 64)
+    volume = speech_table.integer("volume", 100, 0, 200)
+    quiet_volume = speech_table.integer("quiet_volume", 40, 0, 200)
+    quiet_hours = []
+    for i, line in enumerate(speech_table.strings("quiet_hours", [])):
+        try:
+            quiet_hours.append(parse_window(line))
+        except ValueError as e:
+            raise ConfigError(path, f"speech.quiet_hours[{i}]", str(e)) from None
+    speech_table.finish()
 
     products = _parse_products(path, top.get("products", list, [], "a list of [[products]]"))
     top.seen.add("products")
@@ -338,6 +383,18 @@ def parse_config(data: dict, path: str = "<config>") -> Config:
     top.finish()
     if gpio is not None:
         _check_gpio_wiring(path, gpio, products, slots)
+    _check_languages(path, shown_languages, allow_unreviewed, screen, hal)
+    used = {p.button: f"product {p.id}" for p in products}
+    for key, button in (("display.language_button", language_button),
+                        ("speech.say_again_button", say_button)):
+        if button is None:
+            continue
+        if button in used:
+            raise ConfigError(path, key, f"button {button} is already {used[button]}'s")
+        used[button] = key
+        if gpio is not None and button not in gpio.buttons:
+            raise ConfigError(path, "gpio.buttons", f"has no pin for button {button} ({key}); "
+                                                    f"list {button} pins or more")
 
     return Config(
         path=path, machine_id=machine_id, hal=hal, serial=serial,
@@ -351,6 +408,9 @@ def parse_config(data: dict, path: str = "<config>") -> Config:
         event_delay_s=(float(delay[0]), float(delay[1])), event_round_s=event_round_s,
         hub_open=tuple(windows), hub_name=hub_name, timezone=timezone,
         messages=tuple(messages), alternative=alternative, thank_you_s=thank_you_s,
+        display=screen, languages=shown_languages, language_button=language_button,
+        speech=speech, speak_every_screen=every_screen, say_again_button=say_button,
+        volume=volume, quiet_volume=quiet_volume, quiet_hours=tuple(quiet_hours),
         products=tuple(products), slots=tuple(slots),
     )
 
@@ -505,6 +565,56 @@ def _check_gpio_wiring(path: str, gpio: GpioSettings, products: list[Product],
                                                    f"{slot.slot} pins or more")
 
 
+def _parse_display(t: _Table, resolve: Any) -> DisplaySettings:
+    kind = t.text("kind", "auto")
+    if kind not in DISPLAY_KINDS:
+        raise t.fail("kind", f"must be one of {', '.join(DISPLAY_KINDS)}, not {kind!r}")
+    path = t.text("file", None)
+    if kind == "file" and not path:
+        raise t.fail("file", 'is missing: kind = "file" needs the path a kiosk reads')
+    return DisplaySettings(
+        kind=kind, cols=t.integer("cols", 20, 8, 40), rows=t.integer("rows", 4, 1, 4),
+        i2c_port=t.integer("i2c_port", 1, 0, 20), i2c_address=t.integer("i2c_address", 0x27, 3, 0x77),
+        width=t.integer("width", 240, 64, 1920), height=t.integer("height", 240, 64, 1080),
+        spi_port=t.integer("spi_port", 0, 0, 5), spi_device=t.integer("spi_device", 0, 0, 5),
+        gpio_dc=t.integer("gpio_dc", 24, 2, 27), gpio_reset=t.integer("gpio_reset", 25, 2, 27),
+        rotate=t.integer("rotate", 0, 0, 3), file=resolve(path) if path else None)
+
+
+def _check_languages(path: str, codes: tuple[str, ...], allow_unreviewed: bool,
+                     display: DisplaySettings, hal: str) -> None:
+    shipped = languages()
+    if not codes:
+        raise ConfigError(path, "display.languages", "must name at least one language")
+    for i, code in enumerate(codes):
+        key = f"display.languages[{i}]"
+        language = shipped.get(code)
+        if language is None:
+            raise ConfigError(path, key, f"{code!r} is not a language nspvend has; it has "
+                                         f"{', '.join(shipped)} (nspvend screens --languages)")
+        if not language.reviewed and not allow_unreviewed:
+            raise ConfigError(path, key, f"the {language.name} texts have not been reviewed by a "
+                                         "native speaker; have them reviewed, or set "
+                                         "display.allow_unreviewed = true")
+        character = display.character or (display.kind == "auto" and hal == "serial")
+        if character and not language.latin:
+            raise ConfigError(path, key, f"{language.name} is not written in Latin letters: a "
+                                         "character LCD cannot show it; use a graphic screen")
+    if len(set(codes)) != len(codes):
+        raise ConfigError(path, "display.languages", "names a language twice")
+
+
+def _names(t: _Table) -> tuple[tuple[str, str], ...]:
+    names = t.get("names", dict, {}, 'a table of names by language, like { tr = "..." }')
+    for code, name in names.items():
+        if code not in languages():
+            raise ConfigError(t.path, f"{t.key('names')}.{code}",
+                              f"is not a language nspvend has ({', '.join(languages())})")
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(t.path, f"{t.key('names')}.{code}", "must be a non-empty string")
+    return tuple(sorted(names.items()))
+
+
 def _parse_products(path: str, items: list) -> list[Product]:
     products: list[Product] = []
     for i, item in enumerate(items):
@@ -513,6 +623,7 @@ def _parse_products(path: str, items: list) -> list[Product]:
             id=t.text("id", _REQUIRED, PRODUCT_ID, 'a short id like "syringe-1ml"'),
             name=t.text("name", _REQUIRED),
             button=t.integer("button", _REQUIRED, 1, 64),
+            names=_names(t),
         )
         t.finish()
         if any(p.id == product.id for p in products):

@@ -114,7 +114,7 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         try:
             gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
         except KeyError:
-            log.warning("control socket: there is no group %r; only %s may use %s", group,
+            log.info("control socket: there is no group %r; only %s may use %s", group,
                         user_name(os.getuid()), self.path)
             return
         try:

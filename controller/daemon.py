@@ -25,6 +25,8 @@ from controller.ledger import Ledger
 from controller.messages import refusal
 from controller.sdnotify import Notifier
 from controller.vending import Tick, VendingMachine
+from hal.displays import open_display
+from hal.speech import Speaker
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +59,10 @@ class Daemon:
         self.events: queue.SimpleQueue = queue.SimpleQueue()
         self.ledger = Ledger(config.database_path, config.machine_id)
         self.hardware = hardware or hal.open_hardware(config.backend, config.hardware_settings)
+        self.hardware.display = open_display(config.display, self.hardware.display)
+        self.speaker = Speaker(config.speech) if config.speech.enabled else None
         self.machine = VendingMachine(config, self.ledger, self.hardware, self.clock,
-                                      on_change=self._changed)
+                                      on_change=self._changed, speaker=self.speaker)
         self.control: ControlServer | None = None
         self.ready = threading.Event()
         self.stopping = threading.Event()
@@ -164,6 +168,8 @@ class Daemon:
                 self.hub.stop()
         finally:
             self.hardware.close()
+            if self.speaker is not None:
+                self.speaker.close()
             self.ledger.close()
         log.info("stopped")
 

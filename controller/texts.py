@@ -1,48 +1,81 @@
-"""What the client reads on the display: plain words, short lines, one idea at a time."""
+"""What the client reads on the display: plain words, short lines, one idea at a time.
+
+Each function gives a :class:`~controller.screens.Screen` in a language: the machine's
+own words come from the message catalogs (controller/locale/), staff's words (the hub's
+name, the signposting messages, where else to go) are shown as staff wrote them. The
+paragraphs are in order of importance: a small display leaves out the last ones first.
+"""
 
 from __future__ import annotations
 
-WELCOME = "Free. No names. No limits."
-PRESS = "Press a button for a pack."
+from controller.i18n import Language, languages
+from hal.screens import Screen
 
 
-def hub_open_line(hub_name: str) -> str:
-    return f"{hub_name} is open now - come in!"
+def english() -> Language:
+    return languages()["en"]
 
 
-def idle(hub_open: bool, hub_name: str) -> list[str]:
-    lines = [WELCOME, PRESS]
+def _hint(t: Language, language_button: int | None, say_button: int | None) -> list[str]:
+    hints = []
+    if language_button is not None and len(languages()) > 1:
+        hints.append(t.gettext("Language: button {button}").format(button=language_button))
+    if say_button is not None:
+        hints.append(t.gettext("To hear this, press {button}.").format(button=say_button))
+    return hints
+
+
+def idle(hub_open: bool, hub_name: str, t: Language | None = None,
+         language_button: int | None = None, say_button: int | None = None) -> Screen:
+    t = t or english()
+    paragraphs = [t.gettext("Free. No names. No limits."), t.gettext("Press a button for a pack.")]
     if hub_open:
-        lines.append(hub_open_line(hub_name))
-    return lines
+        paragraphs.append(t.gettext("{hub} is open now - come in!").format(hub=hub_name))
+    paragraphs += _hint(t, language_button, say_button)
+    return Screen("idle_hub_open" if hub_open else "idle", tuple(paragraphs), t.code)
 
 
-def vending(product_name: str) -> list[str]:
-    return [f"Getting your {product_name}...", "Please wait."]
+def vending(product_name: str, t: Language | None = None, product: str | None = None) -> Screen:
+    t = t or english()
+    return Screen("vending", (t.gettext("Getting your {product}...").format(product=product_name),
+                              t.gettext("Please wait.")), t.code, pictogram=product)
 
 
-def thank_you(message: str | None, hub_open: bool, hub_name: str, certain: bool = True) -> list[str]:
-    lines = ["Thank you. Take your pack below."]
+def thank_you(message: str | None, hub_open: bool, hub_name: str, certain: bool = True,
+              t: Language | None = None) -> Screen:
+    t = t or english()
+    paragraphs = [t.gettext("Thank you.")]
     if not certain:
-        lines.append("If nothing came out, press again.")
-    if message:
-        lines.append(message)
+        paragraphs.append(t.gettext("If nothing came out, press again."))
+    if message:  # the signposting message matters more than saying where the pack is
+        paragraphs.append(message)
     if hub_open:
-        lines.append(hub_open_line(hub_name))
-    return lines
+        paragraphs.append(t.gettext("{hub} is open now - come in!").format(hub=hub_name))
+    paragraphs.append(t.gettext("Take your pack below."))
+    return Screen("thank_you" if certain else "thank_you_unsure", tuple(paragraphs), t.code,
+                  pictogram="thanks")
 
 
-def sorry(product_name: str, alternative: str) -> list[str]:
-    return [f"Sorry, no {product_name} left in here.", alternative]
+def sorry(product_name: str, alternative: str, t: Language | None = None,
+          product: str | None = None) -> Screen:
+    t = t or english()
+    return Screen("sorry", (t.gettext("Sorry, no {product} left in here.").format(
+        product=product_name), alternative), t.code, pictogram=product)
 
 
-def cannot_dispense(alternative: str) -> list[str]:
-    return ["Sorry, the machine cannot give packs", "right now.", alternative]
+def cannot_dispense(alternative: str, t: Language | None = None) -> Screen:
+    t = t or english()
+    return Screen("cannot_dispense", (t.gettext("Sorry, the machine cannot give packs right now."),
+                                      alternative), t.code, pictogram="sorry")
 
 
-def out_of_service(alternative: str) -> list[str]:
-    return ["Sorry, this machine is closed for now.", alternative]
+def out_of_service(alternative: str, t: Language | None = None) -> Screen:
+    t = t or english()
+    return Screen("out_of_service", (t.gettext("Sorry, this machine is closed for now."),
+                                     alternative), t.code, pictogram="sorry")
 
 
-def service() -> list[str]:
-    return ["Being restocked.", "Back in a few minutes."]
+def service(t: Language | None = None) -> Screen:
+    t = t or english()
+    return Screen("service", (t.gettext("Being restocked."), t.gettext("Back in a few minutes.")),
+                  t.code, pictogram="service")

@@ -24,6 +24,7 @@ import controller
 from controller import stock, texts
 from controller.clock import Clock, iso
 from controller.config import Config, Product
+from controller.i18n import VOICES, Language, languages
 from controller.ledger import Bucket, Event, Ledger, SlotState, StorageError, new_bucket_id
 from controller.messages import Mode, StateMessage
 from controller.schedule import is_open
@@ -39,10 +40,14 @@ from hal import (
     SharpsBinChanged,
     VendOutcome,
 )
+from hal.screens import Screen
+from hal.speech import Speaker
 
 log = logging.getLogger(__name__)
 
 SORRY_S = 10.0
+REST_SCREENS = ("idle", "service", "out_of_service")
+LANGUAGE_QUIET_S = 60.0
 MAX_ROLLS_PER_TICK = 200
 MAX_CATCH_UP = timedelta(days=1)
 
@@ -107,6 +112,7 @@ class VendingMachine:
         hardware: Hardware,
         clock: Clock,
         on_change: Callable[[str], None] | None = None,
+        speaker: Speaker | None = None,
     ) -> None:
         self.config = config
         self.ledger = ledger
@@ -126,6 +132,12 @@ class VendingMachine:
         self._bucket_opened = 0.0
         self._message_index = 0
         self._screen = "idle"
+        self._shown: Screen | None = None
+        self._build: Callable[[Language], Screen] | None = None
+        self.languages = [languages()[code] for code in config.languages]
+        self.language = self.languages[0]
+        self._last_press: float | None = None
+        self.speaker = speaker
         self._screen_until: float | None = None
         self._last_vend_end: float | None = None
         self._silence_raised = False
@@ -218,21 +230,31 @@ class VendingMachine:
     def press(self, button: int, at: float | None = None) -> bool:
         """A client pressed ``button`` (at monotonic time ``at``, if known): one press, one
         pack. True if a pack came out. A press that has waited longer than
-        ``vend.press_max_wait_s`` for its turn is let go: whoever pressed has walked away."""
+        ``vend.press_max_wait_s`` for its turn is let go: whoever pressed has walked away.
+        The language and say-again buttons change the language or speak the screen."""
         if at is not None and self.clock.monotonic() - at > self.config.press_max_wait_s:
+            return False
+        self._last_press = self.clock.monotonic()
+        if button == self.config.language_button:
+            self._next_language()
+            return False
+        if button == self.config.say_again_button:
+            if self._shown is not None:
+                self._speak(self._shown)
             return False
         product = self.by_button.get(button)
         if product is None:
             log.debug("button %d has no product; ignored", button)
             return False
         if self.mode == Mode.SERVICE:
-            self._show("service", texts.service())
+            self._show("service", texts.service)
             return False
         if self.mode == Mode.OUT_OF_SERVICE:
-            self._show("sorry", texts.out_of_service(self.config.alternative), SORRY_S)
+            self._show("sorry", lambda t: texts.out_of_service(self.config.alternative, t),
+                       SORRY_S)
             return False
         self._pace()
-        self._show("vending", texts.vending(product.name))
+        self._show("vending", lambda t: texts.vending(product.name_in(t.code), t, product.id))
         self.hw.led.set(LedState.BUSY)
         self._hold = Hold()
         try:
@@ -281,7 +303,8 @@ class VendingMachine:
                     # The journal entry stays open until the board can tell us. The hub hears
                     # of the board from the link itself, not from this press.
                     self.board_online = False
-                    self._show("sorry", texts.cannot_dispense(self.config.alternative), SORRY_S)
+                    self._show("sorry", lambda t: texts.cannot_dispense(self.config.alternative,
+                                                                        t), SORRY_S)
                     return False
                 turns += 1
                 if outcome is VendOutcome.NOTHING_DROPPED and counted_empty:
@@ -294,7 +317,8 @@ class VendingMachine:
                           else f"nothing dropped after {turns} turns: jammed or empty")
                 self._fault_slot(seq, slot, detail)
                 break
-        self._show("sorry", texts.sorry(product.name, self.config.alternative), SORRY_S)
+        self._show("sorry", lambda t: texts.sorry(product.name_in(t.code), self.config.alternative,
+                                                  t, product.id), SORRY_S)
         return False
 
     def _drop_sensor_failing(self) -> None:
@@ -403,8 +427,9 @@ class VendingMachine:
         if self.messages:
             message = self.messages[self._message_index % len(self.messages)]
             self._message_index += 1
-        lines = texts.thank_you(message, self.hub_open(), self.config.hub_name, certain)
-        self._show("thank_you", lines, self.config.thank_you_s)
+        hub_open = self.hub_open()
+        self._show("thank_you", lambda t: texts.thank_you(message, hub_open, self.config.hub_name,
+                                                          certain, t), self.config.thank_you_s)
 
     # -- reconciliation --------------------------------------------------------
     def reconcile(self) -> None:
@@ -554,6 +579,7 @@ class VendingMachine:
             self._show_rest_screen()
         self._roll_bucket_if_due()
         self._release_due()
+        self._back_to_first_language()
 
     def _roll_bucket_if_due(self) -> None:
         for _ in range(MAX_ROLLS_PER_TICK):
@@ -662,19 +688,55 @@ class VendingMachine:
         local = self.clock.now().astimezone(self.config.tz)
         return is_open(self.config.hub_open, local)
 
-    def _show(self, screen: str, lines: list[str], seconds: float | None = None) -> None:
-        self._screen = screen
+    def _show(self, name: str, build: Callable[[Language], Screen],
+              seconds: float | None = None) -> None:
+        """Show screen ``name``, built by ``build`` in the current language (kept, so the
+        language button can show it again in another)."""
+        screen = build(self.language)
+        self._screen, self._build, self._shown = name, build, screen
         self._screen_until = self.clock.monotonic() + seconds if seconds else None
-        self.hw.display.show(lines)
+        self.hw.display.show(screen)
+        if self.config.speak_every_screen:
+            self._speak(screen)
 
     def _show_rest_screen(self) -> None:
         if self.mode == Mode.SERVICE:
-            self._show("service", texts.service())
+            self._show("service", texts.service)
         elif self.mode == Mode.OUT_OF_SERVICE:
-            self._show("out_of_service", texts.out_of_service(self.config.alternative))
+            self._show("out_of_service", lambda t: texts.out_of_service(self.config.alternative,
+                                                                        t))
         else:
-            self._show("idle", texts.idle(self.hub_open(), self.config.hub_name))
+            hub_open = self.hub_open()
+            say = self.config.say_again_button if self.speaker else None
+            self._show("idle", lambda t: texts.idle(hub_open, self.config.hub_name, t,
+                                                    self.config.language_button, say))
         self.hw.led.set(self._led_state())
+
+    # -- languages and the voice ---------------------------------------------------------
+    def _next_language(self) -> None:
+        """The language button: the next enabled language, and the screen again in it."""
+        i = self.languages.index(self.language)
+        self.language = self.languages[(i + 1) % len(self.languages)]
+        if self._build is not None:
+            left = (self._screen_until - self.clock.monotonic()
+                    if self._screen_until is not None else None)
+            self._show(self._screen, self._build, max(left, 1.0) if left is not None else None)
+
+    def _back_to_first_language(self) -> None:
+        """After a quiet minute the next client meets the first language."""
+        quiet = self._last_press is None or (
+            self.clock.monotonic() - self._last_press >= LANGUAGE_QUIET_S)
+        if self.language is not self.languages[0] and quiet and self._screen in REST_SCREENS:
+            self.language = self.languages[0]
+            self._show_rest_screen()
+
+    def _speak(self, screen: Screen) -> None:
+        if self.speaker is None:
+            return
+        local = self.clock.now().astimezone(self.config.tz)
+        quiet = any(window.contains(local) for window in self.config.quiet_hours)
+        self.speaker.say(screen.to_speak(), VOICES.get(screen.language, screen.language),
+                         self.config.quiet_volume if quiet else self.config.volume)
 
     def _led_state(self) -> LedState:
         if self.mode != Mode.IN_SERVICE:
@@ -736,7 +798,7 @@ class VendingMachine:
             (self.slots, self.staff_mode, self.messages, self.published,
              self._mismatch_raised) = saved
             raise
-        if self.screen in ("idle", "service", "out_of_service"):
+        if self.screen in REST_SCREENS:
             self._show_rest_screen()
         self._changed(Change.STOCK)
         self._changed(Change.STATE)

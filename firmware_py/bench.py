@@ -14,6 +14,7 @@ import os
 import sys
 
 from firmware_py.board import Board, Timing
+from firmware_py.lcd import Lcd
 from firmware_py.pins import TimedPins
 
 
@@ -75,10 +76,21 @@ def apply(world, pins, request):
         return {"ok": True, "slots": [
             {"slot": i, "packs_left": world.packs[i], "packs_dropped": world.dropped[i]}
             for i in range(1, len(world.packs))], "motor_running": list(pins.running),
-            "door_open": world.door_open, "lines": pins.lines, "led": pins.led_state}
+            "door_open": world.door_open, "lines": pins.lines, "led": pins.led_state,
+            "lcd_bytes": list(world.lcd_bus.data) if hasattr(world, "lcd_bus") else []}
     else:
         return {"ok": False, "error": "op: unknown"}
     return {"ok": True}
+
+
+class RecordingI2C:
+    """The LCD's I2C bus on the bench: keeps every byte written to the backpack."""
+
+    def __init__(self):
+        self.data = bytearray()
+
+    def writeto(self, address, data):
+        self.data.extend(data)
 
 
 class LineReader:
@@ -110,7 +122,9 @@ def main(argv):
     for f in (link, control):
         termios.setraw(f.fileno())
     world = BenchWorld(slots)
-    pins = TimedPins(world, slots, buttons=6, turn_ms=turn_ms)
+    bus = RecordingI2C()
+    pins = TimedPins(world, slots, buttons=6, turn_ms=turn_ms, lcd=Lcd(bus))
+    world.lcd_bus = bus
     boot_id = "".join("%02x" % b for b in os.urandom(4))
     timing = Timing(motor_timeout=turn_ms * 4 + 100, drop_window=turn_ms * 2 + 50,
                     min_turn=turn_ms // 2)

@@ -22,6 +22,17 @@ class HardwarePins:
         self.door_pin = Pin(pinmap.DOOR, Pin.IN, Pin.PULL_DOWN)
         self.bin_pin = Pin(pinmap.SHARPS_BIN, Pin.IN, Pin.PULL_UP)
         self.led_pin = Pin(pinmap.STATUS_LED, Pin.OUT, value=0)
+        self.lcd = None
+        try:
+            from machine import I2C
+
+            from firmware_py.lcd import Lcd
+
+            bus = I2C(pinmap.LCD_I2C, sda=Pin(pinmap.LCD_SDA), scl=Pin(pinmap.LCD_SCL),
+                      freq=100000)
+            self.lcd = Lcd(bus, pinmap.LCD_ADDRESS)
+        except OSError:
+            self.lcd = None  # no LCD fitted: the machine works without one
 
     def slot_count(self):
         return len(self.motors)
@@ -59,7 +70,11 @@ class HardwarePins:
         self.led_pin.value(0 if state == "off" else 1)
 
     def show(self, lines):
-        pass  # this board has no display of its own
+        if self.lcd is not None:
+            try:
+                self.lcd.show(lines)
+            except OSError:
+                pass  # no LCD answers on the bus: the machine still vends
 
 
 class TimedPins:
@@ -72,8 +87,9 @@ class TimedPins:
     ``drop_at`` of the turn and blocks it for ``beam_ms``.
     """
 
-    def __init__(self, world, slots, buttons, turn_ms=1200, beam_ms=30, drop_at=0.6):
+    def __init__(self, world, slots, buttons, turn_ms=1200, beam_ms=30, drop_at=0.6, lcd=None):
         self.world = world
+        self.lcd = lcd  # a firmware_py.lcd.Lcd on a recording bus (the bench), or None
         self.slots = slots
         self.buttons = buttons
         self.turn_ms = turn_ms
@@ -156,3 +172,5 @@ class TimedPins:
 
     def show(self, lines):
         self.lines = lines
+        if self.lcd is not None:
+            self.lcd.show(lines)

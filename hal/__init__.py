@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, Protocol
 
+from hal.screens import Screen
+
 WIRINGS = ("gpio", "serial", "sim")  # the config's ``hal``
 BACKEND_GROUP = "nspvend.hal"
 # gpiozero's pin factories by config name: where each lives
@@ -122,9 +124,10 @@ class Dispenser(Protocol):
 
 
 class Display(Protocol):
-    """Lines of text for the client: an LCD, an e-paper or a screen."""
+    """What the client reads: a character LCD, a graphic screen, a kiosk's file. Each lays
+    the screen out for its own size (``hal.screens.fit``)."""
 
-    def show(self, lines: list[str]) -> None: ...
+    def show(self, screen: Screen) -> None: ...
 
 
 class StatusLed(Protocol):

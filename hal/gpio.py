@@ -37,6 +37,7 @@ from hal import (
     SharpsBinChanged,
     VendOutcome,
 )
+from hal.displays import FileDisplay
 from hal.settings import GpioSettings
 
 log = logging.getLogger(__name__)
@@ -160,25 +161,6 @@ class GpioLed:
             self.device.off()
 
 
-class GpioDisplay:
-    """Lines of text; written to ``display_file`` (for a kiosk screen) when configured."""
-
-    def __init__(self, path: str | None) -> None:
-        self.path = path
-        self.lines: list[str] = []
-
-    def show(self, lines: list[str]) -> None:
-        self.lines = list(lines)
-        if self.path:
-            tmp = f"{self.path}.tmp"
-            try:
-                with open(tmp, "w") as f:
-                    f.write("\n".join(lines) + "\n")
-                os.replace(tmp, self.path)
-            except OSError as e:
-                log.warning("cannot write the display file %s: %s", self.path, e)
-
-
 class GpioHardware:
     """A machine wired to the Pi's GPIO header, as the ``[gpio]`` table describes it."""
 
@@ -210,7 +192,7 @@ class GpioHardware:
             raise
         self.all_off(why=None)
         self.dispenser = GpioDispenser(self)
-        self.display = GpioDisplay(gpio.display_file)
+        self.display = FileDisplay(gpio.display_file)
         self.led = GpioLed(led)
 
     def _add(self, device: Any) -> Any:

@@ -31,6 +31,8 @@ from hal import (
     SharpsBinChanged,
     VendOutcome,
 )
+from hal.hd44780 import render
+from hal.screens import Screen
 from hal.settings import SerialSettings
 
 log = logging.getLogger(__name__)
@@ -431,13 +433,18 @@ class SerialDispenser:
 
 
 class BoardDisplay:
+    """The board's own 20x4 character LCD (firmware_py/lcd.py), fed the fitted lines."""
+
+    COLS, ROWS = 20, 4
+
     def __init__(self, link: BoardConnection) -> None:
         self.link = link
+        self.lines: list[str] = []
 
-    def show(self, lines: list[str]) -> None:
-        self.link.display_lines = list(lines)
-        log.debug("display: %s", " | ".join(lines))
-        self.link.tell("text", lines=[hex_text(line) for line in lines])
+    def show(self, screen: Screen) -> None:
+        self.lines = render(screen, self.COLS, self.ROWS)
+        self.link.display_lines = list(self.lines)
+        self.link.tell("text", lines=[hex_text(line) for line in self.lines])
 
 
 class BoardLed:

@@ -46,3 +46,42 @@ class GpioSettings:
     drop_wait_ms: int = 500
     bounce_ms: int = 20
     display_file: str | None = None
+
+
+DISPLAY_KINDS = ("auto", "hd44780", "st7789", "ili9341", "file", "none")
+
+
+@dataclass(frozen=True)
+class DisplaySettings:
+    """``[display]``'s hardware keys: which display shows the client's screens.
+
+    ``auto`` is the wiring's own: the board's LCD on the serial wiring, ``gpio.display_file``
+    (or nothing) on the gpio wiring, the simulator's screen on ``sim``."""
+
+    kind: str = "auto"
+    cols: int = 20  # a character LCD's size
+    rows: int = 4
+    i2c_port: int = 1  # the HD44780's PCF8574 backpack
+    i2c_address: int = 0x27
+    width: int = 240  # a graphic screen's size, in pixels
+    height: int = 240
+    spi_port: int = 0
+    spi_device: int = 0
+    gpio_dc: int = 24
+    gpio_reset: int = 25
+    rotate: int = 0  # quarter turns
+    file: str | None = None  # kind "file": where a kiosk reads the lines
+
+    @property
+    def character(self) -> bool:
+        """Whether this display shows characters from a ROM (Latin letters only)."""
+        return self.kind == "hd44780"
+
+
+@dataclass(frozen=True)
+class SpeechSettings:
+    """``[speech]``'s hardware keys: how the machine speaks (espeak-ng, the sound output)."""
+
+    enabled: bool = False
+    espeak: str = "espeak-ng"
+    output: str = "sound"  # or a folder: each utterance written there as a WAV file (tests)

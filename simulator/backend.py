@@ -24,6 +24,7 @@ from hal import (
     SharpsBinChanged,
     VendOutcome,
 )
+from hal.screens import Screen
 from hal.settings import SimSettings
 from simulator.model import PhysicalMachine, PowerCut
 
@@ -73,14 +74,17 @@ class SimDispenser:
 
 
 class SimDisplay:
-    """Keeps the lines last shown, for the terminal front end and for tests."""
+    """Keeps the screen last shown (and its paragraphs as ``lines``), for the terminal front
+    end and for tests."""
 
     def __init__(self) -> None:
         self.lines: list[str] = []
+        self.screen: Screen | None = None
         self.changed = threading.Event()
 
-    def show(self, lines: list[str]) -> None:
-        self.lines = list(lines)
+    def show(self, screen: Screen) -> None:
+        self.screen = screen
+        self.lines = screen.lines
         self.changed.set()
 
 

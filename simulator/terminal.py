@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib.resources
 import os
 import queue
@@ -31,7 +32,7 @@ from simulator import backend, gpio_world
 from simulator.model import PhysicalMachine
 
 KEYS = """\
-keys: 1-9 press a product button   d door open/shut   b sharps bin full/ok
+keys: 1-6 press a product button   7 language   8 say it again   d door open/shut   b sharps bin
       j<N> jam slot N   e<N> empty slot N   m<N> kill slot N's motor   s stuck drop sensor
       c clear physical faults   f<N> staff clear slot N's fault   r staff refill all   q quit"""
 
@@ -43,7 +44,7 @@ DEMO_GPIO = """
 pin_factory = "mock"    # gpiozero's mock pins, driven by the simulator's physical model
 motors = [5, 6, 13, 19, 26, 21, 20]
 home_switches = [12, 16, 17, 27, 22, 23, 24]
-buttons = [4, 25, 18, 10, 9, 11]
+buttons = [4, 25, 18, 10, 9, 11, 3, 7]  # 7: language, 8: say it again
 drop_sensor = 14
 door = 15
 led = 2
@@ -79,7 +80,11 @@ def run_demo(data_dir: str | None = None, fast: bool = False,
             text = text.replace('hal = "sim"', 'hal = "gpio"').replace("\n[database]",
                                                                    DEMO_GPIO + "\n[database]")
         config_path.write_text(text)
-    config = load_config(config_path)
+    configured = load_config(config_path)
+    # the demo's screen is the terminal: what a configured LCD or screen would show is drawn
+    # there (FrontEnd), no real display is opened
+    config = dataclasses.replace(configured, display=dataclasses.replace(configured.display,
+                                                                         kind="auto"))
     model = PhysicalMachine(max(s.slot for s in config.slots),
                             turn_s=0.0 if fast else 1.2, drop_s=0.0 if fast else 0.3)
     sleep = None if fast else time.sleep
@@ -90,6 +95,7 @@ def run_demo(data_dir: str | None = None, fast: bool = False,
     daemon = Daemon(config, hardware=hardware)
     install_signal_handlers(daemon)
     front = FrontEnd(daemon, model, stdin or sys.stdin, stdout or sys.stdout, folder)
+    front.configured_display = configured.display
     threading.Thread(target=front.run, name="front-end", daemon=True).start()
     return daemon.run()
 
@@ -104,6 +110,7 @@ class FrontEnd:
         self.stdin, self.stdout, self.folder = stdin, stdout, folder
         self.interactive = stdin.isatty() and stdout.isatty()
         self.pending: str | None = None
+        self.configured_display: Any = None
         self.note = ""
         self._last_frame = ""
         self._cache: dict[str, dict] = {}
@@ -189,8 +196,19 @@ class FrontEnd:
         """Wait until the core loop has dealt with everything sent so far."""
         self.daemon.ask({"id": "demo-sync", "cmd": "stock"})
 
+    def shown(self) -> list[str]:
+        """The screen as the configured display shows it: fitted lines on a character LCD,
+        the paragraphs elsewhere."""
+        screen = getattr(self.hw.display, "screen", None)
+        display = self.configured_display
+        if screen is not None and display is not None and display.kind == "hd44780":
+            from hal.hd44780 import render
+
+            return render(screen, display.cols, display.rows)
+        return list(self.hw.display.lines)
+
     def _print_display_changes(self) -> None:
-        frame = "\n".join(f"display | {line}" for line in self.hw.display.lines)
+        frame = "\n".join(f"display | {line}" for line in self.shown())
         if frame != self._last_frame:
             self._last_frame = frame
             print(frame, file=self.stdout, flush=True)
@@ -221,7 +239,7 @@ class FrontEnd:
         out = [f" nspvend demo - machine {self.daemon.config.machine_id}"
                f" - data in {self.folder}", ""]
         out.append(" +" + "-" * width + "+")
-        for line in self.hw.display.lines or [""]:
+        for line in self.shown() or [""]:
             for part in textwrap.wrap(line, width - 2) or [""]:
                 out.append(f" | {part:<{width - 2}} |")
         out.append(" +" + "-" * width + "+")
@@ -250,6 +268,9 @@ class FrontEnd:
             slot = f" slot {e['slot']}" if "slot" in e else ""
             out.append(f"   {e['ts'][11:19]} {e['type']}{slot} {e.get('detail', '')}")
         out.append("")
+        speaker = self.daemon.speaker
+        if speaker is not None and speaker.last:
+            out.append(f" voice ({self.daemon.machine.language.name}): {speaker.last}")
         out.append(f" {self.note}")
         out.append(KEYS)
         return "\n".join(out)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from hal import BoardLink, ButtonPressed, DoorChanged, SharpsBinChanged, VendOutcome
+from hal.screens import Screen
 from hal.serial import BoardConnection, LinkTiming, SerialDispenser
 from tests.wire import MICROPYTHON, ROOT, BenchBoard, Pty, Relay
 
@@ -121,11 +122,11 @@ def test_the_display_and_light_reach_the_board(rigged):
     from hal.serial import BoardDisplay, BoardLed
 
     rigged.next_event(BoardLink)
-    BoardDisplay(rigged.link).show(["Thank you *", "Naloxone saves lives"])
+    BoardDisplay(rigged.link).show(Screen("thank_you", ("Thank you *", "Naloxone saves lives")))
     BoardLed(rigged.link).set("ready")
     rigged.dispenser.recall(1, None)  # a round trip: the frames before it have arrived
     state = rigged.bench.ask({"op": "state"})
-    assert state["lines"] == ["Thank you *", "Naloxone saves lives"]
+    assert state["lines"] == ["Thank you *", "Naloxone saves lives"]  # 20 wide: it fits
     assert state["led"] == "ready"
 
 

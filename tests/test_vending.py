@@ -202,7 +202,7 @@ def test_a_silent_board_leaves_the_vend_open_until_it_answers_again(rig):
     rig.model.inject("board_silent")
     rig.press(2)
     assert rig.vm.screen == "sorry"
-    assert rig.hw.display.lines[0] == "Sorry, the machine cannot give packs"
+    assert rig.hw.display.lines[0] == "Sorry, the machine cannot give packs right now."
     assert "board_offline" in rig.vm.state_report()["faults"]
     assert len(rig.ledger.open_vends()) == 1
     rig.model.inject("clear")  # the board answers again: the open vend is settled

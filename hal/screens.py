@@ -1,5 +1,5 @@
-"""What the client reads: each screen as paragraphs in order of importance, in a language,
-and how a display of a given size lays them out.
+"""What the client reads, as the HAL's displays take it: each screen as paragraphs in order
+of importance, in a language, and how a display of a given size lays them out.
 
 A :class:`Screen` is what the controller wants said; a display fits it to its own size
 with :func:`fit`: words wrap, never split (a word longer than the line is the one thing
@@ -64,12 +64,15 @@ def wrap(paragraph: str, width: int) -> list[str]:
 
 def fit(paragraphs: tuple[str, ...] | list[str], cols: int, rows: int) -> list[str]:
     """The lines a ``cols`` x ``rows`` display shows: paragraphs wrapped, in order, as many
-    as fit whole; a paragraph that does not fit is left out (a later, shorter one may fit)."""
+    as fit whole; a paragraph that does not fit is left out (a later, shorter one may fit).
+    The first, the most important, is shown even if only its first lines fit."""
     lines: list[str] = []
-    for paragraph in paragraphs:
+    for i, paragraph in enumerate(paragraphs):
         wrapped = wrap(paragraph, cols)
         if wrapped and len(lines) + len(wrapped) <= rows:
             lines += wrapped
+        elif i == 0:
+            lines += wrapped[:rows]
     return lines
 
 

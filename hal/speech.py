@@ -1,0 +1,72 @@
+"""The machine's voice: espeak-ng (Debian's package) through the sound output, which a
+headphone jack is just one of.
+
+Speaking never delays a vend: :meth:`Speaker.say` only hands the words to a thread of
+their own, and a newer screen's words replace any still waiting. With ``output`` a
+folder, each utterance is written there as a WAV file instead (tests, and checking
+how a voice sounds without a speaker).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import subprocess
+import threading
+from pathlib import Path
+
+from hal.settings import SpeechSettings
+
+log = logging.getLogger(__name__)
+
+
+class Speaker:
+    def __init__(self, settings: SpeechSettings) -> None:
+        self.settings = settings
+        self._waiting: queue.Queue = queue.Queue(maxsize=1)
+        self._count = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="speech", daemon=True)
+        self._thread.start()
+        self.spoken = 0
+        self.last = ""
+        self.failed: str | None = None
+
+    def say(self, text: str, voice: str, volume: int) -> None:
+        """Say ``text`` in espeak-ng's ``voice`` at ``volume`` (0..200), soon; never waits."""
+        item = (text, voice, volume)
+        self.last = text
+        while True:
+            try:
+                self._waiting.put_nowait(item)
+                return
+            except queue.Full:
+                try:
+                    self._waiting.get_nowait()  # what was waiting is no longer on the screen
+                except queue.Empty:
+                    pass
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                text, voice, volume = self._waiting.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            command = [self.settings.espeak, "-v", voice, "-a", str(volume)]
+            if self.settings.output != "sound":
+                self._count += 1
+                folder = Path(self.settings.output)
+                folder.mkdir(parents=True, exist_ok=True)
+                command += ["-w", str(folder / f"{self._count:04d}-{voice}.wav")]
+            try:
+                subprocess.run([*command, "--", text], timeout=60, check=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                self.spoken += 1
+            except (OSError, subprocess.SubprocessError) as e:
+                if self.failed is None:  # said once: a missing voice must not fill the log
+                    log.warning("cannot speak with %s: %s", self.settings.espeak, e)
+                self.failed = str(e)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)

@@ -1,0 +1,262 @@
+"""The client's screen and voice: every screen fits every display in every language, the
+character LCD and the graphic screen driven through their libraries, the board's LCD under
+real MicroPython, the language button, and speech measured from espeak-ng's own WAV."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from datetime import UTC, datetime
+
+import pytest
+
+from controller import showcase
+from controller.config import ConfigError
+from controller.i18n import languages
+from hal.graphic import MARGIN, GraphicScreen, layout
+from hal.hd44780 import CharacterLcd, render
+from hal.screens import Screen, fold
+from hal.settings import DisplaySettings
+from simulator.hd44780 import HD44780
+from tests.conftest import Rig, make_config
+from tests.daemon_process import nspvend
+from tests.wire import MICROPYTHON
+
+CHARACTER = [(20, 4)]  # the shipped character LCDs: the board's and the hd44780 default
+GRAPHIC = [(240, 240), (320, 240)]  # ST7789, ILI9341
+LATIN = [code for code, lang in languages().items() if lang.latin]
+ESPEAK, SOX = shutil.which("espeak-ng"), shutil.which("sox")
+
+
+def screens(code: str) -> list[tuple[str, Screen]]:
+    config = showcase.demo_config()
+    return list(showcase.every_screen(config, languages()[code]))
+
+
+def words_run(line: str, paragraphs: list[str]) -> bool:
+    """``line`` is whole words, one after another, of one of the paragraphs."""
+    words = line.split()
+    for paragraph in paragraphs:
+        text = paragraph.split()
+        for i in range(len(text) - len(words) + 1):
+            if text[i:i + len(words)] == words:
+                return True
+    return False
+
+
+@pytest.mark.parametrize("code", LATIN)
+@pytest.mark.parametrize("cols, rows", CHARACTER)
+def test_every_screen_fits_a_character_lcd_in_every_latin_language(code, cols, rows):
+    for name, screen in screens(code):
+        lines = render(screen, cols, rows)
+        folded = [fold(p) for p in screen.paragraphs]
+        assert 1 <= len(lines) <= rows, (code, name, lines)
+        for line in lines:
+            assert len(line) <= cols and line == fold(line), (code, name, line)
+            assert words_run(line, folded), f"{code} {name}: {line!r} cuts a word"
+        assert lines[0] == folded[0].split()[0] or folded[0].startswith(lines[0]), (code, name)
+
+
+@pytest.mark.parametrize("code", list(languages()))
+@pytest.mark.parametrize("width, height", GRAPHIC)
+def test_every_screen_fits_a_graphic_screen_in_every_language(code, width, height):
+    for name, screen in screens(code):
+        _, placed = layout(screen, width, height)
+        assert placed and placed[0][0] == 0, f"{code} {name}: the first paragraph is not shown"
+        for index, face, lines, top in placed:
+            assert words_run(" ".join(lines), [screen.paragraphs[index]]), (code, name)
+            for line in lines:
+                assert face.getlength(line) <= width - 2 * MARGIN, (code, name, line)
+            ascent, descent = face.getmetrics()
+            assert top + len(lines) * (ascent + descent + 2) <= height - MARGIN + 2
+
+
+def test_nspvend_screens_prints_every_screen_within_20_by_4_in_every_latin_language():
+    for code in LATIN:
+        result = nspvend("screens", "--display", "hd44780", "--lang", code)
+        assert result.returncode == 0, result.stderr
+        blocks = re.split(r"^== (\S+)\n", result.stdout, flags=re.M)[1:]
+        names = blocks[0::2]
+        assert {"idle", "vending", "thank_you_1", "sorry", "out_of_service", "service",
+                "cannot_dispense", "idle_hub_open"} <= set(names), names
+        for name, body in zip(names, blocks[1::2], strict=True):
+            lines = body.rstrip("\n").split("\n")
+            assert 1 <= len(lines) <= 4 and all(len(line) <= 20 for line in lines), (code, name)
+    listed = nspvend("screens", "--languages")
+    assert listed.stdout.split() == list(languages())
+    refused = nspvend("screens", "--display", "hd44780", "--lang", "bn")
+    assert refused.returncode == 2 and "graphic screen" in refused.stderr
+
+
+def test_nspvend_screens_draws_pictures_of_a_graphic_screen(tmp_path):
+    from PIL import Image
+
+    result = nspvend("screens", "--display", "st7789", "--lang", "bn", "--png", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    pictures = sorted(tmp_path.glob("bn-*.png"))
+    assert len(pictures) >= 9
+    for path in pictures:
+        image = Image.open(path)
+        assert image.size == (240, 240) and image.getbbox() is not None
+        data = image.convert("RGB").tobytes()
+        yellow = sum(1 for i in range(0, len(data), 3)
+                     if data[i] > 200 and data[i + 1] > 150 and data[i + 2] < 80)
+        assert yellow > 100, f"{path.name}: no headline drawn"
+
+
+def test_the_character_lcd_through_rplcd_shows_what_render_says():
+    model = HD44780(20, 4)
+
+    class Bus:  # smbus2's interface, wired to the LCD's bytes
+        def write_byte(self, address: int, value: int) -> None:
+            assert address == 0x27
+            model.write(value)
+
+        def write_byte_data(self, *args: int) -> None:
+            raise AssertionError("a PCF8574 takes single bytes")
+
+        def close(self) -> None:
+            pass
+
+    lcd = CharacterLcd(DisplaySettings(kind="hd44780"), bus=Bus())
+    for code in LATIN:
+        for _, screen in screens(code):
+            lcd.show(screen)
+            assert model.text() == render(screen, 20, 4) + [""] * (4 - len(render(screen, 20, 4)))
+    assert model.display_on and model.backlight
+
+
+def test_the_graphic_screen_puts_the_picture_on_lumas_device():
+    from luma.core.device import dummy
+
+    device = dummy(width=320, height=240, mode="RGB")
+    screen = GraphicScreen(DisplaySettings(kind="ili9341"), device=device)
+    screen.show(Screen("vending", ("Getting your foil...", "Please wait."), "en", "foil"))
+    assert device.image.getbbox() is not None
+    assert device.image.tobytes() == screen.image.tobytes()
+
+
+@pytest.mark.skipif(MICROPYTHON is None, reason="micropython not installed")
+def test_the_board_lcd_driver_under_micropython_shows_the_lines_the_host_sends():
+    from hal.serial import BoardDisplay
+    from tests.test_firmware import Rigged
+
+    rigged = Rigged()
+    try:
+        display = BoardDisplay(rigged.link)
+        screen = Screen("thank_you", ("Teşekkürler.", "Naloxone saves lives: press 6 for a kit.",
+                                      "Paketinizi aşağıdan alın."), "tr")
+        display.show(screen)
+        rigged.dispenser.recall(1, None)  # a round trip: the frames before it have arrived
+        data = rigged.bench.ask({"op": "state"})["lcd_bytes"]
+    finally:
+        rigged.close()
+    model = HD44780(20, 4)
+    for byte in data:
+        model.write(byte)
+    assert model.text() == ["Tesekkurler.", "Naloxone saves", "lives: press 6 for a", "kit."]
+    assert model.text() == render(screen, 20, 4)
+
+
+class Voice:
+    """A speaker that keeps what it was asked to say (the real one is tested with espeak)."""
+
+    def __init__(self) -> None:
+        self.said: list[tuple[str, str, int]] = []
+
+    def say(self, text: str, voice: str, volume: int) -> None:
+        self.said.append((text, voice, volume))
+
+
+def voiced_rig(tmp_path, **speech) -> tuple[Rig, Voice]:
+    config = make_config(tmp_path, display={"languages": ["en", "tr", "pl"],
+                                            "allow_unreviewed": True, "language_button": 6,
+                                            "messages": ["Free BBV testing"]},
+                         speech={"enabled": True, "say_again_button": 7, **speech})
+    rig = Rig(config)
+    voice = Voice()
+    rig.vm.speaker = voice
+    rig.fill_all()
+    return rig, voice
+
+
+def test_the_language_button_cycles_languages_and_a_quiet_minute_brings_back_the_first(tmp_path):
+    rig, _ = voiced_rig(tmp_path)
+    assert rig.hw.display.lines[0] == "Free. No names. No limits."
+    assert "Language: button 6" in rig.hw.display.lines
+    rig.press(6)
+    assert rig.hw.display.lines[0] == "Ücretsiz. İsim yok. Sınır yok."
+    rig.press(2)  # a vend in Turkish
+    assert rig.hw.display.lines[0] == "Teşekkürler."
+    assert rig.model.packs_dropped()[3] == 1
+    rig.press(6)
+    assert rig.hw.display.lines[0] == "Dziękujemy."  # the same screen, now in Polish
+    rig.tick(59)
+    assert rig.vm.language.code == "pl"
+    rig.tick(2)  # a quiet minute, and the thank-you screen is over
+    assert rig.vm.language.code == "en" and rig.vm.screen == "idle"
+    assert rig.hw.display.lines[0] == "Free. No names. No limits."
+    assert rig.ledger.totals() == {"foil": {"confirmed": 1, "unconfirmed": 0}}
+
+
+def test_the_say_it_again_button_speaks_the_screen_quieter_in_quiet_hours(tmp_path):
+    rig, voice = voiced_rig(tmp_path, quiet_hours=["Daily 01:00-05:00"], volume=120,
+                            quiet_volume=30)
+    rig.press(7)
+    text, speaker_voice, volume = voice.said[-1]
+    assert text.startswith("Free. No names. No limits.") and speaker_voice == "en-gb"
+    assert volume == 30  # the rig's clock says 02:00
+    rig.press(6)
+    rig.press(7)
+    assert voice.said[-1][1] == "tr" and voice.said[-1][0].startswith("Ücretsiz")
+    rig.clock.jump(datetime(2026, 11, 25, 12, 0, tzinfo=UTC))
+    rig.press(7)
+    assert voice.said[-1][2] == 120
+    assert rig.model.packs_dropped() == {1: 0, 2: 0, 3: 0, 4: 0}  # no button here vends
+
+
+def test_every_screen_is_spoken_when_configured_and_speech_never_blocks_a_vend(tmp_path):
+    rig, voice = voiced_rig(tmp_path, every_screen=True)
+    voice.said.clear()
+    rig.press(1)
+    assert [v[0].split(" ")[0] for v in voice.said] == ["Getting", "Thank"]
+
+
+@pytest.mark.parametrize("setting, problem", [
+    ({"languages": ["en", "tr"]}, "have not been reviewed"),
+    ({"languages": ["en", "xx"]}, "is not a language nspvend has"),
+    ({"languages": ["bn"], "allow_unreviewed": True, "kind": "hd44780"}, "Latin letters"),
+    ({"language_button": 1}, "already product syringe-1ml's"),
+    ({"kind": "hologram"}, "must be one of"),
+])
+def test_display_settings_are_checked(tmp_path, setting, problem):
+    with pytest.raises(ConfigError) as caught:
+        make_config(tmp_path, display=setting)
+    assert problem in str(caught.value)
+
+
+@pytest.mark.skipif(ESPEAK is None or SOX is None, reason="espeak-ng or sox not installed")
+def test_espeak_speaks_every_language_out_loud_and_in_its_own_voice(tmp_path):
+    from controller.i18n import VOICES
+    from hal.settings import SpeechSettings
+    from hal.speech import Speaker
+
+    speaker = Speaker(SpeechSettings(enabled=True, output=str(tmp_path)))
+    try:
+        for code in languages():
+            _, screen = screens(code)[0]
+            speaker.say(screen.to_speak(), VOICES[code], 100)
+            deadline = __import__("time").monotonic() + 30
+            while speaker.spoken < list(languages()).index(code) + 1:
+                assert __import__("time").monotonic() < deadline, speaker.failed
+                __import__("time").sleep(0.05)
+    finally:
+        speaker.close()
+    waves = sorted(tmp_path.glob("*.wav"))
+    assert [w.stem.split("-", 1)[1] for w in waves] == [VOICES[c] for c in languages()]
+    for wav in waves:
+        stat = subprocess.run([SOX, str(wav), "-n", "stat"], capture_output=True, text=True)
+        figures = dict(re.findall(r"^([A-Za-z ()]+?):\s+(-?[\d.]+)", stat.stderr, re.M))
+        assert float(figures["Length (seconds)"]) > 1.0, wav.name
+        assert float(figures["RMS     amplitude"]) > 0.01, wav.name  # not silence
