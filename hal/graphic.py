@@ -31,8 +31,7 @@ MARGIN = 8
 
 
 def script_of(text: str) -> str:
-    """Which font ``text`` needs: ``bn`` for Bengali letters, else the default (staff's
-    messages in English on a Bengali screen are drawn in the Latin font)."""
+    """Which font ``text`` is set in: ``bn`` for Bengali letters, else the default."""
     return "bn" if any("\u0980" <= ch <= "\u09ff" for ch in text) else "default"
 
 
@@ -46,6 +45,60 @@ def font(language: str, bold: bool, size: int) -> ImageFont.FreeTypeFont | Image
     except OSError:
         log.warning("font %s is missing (apt install fonts-dejavu-core fonts-noto-core)", path)
         return ImageFont.load_default(size)
+
+
+@functools.cache
+def has_glyph(face: Any, ch: str) -> bool:
+    """Whether ``face`` draws ``ch`` as itself rather than as its missing-letter box."""
+    if ch.isspace():
+        return True
+    missing = face.getmask("\ue000")  # a private-use letter no shipped font has
+    drawn = face.getmask(ch)
+    return (drawn.size, bytes(drawn)) != (missing.size, bytes(missing))
+
+
+class Mixed:
+    """A Bengali font with DejaVu behind it, for paragraphs that mix scripts: staff's
+    messages, product names and the hub's address in English on a Bengali screen. Each run of
+    letters is set in the first font that has them, on a shared baseline; measures like a
+    Pillow font for :func:`wrap_pixels` and :func:`layout`."""
+
+    def __init__(self, *faces: Any) -> None:
+        self.faces = faces
+
+    def runs(self, text: str) -> list[tuple[Any, str]]:
+        out: list[tuple[Any, str]] = []
+        for ch in text:
+            if ch.isspace() and out:
+                face = out[-1][0]
+            else:
+                face = next((f for f in self.faces if has_glyph(f, ch)), self.faces[0])
+            if out and out[-1][0] is face:
+                out[-1] = (face, out[-1][1] + ch)
+            else:
+                out.append((face, ch))
+        return out
+
+    def getlength(self, text: str) -> float:
+        return sum(face.getlength(run) for face, run in self.runs(text))
+
+    def getmetrics(self) -> tuple[int, int]:
+        metrics = [face.getmetrics() for face in self.faces]
+        return max(a for a, _ in metrics), max(d for _, d in metrics)
+
+    def draw(self, draw: ImageDraw.ImageDraw, x: float, y: float, text: str, fill: Any) -> None:
+        baseline = y + self.getmetrics()[0]
+        for face, run in self.runs(text):
+            draw.text((x, baseline), run, font=face, fill=fill, anchor="ls")
+            x += face.getlength(run)
+
+
+def face_for(text: str, bold: bool, size: int) -> Any:
+    """The font ``text`` is drawn in: DejaVu, or for Bengali a :class:`Mixed` of Noto's
+    Bengali and DejaVu (Noto's Bengali face has no Latin letters)."""
+    if script_of(text) == "default":
+        return font("default", bold, size)
+    return Mixed(font(script_of(text), bold, size), font("default", bold, size))
 
 
 def wrap_pixels(text: str, face: Any, width: int) -> list[str]:
@@ -82,7 +135,7 @@ def _place(screen: Screen, width: int, height: int, y: int, first_size: int,
            size: int) -> list[tuple[int, Any, list[str], int]]:
     placed = []
     for i, paragraph in enumerate(screen.paragraphs):
-        face = font(script_of(paragraph), i == 0, first_size if i == 0 else size)
+        face = face_for(paragraph, i == 0, first_size if i == 0 else size)
         lines = wrap_pixels(paragraph, face, width - 2 * MARGIN)
         ascent, descent = face.getmetrics()
         step = ascent + descent + 2
@@ -107,8 +160,11 @@ def render(screen: Screen, width: int, height: int) -> Image.Image:
     for i, face, lines, y in placed:
         ascent, descent = face.getmetrics()
         for line in lines:
-            draw.text(((width - face.getlength(line)) / 2, y), line, font=face,
-                      fill=HEADLINE if i == 0 else TEXT)
+            x, fill = (width - face.getlength(line)) / 2, HEADLINE if i == 0 else TEXT
+            if isinstance(face, Mixed):
+                face.draw(draw, x, y, line, fill)
+            else:
+                draw.text((x, y), line, font=face, fill=fill)
             y += ascent + descent + 2
     return image
 

@@ -14,7 +14,7 @@ import pytest
 from controller import showcase
 from controller.config import ConfigError
 from controller.i18n import languages
-from hal.graphic import MARGIN, GraphicScreen, layout
+from hal.graphic import MARGIN, GraphicScreen, Mixed, has_glyph, layout
 from hal.hd44780 import CharacterLcd, render
 from hal.screens import Screen, fold
 from hal.settings import DisplaySettings
@@ -68,6 +68,9 @@ def test_every_screen_fits_a_graphic_screen_in_every_language(code, width, heigh
             assert words_run(" ".join(lines), [screen.paragraphs[index]]), (code, name)
             for line in lines:
                 assert face.getlength(line) <= width - 2 * MARGIN, (code, name, line)
+                runs = face.runs(line) if isinstance(face, Mixed) else [(face, line)]
+                missing = [ch for run_face, run in runs for ch in run if not has_glyph(run_face, ch)]
+                assert not missing, f"{code} {name}: {missing} drawn as boxes"
             ascent, descent = face.getmetrics()
             assert top + len(lines) * (ascent + descent + 2) <= height - MARGIN + 2
 
