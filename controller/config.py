@@ -55,6 +55,15 @@ class Product:
 
 
 @dataclass(frozen=True)
+class StaffTexts:
+    """Staff's own words in one language (``[display.translations.CODE]``): where else to go,
+    and the signposting messages in the order of ``display.messages``."""
+
+    alternative: str | None = None
+    messages: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class SlotConfig:
     slot: int
     product: str
@@ -123,6 +132,20 @@ class Config:
     quiet_hours: tuple[Window, ...]
     products: tuple[Product, ...]
     slots: tuple[SlotConfig, ...]
+    translations: tuple[tuple[str, StaffTexts], ...] = ()
+
+    def alternative_in(self, language: str) -> str:
+        """Where else to go, in ``language`` where staff gave it, else as written."""
+        return dict(self.translations).get(language, StaffTexts()).alternative or self.alternative
+
+    def message_in(self, language: str, message: str) -> str:
+        """A signposting message in ``language``: its translation when it is one of the
+        config's messages and staff translated them, else as written (a message set later by
+        command is shown as staff wrote it)."""
+        texts = dict(self.translations).get(language, StaffTexts())
+        if texts.messages and message in self.messages:
+            return texts.messages[self.messages.index(message)]
+        return message
 
     @property
     def backend(self) -> str:
@@ -354,6 +377,7 @@ def parse_config(data: dict, path: str = "<config>") -> Config:
     allow_unreviewed = display.flag("allow_unreviewed", False)
     shown_languages = tuple(display.strings("languages", ["en"]))
     language_button = display.integer("language_button", None, 1, 64)
+    translations = _translations(display.table("translations"), len(messages))
     display.finish()
 
     speech_table = top.table("speech")
@@ -411,7 +435,7 @@ def parse_config(data: dict, path: str = "<config>") -> Config:
         display=screen, languages=shown_languages, language_button=language_button,
         speech=speech, speak_every_screen=every_screen, say_again_button=say_button,
         volume=volume, quiet_volume=quiet_volume, quiet_hours=tuple(quiet_hours),
-        products=tuple(products), slots=tuple(slots),
+        products=tuple(products), slots=tuple(slots), translations=translations,
     )
 
 
@@ -602,6 +626,22 @@ def _check_languages(path: str, codes: tuple[str, ...], allow_unreviewed: bool,
                                          "character LCD cannot show it; use a graphic screen")
     if len(set(codes)) != len(codes):
         raise ConfigError(path, "display.languages", "names a language twice")
+
+
+def _translations(t: _Table, count: int) -> tuple[tuple[str, StaffTexts], ...]:
+    shipped = languages()
+    out = []
+    for code in t.data:
+        if code not in shipped:
+            raise t.fail(code, f"{code!r} is not a language nspvend has; it has {', '.join(shipped)}")
+        table = t.table(code)
+        messages = tuple(table.strings("messages", []))
+        if messages and len(messages) != count:
+            raise table.fail("messages", f"has {len(messages)} messages; it needs {count}, one for "
+                                         "each of display.messages, in the same order")
+        out.append((code, StaffTexts(table.text("alternative", None), messages)))
+        table.finish()
+    return tuple(sorted(out))
 
 
 def _names(t: _Table) -> tuple[tuple[str, str], ...]:

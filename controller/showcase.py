@@ -37,12 +37,14 @@ def every_screen(config: Config, t: Language) -> Iterator[tuple[str, Screen]]:
     yield "vending", texts.vending(name, t, product.id)
     for i, message in enumerate(config.messages or [None]):
         yield (f"thank_you_{i + 1}" if config.messages else "thank_you",
-               texts.thank_you(message, False, config.hub_name, True, t))
+               texts.thank_you(message and config.message_in(t.code, message), False,
+                               config.hub_name, True, t))
     yield "thank_you_hub_open", texts.thank_you(None, True, config.hub_name, True, t)
     yield "thank_you_unsure", texts.thank_you(None, False, config.hub_name, False, t)
-    yield "sorry", texts.sorry(name, config.alternative, t, product.id)
-    yield "cannot_dispense", texts.cannot_dispense(config.alternative, t)
-    yield "out_of_service", texts.out_of_service(config.alternative, t)
+    alternative = config.alternative_in(t.code)
+    yield "sorry", texts.sorry(name, alternative, t, product.id)
+    yield "cannot_dispense", texts.cannot_dispense(alternative, t)
+    yield "out_of_service", texts.out_of_service(alternative, t)
     yield "service", texts.service(t)
 
 

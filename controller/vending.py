@@ -250,8 +250,7 @@ class VendingMachine:
             self._show("service", texts.service)
             return False
         if self.mode == Mode.OUT_OF_SERVICE:
-            self._show("sorry", lambda t: texts.out_of_service(self.config.alternative, t),
-                       SORRY_S)
+            self._show("sorry", lambda t: texts.out_of_service(self._elsewhere(t), t), SORRY_S)
             return False
         self._pace()
         self._show("vending", lambda t: texts.vending(product.name_in(t.code), t, product.id))
@@ -303,8 +302,8 @@ class VendingMachine:
                     # The journal entry stays open until the board can tell us. The hub hears
                     # of the board from the link itself, not from this press.
                     self.board_online = False
-                    self._show("sorry", lambda t: texts.cannot_dispense(self.config.alternative,
-                                                                        t), SORRY_S)
+                    self._show("sorry", lambda t: texts.cannot_dispense(self._elsewhere(t), t),
+                               SORRY_S)
                     return False
                 turns += 1
                 if outcome is VendOutcome.NOTHING_DROPPED and counted_empty:
@@ -317,7 +316,7 @@ class VendingMachine:
                           else f"nothing dropped after {turns} turns: jammed or empty")
                 self._fault_slot(seq, slot, detail)
                 break
-        self._show("sorry", lambda t: texts.sorry(product.name_in(t.code), self.config.alternative,
+        self._show("sorry", lambda t: texts.sorry(product.name_in(t.code), self._elsewhere(t),
                                                   t, product.id), SORRY_S)
         return False
 
@@ -422,14 +421,18 @@ class VendingMachine:
         self._reveal(_set_slot(slot.slot, fault="jam"))
         self._changed(Change.OUTBOX)
 
+    def _elsewhere(self, t: Language) -> str:
+        return self.config.alternative_in(t.code)
+
     def _thank(self, certain: bool) -> None:
         message = None
         if self.messages:
             message = self.messages[self._message_index % len(self.messages)]
             self._message_index += 1
         hub_open = self.hub_open()
-        self._show("thank_you", lambda t: texts.thank_you(message, hub_open, self.config.hub_name,
-                                                          certain, t), self.config.thank_you_s)
+        self._show("thank_you", lambda t: texts.thank_you(
+            message and self.config.message_in(t.code, message), hub_open, self.config.hub_name,
+            certain, t), self.config.thank_you_s)
 
     # -- reconciliation --------------------------------------------------------
     def reconcile(self) -> None:
@@ -703,8 +706,7 @@ class VendingMachine:
         if self.mode == Mode.SERVICE:
             self._show("service", texts.service)
         elif self.mode == Mode.OUT_OF_SERVICE:
-            self._show("out_of_service", lambda t: texts.out_of_service(self.config.alternative,
-                                                                        t))
+            self._show("out_of_service", lambda t: texts.out_of_service(self._elsewhere(t), t))
         else:
             hub_open = self.hub_open()
             say = self.config.say_again_button if self.speaker else None

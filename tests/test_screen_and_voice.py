@@ -226,6 +226,41 @@ def test_every_screen_is_spoken_when_configured_and_speech_never_blocks_a_vend(t
     assert [v[0].split(" ")[0] for v in voice.said] == ["Getting", "Thank"]
 
 
+def test_staff_words_are_shown_in_the_clients_language_where_staff_translated_them(tmp_path):
+    config = make_config(tmp_path, display={
+        "languages": ["en", "tr"], "allow_unreviewed": True, "language_button": 6,
+        "messages": ["Free BBV testing"], "alternative": "Try the Hub.",
+        "translations": {"tr": {"messages": ["Ücretsiz BBV testi"], "alternative": "Hub'a gelin."}}})
+    rig = Rig(config)
+    rig.fill_all()
+    rig.press(6)
+    rig.press(2)
+    assert rig.hw.display.lines[:2] == ["Teşekkürler.", "Ücretsiz BBV testi"]
+    rig.tick(10)
+    assert rig.command(cmd="disable", slot=3)["ok"]
+    rig.press(2)
+    assert "Hub'a gelin." in rig.hw.display.lines
+    assert rig.command(cmd="enable", slot=3)["ok"]
+    assert rig.command(cmd="set_messages", messages=["Open late on Fridays"])["ok"]
+    rig.tick(70)
+    rig.press(6)
+    rig.press(2)  # staff's new message has no translation: shown as they wrote it
+    assert rig.hw.display.lines[:2] == ["Teşekkürler.", "Open late on Fridays"]
+    assert rig.ledger.totals() == {"foil": {"confirmed": 2, "unconfirmed": 0}}
+
+
+@pytest.mark.parametrize("translations, problem", [
+    ({"xx": {"alternative": "?"}}, "'xx' is not a language nspvend has"),
+    ({"tr": {"messages": ["bir", "iki"]}}, "display.translations.tr.messages: has 2 messages; it needs 1"),
+    ({"tr": {"alternatif": "?"}}, "display.translations.tr.alternatif: is not a setting"),
+    ({"tr": "Hub'a gelin."}, "display.translations.tr: must be a table"),
+])
+def test_translations_of_staff_words_are_checked(tmp_path, translations, problem):
+    with pytest.raises(ConfigError) as caught:
+        make_config(tmp_path, display={"messages": ["Free BBV testing"], "translations": translations})
+    assert problem in str(caught.value)
+
+
 @pytest.mark.parametrize("setting, problem", [
     ({"languages": ["en", "tr"]}, "have not been reviewed"),
     ({"languages": ["en", "xx"]}, "is not a language nspvend has"),
