@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,7 @@ class Rig:
         else:
             self.hw = SimHardware(self.model)
         self.changes: list[str] = []
+        self._ids = itertools.count(1)
         self.vm: VendingMachine | None = None
         self.ledger: Ledger | None = None
         self.start()
@@ -99,7 +101,9 @@ class Rig:
         self.hw.press(button)
 
     def command(self, **request: object) -> dict:
-        request.setdefault("id", f"t-{len(self.changes)}-{id(request)}")
+        # A fresh id each time: the machine answers a repeated id from its memory without
+        # acting (an id built from id(request) was reused by CPython and a refill was lost).
+        request.setdefault("id", f"t-{next(self._ids)}")
         return run_command(self.vm, request)
 
     def refill(self, slot: int, count: int) -> dict:
