@@ -31,6 +31,7 @@ class Speaker:
         self.spoken = 0
         self.last = ""
         self.failed: str | None = None
+        self._done = threading.Condition()
 
     def say(self, text: str, voice: str, volume: int) -> None:
         """Say ``text`` in espeak-ng's ``voice`` at ``volume`` (0..200), soon; never waits."""
@@ -61,11 +62,22 @@ class Speaker:
             try:
                 subprocess.run([*command, "--", text], timeout=60, check=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-                self.spoken += 1
+                with self._done:
+                    self.spoken += 1
+                    self._done.notify_all()
             except (OSError, subprocess.SubprocessError) as e:
                 if self.failed is None:  # said once: a missing voice must not fill the log
                     log.warning("cannot speak with %s: %s", self.settings.espeak, e)
-                self.failed = str(e)
+                with self._done:
+                    self.failed = str(e)
+                    self._done.notify_all()
+
+    def wait_spoken(self, count: int, timeout: float) -> bool:
+        """Wait until ``count`` utterances have been spoken in all (False if one failed, or
+        on ``timeout``): for tests and tools, never for the machine itself."""
+        with self._done:
+            self._done.wait_for(lambda: self.spoken >= count or self.failed is not None, timeout)
+            return self.spoken >= count
 
     def close(self) -> None:
         self._stop.set()

@@ -285,10 +285,7 @@ def test_espeak_speaks_every_language_out_loud_and_in_its_own_voice(tmp_path):
         for code in languages():
             _, screen = screens(code)[0]
             speaker.say(screen.to_speak(), VOICES[code], 100)
-            deadline = __import__("time").monotonic() + 30
-            while speaker.spoken < list(languages()).index(code) + 1:
-                assert __import__("time").monotonic() < deadline, speaker.failed
-                __import__("time").sleep(0.05)
+            assert speaker.wait_spoken(list(languages()).index(code) + 1, 30), speaker.failed
     finally:
         speaker.close()
     waves = sorted(tmp_path.glob("*.wav"))
