@@ -26,12 +26,13 @@ class Speaker:
         self._waiting: queue.Queue = queue.Queue(maxsize=1)
         self._count = 0
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="speech", daemon=True)
-        self._thread.start()
         self.spoken = 0
         self.last = ""
         self.failed: str | None = None
         self._done = threading.Condition()
+        self._busy = False
+        self._thread = threading.Thread(target=self._run, name="speech", daemon=True)
+        self._thread.start()
 
     def say(self, text: str, voice: str, volume: int) -> None:
         """Say ``text`` in espeak-ng's ``voice`` at ``volume`` (0..200), soon; never waits."""
@@ -50,26 +51,30 @@ class Speaker:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                text, voice, volume = self._waiting.get(timeout=0.2)
+                with self._done:
+                    text, voice, volume = self._waiting.get(timeout=0.2)
+                    self._busy = True
             except queue.Empty:
                 continue
-            command = [self.settings.espeak, "-v", voice, "-a", str(volume)]
-            if self.settings.output != "sound":
-                self._count += 1
-                folder = Path(self.settings.output)
-                folder.mkdir(parents=True, exist_ok=True)
-                command += ["-w", str(folder / f"{self._count:04d}-{voice}.wav")]
             try:
+                command = [self.settings.espeak, "-v", voice, "-a", str(volume)]
+                if self.settings.output != "sound":
+                    self._count += 1
+                    folder = Path(self.settings.output)
+                    folder.mkdir(parents=True, exist_ok=True)
+                    command += ["-w", str(folder / f"{self._count:04d}-{voice}.wav")]
                 subprocess.run([*command, "--", text], timeout=60, check=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
                 with self._done:
                     self.spoken += 1
-                    self._done.notify_all()
             except (OSError, subprocess.SubprocessError) as e:
                 if self.failed is None:  # said once: a missing voice must not fill the log
                     log.warning("cannot speak with %s: %s", self.settings.espeak, e)
                 with self._done:
                     self.failed = str(e)
+            finally:
+                with self._done:
+                    self._busy = False
                     self._done.notify_all()
 
     def wait_spoken(self, count: int, timeout: float) -> bool:
@@ -79,6 +84,10 @@ class Speaker:
             self._done.wait_for(lambda: self.spoken >= count or self.failed is not None, timeout)
             return self.spoken >= count
 
-    def close(self) -> None:
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop, once what is being said and what waits to be said are done (at most
+        ``timeout`` seconds)."""
+        with self._done:
+            self._done.wait_for(lambda: not self._busy and self._waiting.empty(), timeout)
         self._stop.set()
-        self._thread.join(5)
+        self._thread.join(timeout)
