@@ -31,7 +31,7 @@ import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
 from controller.messages import StateMessage, StockMessage, UsageMessage  # noqa: E402
-from hub.store import HubStore  # noqa: E402
+from hub.store import SqliteStore  # noqa: E402
 from tests.broker import Broker  # noqa: E402
 from tests.daemon_process import HubProcess  # noqa: E402
 from tests.hub_client import HubClient  # noqa: E402
@@ -119,7 +119,7 @@ def _seconds(iso: str) -> float:
 def pages(days: int) -> dict:
     broker = Broker(Path(tempfile.mkdtemp(prefix="nspvend-bench-broker-")))
     folder, web, config = hub_folder(broker.port)
-    store = HubStore(folder / "hub.db")
+    store = SqliteStore(folder / "hub.db")
     now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     first = now - timedelta(days=days)
     t = time.perf_counter()

@@ -33,8 +33,7 @@ Condition = tuple[str, str, str, str]  # machine, type, subject, detail
 
 
 def conditions_of(machine: Machine, now: datetime, offline_after_s: int) -> list[Condition]:
-    """What is wrong with ``machine`` as far as the hub can tell (silence aside: see
-    :meth:`Alerts.heard`)."""
+    """What is wrong with ``machine`` as far as the hub can tell."""
     found: list[Condition] = []
     mid = machine.id
     heard = parse_iso(machine.last_heard) if machine.last_heard else None
@@ -45,6 +44,8 @@ def conditions_of(machine: Machine, now: datetime, offline_after_s: int) -> list
         since = machine.availability_since if gone else machine.last_heard
         found.append((mid, "offline", "", f"nothing heard since {since}" if silent
                       else f"offline since {since}"))
+    if machine.silence:  # a silence event, and no pack since
+        found.append((mid, "silence", "", machine.silence))
     state = machine.state
     if state is not None:
         for fault in state.faults:
@@ -74,14 +75,7 @@ class Alerts:
         self.config, self.store, self.clock = config, store, clock or SystemClock()
 
     def heard(self, batch: list[Heard]) -> None:
-        """After a batch is stored: silence comes and goes with events and usage."""
-        now = self.clock.now()
-        for h in batch:
-            if h.leaf == "event" and h.new and h.message.type == "silence":
-                self._raise((h.machine, "silence", "", h.message.detail or "no pack dispensed"),
-                            now)
-            elif h.leaf == "usage" and h.new and any(h.message.counts.values()):
-                self._clear((h.machine, "silence", ""), now)
+        """After a batch is stored: the machines it came from, at once."""
         self.check({h.machine for h in batch})
 
     def check(self, machines: set[str] | None = None) -> None:
@@ -97,7 +91,7 @@ class Alerts:
                 if key not in raised:
                     self._raise((*key, detail), now)
             for key in raised:
-                if key[0] == machine.id and key[1] != "silence" and key not in current:
+                if key[0] == machine.id and key not in current:
                     self._clear(key, now)
         self._tell_raised(now)
 

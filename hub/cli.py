@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import re
 import sqlite3
 import sys
 from collections.abc import Callable
@@ -26,7 +28,14 @@ def add_command(add: Callable[..., argparse.ArgumentParser]) -> None:
     hub = add("hub", _help, "the hub service: run it, and manage who may log in")
     sub = hub.add_subparsers(metavar="WHAT")
     run = sub.add_parser("run", help="run the hub (systemd starts this)")
+    run.add_argument("--instance", type=int, metavar="N", help=(
+        "one of several hub processes on one store: its own MQTT session (client id "
+        "mqtt.client_id-N), the web port shared with the others"))
     run.set_defaults(func=_run)
+    backup = sub.add_parser("backup", help="copy the hub's SQLite store to FILE while it runs "
+                                           "(PostgreSQL: pg_dump)")
+    backup.add_argument("file", metavar="FILE")
+    backup.set_defaults(func=_backup)
     user = sub.add_parser("user", help="add, remove or list the people who may log in")
     users = user.add_subparsers(metavar="ACTION")
     adding = users.add_parser("add", help="add a user, or change one's role and password "
@@ -39,14 +48,14 @@ def add_command(add: Callable[..., argparse.ArgumentParser]) -> None:
     removing.set_defaults(func=_user_remove)
     listing = users.add_parser("list", help="who may log in")
     listing.set_defaults(func=_user_list)
-    for parser in (run, adding, removing, listing):
+    for parser in (run, backup, adding, removing, listing):
         parser.add_argument("--config", dest="hub_config", help=(
             "hub config file (default: $NSPVEND_HUB_CONFIG, ./hub.toml, /etc/nspvend/hub.toml)"))
 
 
 def _help(args: argparse.Namespace) -> int:
-    print("nspvend hub run | user add NAME --role staff|viewer | user remove NAME | user list",
-          file=sys.stderr)
+    print("nspvend hub run [--instance N] | backup FILE | user add NAME --role staff|viewer | "
+          "user remove NAME | user list", file=sys.stderr)
     return EX_USAGE
 
 
@@ -66,26 +75,64 @@ def _run(args: argparse.Namespace) -> int:
     os.umask(0o077)  # the database and its sessions are for the service alone
     logs.setup()
     config = _config(args)
-    _check_database(config)
-    return HubService(config).run()
+    if args.instance is not None:
+        if not 1 <= args.instance <= 99:
+            print("nspvend hub run: --instance is a number from 1 to 99", file=sys.stderr)
+            return EX_USAGE
+        config = dataclasses.replace(config, client_id=f"{config.client_id}-{args.instance}")
+    _store_of(config).close()
+    return HubService(config, shared_port=args.instance is not None).run()
 
 
-def _check_database(config: HubConfig) -> None:
-    from hub.store import HubStore
+def _store_of(config: HubConfig) -> HubStore:
+    """The store ``config`` names, or one line saying why it cannot be opened: exit 78 for a
+    file that cannot be, 69 for a database server that does not answer (yet)."""
+    from hub.store import StoreError, open_store
 
     try:
-        HubStore(config.database_path).close()
-    except (OSError, sqlite3.Error) as e:
-        raise ConfigError(config.path, "database.path",
-                          f"cannot open {config.database_path}: {e}") from None
+        return open_store(config)
+    except (OSError, sqlite3.Error, StoreError) as e:
+        key, where = (("database.url", "the database") if config.database_url
+                      else ("database.path", config.database_path))
+        raise ConfigError(config.path, key, f"cannot open {where}: {e}") from None
+    except Exception as e:  # psycopg's errors: the server is down, or refuses us
+        if type(e).__module__.startswith("psycopg"):
+            print(f"nspvend hub: cannot reach the database at {_safe(config.database_url)}: "
+                  f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}",
+                  file=sys.stderr)
+            raise SystemExit(69) from None
+        raise
+
+
+def _safe(url: str | None) -> str:
+    return re.sub(r"//[^@/]*@", "//", url or "")
 
 
 def _store(args: argparse.Namespace) -> HubStore:
-    from hub.store import HubStore
+    return _store_of(_config(args))
 
-    config = _config(args)
-    _check_database(config)
-    return HubStore(config.database_path)
+
+def _backup(args: argparse.Namespace) -> int:
+    from hub.store import StoreError
+
+    os.umask(0o077)  # the copy holds the users' password hashes and their sessions
+    store = _store(args)
+    try:
+        if os.path.exists(args.file):
+            print(f"nspvend hub backup: {args.file} is already there; name a new file",
+                  file=sys.stderr)
+            return EX_USAGE
+        store.backup(args.file)
+    except StoreError as e:
+        print(f"nspvend hub backup: {e}", file=sys.stderr)
+        return EX_USAGE
+    except (OSError, sqlite3.Error) as e:
+        print(f"nspvend hub backup: cannot write {args.file}: {e}", file=sys.stderr)
+        return 73  # EX_CANTCREAT
+    finally:
+        store.close()
+    print(f"backed up the hub's store to {args.file}")
+    return 0
 
 
 def _user_add(args: argparse.Namespace) -> int:

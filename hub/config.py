@@ -19,12 +19,14 @@ from controller.config import (
     _Table,
     broker_settings,
     command_key,
+    readable_file,
 )
 from controller.schedule import Window, parse_window
 
 DEFAULT_PATHS = ("./hub.toml", "/etc/nspvend/hub.toml")
 ALERT_TYPES = ("offline", "jam", "empty", "low_stock", "sharps_bin_full", "door_open", "silence",
                "storage_fault", "board_fault")
+CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 LISTEN = re.compile(r"(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(?P<port>\d{1,5})")
 
 
@@ -68,6 +70,11 @@ class HubConfig:
     timezone: str
     financial_year_start: tuple[int, int]  # month, day
     machines: dict[str, MachineInfo]
+    database_url: str | None = None  # PostgreSQL, instead of the SQLite file at database_path
+    database_password_file: str | None = None
+    keep_events_days: int = 400
+    client_id: str = "nspvend-hub"  # its MQTT session; each hub process needs its own
+    share_group: str | None = None  # several hub processes share the machines' messages
 
     @property
     def tz(self) -> ZoneInfo:
@@ -121,10 +128,32 @@ def parse_hub_config(data: dict, path: str = "<hub config>") -> HubConfig:
     top = _Table(path, data, "")
     mqtt_table = top.table("mqtt")
     mqtt = MqttConfig(**broker_settings(mqtt_table, resolve))
+
+    client_id = mqtt_table.text("client_id", "nspvend-hub", CLIENT_ID,
+                                "letters, digits, '-' and '_' (at most 64)")
+    share_group = mqtt_table.text("share_group", None, CLIENT_ID,
+                                  "letters, digits, '-' and '_' (at most 64)")
+    if share_group and mqtt.protocol != "5":
+        raise mqtt_table.fail("share_group", 'shared subscriptions are MQTT 5\'s: set '
+                                             'mqtt.protocol = "5"')
     mqtt_table.finish()
 
     database = top.table("database")
+    url = database.text("url", None)
+    if url is not None:
+        if "path" in database.data:
+            raise database.fail("url", "give url (PostgreSQL) or path (SQLite), not both")
+        if not re.fullmatch(r"postgres(ql)?://\S*", url):
+            raise database.fail("url", f"must be a PostgreSQL address such as "
+                                       f"postgresql:///nspvend, not {url!r}")
+        if re.match(r"postgres(ql)?://[^/@]*:[^/@]*@", url):
+            raise database.fail("url", "has a password in it: put the password in a file and "
+                                       "name it in database.password_file")
     database_path = resolve(database.text("path", "/var/lib/nspvend-hub/hub.db"))
+    password_file = readable_file(database, "password_file", resolve)
+    if password_file and url is None:
+        raise database.fail("password_file", "is for PostgreSQL: set database.url too")
+    keep_events_days = database.integer("keep_events_days", 400, 7, 36500)
     database.finish()
 
     web = top.table("web")
@@ -184,6 +213,8 @@ def parse_hub_config(data: dict, path: str = "<hub config>") -> HubConfig:
         command_expires_s=command_expires_s, offline_after_s=offline_after_s,
         smtp_host=smtp_host, smtp_port=smtp_port, email_from=email_from, routes=tuple(routes),
         timezone=timezone, financial_year_start=(month, day), machines=machines,
+        database_url=url, database_password_file=password_file,
+        keep_events_days=keep_events_days, client_id=client_id, share_group=share_group,
     )
 
 

@@ -5,6 +5,14 @@ the hub is down waits at the broker. Messages are acknowledged by hand, only onc
 committed to the store: a hub killed between the two hears them again, and the store's
 keys (a bucket's id, an event's id) make a second hearing count once. A message that does
 not keep the contract is logged and skipped; it never stops the hub or enters the store.
+
+Several hub processes (``mqtt.share_group``, each with its own ``client_id``) share the
+counted messages, ``usage`` and ``event``, through an MQTT 5 shared subscription: each is
+delivered to one of them. What is a machine's latest word (``availability``, ``state``,
+``stock``, retained at the broker) and the answers to commands go to every process: a
+shared subscription gets no retained messages and no order between its members, and a
+process waiting for an answer must hear it. Storing those twice is harmless (the latest
+wins in the order the machine sent them; an answer is kept once).
 """
 
 from __future__ import annotations
@@ -68,7 +76,7 @@ class Listener:
 
     def __init__(self, config: HubConfig, store: HubStore, clock: Clock | None = None,
                  on_heard: Callable[[list[Heard]], None] = lambda heard: None,
-                 client_id: str = "nspvend-hub") -> None:
+                 client_id: str | None = None) -> None:
         self.config, self.store, self.clock, self.on_heard = config, store, clock or SystemClock(), on_heard
         self.prefix = config.mqtt.prefix
         self.connected = threading.Event()
@@ -79,7 +87,7 @@ class Listener:
         self._quiet: dict[tuple[str, str], float] = {}
         self._stop = threading.Event()
         self._writer = threading.Thread(target=self._write_loop, name="hub-store", daemon=True)
-        self.client = self._client(client_id)
+        self.client = self._client(client_id or config.client_id)
 
     # -- the MQTT client --------------------------------------------------------------------
     def _client(self, client_id: str) -> mqtt.Client:
@@ -128,9 +136,18 @@ class Listener:
         if reason.is_failure:
             log.error("the broker refused the hub: %s", reason)
             return
-        client.subscribe(f"{self.prefix}/+/#", qos=1)
+        client.subscribe([(topic, 1) for topic in self.topics()])
         self.connected.set()
         log.info("connected to the broker (%s)", reason)
+
+    def topics(self) -> list[str]:
+        """What this process subscribes to (see the module's comment)."""
+        root = f"{self.prefix}/+"
+        group = self.config.share_group
+        if not group:
+            return [f"{root}/#"]
+        return [f"$share/{group}/{root}/usage", f"$share/{group}/{root}/event",
+                f"{root}/availability", f"{root}/state", f"{root}/stock", f"{root}/cmd/result"]
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                        properties: Any) -> None:
@@ -154,12 +171,9 @@ class Listener:
                     batch.append(self.inbox.get_nowait())
                 except queue.Empty:
                     break
-            try:
-                heard = self.store_batch(batch)
-            except Exception:
-                log.exception("could not store %d messages; they will come again", len(batch))
-                time.sleep(1)
-                continue  # not acknowledged: the broker sends them again after a reconnect
+            heard = self._store_until_stored(batch)
+            if heard is None:
+                return  # stopping: not acknowledged, so the broker sends them again
             for _, _, mid, qos in batch:
                 if qos:
                     self.client.ack(mid, qos)
@@ -169,19 +183,37 @@ class Listener:
                 except Exception:
                     log.exception("handling what was heard failed; carrying on")
 
+    def _store_until_stored(self, batch: list[tuple[str, bytes, int, int]]) -> list[Heard] | None:
+        """Store ``batch``, trying again while the database is away (the batch is not
+        acknowledged until then, so nothing is lost); None if the hub stops first."""
+        wait = 1.0
+        while True:
+            try:
+                return self.store_batch(batch)
+            except Exception as e:
+                log.warning("could not store %d messages (%s); trying again in %.0f s",
+                            len(batch), str(e).strip().splitlines()[0][:200] if str(e) else
+                            type(e).__name__, wait)
+            if self._stop.wait(wait):
+                return None
+            wait = min(wait * 2, 30.0)
+
     def store_batch(self, batch: list[tuple[str, bytes, int, int]]) -> list[Heard]:
         """Store a batch of ``(topic, payload, mid, qos)`` in one transaction."""
         now = self.clock.now()
+        read = [r for r in (self._read(topic, payload) for topic, payload, _, _ in batch) if r]
         heard: list[Heard] = []
         with self.store.transaction():
-            for topic, payload, _, _ in batch:
-                found = self._store_one(topic, payload, now)
-                if found is not None:
-                    heard.append(found)
+            # each machine's row first, in one order for every process: two hub processes'
+            # batches then never wait for each other in a circle
+            for machine in sorted({machine for machine, _, _ in read}):
+                self.store.heard(machine, now)
+            for machine, leaf, message in read:
+                heard.append(self._record(machine, leaf, message, now))
         self.stored += len(heard)
         return heard
 
-    def _store_one(self, topic: str, payload: bytes, now: datetime) -> Heard | None:
+    def _read(self, topic: str, payload: bytes) -> tuple[str, str, Any] | None:
         where = split_topic(self.prefix, topic)
         if where is None or where[1] == "cmd":
             return None  # not a machine's, or the hub's own command coming back
@@ -191,13 +223,13 @@ class Listener:
             return None
         try:
             if leaf == "availability":
-                message: Any = read_availability(payload)
-            else:
-                message = READERS[leaf].read(payload)
+                return machine, leaf, read_availability(payload)
+            return machine, leaf, READERS[leaf].read(payload)
         except BadMessage as e:
             self._bad(machine, leaf, str(e))
             return None
-        self.store.heard(machine, now)
+
+    def _record(self, machine: str, leaf: str, message: Any, now: datetime) -> Heard:
         new = True
         if leaf == "availability":
             self.store.record_availability(machine, message, now)

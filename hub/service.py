@@ -2,36 +2,47 @@
 
 The listener stores what machines say (its own thread); the alerts are checked as each
 batch is stored and every few seconds (a machine that goes quiet says nothing), and their
-deliveries are sent from the same background thread; uvicorn serves the pages on the
-main thread. SIGTERM stops them all.
+deliveries are sent from the same background thread; uvicorn serves the pages. SIGTERM
+stops them all.
+
+Several processes may run at once on one store (``--instance N``): each stores its share of
+the machines' messages and serves the pages (on one port, the kernel sharing the
+connections out); only the one holding the store's lease (:meth:`HubStore.lead`) checks
+and sends the alerts and forgets old events, and when it dies another takes the lease.
 """
 
 from __future__ import annotations
 
 import logging
 import signal
+import socket
 import threading
 import time
+from datetime import timedelta
 
 import uvicorn
 
 from hub.alerts import Alerts
 from hub.config import HubConfig
 from hub.listener import Heard, Listener
-from hub.store import HubStore
+from hub.store import open_store
 from hub.web import Web
 
 log = logging.getLogger(__name__)
 
 CHECK_S = 2.0
+FORGET_EVERY_S = 3600.0
 
 
 class HubService:
     """Everything one hub process runs, wired together."""
 
-    def __init__(self, config: HubConfig) -> None:
+    def __init__(self, config: HubConfig, shared_port: bool = False) -> None:
         self.config = config
-        self.store = HubStore(config.database_path)
+        self.shared_port = shared_port
+        self.store = open_store(config)
+        self.leading = False
+        self._forgot = 0.0
         self.alerts = Alerts(config, self.store)
         self.listener = Listener(config, self.store, on_heard=self._heard)
         self.web = Web(config, self.store, self.listener)
@@ -40,15 +51,43 @@ class HubService:
 
     def _heard(self, batch: list[Heard]) -> None:
         self.web.answers.heard(batch)
-        self.alerts.heard(batch)
+        if self.leading:
+            self.alerts.heard(batch)
 
     def _check_loop(self) -> None:
         while not self._stop.wait(CHECK_S):
             try:
+                leading = self.store.lead()
+                if leading != self.leading:
+                    log.info("this process %s the alerts", "now runs" if leading else "no longer runs")
+                self.leading = leading
+                if not leading:
+                    continue
                 self.alerts.check()
                 self.alerts.deliver()
-            except Exception:
-                log.exception("checking alerts failed; trying again in %.0f s", CHECK_S)
+                if time.monotonic() - self._forgot >= FORGET_EVERY_S:
+                    self._forgot = time.monotonic()
+                    cutoff = self.alerts.clock.now() - timedelta(days=self.config.keep_events_days)
+                    gone = self.store.forget_before(cutoff)
+                    if gone:
+                        log.info("forgot %d events older than %d days", gone,
+                                 self.config.keep_events_days)
+            except Exception as e:
+                log.warning("checking alerts failed (%s); trying again in %.0f s",
+                            str(e).strip().splitlines()[0][:200] if str(e) else type(e).__name__,
+                            CHECK_S)
+
+    def _shared_socket(self) -> socket.socket:
+        """The web port, bound so that the other hub processes can bind it too: the kernel
+        shares the connections out, and when one process stops the others take them all."""
+        host, port = self.config.listen_host, self.config.listen_port
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+        return sock
 
     def run(self) -> int:
         """Serve until SIGTERM or SIGINT; returns the exit code."""
@@ -56,10 +95,21 @@ class HubService:
             self.web.app, host=self.config.listen_host, port=self.config.listen_port,
             log_config=None, access_log=False, server_header=False, proxy_headers=False))
         # uvicorn off the main thread: it then leaves the signals to us, and we stop in order
-        web = threading.Thread(target=server.run, name="hub-web", daemon=True)
+        try:
+            sockets = [self._shared_socket()] if self.shared_port else None
+        except OSError as e:
+            log.error("cannot serve the web pages on %s:%d: %s", self.config.listen_host,
+                      self.config.listen_port, e.strerror or e)
+            self.store.close()
+            return 1
+        web = threading.Thread(target=server.run, kwargs={"sockets": sockets}, name="hub-web",
+                               daemon=True)
         stop = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda signum, frame: stop.set())
+        self.leading = self.store.lead()
+        if self.leading:
+            log.info("this process runs the alerts")
         self.listener.start()
         if not self.listener.subscribed.wait(10):
             log.warning("no broker at %s:%d yet; serving the pages and trying again",

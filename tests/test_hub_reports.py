@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 from controller.messages import StateMessage, StockMessage, UsageMessage
 from hub import reports
 from hub.alerts import conditions_of
-from hub.store import HubStore
+from hub.store import SqliteStore
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -18,7 +18,7 @@ def usage(bucket: str, start: str, end: str, syringes: int, unconfirmed: int = 0
 
 
 def test_a_bucket_heard_twice_is_kept_once(tmp_path):
-    store = HubStore(tmp_path / "hub.db")
+    store = SqliteStore(tmp_path / "hub.db")
     with store.transaction():
         store.heard("m1", NOW)
         assert store.record_usage("m1", usage("b1", "2026-11-24T01:00:00Z",
@@ -44,7 +44,7 @@ def test_periods_by_day_week_month_and_financial_year():
 
 
 def test_counts_stay_apart_and_coverage_says_how_much_was_heard(tmp_path):
-    store = HubStore(tmp_path / "hub.db")
+    store = SqliteStore(tmp_path / "hub.db")
     with store.transaction():
         store.heard("m1", NOW)
         for hour in range(12):  # half of the 24th heard, and nothing of the 23rd
@@ -65,7 +65,7 @@ def test_counts_stay_apart_and_coverage_says_how_much_was_heard(tmp_path):
 
 def machine(tmp_path, state: dict | None = None, stock: dict | None = None,
             availability: str = "online", heard: datetime = NOW):
-    store = HubStore(tmp_path / "c.db")
+    store = SqliteStore(tmp_path / "c.db")
     with store.transaction():
         store.heard("m1", heard)
         store.record_availability("m1", availability, heard)
