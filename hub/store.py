@@ -218,15 +218,15 @@ class HubStore:
                     " VALUES (?, ?, ?, ?)", (usage.id, product, confirmed, unconfirmed))
             self._x("INSERT INTO daily_counts (machine, day, product, confirmed, unconfirmed)"
                     " VALUES (?, ?, ?, ?, ?) ON CONFLICT (machine, day, product) DO UPDATE SET"
-                    " confirmed = confirmed + excluded.confirmed,"
-                    " unconfirmed = unconfirmed + excluded.unconfirmed",
+                    " confirmed = daily_counts.confirmed + excluded.confirmed,"
+                    " unconfirmed = daily_counts.unconfirmed + excluded.unconfirmed",
                     (machine, day, product, confirmed, unconfirmed))
         start, end = parse_iso(usage.start), parse_iso(usage.end)
         midnight = datetime(start.year, start.month, start.day, tzinfo=UTC) + timedelta(days=1)
         seconds = max(0.0, (min(end, midnight) - start).total_seconds())
         self._x("INSERT INTO daily_cover (machine, day, seconds, buckets) VALUES (?, ?, ?, 1)"
-                " ON CONFLICT (machine, day) DO UPDATE SET seconds = seconds + excluded.seconds,"
-                " buckets = buckets + 1", (machine, day, seconds))
+                " ON CONFLICT (machine, day) DO UPDATE SET"
+                " seconds = daily_cover.seconds + excluded.seconds, buckets = daily_cover.buckets + 1", (machine, day, seconds))
         return True
 
     def record_event(self, machine: str, event: EventMessage, at: datetime) -> bool:
@@ -368,7 +368,7 @@ class HubStore:
 
     def login_failed(self, who: str, at: datetime) -> None:
         self._x("INSERT INTO login_failures (who, failures, last) VALUES (?, 1, ?) ON CONFLICT"
-                "(who) DO UPDATE SET failures = failures + 1, last = excluded.last", (who, iso(at)))
+                "(who) DO UPDATE SET failures = login_failures.failures + 1, last = excluded.last", (who, iso(at)))
 
     def login_succeeded(self, who: str) -> None:
         self._x("DELETE FROM login_failures WHERE who = ?", (who,))

@@ -147,3 +147,21 @@ def rig(config: Config) -> Rig:
         r.ledger.close()
     except Exception:
         pass
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One throwaway PostgreSQL server per test process (tests/postgres.py)."""
+    from tests.postgres import WHY_NOT, Postgres
+
+    if WHY_NOT:
+        pytest.skip(WHY_NOT)
+    server = Postgres()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(postgres_server) -> str:
+    """The URL of a new, empty PostgreSQL database."""
+    return postgres_server.database()

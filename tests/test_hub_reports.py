@@ -1,15 +1,39 @@
-"""The hub's store, reports and alert conditions, in process on a real SQLite file."""
+"""The hub's store, reports and alert conditions, in process, on a real SQLite file and on a
+real PostgreSQL server (tests/postgres.py): the same tests for both."""
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
-from controller.messages import StateMessage, StockMessage, UsageMessage
+import pytest
+
+from controller.messages import EventMessage, StateMessage, StockMessage, UsageMessage
 from hub import reports
 from hub.alerts import conditions_of
-from hub.store import SqliteStore
+from hub.store import PgStore, SqliteStore
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def new_store(request, tmp_path):
+    """Makes empty stores of one kind (each call a new file or database); closes them after."""
+    made = []
+
+    def make():
+        if request.param == "sqlite":
+            store = SqliteStore(tmp_path / f"hub-{len(made)}.db")
+        else:
+            store = PgStore(request.getfixturevalue("postgres_server").database())
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        try:
+            store.close()
+        except Exception:
+            pass
 
 
 def usage(bucket: str, start: str, end: str, syringes: int, unconfirmed: int = 0) -> UsageMessage:
@@ -17,8 +41,8 @@ def usage(bucket: str, start: str, end: str, syringes: int, unconfirmed: int = 0
                         unconfirmed={"syringe-1ml": unconfirmed, "foil": 0}, clock_synced=True)
 
 
-def test_a_bucket_heard_twice_is_kept_once(tmp_path):
-    store = SqliteStore(tmp_path / "hub.db")
+def test_a_bucket_heard_twice_is_kept_once(new_store):
+    store = new_store()
     with store.transaction():
         store.heard("m1", NOW)
         assert store.record_usage("m1", usage("b1", "2026-11-24T01:00:00Z",
@@ -43,8 +67,8 @@ def test_periods_by_day_week_month_and_financial_year():
     assert reports.periods("year", date(2026, 3, 31), 1, (4, 1))[0].label == "2025/26"
 
 
-def test_counts_stay_apart_and_coverage_says_how_much_was_heard(tmp_path):
-    store = SqliteStore(tmp_path / "hub.db")
+def test_counts_stay_apart_and_coverage_says_how_much_was_heard(new_store):
+    store = new_store()
     with store.transaction():
         store.heard("m1", NOW)
         for hour in range(12):  # half of the 24th heard, and nothing of the 23rd
@@ -63,9 +87,9 @@ def test_counts_stay_apart_and_coverage_says_how_much_was_heard(tmp_path):
     assert chart.startswith("<svg") and "24 packs, 1 unconfirmed" in chart
 
 
-def machine(tmp_path, state: dict | None = None, stock: dict | None = None,
+def machine(new_store, state: dict | None = None, stock: dict | None = None,
             availability: str = "online", heard: datetime = NOW):
-    store = SqliteStore(tmp_path / "c.db")
+    store = new_store()
     with store.transaction():
         store.heard("m1", heard)
         store.record_availability("m1", availability, heard)
@@ -76,28 +100,147 @@ def machine(tmp_path, state: dict | None = None, stock: dict | None = None,
                 "clock_synced": True, "ts": "2026-11-25T12:00:00Z", **state}), heard)
         if stock:
             store.record_stock("m1", StockMessage.read(stock), heard)
-    found = store.machine("m1")
-    store.close()
-    return found
+    return store.machine("m1")
 
 
-def test_alert_conditions_come_from_what_was_heard(tmp_path):
+def test_alert_conditions_come_from_what_was_heard(new_store):
     stock = {"schema": 1, "ts": "2026-11-25T12:00:00Z", "slots": [],
              "products": {"foil": {"count": 0, "status": "empty"},
                           "citric": {"count": 2, "status": "low"},
                           "water": {"count": 9, "status": "ok"}}}
-    m = machine(tmp_path, state={"faults": ["slot 3: jam", "storage_fault"], "door": "open",
+    m = machine(new_store, state={"faults": ["slot 3: jam", "storage_fault"], "door": "open",
                                  "sharps_bin": "full"}, stock=stock)
     kinds = {(kind, subject) for _, kind, subject, _ in conditions_of(m, NOW, 600)}
     assert kinds == {("jam", "slot 3"), ("storage_fault", ""), ("door_open", ""),
                      ("sharps_bin_full", ""), ("empty", "foil"), ("low_stock", "citric")}
 
 
-def test_offline_is_availability_offline_or_silence_for_offline_after_s(tmp_path):
-    quiet = machine(tmp_path, heard=NOW - timedelta(seconds=601))
+def test_offline_is_availability_offline_or_silence_for_offline_after_s(new_store):
+    quiet = machine(new_store, heard=NOW - timedelta(seconds=601))
     assert [k for _, k, _, _ in conditions_of(quiet, NOW, 600)] == ["offline"]
-    (tmp_path / "c.db").unlink()
-    just_gone = machine(tmp_path, availability="offline", heard=NOW - timedelta(seconds=30))
+    just_gone = machine(new_store, availability="offline", heard=NOW - timedelta(seconds=30))
     assert conditions_of(just_gone, NOW, 600) == []
     assert [k for _, k, _, _ in conditions_of(just_gone, NOW + timedelta(seconds=600), 600)] == [
         "offline"]
+
+
+def hour(n: int) -> tuple[str, str]:
+    start = datetime(2026, 11, 24, tzinfo=UTC) + timedelta(hours=n)
+    return f"{start:%Y-%m-%dT%H:%M:%SZ}", f"{start + timedelta(hours=1):%Y-%m-%dT%H:%M:%SZ}"
+
+
+def silence(event_id: str, ts: str) -> EventMessage:
+    return EventMessage.read({"schema": 1, "id": event_id, "ts": ts, "type": "silence",
+                              "slot": None, "product": None, "detail": "no pack for 12 h"})
+
+
+def test_silence_stays_until_a_pack_comes_after_it(new_store):
+    store = new_store()
+    with store.transaction():
+        store.heard("m1", NOW)
+        store.record_usage("m1", usage("b1", *hour(1), 2), NOW)  # a pack before the silence
+        store.record_event("m1", silence("e1", "2026-11-24T14:00:00Z"), NOW)
+    assert store.machine("m1").silence == "no pack for 12 h"
+    assert ("m1", "silence", "", "no pack for 12 h") in conditions_of(store.machine("m1"), NOW, 600)
+    with store.transaction():  # a bucket heard late, from before the silence: still silent
+        store.record_usage("m1", usage("b2", *hour(2), 1), NOW)
+    assert store.machine("m1").silence is not None
+    with store.transaction():
+        store.record_usage("m1", usage("b3", *hour(15), 0), NOW)  # nothing dispensed
+    assert store.machine("m1").silence is not None
+    with store.transaction():
+        store.record_usage("m1", usage("b4", *hour(16), 1), NOW)
+    assert store.machine("m1").silence is None
+    with store.transaction():  # a silence event older than the last pack, heard late
+        store.record_event("m1", silence("e0", "2026-11-24T10:00:00Z"), NOW)
+    assert store.machine("m1").silence is None
+
+
+def test_old_events_are_forgotten_and_usage_is_kept(new_store):
+    store = new_store()
+    with store.transaction():
+        store.heard("m1", NOW)
+        store.record_usage("m1", usage("b1", *hour(1), 2), NOW - timedelta(days=500))
+        for i, days in enumerate((500, 401, 399, 1)):
+            store.record_event("m1", EventMessage.read({
+                "schema": 1, "id": f"e{i}", "ts": "2025-01-01T00:00:00Z", "type": "jam",
+                "slot": 1, "product": "foil", "detail": None}), NOW - timedelta(days=days))
+    assert store.forget_before(NOW - timedelta(days=400)) == 2
+    assert sorted(e["id"] for e in store.events("m1")) == ["e2", "e3"]
+    assert store.usage_totals("2026-11-24T00:00:00Z", "2026-11-25T00:00:00Z")[1][2] == 2
+
+
+def test_raising_a_raised_alert_again_changes_nothing(new_store):
+    store = new_store()
+    with store.transaction():
+        store.raise_alert("m1", "jam", "slot 3", "jammed", NOW)
+        store.set_told("m1", "jam", "slot 3", [0])
+        store.raise_alert("m1", "jam", "slot 3", "jammed", NOW + timedelta(minutes=5))
+    assert store.raised_alerts()[("m1", "jam", "slot 3")]["told"] == "[0]"
+    with store.transaction():
+        store.clear_alert("m1", "jam", "slot 3", NOW + timedelta(minutes=6))
+        store.raise_alert("m1", "jam", "slot 3", "jammed again", NOW + timedelta(minutes=7))
+    assert store.raised_alerts()[("m1", "jam", "slot 3")] == {
+        "raised": "2026-11-25T12:07:00Z", "detail": "jammed again", "told": "[]"}
+
+
+def test_two_writers_storing_the_same_buckets_at_once_keep_each_once(new_store):
+    import threading
+
+    first = new_store()
+    url_or_path = getattr(first, "url", None) or first.path
+    second = PgStore(url_or_path) if first.kind == "postgresql" else SqliteStore(url_or_path)
+    buckets = [usage(f"b{n}", *hour(n), 1) for n in range(60)]
+    go = threading.Barrier(2)
+
+    def write(store, order):
+        go.wait()
+        for n in order:  # small transactions, as a hub's batches
+            with store.transaction():
+                store.heard("m1", NOW)
+                store.record_usage("m1", buckets[n], NOW)
+
+    threads = [threading.Thread(target=write, args=(first, range(60))),
+               threading.Thread(target=write, args=(second, reversed(range(60))))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    second.close()
+    totals = first.usage_totals("2026-11-24T00:00:00Z", "2026-11-28T00:00:00Z")
+    assert [(product, confirmed, count) for _, product, confirmed, _, count in totals] == [
+        ("foil", 0, 60), ("syringe-1ml", 60, 60)]
+
+
+def test_a_store_from_a_newer_hub_is_refused(new_store):
+    from hub.store import SCHEMA_VERSION, StoreError
+
+    store = new_store()
+    if store.kind == "sqlite":
+        store.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+        with pytest.raises(StoreError, match="newer nspvend hub"):
+            SqliteStore(store.path)
+    else:
+        store._x("UPDATE nspvend_schema SET version = ?", (SCHEMA_VERSION + 1,))
+        with pytest.raises(StoreError, match="newer nspvend hub"):
+            PgStore(store.url)
+
+
+def test_a_backup_taken_while_the_hub_writes_gives_the_same_report(tmp_path):
+    store = SqliteStore(tmp_path / "hub.db")
+    with store.transaction():
+        store.heard("m1", NOW)
+        for n in range(48):
+            store.record_usage("m1", usage(f"b{n}", *hour(n), n % 3), NOW)
+    store.backup(str(tmp_path / "copy.db"))
+    with store.transaction():  # after the copy: not in it
+        store.record_usage("m1", usage("late", *hour(30), 9), NOW)
+    copy = SqliteStore(tmp_path / "copy.db")
+    want = reports.usage_csv(store, date(2026, 11, 24), date(2026, 11, 26))
+    got = reports.usage_csv(copy, date(2026, 11, 24), date(2026, 11, 26))
+    assert got != want and "m1,syringe-1ml,48,0" in got and "m1,syringe-1ml,57,0" in want
+    with copy.transaction():
+        copy.record_usage("m1", usage("late", *hour(30), 9), NOW)
+    assert reports.usage_csv(copy, date(2026, 11, 24), date(2026, 11, 26)) == want
+    copy.close()
+    store.close()
