@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import smtplib
+import threading
 import urllib.error
 import urllib.request
 from datetime import datetime, timedelta
@@ -73,6 +74,9 @@ class Alerts:
 
     def __init__(self, config: HubConfig, store: HubStore, clock: Clock | None = None) -> None:
         self.config, self.store, self.clock = config, store, clock or SystemClock()
+        # the listener's thread (after each batch) and the checks' thread take turns: two
+        # checks at once would both find a condition gone and both tell of it
+        self._turn = threading.RLock()
 
     def heard(self, batch: list[Heard]) -> None:
         """After a batch is stored: the machines it came from, at once."""
@@ -80,6 +84,10 @@ class Alerts:
 
     def check(self, machines: set[str] | None = None) -> None:
         """Work out every machine's conditions again (all of them, or those named)."""
+        with self._turn:
+            self._check(machines)
+
+    def _check(self, machines: set[str] | None) -> None:
         now = self.clock.now()
         raised = self.store.raised_alerts()
         for machine in self.store.machines():
@@ -98,15 +106,15 @@ class Alerts:
     def _raise(self, condition: Condition, now: datetime) -> None:
         machine, kind, subject, detail = condition
         with self.store.transaction():
-            self.store.raise_alert(machine, kind, subject, detail, now)
+            if not self.store.raise_alert(machine, kind, subject, detail, now):
+                return
         log.warning("alert raised: %s %s %s: %s", machine, kind, subject, detail)
 
     def _clear(self, key: tuple[str, str, str], now: datetime) -> None:
-        row = self.store.raised_alerts().get(key)
-        if row is None:
-            return
         with self.store.transaction():
-            self.store.clear_alert(*key, now)
+            row = self.store.raised_alerts().get(key)
+            if row is None or not self.store.clear_alert(*key, now):
+                return
             for route in json.loads(row["told"] or "[]"):
                 self._queue(route, key[0], key[1], key[2], "cleared", now, row["detail"])
         log.info("alert cleared: %s %s %s", *key)

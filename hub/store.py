@@ -226,7 +226,8 @@ class HubStore:
         seconds = max(0.0, (min(end, midnight) - start).total_seconds())
         self._x("INSERT INTO daily_cover (machine, day, seconds, buckets) VALUES (?, ?, ?, 1)"
                 " ON CONFLICT (machine, day) DO UPDATE SET"
-                " seconds = daily_cover.seconds + excluded.seconds, buckets = daily_cover.buckets + 1", (machine, day, seconds))
+                " seconds = daily_cover.seconds + excluded.seconds,"
+                " buckets = daily_cover.buckets + 1", (machine, day, seconds))
         return True
 
     def record_event(self, machine: str, event: EventMessage, at: datetime) -> bool:
@@ -368,7 +369,8 @@ class HubStore:
 
     def login_failed(self, who: str, at: datetime) -> None:
         self._x("INSERT INTO login_failures (who, failures, last) VALUES (?, 1, ?) ON CONFLICT"
-                "(who) DO UPDATE SET failures = login_failures.failures + 1, last = excluded.last", (who, iso(at)))
+                "(who) DO UPDATE SET failures = login_failures.failures + 1,"
+                " last = excluded.last", (who, iso(at)))
 
     def login_succeeded(self, who: str) -> None:
         self._x("DELETE FROM login_failures WHERE who = ?", (who,))
@@ -386,16 +388,19 @@ class HubStore:
                 (json.dumps(routes), machine, kind, subject))
 
     def raise_alert(self, machine: str, kind: str, subject: str, detail: str,
-                    at: datetime) -> None:
-        self._x("INSERT INTO alerts (machine, type, subject, raised, cleared, detail, told) VALUES"
+                    at: datetime) -> bool:
+        """Raise an alert: True if this raised it (False: it was raised already)."""
+        return self._x("INSERT INTO alerts (machine, type, subject, raised, cleared, detail, told) VALUES"
                 " (?, ?, ?, ?, NULL, ?, '[]') ON CONFLICT(machine, type, subject) DO UPDATE SET"
                 " raised = excluded.raised, cleared = NULL, detail = excluded.detail, told = '[]'"
                 " WHERE alerts.cleared IS NOT NULL",  # raising a raised alert changes nothing
-                (machine, kind, subject, iso(at), detail))
+                (machine, kind, subject, iso(at), detail)).rowcount == 1
 
-    def clear_alert(self, machine: str, kind: str, subject: str, at: datetime) -> None:
-        self._x("UPDATE alerts SET cleared = ? WHERE machine = ? AND type = ? AND subject = ?",
-                (iso(at), machine, kind, subject))
+    def clear_alert(self, machine: str, kind: str, subject: str, at: datetime) -> bool:
+        """Clear a raised alert: True if this cleared it (False: it was not raised)."""
+        return self._x("UPDATE alerts SET cleared = ? WHERE machine = ? AND type = ? AND"
+                       " subject = ? AND cleared IS NULL",
+                       (iso(at), machine, kind, subject)).rowcount == 1
 
     def queue_delivery(self, route: int, channel: str, target: str, body: dict,
                        at: datetime) -> None:

@@ -131,10 +131,11 @@ def counted_packs(db_path: Path | str) -> tuple[int, int]:
 class HubProcess:
     """``nspvend hub run --config PATH`` in the background; ``ready`` once it serves."""
 
-    def __init__(self, config_path: Path, env: dict | None = None) -> None:
+    def __init__(self, config_path: Path, env: dict | None = None, args: tuple = ()) -> None:
         self.config_path = config_path
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "controller", "hub", "run", "--config", str(config_path)],
+            [sys.executable, "-m", "controller", "hub", "run", "--config", str(config_path),
+             *args],
             cwd=ROOT, stderr=subprocess.PIPE, text=True,
             env={**os.environ, "NSPVEND_LOG_LEVEL": "INFO", **(env or {})})
         self.log: list[str] = []
