@@ -29,7 +29,7 @@ pytestmark = pytest.mark.skipif(
 EXAMPLES = ROOT / "examples" / "mosquitto"
 MACHINE = "e2e-01"
 PASSWORDS = {"hub": "hub-secret", MACHINE: "machine-secret", "other-02": "other-secret",
-             "watch": "watch-secret"}
+             "watch": "watch-secret", "site-hackney": "site-secret"}
 
 
 class SecureHub:
@@ -220,3 +220,35 @@ def test_the_acl_confines_a_machine_to_its_own_root(secure_hub):
     finally:
         device.close()
         watcher.close()
+
+
+def test_the_hub_account_may_share_the_machines_messages_and_a_site_may_forward_them(secure_hub):
+    """Several hub processes (a shared subscription) and a bridged site, under the ACL."""
+    hub = secure_hub
+    device = hub.client(MACHINE)
+    hubs = [hub.client("hub") for _ in range(2)]
+    try:
+        for h in hubs:
+            h.client.subscribe("$share/hubs/nspvend/+/usage", qos=1)
+            h.wait(lambda h=h: h.subacks)
+            assert all(r.value < 0x80 for r in h.subacks[0]), h.subacks
+        for n in range(6):
+            assert device.publish(f"nspvend/{MACHINE}/usage", f'{{"n":{n}}}') < 0x80
+        for h in hubs:  # mosquitto hands a shared subscription's messages out in turn
+            h.wait(lambda h=h: len(h.messages) == 3)
+        assert sorted(p for h in hubs for _, p in h.messages) == [
+            f'{{"n":{n}}}'.encode() for n in range(6)]
+        site = hub.client("site-hackney")
+        assert site.publish(f"nspvend/{MACHINE}/usage", '{"from":"site"}') < 0x80
+        assert site.publish("nspvend/hackney-07/cmd/result", '{"id":"x","ok":true}') < 0x80
+        assert site.publish("nspvend/hackney-07/cmd", '{"id":"x","cmd":"status"}') == \
+            NOT_AUTHORIZED  # a site forwards commands down, never makes them
+        site.client.subscribe("nspvend/+/cmd", qos=1)
+        site.wait(lambda: site.subacks)
+        assert hubs[0].publish("nspvend/hackney-07/cmd", '{"id":"y","cmd":"status"}') < 0x80
+        site.wait(lambda: any(t == "nspvend/hackney-07/cmd" for t, _ in site.messages))
+        site.close()
+    finally:
+        device.close()
+        for h in hubs:
+            h.close()

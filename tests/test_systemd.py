@@ -22,11 +22,12 @@ ANALYZE = shutil.which("systemd-analyze")
 
 
 HUB_UNIT = ROOT / "systemd" / "nspvend-hub.service"
+HUB_INSTANCE = ROOT / "systemd" / "nspvend-hub@.service"  # verified as its instance 1
 
 
 def local_unit(tmp: Path, unit: Path = UNIT) -> Path:
     """The unit with ExecStart pointing at this checkout's nspvend, so verify finds it."""
-    path = tmp / unit.name
+    path = tmp / unit.name.replace("@.", "@1.")
     nspvend = shutil.which("nspvend", path=str(Path(os.sys.executable).parent)) or "/bin/true"
     path.write_text(unit.read_text().replace("/opt/nspvend/venv/bin/nspvend", nspvend)
                     .replace("/opt/nspvend-hub/venv/bin/nspvend", nspvend))
@@ -34,7 +35,8 @@ def local_unit(tmp: Path, unit: Path = UNIT) -> Path:
 
 
 @pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze not installed")
-@pytest.mark.parametrize("unit_file", [UNIT, HUB_UNIT], ids=["machine", "hub"])
+@pytest.mark.parametrize("unit_file", [UNIT, HUB_UNIT, HUB_INSTANCE],
+                         ids=["machine", "hub", "hub-instance"])
 def test_the_unit_verifies_and_its_exposure_is_ok(tmp_path, capsys, unit_file):
     unit = local_unit(tmp_path, unit_file)
     verify = subprocess.run([ANALYZE, "verify", str(unit)], capture_output=True, text=True,
@@ -42,11 +44,11 @@ def test_the_unit_verifies_and_its_exposure_is_ok(tmp_path, capsys, unit_file):
     assert verify.returncode == 0 and "nspvend" not in verify.stderr, verify.stderr
     security = subprocess.run([ANALYZE, "security", "--offline=yes", str(unit)],
                               capture_output=True, text=True, timeout=60)
-    found = re.search(rf"Overall exposure level for {unit_file.name}: ([\d.]+) (\w+)",
+    found = re.search(rf"Overall exposure level for {re.escape(unit.name)}: ([\d.]+) (\w+)",
                       security.stdout)
     assert found, security.stdout[-500:]
     with capsys.disabled():
-        print(f"\n    systemd-analyze security {unit_file.name}: exposure {found[1]} {found[2]}")
+        print(f"\n    systemd-analyze security {unit.name}: exposure {found[1]} {found[2]}")
     assert float(found[1]) <= 2.0
 
 
