@@ -76,38 +76,18 @@ def periods(kind: str, today: date, count: int, fy_start: tuple[int, int] = (4, 
 def fill(store: HubStore, spans: list[Period], machines: list[str] | None = None,
          now: datetime | None = None) -> list[Period]:
     """Count each period's packs and coverage from the store (buckets by their start day;
-    every period here is made of whole UTC days)."""
-    if not spans:
-        return spans
-    start, end = iso(spans[0].start), iso(spans[-1].end)
-    by_start = sorted(spans, key=lambda p: p.start)
-    for machine, day, product, confirmed, unconfirmed in store.usage_by_day(start, end, machines):
-        period = _find(by_start, midnight(date.fromisoformat(day)))
-        if period is not None:
-            counts = period.counts.setdefault(machine, {}).setdefault(product, [0, 0])
-            counts[0] += confirmed
-            counts[1] += unconfirmed
-    covered: dict[tuple[int, str], float] = {}
-    for machine, day, seconds in store.covered_by_day(start, end):
-        if machines is not None and machine not in machines:
-            continue
-        period = _find(by_start, midnight(date.fromisoformat(day)))
-        if period is not None:
-            key = (id(period), machine)
-            covered[key] = covered.get(key, 0.0) + seconds
+    every period here is made of whole UTC days). The database adds up each period: what
+    comes back is a row per machine and product, however many days the period holds."""
     now = now or datetime.now(UTC)
     for period in spans:
+        start, end = iso(period.start), iso(period.end)
+        for machine, product, confirmed, unconfirmed in store.period_counts(start, end, machines):
+            period.counts.setdefault(machine, {})[product] = [confirmed, unconfirmed]
         length = max(1.0, (min(period.end, max(now, period.start)) - period.start).total_seconds())
-        period.covered = {m: min(1.0, s / length) for (pid, m), s in covered.items()
-                          if pid == id(period)}
+        period.covered = {machine: min(1.0, seconds / length)
+                          for machine, seconds in store.period_cover(start, end)
+                          if machines is None or machine in machines}
     return spans
-
-
-def _find(spans: list[Period], moment: datetime) -> Period | None:
-    for period in spans:
-        if period.start <= moment < period.end:
-            return period
-    return None
 
 
 def usage_csv(store: HubStore, start: date, end: date) -> str:

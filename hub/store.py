@@ -265,23 +265,24 @@ class HubStore:
         keys = ("id", "machine", "ts", "type", "slot", "product", "detail")
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
-    def usage_by_day(self, start: str, end: str, machines: list[str] | None = None
-                     ) -> list[tuple[str, str, str, int, int]]:
-        """``(machine, day, product, confirmed, unconfirmed)`` summed per UTC day, for buckets
-        that start in [start, end) (the database adds up, not Python)."""
-        sql = ("SELECT machine, day, product, confirmed, unconfirmed FROM daily_counts"
+    def period_counts(self, start: str, end: str, machines: list[str] | None = None
+                      ) -> list[tuple[str, str, int, int]]:
+        """``(machine, product, confirmed, unconfirmed)`` for buckets that start on the UTC
+        days in [start, end), added up by the database from the daily roll-ups."""
+        sql = ("SELECT machine, product, sum(confirmed), sum(unconfirmed) FROM daily_counts"
                " WHERE day >= ? AND day < ?")
         params: list[Any] = [start[:10], end[:10]]
         if machines is not None:
             sql += f" AND machine IN ({','.join('?' * len(machines))})"
             params += machines
-        return self._x(sql, params).fetchall()
+        return [tuple(r) for r in self._x(sql + " GROUP BY machine, product", params).fetchall()]
 
-    def covered_by_day(self, start: str, end: str) -> list[tuple[str, str, float]]:
-        """``(machine, day, seconds)``: how long the buckets that start on each UTC day ran
-        (a bucket reaching past midnight counts up to midnight)."""
-        return self._x("SELECT machine, day, seconds FROM daily_cover WHERE day >= ? AND day < ?",
-                       (start[:10], end[:10])).fetchall()
+    def period_cover(self, start: str, end: str) -> list[tuple[str, float]]:
+        """``(machine, seconds)``: how long the buckets that start on the UTC days in
+        [start, end) ran (a bucket reaching past midnight counts up to midnight)."""
+        return [tuple(r) for r in self._x(
+            "SELECT machine, sum(seconds) FROM daily_cover WHERE day >= ? AND day < ?"
+            " GROUP BY machine", (start[:10], end[:10])).fetchall()]
 
     def usage_totals(self, start: str, end: str) -> list[tuple[str, str, int, int, int]]:
         """``(machine, product, confirmed, unconfirmed, buckets)`` for buckets starting in
