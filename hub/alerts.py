@@ -90,9 +90,7 @@ class Alerts:
     def _check(self, machines: set[str] | None) -> None:
         now = self.clock.now()
         raised = self.store.raised_alerts()
-        for machine in self.store.machines():
-            if machines is not None and machine.id not in machines:
-                continue
+        for machine in self.store.machines(machines):
             current = {(m, t, s): d for m, t, s, d in
                        conditions_of(machine, now, self.config.offline_after_s)}
             for key, detail in current.items():

@@ -249,8 +249,17 @@ class HubStore:
                 (iso(at), int(result.ok), compact(result.payload()), result.id, machine))
 
     # -- reading it back -----------------------------------------------------------------
-    def machines(self) -> list[Machine]:
-        rows = self._x(f"SELECT {MACHINE_COLUMNS} FROM machines ORDER BY id").fetchall()
+    def machines(self, ids: set[str] | None = None) -> list[Machine]:
+        """Every machine heard (or those of ``ids``), by id."""
+        if ids is None:
+            rows = self._x(f"SELECT {MACHINE_COLUMNS} FROM machines ORDER BY id").fetchall()
+        else:
+            rows = []
+            wanted = sorted(ids)
+            for i in range(0, len(wanted), 500):
+                chunk = wanted[i:i + 500]
+                rows += self._x(f"SELECT {MACHINE_COLUMNS} FROM machines WHERE id IN"
+                                f" ({','.join('?' * len(chunk))}) ORDER BY id", chunk).fetchall()
         return [_machine(row) for row in rows]
 
     def machine(self, machine_id: str) -> Machine | None:
