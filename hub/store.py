@@ -206,21 +206,28 @@ class HubStore:
                           iso(at)))
         if cursor.rowcount == 0:
             return False
+        # a handful of statements a bucket, whatever its products: each is a round trip to
+        # a database server
         if any(usage.counts.values()) or any(usage.unconfirmed.values()):
-            self._x("UPDATE machines SET last_pack = ? WHERE id = ? AND (last_pack IS NULL OR"
-                    " last_pack < ?)", (usage.end, machine, usage.end))
-            self._x("UPDATE machines SET silence = NULL, silence_at = NULL WHERE id = ? AND"
-                    " silence_at < ?", (machine, usage.end))
+            self._x("UPDATE machines SET"
+                    " last_pack = CASE WHEN last_pack IS NULL OR last_pack < ? THEN ?"
+                    " ELSE last_pack END,"
+                    " silence = CASE WHEN silence_at < ? THEN NULL ELSE silence END,"
+                    " silence_at = CASE WHEN silence_at < ? THEN NULL ELSE silence_at END"
+                    " WHERE id = ?", (usage.end, usage.end, usage.end, usage.end, machine))
         day = usage.start[:10]
-        for product in sorted(set(usage.counts) | set(usage.unconfirmed)):
-            confirmed, unconfirmed = usage.counts.get(product, 0), usage.unconfirmed.get(product, 0)
-            self._x("INSERT INTO bucket_counts (bucket_id, product, confirmed, unconfirmed)"
-                    " VALUES (?, ?, ?, ?)", (usage.id, product, confirmed, unconfirmed))
-            self._x("INSERT INTO daily_counts (machine, day, product, confirmed, unconfirmed)"
-                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (machine, day, product) DO UPDATE SET"
+        rows = [(product, usage.counts.get(product, 0), usage.unconfirmed.get(product, 0))
+                for product in sorted(set(usage.counts) | set(usage.unconfirmed))]
+        if rows:
+            marks = ", ".join(["(?, ?, ?, ?)"] * len(rows))
+            self._x(f"INSERT INTO bucket_counts (bucket_id, product, confirmed, unconfirmed)"
+                    f" VALUES {marks}", [v for row in rows for v in (usage.id, *row)])
+            marks = ", ".join(["(?, ?, ?, ?, ?)"] * len(rows))
+            self._x(f"INSERT INTO daily_counts (machine, day, product, confirmed, unconfirmed)"
+                    f" VALUES {marks} ON CONFLICT (machine, day, product) DO UPDATE SET"
                     " confirmed = daily_counts.confirmed + excluded.confirmed,"
                     " unconfirmed = daily_counts.unconfirmed + excluded.unconfirmed",
-                    (machine, day, product, confirmed, unconfirmed))
+                    [v for row in rows for v in (machine, day, *row)])
         start, end = parse_iso(usage.start), parse_iso(usage.end)
         midnight = datetime(start.year, start.month, start.day, tzinfo=UTC) + timedelta(days=1)
         seconds = max(0.0, (min(end, midnight) - start).total_seconds())

@@ -3,7 +3,7 @@ folder of their own, on a free loopback port, and throw away: nothing shared wit
 the machine may already run.
 
 As root, the server runs as the package's ``postgres`` user (initdb refuses root); as
-anyone else, as that user. One server per test process; each test gets a fresh database.
+anyone else, as the user running the tests. One server per test process; each test gets a fresh database.
 """
 
 from __future__ import annotations
@@ -42,7 +42,9 @@ if BIN is not None and os.geteuid() == 0:
 class Postgres:
     """``initdb`` into a new folder and ``pg_ctl start`` on a free port, trust on loopback."""
 
-    def __init__(self) -> None:
+    def __init__(self, durable: bool = False) -> None:
+        """``durable``: commits reach the disk, as on a real server (the benchmark); tests
+        leave that out, for speed."""
         self.folder = Path(tempfile.mkdtemp(prefix="nspvend-pg-"))
         self.data = self.folder / "data"
         self.port = free_port()
@@ -53,8 +55,9 @@ class Postgres:
                         "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"],
                        check=True, capture_output=True, text=True)
         options = (f"-c port={self.port} -c listen_addresses=127.0.0.1 "
-                   f"-c unix_socket_directories={self.folder} -c fsync=off "
-                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+                   f"-c unix_socket_directories={self.folder} -c max_connections=200")
+        if not durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         subprocess.run([*run, f"{BIN}/pg_ctl", "-D", str(self.data), "-o", options, "-w",
                         "-l", str(self.folder / "log"), "start"],
                        check=True, capture_output=True, text=True)

@@ -1,0 +1,376 @@
+"""The hub at a national fleet's size: where one box stops.
+
+    python3 bench/hub_load.py [--quick] [--machines 100,1000,10000]
+
+(one command from a fresh clone: it runs scripts/setup first and then itself in .venv.)
+
+For N light machines (simulator/fleet.py: paho publishers speaking the contract, sharing 50
+MQTT connections), on SQLite and on PostgreSQL (a server of its own, commits durable), with
+one and with two hub processes (the second through an MQTT 5 shared subscription), through
+one local mosquitto:
+
+- the store is first given a year of daily roll-ups for every machine (what a year of
+  hourly buckets leaves behind), so the reports have a year to add up;
+- each machine says hello (online, state, stock), then sends at the rate a machine really
+  does (a state every 5 minutes, stock and a usage bucket every hour: 14 messages an hour),
+  for 20 s, then at 100 times that rate for 20 s; a probe machine sends a bucket each second
+  beside them, and the bench watches the store for each one: the lag from publish to stored;
+- then a backlog of 20,000 buckets sent as fast as the broker takes them: how fast the hub
+  drains it is the most it can store;
+- the fleet board (``/``) and a report by financial year over HTTP, logged in; the hub
+  processes' memory (RSS).
+
+Prints a table (markdown) and writes bench/hub_load.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _in_venv() -> None:
+    """From a fresh clone: set up .venv (and mosquitto, PostgreSQL) and run again in it."""
+    venv = ROOT / ".venv" / "bin" / "python"
+    if Path(sys.prefix).resolve() == (ROOT / ".venv").resolve():
+        return
+    subprocess.run([str(ROOT / "scripts" / "setup"), "--with-broker"], check=True)
+    os.execv(str(venv), [str(venv), __file__, *sys.argv[1:]])
+
+
+if __name__ == "__main__":
+    _in_venv()
+
+sys.path.insert(0, str(ROOT))
+
+from controller.clock import iso  # noqa: E402
+from simulator.fleet import PRODUCTS, Fleet, bucket, state, stock  # noqa: E402
+from tests.broker import Broker  # noqa: E402
+from tests.daemon_process import HubProcess  # noqa: E402
+from tests.hub_client import HubClient  # noqa: E402
+from tests.machines import to_toml  # noqa: E402
+from tests.postgres import WHY_NOT, Postgres  # noqa: E402
+from tests.test_hub import free_port, hub_cli  # noqa: E402
+
+PASSWORD = "bench password"
+PER_HOUR = 14  # 12 states (every 5 minutes), a stock and a usage bucket
+PHASE_S = 20.0
+BACKLOG = 20_000
+CONNECTIONS = 50
+
+
+class Store:
+    """The bench's own look at the hub's store: seeding it, and watching buckets arrive."""
+
+    def __init__(self, kind: str, where: str) -> None:
+        self.kind, self.where = kind, where
+        self.lock = threading.Lock()  # the probe's watcher and the bench share the connection
+        if kind == "sqlite":
+            self.conn = sqlite3.connect(where, isolation_level=None, timeout=60,
+                                        check_same_thread=False)
+        else:
+            import psycopg
+
+            self.conn = psycopg.connect(where, autocommit=True)
+
+    def q(self, sql: str, params: tuple = ()) -> list:
+        if self.kind == "postgresql":
+            sql = sql.replace("?", "%s")
+        with self.lock:
+            return self.conn.execute(sql, params).fetchall()
+
+    def seed_year(self, ids: list[str], today: date) -> float:
+        """A year of daily roll-ups per machine and product, as the listener leaves them."""
+        t = time.perf_counter()
+        days = [(today - timedelta(days=d)).isoformat() for d in range(1, 366)]
+
+        def counts():
+            for m, machine in enumerate(ids):
+                for d, day in enumerate(days):
+                    for i, p in enumerate(PRODUCTS):
+                        yield machine, day, p, (m + d + i) % 7, 0
+
+        def cover():
+            for machine in ids:
+                for day in days:
+                    yield machine, day, 86400.0, 24
+
+        if self.kind == "sqlite":
+            self.conn.execute("BEGIN")
+            self.conn.executemany("INSERT INTO daily_counts VALUES (?, ?, ?, ?, ?)", counts())
+            self.conn.executemany("INSERT INTO daily_cover VALUES (?, ?, ?, ?)", cover())
+            self.conn.execute("COMMIT")
+        else:
+            with self.conn.cursor() as cur:
+                with cur.copy("COPY daily_counts (machine, day, product, confirmed, unconfirmed)"
+                              " FROM STDIN") as copy:
+                    for row in counts():
+                        copy.write_row(row)
+                with cur.copy("COPY daily_cover (machine, day, seconds, buckets) FROM STDIN") as copy:
+                    for row in cover():
+                        copy.write_row(row)
+            self.conn.execute("ANALYZE")
+        return time.perf_counter() - t
+
+    def count(self, machine: str | None = None) -> int:
+        if machine is None:
+            return self.q("SELECT count(*) FROM buckets")[0][0]
+        return self.q("SELECT count(*) FROM buckets WHERE machine = ?", (machine,))[0][0]
+
+    def machines(self) -> int:
+        return self.q("SELECT count(*) FROM machines")[0][0]
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, poll: float = 0.05) -> float | None:
+    """Seconds until ``predicate()`` held, or None at ``timeout``."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        if predicate():
+            return time.perf_counter() - t0
+        time.sleep(poll)
+    return None
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+class Probe:
+    """A machine sending a bucket a second; the store is watched for each (50 ms)."""
+
+    def __init__(self, fleet: Fleet, store: Store, machine: str) -> None:
+        self.fleet, self.store, self.machine = fleet, store, machine
+        self.sent: dict[str, float] = {}
+        self.seen: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._hour = datetime(2020, 1, 1, tzinfo=UTC)
+        self._threads = [threading.Thread(target=self._send, daemon=True),
+                         threading.Thread(target=self._watch, daemon=True)]
+        for t in self._threads:
+            t.start()
+
+    def _send(self) -> None:
+        while not self._stop.wait(1.0):
+            self._hour += timedelta(hours=1)
+            u = bucket(self._hour, {"foil": 1})
+            self.sent[u.id] = time.perf_counter()
+            self.fleet.say(self.machine, u)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.05):
+            waiting = [i for i in self.sent if i not in self.seen]
+            if not waiting:
+                continue
+            marks = ",".join("?" * len(waiting))
+            now = time.perf_counter()
+            for (found,) in self.store.q(f"SELECT id FROM buckets WHERE id IN ({marks})",
+                                         tuple(waiting)):
+                self.seen[found] = now
+
+    def lags(self) -> list[float]:
+        return [self.seen[i] - t for i, t in self.sent.items() if i in self.seen]
+
+    def stop(self) -> None:
+        wait_until(lambda: all(i in self.seen for i in self.sent), 60)
+        self._stop.set()
+        for t in self._threads:
+            t.join(5)
+
+
+def offer(fleet: Fleet, ids: list[str], rate: float, seconds: float,
+          start: datetime) -> tuple[int, int]:
+    """Send at ``rate`` messages a second for ``seconds``, in the mix a machine sends:
+    per machine and hour, 12 states, a stock and a usage bucket. Returns how many messages,
+    and how many of them were buckets."""
+    state_payload, stock_payload = state(start).encode(), stock(start).encode()
+    mix = ["state"] * 12 + ["stock", "usage"]
+    rng = random.Random(7)
+    sent = 0
+    t0 = time.perf_counter()
+    hour = 0
+    while True:
+        elapsed = time.perf_counter() - t0
+        if elapsed >= seconds:
+            return sent, hour
+        due = int(elapsed * rate) + 1
+        while sent < due:
+            machine = ids[sent % len(ids)]
+            kind = mix[rng.randrange(len(mix))]
+            if kind == "usage":
+                hour += 1
+                fleet.say(machine, bucket(start + timedelta(hours=hour % 8760),
+                                          {"syringe-1ml": 1}))
+            elif kind == "state":
+                fleet.publish(machine, "state", state_payload, retain=True)
+            else:
+                fleet.publish(machine, "stock", stock_payload, retain=True)
+            sent += 1
+        time.sleep(0.005)
+
+
+def run(n: int, kind: str, hubs: int, pg: Postgres | None, quick: bool) -> dict:
+    folder = Path(tempfile.mkdtemp(prefix="nspvend-load-"))
+    ids = [f"load-{i:05d}" for i in range(n)]
+    where = str(folder / "hub.db") if kind == "sqlite" else pg.database()
+    database = {"path": where} if kind == "sqlite" else {"url": where}
+    broker = Broker(folder / "broker", extra="max_queued_messages 1000000\n"
+                                             "max_inflight_messages 200\n")
+    web = free_port()
+    config = folder / "hub.toml"
+    config.write_text(to_toml({
+        "mqtt": {"host": "127.0.0.1", "port": broker.port, "protocol": "5",
+                 **({"share_group": "hubs"} if hubs > 1 else {})},
+        "database": database, "web": {"listen": f"127.0.0.1:{web}"}}))
+    assert hub_cli(config, "user", "add", "bench", "--role", "viewer",
+                   stdin=PASSWORD + "\n").returncode == 0
+    store = Store(kind, where)
+    result: dict = {"machines": n, "store": kind, "hubs": hubs}
+    result["seed_s"] = store.seed_year(ids, date.today())
+    procs = [HubProcess(config, args=("--instance", str(i + 1)) if hubs > 1 else ())
+             for i in range(hubs)]
+    fleet = Fleet("127.0.0.1", broker.port, [*ids, "probe-0"], connections=CONNECTIONS,
+                  name=f"load-{kind}-{hubs}")
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    try:
+        t0 = time.perf_counter()
+        fleet.hello(now)
+        hello = wait_until(lambda: store.machines() >= n, 600, 0.2)
+        result["hello_s"] = hello if hello is not None else float("nan")
+        phase = PHASE_S / 4 if quick else PHASE_S
+        for factor in (1, 100):
+            rate = n * PER_HOUR / 3600 * factor
+            probe = Probe(fleet, store, "probe-0")
+            before = store.count() - store.count("probe-0")
+            t0 = time.perf_counter()
+            sent, buckets = offer(fleet, ids, rate, phase, now - timedelta(days=400))
+            fleet.wait_acked(300)
+            want = before + buckets
+            wait_until(lambda want=want: store.count() - store.count("probe-0") >= want, 600, 0.1)
+            drained = time.perf_counter() - t0
+            probe.stop()
+            lags = probe.lags()
+            result[f"x{factor}"] = {"offered": rate, "sent": sent, "buckets": buckets,
+                                    "drained_s": drained, "stored_rate": sent / drained,
+                                    "lag_p50": percentile(lags, .5),
+                                    "lag_p99": percentile(lags, .99), "probes": len(lags)}
+        backlog = BACKLOG // 4 if quick else BACKLOG
+        before = store.count()
+        start = datetime(2019, 1, 1, tzinfo=UTC)
+        t0 = time.perf_counter()
+        for i in range(backlog):
+            fleet.say(ids[i % n], bucket(start + timedelta(hours=i // n), {"foil": 1}))
+        fleet.wait_acked(600)
+        took = wait_until(lambda: store.count() >= before + backlog, 900, 0.1)
+        took = (time.perf_counter() - t0) if took is not None else float("nan")
+        result["backlog"] = {"messages": backlog, "rate": backlog / took}
+        client = HubClient(f"http://127.0.0.1:{web}")
+        client.login("bench", PASSWORD)
+
+        def timed(path: str, runs: int) -> float:
+            times = []
+            for _ in range(runs):
+                t = time.perf_counter()
+                status, _, _ = client.get(path)
+                times.append(time.perf_counter() - t)
+                assert status == 200, (path, status)
+            return statistics.median(times)
+
+        result["fleet_board_s"] = timed("/", 3)
+        result["report_year_s"] = timed("/reports?by=year", 3)
+        result["rss_mb"] = max(rss_mb(p.proc.pid) for p in procs)
+    finally:
+        fleet.close()
+        for p in procs:
+            if p.proc.poll() is None:
+                p.terminate()
+        broker.kill()
+        store.close()
+        shutil.rmtree(folder, ignore_errors=True)
+    return result
+
+
+def table(results: list[dict]) -> str:
+    head = ("| machines | store | hubs | 1x: msg/s | lag p50 / p99 | 100x: msg/s offered "
+            "(stored) | lag p50 / p99 | backlog drained | fleet board | year report | RSS |")
+    lines = [head, "|" + "|".join("---" for _ in range(head.count("|") - 1)) + "|"]
+    for r in results:
+        a, b = r["x1"], r["x100"]
+        lines.append(
+            f"| {r['machines']:,} | {r['store']} | {r['hubs']} "
+            f"| {a['offered']:.1f} | {a['lag_p50']:.2f} / {a['lag_p99']:.2f} s "
+            f"| {b['offered']:.0f} ({b['stored_rate']:.0f}) | {b['lag_p50']:.2f} / {b['lag_p99']:.2f} s "
+            f"| {r['backlog']['rate']:.0f} msg/s | {r['fleet_board_s'] * 1000:.0f} ms "
+            f"| {r['report_year_s'] * 1000:.0f} ms | {r['rss_mb']:.0f} MB |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="shorter phases, 100 and 1,000 machines")
+    parser.add_argument("--machines", help="comma-separated fleet sizes (default 100,1000,10000)")
+    parser.add_argument("--stores", default="sqlite,postgresql")
+    parser.add_argument("--hubs", default="1,2")
+    args = parser.parse_args()
+    sizes = [int(x) for x in (args.machines or ("100,1000" if args.quick else "100,1000,10000"))
+             .split(",")]
+    stores = args.stores.split(",")
+    if "postgresql" in stores and WHY_NOT:
+        print(f"hub_load: {WHY_NOT}", file=sys.stderr)
+        stores.remove("postgresql")
+    pg = Postgres(durable=True) if "postgresql" in stores else None
+    results = []
+    try:
+        for n in sizes:
+            for kind in stores:
+                for hubs in (int(h) for h in args.hubs.split(",")):
+                    print(f"hub_load: {n} machines, {kind}, {hubs} hub process(es) ...",
+                          file=sys.stderr, flush=True)
+                    results.append(run(n, kind, hubs, pg, args.quick))
+                    print(json.dumps(results[-1]), file=sys.stderr, flush=True)
+    finally:
+        if pg is not None:
+            pg.stop()
+    print()
+    print(f"nspvend hub load on {os.uname().nodename} ({os.cpu_count()} CPUs), "
+          f"{time.strftime('%Y-%m-%d')}{' (quick)' if args.quick else ''}")
+    print()
+    print(table(results))
+    (ROOT / "bench" / "hub_load.json").write_text(json.dumps(
+        {"date": iso(datetime.now(UTC)), "cpus": os.cpu_count(), "quick": args.quick,
+         "results": results}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
