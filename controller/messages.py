@@ -16,10 +16,15 @@ import hmac
 import json
 import math
 from dataclasses import dataclass, field, fields
+from datetime import datetime
 from typing import Any, ClassVar
 
 SCHEMA = 1
 ONLINE, OFFLINE = "online", "offline"
+MAX_INT = 2**31 - 1  # what any store keeps in an integer column
+MAX_NAME = 200  # an id, a product, an event's type: what a store keeps in a key
+MAX_TEXT = 4000  # any other text (an event's detail, a version)
+MAX_PRODUCTS = 100
 
 
 class Mode(enum.StrEnum):
@@ -70,6 +75,10 @@ def _take(data: dict, name: str, kinds: type | tuple[type, ...], required: bool 
         raise BadMessage(name, f"has the wrong type ({type(value).__name__})")
     if isinstance(value, float) and not math.isfinite(value):
         raise BadMessage(name, "is not a finite number")
+    if isinstance(value, int) and not isinstance(value, bool) and not -MAX_INT <= value <= MAX_INT:
+        raise BadMessage(name, f"is out of range (at most {MAX_INT})")
+    if isinstance(value, str) and (len(value) > MAX_TEXT or "\x00" in value):
+        raise BadMessage(name, f"must be at most {MAX_TEXT} characters, none of them NUL")
     if choices and value not in choices:
         raise BadMessage(name, f"must be one of {', '.join(map(str, choices))}, not {value!r}")
     return value
@@ -79,18 +88,38 @@ def _kinds(kinds: type | tuple[type, ...]) -> tuple[type, ...]:
     return kinds if isinstance(kinds, tuple) else (kinds,)
 
 
+def _name(value: str, name: str) -> str:
+    """An id, a product or a type: what a store keeps in a key."""
+    if not 0 < len(value) <= MAX_NAME or not value.isprintable():
+        raise BadMessage(name, f"must be 1 to {MAX_NAME} printable characters")
+    return value
+
+
+def _take_name(data: dict, name: str, required: bool = True) -> str | None:
+    value = _take(data, name, str, required)
+    return None if value is None else _name(value, name)
+
+
 def _counts(data: dict, name: str) -> dict[str, int]:
     value = _take(data, name, dict)
+    if len(value) > MAX_PRODUCTS:
+        raise BadMessage(name, f"has more than {MAX_PRODUCTS} products")
     for product, n in value.items():
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        _name(product, f"{name}.{product[:40]!r}")
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_INT:
             raise BadMessage(f"{name}.{product}", "must be a whole number, 0 or more")
     return dict(value)
 
 
 def _ts(data: dict, name: str = "ts", required: bool = True) -> str | None:
     value = _take(data, name, str, required)
-    if value is not None and not (len(value) == 20 and value[4] == "-" and value[10] == "T"
-                                  and value.endswith("Z")):
+    if value is None:
+        return value
+    try:
+        ok = len(value) == 20 and bool(datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ"))
+    except ValueError:
+        ok = False
+    if not ok:
         raise BadMessage(name, f"must be an ISO 8601 UTC time like 2026-11-25T03:00:00Z, "
                                f"not {value[:40]!r}")
     return value
@@ -150,8 +179,9 @@ class StateMessage(Message):
     def read(cls, raw: bytes | str | dict) -> StateMessage:
         d = _object(raw)
         faults = _take(d, "faults", list)
-        if not all(isinstance(f, str) for f in faults):
-            raise BadMessage("faults", "must be a list of strings")
+        if len(faults) > MAX_PRODUCTS or not all(
+                isinstance(f, str) and len(f) <= MAX_TEXT and "\x00" not in f for f in faults):
+            raise BadMessage("faults", f"must be a list of at most {MAX_PRODUCTS} texts")
         return cls(mode=_take(d, "mode", str, choices=MODES),
                    door=_take(d, "door", str, choices=("open", "closed")),
                    sharps_bin=_take(d, "sharps_bin", str, choices=("ok", "full")),
@@ -200,14 +230,18 @@ class StockMessage(Message):
                 raise BadMessage(f"slots[{i}]", "must be an object")
             try:
                 slots.append(SlotStock(
-                    slot=_take(s, "slot", int), product=_take(s, "product", str),
+                    slot=_take(s, "slot", int), product=_take_name(s, "product"),
                     count=_take(s, "count", int), capacity=_take(s, "capacity", int),
                     low_at=_take(s, "low_at", int),
                     status=_take(s, "status", str, choices=SLOT_STATUSES)))
             except BadMessage as e:
                 raise BadMessage(f"slots[{i}].{e.field}", str(e).split(": ", 1)[1]) from None
         products = {}
-        for product, p in _take(d, "products", dict).items():
+        listed = _take(d, "products", dict)
+        if len(slots) > MAX_PRODUCTS or len(listed) > MAX_PRODUCTS:
+            raise BadMessage("slots", f"more than {MAX_PRODUCTS} slots or products")
+        for product, p in listed.items():
+            _name(product, f"products.{product[:40]!r}")
             if not isinstance(p, dict):
                 raise BadMessage(f"products.{product}", "must be an object")
             try:
@@ -236,7 +270,7 @@ class UsageMessage(Message):
     @classmethod
     def read(cls, raw: bytes | str | dict) -> UsageMessage:
         d = _object(raw)
-        return cls(id=_take(d, "id", str), start=_ts(d, "start"), end=_ts(d, "end"),
+        return cls(id=_take_name(d, "id"), start=_ts(d, "start"), end=_ts(d, "end"),
                    counts=_counts(d, "counts"), unconfirmed=_counts(d, "unconfirmed"),
                    clock_synced=_take(d, "clock_synced", bool))
 
@@ -256,9 +290,9 @@ class EventMessage(Message):
     @classmethod
     def read(cls, raw: bytes | str | dict) -> EventMessage:
         d = _object(raw)
-        return cls(id=_take(d, "id", str), ts=_ts(d), type=_take(d, "type", str),
+        return cls(id=_take_name(d, "id"), ts=_ts(d), type=_take_name(d, "type"),
                    slot=_take(d, "slot", int, required=False),
-                   product=_take(d, "product", str, required=False),
+                   product=_take_name(d, "product", required=False),
                    detail=_take(d, "detail", str, required=False))
 
 

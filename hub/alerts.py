@@ -120,15 +120,18 @@ class Alerts:
     def _tell_raised(self, now: datetime) -> None:
         """Tell each route of every raised alert it wants and has not heard, in its hours."""
         for (machine, kind, subject), row in self.store.raised_alerts().items():
-            told = set(json.loads(row["told"] or "[]"))
+            was = row["told"]
+            told = set(json.loads(was or "[]"))
             for i, route in enumerate(self.config.routes):
                 if i in told or not route.wants(kind) or not self._in_hours(route, now):
                     continue
+                told.add(i)
                 with self.store.transaction():
+                    if not self.store.set_told(machine, kind, subject, sorted(told), was):
+                        break  # told already, by the process that ran the alerts before us
                     self._queue(i, machine, kind, subject, "raised", parse_iso(row["raised"]),
                                 row["detail"])
-                    told.add(i)
-                    self.store.set_told(machine, kind, subject, sorted(told))
+                was = json.dumps(sorted(told))
 
     def _in_hours(self, route: object, now: datetime) -> bool:
         hours = getattr(route, "hours", ())

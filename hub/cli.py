@@ -1,12 +1,11 @@
-"""``nspvend hub run|user add|user remove|user list``: the hub's commands (an entry point of
-``nspvend.commands``, so the machine's CLI needs none of the hub's packages)."""
+"""``nspvend hub run|retire|backup|user add|user remove|user list``: the hub's commands (an
+entry point of ``nspvend.commands``, so the machine's CLI needs none of the hub's packages)."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import os
-import re
 import sqlite3
 import sys
 from collections.abc import Callable
@@ -15,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from controller import logs
 from controller.config import ConfigError
-from hub.config import HubConfig, find_hub_config, load_hub_config
+from hub.config import HubConfig, find_hub_config, load_hub_config, safe_url
 
 if TYPE_CHECKING:
     from hub.store import HubStore
@@ -32,6 +31,13 @@ def add_command(add: Callable[..., argparse.ArgumentParser]) -> None:
         "one of several hub processes on one store: its own MQTT session (client id "
         "mqtt.client_id-N), the web port shared with the others"))
     run.set_defaults(func=_run)
+    retire = sub.add_parser("retire", help=(
+        "take hub process N away for good (stop it first): store what waits for it at the "
+        "broker and end its MQTT session, so the broker keeps no share for it"))
+    retire.add_argument("--instance", type=int, metavar="N", help=(
+        "the process to retire; without it, the session of the hub as it ran alone "
+        "(mqtt.client_id), once several processes share the messages instead"))
+    retire.set_defaults(func=_retire)
     backup = sub.add_parser("backup", help="copy the hub's SQLite store to FILE while it runs "
                                            "(PostgreSQL: pg_dump)")
     backup.add_argument("file", metavar="FILE")
@@ -48,14 +54,14 @@ def add_command(add: Callable[..., argparse.ArgumentParser]) -> None:
     removing.set_defaults(func=_user_remove)
     listing = users.add_parser("list", help="who may log in")
     listing.set_defaults(func=_user_list)
-    for parser in (run, backup, adding, removing, listing):
+    for parser in (run, retire, backup, adding, removing, listing):
         parser.add_argument("--config", dest="hub_config", help=(
             "hub config file (default: $NSPVEND_HUB_CONFIG, ./hub.toml, /etc/nspvend/hub.toml)"))
 
 
 def _help(args: argparse.Namespace) -> int:
-    print("nspvend hub run [--instance N] | backup FILE | user add NAME --role staff|viewer | "
-          "user remove NAME | user list", file=sys.stderr)
+    print("nspvend hub run [--instance N] | retire [--instance N] | backup FILE | "
+          "user add NAME --role staff|viewer | user remove NAME | user list", file=sys.stderr)
     return EX_USAGE
 
 
@@ -76,12 +82,52 @@ def _run(args: argparse.Namespace) -> int:
     logs.setup()
     config = _config(args)
     if args.instance is not None:
-        if not 1 <= args.instance <= 99:
-            print("nspvend hub run: --instance is a number from 1 to 99", file=sys.stderr)
-            return EX_USAGE
-        config = dataclasses.replace(config, client_id=f"{config.client_id}-{args.instance}")
+        config = _instance(config, args.instance, "run")
     _store_of(config).close()
     return HubService(config, shared_port=args.instance is not None).run()
+
+
+def _instance(config: HubConfig, n: int, command: str) -> HubConfig:
+    """``config`` for hub process ``n`` of several: its own MQTT session."""
+    if not 1 <= n <= 99:
+        print(f"nspvend hub {command}: --instance is a number from 1 to 99", file=sys.stderr)
+        raise SystemExit(EX_USAGE)
+    return dataclasses.replace(config, client_id=f"{config.client_id}-{n}")
+
+
+def _retire(args: argparse.Namespace) -> int:
+    try:
+        from hub.listener import Listener, Retiring
+    except ImportError as e:
+        print(f"nspvend hub: the hub's packages are not installed ({e}): "
+              "pip install 'nspvend[hub]'", file=sys.stderr)
+        return 69
+
+    logs.setup()
+    config = _config(args)
+    if not config.share_group:
+        print("nspvend hub retire: only hub processes sharing the machines' messages "
+              "(mqtt.share_group) are retired; this hub has none", file=sys.stderr)
+        return EX_USAGE
+    who = "the hub as it ran alone"
+    if args.instance is not None:
+        config = _instance(config, args.instance, "retire")
+        who = f"hub process {args.instance}"
+    store = _store_of(config)
+    listener = Listener(config, store, client_id=config.client_id, retiring=True)
+    try:
+        waiting = listener.retire()
+    except Retiring as e:
+        print(f"nspvend hub retire: {who}: {e}", file=sys.stderr)
+        return 75  # EX_TEMPFAIL
+    finally:
+        store.close()
+    if not listener.session_present:
+        print(f"{who} had no session at the broker ({config.client_id}): nothing waited for it")
+    else:
+        print(f"retired {who}: stored the {waiting} messages that waited for it; the broker "
+              "keeps nothing for it now")
+    return 0
 
 
 def _store_of(config: HubConfig) -> HubStore:
@@ -97,15 +143,11 @@ def _store_of(config: HubConfig) -> HubStore:
         raise ConfigError(config.path, key, f"cannot open {where}: {e}") from None
     except Exception as e:  # psycopg's errors: the server is down, or refuses us
         if type(e).__module__.startswith("psycopg"):
-            print(f"nspvend hub: cannot reach the database at {_safe(config.database_url)}: "
+            print(f"nspvend hub: cannot reach the database at {safe_url(config.database_url)}: "
                   f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}",
                   file=sys.stderr)
             raise SystemExit(69) from None
         raise
-
-
-def _safe(url: str | None) -> str:
-    return re.sub(r"//[^@/]*@", "//", url or "")
 
 
 def _store(args: argparse.Namespace) -> HubStore:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,7 @@ class HubConfig:
     keep_events_days: int = 400
     client_id: str = "nspvend-hub"  # its MQTT session; each hub process needs its own
     share_group: str | None = None  # several hub processes share the machines' messages
+    catch_up_s: int = 86400  # how often each machine is asked for its recent buckets (0: never)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -136,6 +138,7 @@ def parse_hub_config(data: dict, path: str = "<hub config>") -> HubConfig:
     if share_group and mqtt.protocol != "5":
         raise mqtt_table.fail("share_group", 'shared subscriptions are MQTT 5\'s: set '
                                              'mqtt.protocol = "5"')
+    catch_up_s = mqtt_table.integer("catch_up_s", 86400, 0, 7 * 86400)
     mqtt_table.finish()
 
     database = top.table("database")
@@ -143,12 +146,23 @@ def parse_hub_config(data: dict, path: str = "<hub config>") -> HubConfig:
     if url is not None:
         if "path" in database.data:
             raise database.fail("url", "give url (PostgreSQL) or path (SQLite), not both")
-        if not re.fullmatch(r"postgres(ql)?://\S*", url):
-            raise database.fail("url", f"must be a PostgreSQL address such as "
-                                       f"postgresql:///nspvend, not {url!r}")
-        if re.match(r"postgres(ql)?://[^/@]*:[^/@]*@", url):
+        try:
+            parts = urllib.parse.urlsplit(url)
+        except ValueError:
+            raise database.fail("url", "must be a PostgreSQL address such as "
+                                       "postgresql:///nspvend") from None
+        # a password holding "/" ends the host part early: the rest still has an "@"
+        if ("@" in parts.path or parts.password is not None
+                or "password" in urllib.parse.parse_qs(parts.query.lower())):
             raise database.fail("url", "has a password in it: put the password in a file and "
                                        "name it in database.password_file")
+        try:
+            parts.port  # noqa: B018 -- raises for a port that is not a number
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme not in ("postgres", "postgresql") or re.search(r"\s", url):
+            raise database.fail("url", "must be a PostgreSQL address such as "
+                                       "postgresql:///nspvend")  # not echoed: it may hold a secret
     database_path = resolve(database.text("path", "/var/lib/nspvend-hub/hub.db"))
     password_file = readable_file(database, "password_file", resolve)
     if password_file and url is None:
@@ -215,6 +229,7 @@ def parse_hub_config(data: dict, path: str = "<hub config>") -> HubConfig:
         timezone=timezone, financial_year_start=(month, day), machines=machines,
         database_url=url, database_password_file=password_file,
         keep_events_days=keep_events_days, client_id=client_id, share_group=share_group,
+        catch_up_s=catch_up_s,
     )
 
 
@@ -247,3 +262,14 @@ def _route(path: str, item: Any, i: int, smtp_host: str | None) -> AlertRoute:
                 raise ConfigError(path, f"{t.key('hours')}[{j}]", str(e)) from None
     t.finish()
     return AlertRoute(tuple(types), tuple(email), webhook, tuple(windows))
+
+
+def safe_url(url: str | None) -> str:
+    """``url`` as it may be shown: no user, password or parameters."""
+    try:
+        parts = urllib.parse.urlsplit(url or "")
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "(the database.url)"
+    return f"{parts.scheme}://{host}{port}{parts.path}"

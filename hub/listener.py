@@ -49,12 +49,15 @@ from controller.messages import (
     split_topic,
 )
 from hub.config import HubConfig
-from hub.store import HubStore
+from hub.store import HubStore, first_line
 
 log = logging.getLogger(__name__)
 
 BATCH = 500  # messages stored in one transaction at most
 SESSION_EXPIRY_S = 7 * 24 * 3600
+RETIRE_QUIET_S = 5.0  # longer than a running process's first reconnect (1 s)
+STALLED_S = 120.0
+RECOVER_AT_MOST = 2000  # buckets taken from one answer to usage
 QUIET_LOG_S = 60.0  # one line per machine and topic a minute about bad messages, at most
 
 
@@ -68,6 +71,10 @@ class Heard:
     new: bool = True  # False for a usage or event heard before
 
 
+class Retiring(Exception):
+    """Why a hub process's session could not be retired (one line for a person)."""
+
+
 class Listener:
     """Subscribes to ``{prefix}/+/#``, stores what it hears, sends commands.
 
@@ -76,18 +83,26 @@ class Listener:
 
     def __init__(self, config: HubConfig, store: HubStore, clock: Clock | None = None,
                  on_heard: Callable[[list[Heard]], None] = lambda heard: None,
-                 client_id: str | None = None) -> None:
+                 client_id: str | None = None, retiring: bool = False) -> None:
         self.config, self.store, self.clock, self.on_heard = config, store, clock or SystemClock(), on_heard
         self.prefix = config.mqtt.prefix
+        self.retiring = retiring  # see retire()
         self.connected = threading.Event()
         self.subscribed = threading.Event()  # the broker has our subscription (and session)
+        self.unsubscribed = threading.Event()  # retiring: the broker sends us nothing new
+        self.taken_over = threading.Event()  # another connection took this session
+        self.received = 0
+        self.acked = 0
+        self.session_present = False
+        self.last_heard = time.monotonic()
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.stored = 0
         self.skipped = 0
         self._quiet: dict[tuple[str, str], float] = {}
         self._stop = threading.Event()
         self._writer = threading.Thread(target=self._write_loop, name="hub-store", daemon=True)
-        self.client = self._client(client_id or config.client_id)
+        self.client_id = client_id or config.client_id
+        self.client = self._client(self.client_id)
 
     # -- the MQTT client --------------------------------------------------------------------
     def _client(self, client_id: str) -> mqtt.Client:
@@ -111,6 +126,7 @@ class Listener:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_subscribe = lambda c, u, mid, reasons, props: self.subscribed.set()
+        client.on_unsubscribe = lambda c, u, mid, reasons, props: self.unsubscribed.set()
         return client
 
     def start(self) -> None:
@@ -136,7 +152,13 @@ class Listener:
         if reason.is_failure:
             log.error("the broker refused the hub: %s", reason)
             return
-        client.subscribe([(topic, 1) for topic in self.topics()])
+        self.session_present = bool(getattr(flags, "session_present", False))
+        if self.retiring:  # whichever way it was subscribed, alone or sharing
+            client.unsubscribe([f"{self.prefix}/+/#", *self.topics()])
+        else:
+            if self.config.share_group:  # a session that once had everything, alone
+                pass  # client.unsubscribe(f"{self.prefix}/+/#")
+            client.subscribe([(topic, 1) for topic in self.topics()])
         self.connected.set()
         log.info("connected to the broker (%s)", reason)
 
@@ -151,12 +173,59 @@ class Listener:
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                        properties: Any) -> None:
-        if self.connected.is_set():
+        if self.retiring:
+            # another connection with this client id took the session back (mosquitto says
+            # so only as an error), or the broker went away: either way, not retired
+            self.taken_over.set()
+        elif self.connected.is_set():
             log.warning("lost the broker (%s); reconnecting", reason)
         self.connected.clear()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        self.received += 1
+        self.last_heard = time.monotonic()
         self.inbox.put((message.topic, message.payload, message.mid, message.qos))
+
+    def retire(self, quiet_s: float = RETIRE_QUIET_S, wait_s: float = 30.0) -> int:
+        """End this hub process's share of the machines' messages for good (a listener made
+        with ``retiring=True``, the process itself stopped): take its session back at the
+        broker, unsubscribe, store whatever was waiting in it (its share since it stopped),
+        and end the session, so the broker stops keeping a share for it. Returns how many
+        messages were waiting. Raises :class:`Retiring` if the process is still running (it
+        takes its session back) or the broker does not answer."""
+        cfg = self.config.mqtt
+        if cfg.protocol != "5":
+            raise Retiring("a hub process's session is retired over MQTT 5 (mqtt.protocol)")
+        self.start()
+        ended = False
+        try:
+            if not self.unsubscribed.wait(wait_s):
+                raise Retiring(f"no answer from the broker at {cfg.host}:{cfg.port}")
+            since = time.monotonic()
+            progress = (self.acked, since)
+            while True:
+                if self.taken_over.wait(0.1):
+                    raise Retiring("it is still running (it took its session back), or the "
+                                   "broker went away: stop it first, or try again")
+                now = time.monotonic()
+                if self.acked != progress[0]:
+                    progress = (self.acked, now)
+                elif self.acked < self.received and now - progress[1] > STALLED_S:
+                    raise Retiring(f"could not store what waited for it ({self.received - self.acked} "
+                                   "messages; is the database there?); they wait still")
+                if self.acked == self.received and now - max(since, self.last_heard) >= quiet_s:
+                    break
+            ending = Properties(PacketTypes.DISCONNECT)
+            ending.SessionExpiryInterval = 0
+            self.client.disconnect(properties=ending)
+            ended = True
+            return self.received
+        finally:
+            if not ended:
+                self.client.disconnect()
+            self._stop.set()
+            self._writer.join(10)
+            self.client.loop_stop()
 
     # -- the writer ---------------------------------------------------------------------------
     def _write_loop(self) -> None:
@@ -177,6 +246,7 @@ class Listener:
             for _, _, mid, qos in batch:
                 if qos:
                     self.client.ack(mid, qos)
+            self.acked += len(batch)
             if heard:
                 try:
                     self.on_heard(heard)
@@ -185,15 +255,39 @@ class Listener:
 
     def _store_until_stored(self, batch: list[tuple[str, bytes, int, int]]) -> list[Heard] | None:
         """Store ``batch``, trying again while the database is away (the batch is not
-        acknowledged until then, so nothing is lost); None if the hub stops first."""
+        acknowledged until then, so nothing is lost); None if the hub stops first.
+
+        A message the store refuses for itself (one the contract's checks let through but
+        the database will not keep) must not hold up every message after it: the batch is
+        then stored a message at a time, and the one refused is logged and left out."""
+        done = self._while_away(batch)
+        if not isinstance(done, Exception):
+            return done
+        heard: list[Heard] = []
+        for item in batch:
+            one = self._while_away([item])
+            if one is None:
+                return None
+            if isinstance(one, Exception):
+                where = split_topic(self.prefix, item[0]) or ("?", item[0][-40:])
+                self._bad(where[0], where[1], "the store refused it ("
+                          + first_line(one) + "); left out")
+            else:
+                heard += one
+        return heard
+
+    def _while_away(self, batch: list[tuple[str, bytes, int, int]]) -> list[Heard] | Exception | None:
+        """``batch`` stored (what it changed), the store's refusal of it, or None if the hub
+        stops while the database is away."""
         wait = 1.0
         while True:
             try:
                 return self.store_batch(batch)
             except Exception as e:
+                if not self.store.unavailable(e):
+                    return e
                 log.warning("could not store %d messages (%s); trying again in %.0f s",
-                            len(batch), str(e).strip().splitlines()[0][:200] if str(e) else
-                            type(e).__name__, wait)
+                            len(batch), first_line(e), wait)
             if self._stop.wait(wait):
                 return None
             wait = min(wait * 2, 30.0)
@@ -218,6 +312,8 @@ class Listener:
         if where is None or where[1] == "cmd":
             return None  # not a machine's, or the hub's own command coming back
         machine, leaf = where
+        if self.retiring and leaf not in ("usage", "event"):
+            return None  # a latest word from days ago: the running processes have newer
         if not MACHINE_ID.fullmatch(machine):
             self._bad(machine, leaf, "the machine id is not like hackney-01")
             return None
@@ -243,7 +339,25 @@ class Listener:
             new = self.store.record_event(machine, message, now)
         elif leaf == "cmd/result":
             self.store.record_result(machine, message, now)
+            self._recover(machine, message, now)
         return Heard(machine, leaf, message, new)
+
+    def _recover(self, machine: str, answer: CommandResult, now: datetime) -> None:
+        """The machine's answer to ``usage`` (the hub's catch-up, or staff's) lists its closed
+        buckets: any the hub never heard (a broker that lost them) is stored now, once."""
+        listed = answer.result.get("buckets") if answer.ok and isinstance(answer.result, dict) else None
+        if not isinstance(listed, list):
+            return
+        found = 0
+        for item in listed[:RECOVER_AT_MOST]:
+            try:
+                bucket = UsageMessage.read({"schema": 1, **item} if isinstance(item, dict) else item)
+            except BadMessage:
+                continue
+            found += self.store.record_usage(machine, bucket, now)
+        if found:
+            log.warning("stored %d usage buckets from %s that had not reached the hub (asked "
+                        "the machine for them)", found, machine)
 
     def _bad(self, machine: str, leaf: str, problem: str) -> None:
         self.skipped += 1
@@ -254,7 +368,7 @@ class Listener:
                         leaf, machine[:64], problem[:200])
 
     # -- commands ---------------------------------------------------------------------------
-    def send_command(self, machine: str, command: dict, user: str) -> dict:
+    def send_command(self, machine: str, command: dict, user: str, quiet: bool = False) -> dict:
         """Send ``command`` (the contract's, without ``id``) to ``machine`` with an id and an
         ``expires``, signed with the machine's key if it has one; record who sent it. Returns
         the command as sent."""
@@ -271,7 +385,8 @@ class Listener:
         if info_.rc != mqtt.MQTT_ERR_SUCCESS:
             log.warning("command %s to %s not handed to the broker (%s); it is recorded",
                         sent["id"], machine, info_.rc)
-        log.info("command %s (%s) to %s by %s", sent["cmd"], sent["id"], machine, user)
+        log.log(logging.DEBUG if quiet else logging.INFO, "command %s (%s) to %s by %s",
+                sent["cmd"], sent["id"], machine, user)
         return sent
 
 

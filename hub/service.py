@@ -22,16 +22,20 @@ from datetime import timedelta
 
 import uvicorn
 
+from controller.clock import iso
 from hub.alerts import Alerts
 from hub.config import HubConfig
 from hub.listener import Heard, Listener
-from hub.store import open_store
+from hub.store import CATCH_UP, open_store
 from hub.web import Web
 
 log = logging.getLogger(__name__)
 
 CHECK_S = 2.0
 FORGET_EVERY_S = 3600.0
+ASK_PER_CHECK = 25  # machines asked for their buckets per check (10,000 in under 15 minutes)
+CATCH_UP_DAYS = 2  # how far back each asking goes, at the least
+FIRST_ASK_S = 600.0  # the first asking, after this process starts running the alerts
 
 
 class HubService:
@@ -43,11 +47,18 @@ class HubService:
         self.store = open_store(config)
         self.leading = False
         self._forgot = 0.0
+        self._asked: float | None = None  # when the machines were last asked for buckets
+        self._to_ask: list[str] = []
+        self._since = ""
         self.alerts = Alerts(config, self.store)
         self.listener = Listener(config, self.store, on_heard=self._heard)
         self.web = Web(config, self.store, self.listener)
         self._stop = threading.Event()
         self._checker = threading.Thread(target=self._check_loop, name="hub-alerts", daemon=True)
+        if config.share_group and len(config.share_group) < 16:
+            log.warning("mqtt.share_group is short: any account on the broker that guesses it "
+                        "takes a share of the machines' usage (the catch-up asks the machines "
+                        "for what it takes); make it long and random")
 
     def _heard(self, batch: list[Heard]) -> None:
         self.web.answers.heard(batch)
@@ -62,9 +73,11 @@ class HubService:
                     log.info("this process %s the alerts", "now runs" if leading else "no longer runs")
                 self.leading = leading
                 if not leading:
+                    self._asked, self._to_ask = None, []
                     continue
                 self.alerts.check()
                 self.alerts.deliver()
+                self._catch_up()
                 if time.monotonic() - self._forgot >= FORGET_EVERY_S:
                     self._forgot = time.monotonic()
                     cutoff = self.alerts.clock.now() - timedelta(days=self.config.keep_events_days)
@@ -76,6 +89,27 @@ class HubService:
                 log.warning("checking alerts failed (%s); trying again in %.0f s",
                             str(e).strip().splitlines()[0][:200] if str(e) else type(e).__name__,
                             CHECK_S)
+
+    def _catch_up(self) -> None:
+        """Every ``mqtt.catch_up_s`` (and when this process starts running the alerts), ask
+        each machine online for its closed buckets of the last days; the listener stores any
+        the hub never heard (a broker that lost them, or a stranger taking a share of them)."""
+        every = self.config.catch_up_s
+        if not every or not self.listener.connected.is_set():
+            return
+        if self._asked is None:
+            self._asked = time.monotonic() - every + min(FIRST_ASK_S, every)
+        if not self._to_ask and time.monotonic() - self._asked >= every:
+            self._asked = time.monotonic()
+            self._to_ask = [m.id for m in self.store.machines() if m.availability == "online"]
+            self._since = iso(self.alerts.clock.now()
+                              - max(timedelta(days=CATCH_UP_DAYS), timedelta(seconds=2 * every)))
+        asking, self._to_ask = self._to_ask[:ASK_PER_CHECK], self._to_ask[ASK_PER_CHECK:]
+        for machine in asking:
+            self.listener.send_command(machine, {"cmd": "usage", "since": self._since},
+                                       CATCH_UP, quiet=True)
+        if asking and not self._to_ask:
+            log.info("asked the machines online for their buckets since %s", self._since)
 
     def _shared_socket(self) -> socket.socket:
         """The web port, bound so that the other hub processes can bind it too: the kernel

@@ -131,6 +131,7 @@ PG_MIGRATIONS: list[list[str]] = [
     [f"ALTER TABLE machines ADD COLUMN silence TEXT, ADD COLUMN silence_at {T}"],
 ]
 assert len(PG_MIGRATIONS) == SCHEMA_VERSION
+CATCH_UP = "hub (catch-up)"  # who the hub's own questions for buckets are recorded as
 LEADER_KEY = 0x6E737076  # "nspv": the advisory lock the hub process running the alerts holds
 MACHINE_COLUMNS = ("id, first_heard, last_heard, availability, availability_since, state, stock,"
                    " silence")
@@ -173,6 +174,11 @@ class HubStore:
     def lead(self) -> bool:
         """Whether this process runs the alerts: it holds (or has just taken) the lease that
         one process of several holds at a time. Taken again by another when this one dies."""
+        raise NotImplementedError
+
+    def unavailable(self, error: BaseException) -> bool:
+        """Whether ``error`` says the database is away or busy (try again later), rather
+        than that it refuses what was asked of it."""
         raise NotImplementedError
 
     def backup(self, destination: str) -> None:
@@ -399,10 +405,14 @@ class HubStore:
         return {(m, t, s): {"raised": r, "detail": d, "told": told}
                 for m, t, s, r, d, told in rows}
 
-    def set_told(self, machine: str, kind: str, subject: str, routes: list[int]) -> None:
-        """Which routes have heard this alert raised (so they, and only they, hear it end)."""
-        self._x("UPDATE alerts SET told = ? WHERE machine = ? AND type = ? AND subject = ?",
-                (json.dumps(routes), machine, kind, subject))
+    def set_told(self, machine: str, kind: str, subject: str, routes: list[int],
+                 was: str | None) -> bool:
+        """Which routes have heard this alert raised (so they, and only they, hear it end):
+        True if this changed it from ``was`` (the ``told`` read before); False if another
+        process told them first."""
+        return self._x("UPDATE alerts SET told = ? WHERE machine = ? AND type = ? AND subject = ?"
+                       " AND cleared IS NULL AND coalesce(told, '[]') = ?",
+                       (json.dumps(routes), machine, kind, subject, was or "[]")).rowcount == 1
 
     def raise_alert(self, machine: str, kind: str, subject: str, detail: str,
                     at: datetime) -> bool:
@@ -425,10 +435,21 @@ class HubStore:
                 " next_try) VALUES (?, ?, ?, ?, ?, 0, ?)",
                 (route, channel, target, json.dumps(body), iso(at), iso(at)))
 
-    def due_deliveries(self, at: datetime, limit: int = 20) -> list[tuple[int, str, str, dict, int]]:
-        rows = self._x("SELECT id, channel, target, body, attempts FROM deliveries WHERE done IS"
-                       " NULL AND next_try <= ? ORDER BY id LIMIT ?", (iso(at), limit)).fetchall()
-        return [(i, c, t, json.loads(b), a) for i, c, t, b, a in rows]
+    def due_deliveries(self, at: datetime, limit: int = 20,
+                       claim_s: float = 60.0) -> list[tuple[int, str, str, dict, int]]:
+        """Deliveries due at ``at``, each claimed for ``claim_s`` (its next try moved on), so
+        that two processes running the alerts for a moment (as the lease changes hands) do
+        not both send it; one not marked delivered or failed by then is tried again."""
+        rows = self._x("SELECT id, channel, target, body, attempts, next_try FROM deliveries"
+                       " WHERE done IS NULL AND next_try <= ? ORDER BY id LIMIT ?",
+                       (iso(at), limit)).fetchall()
+        claimed = []
+        until = iso(at + timedelta(seconds=claim_s))
+        for i, c, t, b, a, due in rows:
+            if self._x("UPDATE deliveries SET next_try = ? WHERE id = ? AND done IS NULL"
+                       " AND next_try = ?", (until, i, due)).rowcount == 1:
+                claimed.append((i, c, t, json.loads(b), a))
+        return claimed
 
     def delivered(self, delivery: int, at: datetime) -> None:
         self._x("UPDATE deliveries SET done = ?, attempts = attempts + 1, error = NULL"
@@ -453,13 +474,15 @@ class HubStore:
 
     # -- keeping --------------------------------------------------------------------------
     def forget_before(self, cutoff: datetime) -> int:
-        """Drop raw events, and finished alert deliveries, received before ``cutoff``
+        """Drop raw events, finished alert deliveries and the hub's own catch-up questions
+        (with their answers) from before ``cutoff``
         (``[database] keep_events_days``); usage buckets are kept for ever. Returns how many
         events went."""
         with self.transaction():
             gone = self._x("DELETE FROM events WHERE received < ?", (iso(cutoff),)).rowcount
             self._x("DELETE FROM deliveries WHERE done IS NOT NULL AND created < ?",
                     (iso(cutoff),))
+            self._x('DELETE FROM commands WHERE "user" = ? AND sent < ?', (CATCH_UP, iso(cutoff)))
         return gone
 
 
@@ -478,14 +501,19 @@ class SqliteStore(HubStore):
         self.db = sqlite_utils.Database(conn)
         self.db.execute("PRAGMA busy_timeout = 30000")  # another hub process is writing
         self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
+        # FULL: a bucket is acknowledged to the broker once committed, so the commit must
+        # outlive a power cut (NORMAL may lose the last commits in WAL mode)
+        self.db.execute("PRAGMA synchronous=FULL")
         self._lease: int | None = None
         if self.path == ":memory:":
             self._migrate()
             return
         # sqlite-utils commits as it goes, so two hub processes starting on a new file take
-        # turns by a lock on the file itself (SQLite's own locks are fcntl ranges, not flock)
-        fd = os.open(self.path, os.O_RDONLY)
+        # turns by a lock on a file of their own. Never the database file itself: closing any
+        # descriptor of it lets go of every fcntl lock this process holds on it, SQLite's
+        # included, and the next connection to close elsewhere then deletes the WAL that
+        # this one is still writing
+        fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             self._migrate()
@@ -523,6 +551,9 @@ class SqliteStore(HubStore):
         with self.lock:
             return self.db.execute(sql, params)
 
+    def unavailable(self, error: BaseException) -> bool:
+        return isinstance(error, sqlite3.OperationalError)  # locked, disk full, I/O error
+
     def lead(self) -> bool:
         if self._lease is None:
             fd = os.open(self.path + ".lease", os.O_RDWR | os.O_CREAT, 0o600)
@@ -559,22 +590,33 @@ class PgStore(HubStore):
 
         self._psycopg = psycopg
         self.url, self._password = url, password
+        self._depth = 0  # transactions open (see _reconnect_if_lost)
         self.conn = self._connect()
         self._lease: Any = None
+        self._lease_lock = threading.Lock()
+        self._leading = False
         with self.transaction():
             self._migrate()
 
     def _connect(self) -> Any:
         kwargs = {"password": self._password} if self._password else {}
-        return self._psycopg.connect(self.url, autocommit=True, connect_timeout=10,
-                                     application_name="nspvend-hub", **kwargs)
+        # keepalives both ways: a hub whose box or network dies is noticed within a minute
+        # or two, and its lease (below) let go, not after TCP's two hours
+        return self._psycopg.connect(
+            self.url, autocommit=True, connect_timeout=10, application_name="nspvend-hub",
+            keepalives=1, keepalives_idle=30, keepalives_interval=10, keepalives_count=3,
+            tcp_user_timeout=60000,
+            options="-c tcp_keepalives_idle=30 -c tcp_keepalives_interval=10 "
+                    "-c tcp_keepalives_count=3", **kwargs)
 
     def close(self) -> None:
         with self.lock:
             self.conn.close()
+        with self._lease_lock:
             if self._lease is not None:
                 self._lease.close()
                 self._lease = None
+            self._leading = False
 
     def _migrate(self) -> None:
         # one process migrates at a time; the others then find the work done
@@ -595,39 +637,67 @@ class PgStore(HubStore):
     @contextmanager
     def transaction(self) -> Iterator[None]:
         with self.lock:
-            if self.conn.closed or self.conn.broken:
-                log.warning("the database connection was lost; connecting again")
-                self.conn = self._connect()
-            with self.conn.transaction():
-                yield
+            self._reconnect_if_lost()
+            self._depth += 1
+            try:
+                with self.conn.transaction():
+                    yield
+            finally:
+                self._depth -= 1
+
+    def _reconnect_if_lost(self) -> None:
+        """A new connection for one that was lost, never inside a transaction (the rest of it
+        would then be committed a statement at a time)."""
+        if self._depth == 0 and (self.conn.closed or self.conn.broken):
+            log.warning("the database connection was lost; connecting again")
+            self.conn = self._connect()
 
     def _x(self, sql: str, params: tuple | list = ()) -> Any:
         with self.lock:
+            self._reconnect_if_lost()  # a page read after the server restarted
             return self.conn.execute(_pg(sql), params)
 
+    def unavailable(self, error: BaseException) -> bool:
+        # OperationalError: the connection, a deadlock or serialization failure, a shutdown
+        return isinstance(error, (self._psycopg.OperationalError, self._psycopg.InterfaceError))
+
     def lead(self) -> bool:
-        with self.lock:
+        """The lease is an advisory lock held by a connection of its own, kept open (and
+        guarded by its own lock, so that asking never holds up the listener or the pages)."""
+        with self._lease_lock:
             try:
-                if self._lease is not None:
-                    try:
-                        self._lease.execute("SELECT 1")  # still connected: still ours
-                        return True
-                    except self._psycopg.Error:
+                if self._lease is None or self._lease.closed or self._lease.broken:
+                    if self._leading:
                         log.warning("lost the alerts' lease with the database connection")
+                    self._leading = False
+                    if self._lease is not None:
                         self._lease.close()
-                        self._lease = None
-                lease = self._connect()
-                if lease.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_KEY,)).fetchone()[0]:
-                    self._lease = lease
-                    return True
-                lease.close()
-            except self._psycopg.OperationalError as e:
-                log.warning("cannot reach the database for the alerts' lease: %s", e)
-            return False
+                    self._lease = self._connect()
+                if self._leading:
+                    self._lease.execute("SELECT 1")  # still connected: still ours
+                else:
+                    self._leading = bool(self._lease.execute(
+                        "SELECT pg_try_advisory_lock(%s)", (LEADER_KEY,)).fetchone()[0])
+            except self._psycopg.Error as e:
+                if self._leading:
+                    log.warning("lost the alerts' lease with the database connection")
+                else:
+                    log.warning("cannot reach the database for the alerts' lease: %s",
+                                first_line(e))
+                self._leading = False
+                if self._lease is not None:
+                    self._lease.close()
+                    self._lease = None
+            return self._leading
 
     def backup(self, destination: str) -> None:
         raise StoreError("the hub's store is PostgreSQL: back it up with pg_dump "
                          "(see the README), not nspvend hub backup")
+
+
+def first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
 
 
 class StoreError(Exception):

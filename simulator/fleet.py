@@ -71,6 +71,7 @@ class Fleet:
                  connections: int = 8, name: str = "fleet") -> None:
         self.prefix, self.ids = prefix, list(machine_ids)
         self.commands: list[tuple[str, dict]] = []  # (machine, command) as received
+        self.ledgers: dict[str, list[UsageMessage]] = {m: [] for m in self.ids}  # every bucket
         self._lock = threading.Lock()
         self._sent: list[mqtt.MQTTMessageInfo] = []
         self.clients: list[mqtt.Client] = []
@@ -100,7 +101,15 @@ class Fleet:
 
     def say(self, machine: str, message: Any) -> None:
         """Publish one of the contract's messages as the machine would."""
+        if isinstance(message, UsageMessage):
+            self.keep(machine, message)
         self.publish(machine, message.LEAF, message.encode(), retain=getattr(message, "RETAIN", False))
+
+    def keep(self, machine: str, usage: UsageMessage) -> None:
+        """A bucket in the machine's ledger (``say`` also sends it; alone: one the broker
+        lost), which it lists when asked (the ``usage`` command)."""
+        with self._lock:
+            self.ledgers[machine].append(usage)
 
     def hello(self, at: datetime) -> None:
         """Every machine: online, its state and its stock."""
@@ -131,7 +140,13 @@ class Fleet:
             return
         with self._lock:
             self.commands.append((machine, command))
-        answer = CommandResult(command.get("id"), True, result={"machine": machine})
+            result: dict = {"machine": machine}
+            if command.get("cmd") == "usage":
+                since = command.get("since") or ""
+                result = {"buckets": [{k: v for k, v in u.payload().items() if k != "schema"}
+                                      for u in self.ledgers.get(machine, []) if u.start >= since],
+                          "totals": {}}
+        answer = CommandResult(command.get("id"), True, result=result)
         client.publish(f"{self.prefix}/{machine}/cmd/result", compact(answer.payload()), qos=1)
 
     def close(self) -> None:

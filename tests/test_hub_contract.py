@@ -80,11 +80,22 @@ def test_a_client_written_from_the_spec_is_kept_counted_once_and_read_back(tmp_p
         send(two, "nspvend/spec-two/state", {**state(), "faults": "all of them"})
         send(two, "nspvend/Not A Machine/usage", usage("b-bad3", 3, 1, 1))
         send(two, "nspvend/spec-two/telemetry", {"schema": 1})
+        # what passes a glance but no database keeps: a 99th month, a count past any integer
+        # column, a NUL, an id longer than an index entry, an event's slot past 2**31
+        send(two, "nspvend/spec-two/usage", {**usage("b-bad4", 3, 1, 1),
+                                             "start": "2026-99-99T99:99:99Z"})
+        send(two, "nspvend/spec-two/usage", {**usage("b-bad5", 3, 1, 1),
+                                             "counts": {"syringe-1ml": 2**40, "foil": 0}})
+        send(two, "nspvend/spec-two/usage", usage("b-bad6\u0000", 3, 1, 1))
+        send(two, "nspvend/spec-two/usage", usage("b" * 5000, 3, 1, 1))
+        send(two, "nspvend/spec-two/event", {"schema": 1, "id": "e-2", "ts": "2026-11-24T10:00:00Z",
+                                            "type": "jam", "slot": 2**40})
+        send(one, "nspvend/spec-one/usage", usage("b-one-3", 4, 2, 0))  # after them all
         # a machine that dies: its connection drops without a goodbye
         doomed._sock.shutdown(socket.SHUT_RDWR)
 
         client = hub.client("val")
-        want = {("spec-one", "syringe-1ml"): ("5", "1"), ("spec-one", "foil"): ("2", "0"),
+        want = {("spec-one", "syringe-1ml"): ("7", "1"), ("spec-one", "foil"): ("2", "0"),
                 ("spec-two", "syringe-1ml"): ("7", "0"), ("spec-two", "foil"): ("3", "0")}
 
         def csv_now() -> dict:

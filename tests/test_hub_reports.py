@@ -174,7 +174,8 @@ def test_raising_a_raised_alert_again_changes_nothing(new_store):
     store = new_store()
     with store.transaction():
         store.raise_alert("m1", "jam", "slot 3", "jammed", NOW)
-        store.set_told("m1", "jam", "slot 3", [0])
+        assert store.set_told("m1", "jam", "slot 3", [0], "[]")
+        assert not store.set_told("m1", "jam", "slot 3", [0], "[]")  # told by another first
         store.raise_alert("m1", "jam", "slot 3", "jammed", NOW + timedelta(minutes=5))
     assert store.raised_alerts()[("m1", "jam", "slot 3")]["told"] == "[0]"
     with store.transaction():
@@ -244,3 +245,70 @@ def test_a_backup_taken_while_the_hub_writes_gives_the_same_report(tmp_path):
     assert reports.usage_csv(copy, date(2026, 11, 24), date(2026, 11, 26)) == want
     copy.close()
     store.close()
+
+
+def _listener(store):
+    from hub.config import parse_hub_config
+    from hub.listener import Listener
+
+    return Listener(parse_hub_config({"mqtt": {"host": "127.0.0.1"}}), store)
+
+
+def _usage_item(bucket: str, hour: int, syringes: int, mid: int) -> tuple[str, bytes, int, int]:
+    u = usage(bucket, f"2026-11-24T{hour:02d}:00:00Z", f"2026-11-24T{hour + 1:02d}:00:00Z",
+              syringes)
+    return ("nspvend/m1/usage", u.encode().encode(), mid, 1)
+
+
+def test_a_message_the_store_refuses_is_left_out_and_the_rest_of_its_batch_stored(new_store):
+    """One message the contract's checks let through but the database will not keep must not
+    hold up the others (retried for ever, the broker's queue would overflow)."""
+    store = new_store()
+    record = store.record_usage
+
+    def refusing(machine, message, at):
+        if message.id == "refused":
+            raise ValueError("the database will not keep this")
+        return record(machine, message, at)
+
+    store.record_usage = refusing
+    listener = _listener(store)
+    batch = [_usage_item("b1", 1, 3, 1), _usage_item("refused", 2, 100, 2),
+             _usage_item("b3", 3, 4, 3)]
+    heard = listener._store_until_stored(batch)
+    assert [h.message.id for h in heard if h.leaf == "usage"] == ["b1", "b3"]
+    assert store.usage_totals("2026-11-24T00:00:00Z", "2026-11-25T00:00:00Z") == [
+        ("m1", "foil", 0, 0, 2), ("m1", "syringe-1ml", 7, 0, 2)]
+    assert listener.skipped == 1
+
+
+def test_a_batch_is_held_while_the_database_is_busy_and_stored_after(new_store):
+    """The database away or locked is not the message's fault: the batch waits (not
+    acknowledged) and is stored once the database answers."""
+    import threading
+
+    store = new_store()
+    listener = _listener(store)
+    if store.kind == "sqlite":
+        import sqlite3
+
+        store.db.execute("PRAGMA busy_timeout = 50")
+        other = sqlite3.connect(store.path, isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")
+    else:
+        import psycopg
+
+        store.conn.execute("SET lock_timeout = '50ms'")
+        other = psycopg.connect(store.url)
+        other.execute("LOCK TABLE machines IN ACCESS EXCLUSIVE MODE")
+    result: list = []
+    worker = threading.Thread(target=lambda: result.append(
+        listener._store_until_stored([_usage_item("b1", 1, 3, 1)])))
+    worker.start()
+    worker.join(0.5)
+    assert worker.is_alive() and listener.stored == 0
+    other.rollback() if store.kind == "postgresql" else other.execute("ROLLBACK")
+    worker.join(10)
+    assert [h.message.id for h in result[0] if h.leaf == "usage"] == ["b1"]
+    assert listener.skipped == 0
+    other.close()

@@ -5,12 +5,17 @@ a site broker bridged to the central one. Real mosquitto, real PostgreSQL
 
 from __future__ import annotations
 
+import sqlite3
+import subprocess
 import threading
 import time
 from datetime import UTC, datetime, timedelta
 
+import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
+from controller.clock import iso
 from simulator.fleet import PRODUCTS, Fleet, bucket, state
 from tests.broker import MOSQUITTO, Broker
 from tests.daemon_process import HubProcess
@@ -208,10 +213,49 @@ def test_backup_restore_and_the_database_settings_from_the_command_line(tmp_path
     assert "cannot reach the database" in unreachable.stderr
 
 
+def test_a_postgresql_store_dumped_with_pg_dump_restores_to_the_same_reports(
+        tmp_path, postgres_server):
+    """What the README tells a DBA to do: pg_dump -Fc, pg_restore into a new database; the
+    hub opens the copy, its reports are the same, and it goes on storing (exactly once)."""
+    from datetime import date
+
+    from hub import reports
+    from hub.store import PgStore
+    from tests.postgres import BIN
+
+    url = postgres_server.database()
+    store = PgStore(url)
+    sent = [bucket(START + timedelta(hours=hour), {"foil": hour % 3}) for hour in range(72)]
+    with store.transaction():
+        store.heard("m1", START)
+        for u in sent:
+            store.record_usage("m1", u, START)
+    dump = tmp_path / "nspvend.dump"
+    subprocess.run([f"{BIN}/pg_dump", "-Fc", "-f", str(dump), url], check=True,
+                   capture_output=True)
+    copy_url = postgres_server.database()
+    subprocess.run([f"{BIN}/pg_restore", "--no-owner", "-d", copy_url, str(dump)], check=True,
+                   capture_output=True)
+    copy = PgStore(copy_url)
+    try:
+        assert (reports.usage_csv(copy, date(2026, 11, 1), date(2026, 11, 5))
+                == reports.usage_csv(store, date(2026, 11, 1), date(2026, 11, 5)))
+        later = bucket(START + timedelta(hours=72), {"foil": 2})
+        with copy.transaction():
+            assert copy.record_usage("m1", later, START)
+            assert not copy.record_usage("m1", sent[0], START)  # heard before the dump
+    finally:
+        copy.close()
+        store.close()
+
+
 @pytest.mark.parametrize("settings, problem", [
     ({"database": {"url": "postgresql:///nspvend", "path": "hub.db"}}, "database.url: give url"),
     ({"database": {"url": "postgresql://hub:secret@db/nspvend"}}, "database.url: has a password"),
-    ({"database": {"url": "mysql://db/nspvend"}}, "database.url: must be a PostgreSQL address"),
+    ({"database": {"url": "mysql://db/secret"}}, "database.url: must be a PostgreSQL address"),
+    ({"database": {"url": "postgresql://db/nspvend?password=secret"}},
+     "database.url: has a password"),
+    ({"database": {"url": "postgresql://hub:se/cret@db/nspvend"}}, "database.url: has a password"),
     ({"database": {"password_file": "hub.toml"}}, "database.password_file: is for PostgreSQL"),
     ({"database": {"keep_events_days": 1}}, "database.keep_events_days: must be a whole number"),
     ({"mqtt": {"host": "127.0.0.1", "share_group": "hubs"}}, "mqtt.share_group: shared"),
@@ -223,3 +267,162 @@ def test_a_bad_database_or_sharing_setting_is_one_line_and_exit_78(tmp_path, set
     result = hub_cli(config, "user", "list")
     assert result.returncode == 78 and len(result.stderr.splitlines()) == 1, result.stderr
     assert problem in result.stderr, result.stderr
+    assert "secret" not in result.stderr
+
+
+def test_a_hub_process_taken_away_for_good_is_retired_and_its_share_is_stored(tmp_path):
+    """A stopped hub process's session keeps its share of the stream at the broker (for its
+    restart); ``nspvend hub retire`` stores what waits there and ends the session, after
+    which the process left stores every bucket. Refused while the process runs."""
+    broker = Broker(tmp_path / "broker", extra="max_queued_messages 100000\n")
+    config = tmp_path / "hub.toml"
+    config.write_text(to_toml({
+        "mqtt": {"host": "127.0.0.1", "port": broker.port, "protocol": "5",
+                 "share_group": "hubs"},
+        "database": {"path": "hub.db"}, "web": {"listen": f"127.0.0.1:{free_port()}"}}))
+    hubs = {n: HubProcess(config, args=("--instance", str(n))) for n in (1, 2)}
+    ids = [f"site-{n:02d}" for n in range(10)]
+    fleet = Fleet("127.0.0.1", broker.port, ids, connections=2)
+
+    def stored() -> int:
+        db = sqlite3.connect(tmp_path / "hub.db")
+        try:
+            return db.execute("SELECT count(*) FROM buckets").fetchone()[0]
+        finally:
+            db.close()
+
+    def send(first_hour: int) -> None:
+        for hour in range(first_hour, first_hour + 10):
+            for m in ids:
+                fleet.say(m, bucket(START + timedelta(hours=hour), {"foil": 1}))
+        assert fleet.wait_acked(60)
+
+    try:
+        fleet.hello(START)
+        assert hubs[2].terminate() == 0  # stopped, as if for good: its session stays
+        send(0)
+        wait(lambda: stored() >= 30, 30, "the running hub storing its share: "
+             + "".join(hubs[1].log[-20:]))
+        assert stored() < 100, "nothing was kept at the broker for the stopped process"
+
+        running = hub_cli(config, "retire", "--instance", "1")
+        assert running.returncode == 75, running.stderr
+        assert running.stderr.splitlines()[-1].startswith(
+            "nspvend hub retire: hub process 1: it is still running (it took its session back)")
+        retired = hub_cli(config, "retire", "--instance", "2")
+        assert retired.returncode == 0, retired.stderr
+        held = 100 - stored()
+        assert held == 0, f"{held} buckets still not stored after retiring"
+        assert "retired hub process 2" in retired.stdout
+
+        send(10)  # the broker now gives the one process left every bucket
+        wait(lambda: stored() == 200, 30, "every bucket stored by the process left")
+        alone = tmp_path / "alone.toml"
+        alone.write_text(to_toml({"mqtt": {"host": "127.0.0.1", "port": broker.port},
+                                  "database": {"path": "hub.db"}}))
+        refused = hub_cli(alone, "retire", "--instance", "2")
+        assert refused.returncode == 64 and "mqtt.share_group" in refused.stderr
+    finally:
+        fleet.close()
+        for h in hubs.values():
+            if h.proc.poll() is None:
+                h.kill()
+        broker.kill()
+
+
+def test_buckets_that_never_reached_the_hub_are_asked_for_and_stored_once(tmp_path):
+    """A stranger on the broker takes a share of the hub's usage (any account may join a
+    shared subscription whose name it knows), and a bucket the broker lost: the hub's
+    catch-up asks each machine for its recent buckets and stores the missing ones, once."""
+    broker = Broker(tmp_path / "broker")
+    config = tmp_path / "hub.toml"
+    config.write_text(to_toml({
+        "mqtt": {"host": "127.0.0.1", "port": broker.port, "protocol": "5",
+                 "share_group": "hubs", "catch_up_s": 3},
+        "database": {"path": "hub.db"}, "web": {"listen": f"127.0.0.1:{free_port()}"}}))
+    hub = HubProcess(config, args=("--instance", "1"))
+    stolen: list[str] = []
+    joined = threading.Event()
+    stranger = paho.Client(CallbackAPIVersion.VERSION2, client_id="stranger", protocol=paho.MQTTv5)
+    stranger.on_message = lambda c, u, message: stolen.append(message.topic)
+    stranger.on_subscribe = lambda c, u, mid, reasons, props: joined.set()
+    stranger.connect("127.0.0.1", broker.port)
+    stranger.loop_start()
+    stranger.subscribe("$share/hubs/nspvend/+/usage", qos=1)
+    ids = [f"far-{n}" for n in range(4)]
+    fleet = Fleet("127.0.0.1", broker.port, ids, connections=2)
+
+    def stored() -> int:
+        db = sqlite3.connect(tmp_path / "hub.db")
+        try:
+            return db.execute("SELECT count(*) FROM buckets").fetchone()[0]
+        finally:
+            db.close()
+
+    recent = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=8)
+    try:
+        assert joined.wait(10)
+        fleet.hello(recent)
+        for hour in range(5):
+            for m in ids:
+                fleet.say(m, bucket(recent + timedelta(hours=hour), {"foil": 1 + hour}))
+        fleet.keep("far-0", bucket(recent + timedelta(hours=5), {"foil": 7}))  # the broker lost it
+        assert fleet.wait_acked(30)
+        wait(lambda: len(stolen) >= 5, 30, "the stranger taking its share")
+        wait(lambda: stored() == 21, 30, "every bucket, asked for")
+        asked = [c for _, c in fleet.commands if c.get("cmd") == "usage"]
+        assert len({m for m, c in fleet.commands if c.get("cmd") == "usage"}) == len(ids)
+        assert all(c["since"] <= iso(recent - timedelta(days=1)) for c in asked)
+        wait(lambda: len([c for _, c in fleet.commands if c.get("cmd") == "usage"])
+             >= 2 * len(ids), 30, "a second round of asking")
+        assert stored() == 21  # asked twice, stored once
+        db = sqlite3.connect(tmp_path / "hub.db")
+        total = db.execute("SELECT sum(confirmed) FROM bucket_counts").fetchone()[0]
+        db.close()
+        assert total == 4 * (1 + 2 + 3 + 4 + 5) + 7
+        assert any("had not reached the hub" in line for line in hub.log)
+    finally:
+        stranger.loop_stop()
+        stranger.disconnect()
+        fleet.close()
+        hub.kill()
+        broker.kill()
+
+
+def test_the_command_line_opening_the_sqlite_store_while_the_hub_runs_loses_nothing(tmp_path):
+    """``nspvend hub user add`` (or a second hub process) opens the file the running hub
+    writes: neither may take the hub's SQLite locks away (a lock taken on the database file
+    itself and let go released SQLite's own; the second to close then deleted the WAL the
+    hub was still writing, and every bucket after it was lost)."""
+    broker = Broker(tmp_path / "broker")
+    config = tmp_path / "hub.toml"
+    config.write_text(to_toml({"mqtt": {"host": "127.0.0.1", "port": broker.port},
+                               "database": {"path": "hub.db"},
+                               "web": {"listen": f"127.0.0.1:{free_port()}"}}))
+    hub = HubProcess(config)
+    fleet = Fleet("127.0.0.1", broker.port, ["cli-1"], connections=1)
+
+    def stored() -> int:
+        db = sqlite3.connect(tmp_path / "hub.db")
+        try:
+            return db.execute("SELECT count(*) FROM buckets").fetchone()[0]
+        finally:
+            db.close()
+
+    try:
+        for hour in range(5):
+            fleet.say("cli-1", bucket(START + timedelta(hours=hour), {"foil": 1}))
+        wait(lambda: stored() == 5, 30, "the first buckets stored")
+        assert hub_cli(config, "user", "add", "sam", "--role", "staff",
+                       stdin=PASSWORD + "\n").returncode == 0
+        assert hub_cli(config, "user", "list").returncode == 0
+        for hour in range(5, 10):
+            fleet.say("cli-1", bucket(START + timedelta(hours=hour), {"foil": 1}))
+        wait(lambda: stored() == 10, 30, "the buckets after the command line stored")
+        assert hub.terminate() == 0
+        assert stored() == 10  # and still there once the hub has stopped
+    finally:
+        fleet.close()
+        if hub.proc.poll() is None:
+            hub.kill()
+        broker.kill()
