@@ -8,6 +8,7 @@ import dataclasses
 import os
 import sqlite3
 import sys
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -83,7 +84,17 @@ def _run(args: argparse.Namespace) -> int:
     config = _config(args)
     if args.instance is not None:
         config = _instance(config, args.instance, "run")
-    _store_of(config).close()
+    wait = 5
+    while True:  # a database server not up yet (at boot, or restarting): wait for it here,
+        try:     # rather than exit and have systemd give up after ten tries
+            _store_of(config).close()
+            break
+        except SystemExit as e:
+            if e.code != 69:
+                raise
+        print(f"nspvend hub: trying again in {wait} s", file=sys.stderr)
+        time.sleep(wait)
+        wait = min(wait * 2, 60)
     return HubService(config, shared_port=args.instance is not None).run()
 
 

@@ -58,6 +58,7 @@ class Postgres:
                    f"-c unix_socket_directories={self.folder} -c max_connections=200")
         if not durable:
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        self.options = options
         subprocess.run([*run, f"{BIN}/pg_ctl", "-D", str(self.data), "-o", options, "-w",
                         "-l", str(self.folder / "log"), "start"],
                        check=True, capture_output=True, text=True)
@@ -71,6 +72,16 @@ class Postgres:
         with psycopg.connect(self.url, autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {name}")
         return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
+
+    def pause(self) -> None:
+        """Stop the server, keeping its data (``resume`` starts it again on the same port)."""
+        subprocess.run([*_as_server_user(), f"{BIN}/pg_ctl", "-D", str(self.data), "-m", "fast",
+                        "-w", "stop"], check=True, capture_output=True)
+
+    def resume(self) -> None:
+        subprocess.run([*_as_server_user(), f"{BIN}/pg_ctl", "-D", str(self.data), "-o",
+                        self.options, "-w", "-l", str(self.folder / "log"), "start"],
+                       check=True, capture_output=True)
 
     def stop(self) -> None:
         subprocess.run([*_as_server_user(), f"{BIN}/pg_ctl", "-D", str(self.data), "-m", "immediate",

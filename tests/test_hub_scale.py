@@ -426,3 +426,45 @@ def test_the_command_line_opening_the_sqlite_store_while_the_hub_runs_loses_noth
         if hub.proc.poll() is None:
             hub.kill()
         broker.kill()
+
+
+def test_a_hub_started_before_its_database_waits_for_it(tmp_path):
+    """At boot PostgreSQL may come up after the hub (or be restarting): the hub says so, one
+    line, and waits, rather than exit until systemd stops restarting it."""
+    import os
+    import sys
+
+    from tests.daemon_process import ROOT
+    from tests.postgres import WHY_NOT, Postgres
+
+    if WHY_NOT:
+        pytest.skip(WHY_NOT)
+    server = Postgres()
+    broker = Broker(tmp_path / "broker")
+    proc = None
+    try:
+        url = server.database()
+        server.pause()
+        config = tmp_path / "hub.toml"
+        config.write_text(to_toml({"mqtt": {"host": "127.0.0.1", "port": broker.port},
+                                   "database": {"url": url},
+                                   "web": {"listen": f"127.0.0.1:{free_port()}"}}))
+        proc = subprocess.Popen([sys.executable, "-m", "controller", "hub", "run", "--config",
+                                 str(config)], cwd=ROOT, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "NSPVEND_LOG_LEVEL": "INFO"})
+        guard = threading.Timer(60, proc.kill)  # never a hung suite
+        guard.start()
+        lines = iter(proc.stderr)
+        first, second = next(lines), next(lines)
+        assert "cannot reach the database at postgresql://127.0.0.1:" in first, first
+        assert second == "nspvend hub: trying again in 5 s\n"
+        server.resume()
+        assert any("nspvend hub ready" in line for line in lines)
+        proc.terminate()
+        assert proc.wait(30) == 0
+        guard.cancel()
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        broker.kill()
+        server.stop()
