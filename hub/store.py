@@ -91,7 +91,19 @@ def _v2(db: sqlite_utils.Database) -> None:
     db["machines"].add_column("silence_at", str)
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
+V3 = [  # what the hourly clearing out looks for, without reading every row
+    "CREATE INDEX IF NOT EXISTS events_by_received ON events (received)",
+    'CREATE INDEX IF NOT EXISTS commands_by_user ON commands ("user", sent)',
+    "CREATE INDEX IF NOT EXISTS deliveries_by_created ON deliveries (created)",
+]
+
+
+def _v3(db: sqlite_utils.Database) -> None:
+    for statement in V3:
+        db.execute(statement)
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 T = 'TEXT COLLATE "C"'  # ISO times and days compare as bytes, whatever the server's locale
@@ -129,6 +141,7 @@ PG_MIGRATIONS: list[list[str]] = [
         "CREATE INDEX deliveries_waiting ON deliveries (done, next_try)",
     ],
     [f"ALTER TABLE machines ADD COLUMN silence TEXT, ADD COLUMN silence_at {T}"],
+    V3,
 ]
 assert len(PG_MIGRATIONS) == SCHEMA_VERSION
 CATCH_UP = "hub (catch-up)"  # who the hub's own questions for buckets are recorded as

@@ -227,6 +227,25 @@ def test_a_store_from_a_newer_hub_is_refused(new_store):
             PgStore(store.url)
 
 
+def test_a_store_from_the_hub_before_is_upgraded(new_store):
+    """Schema 3 adds the indexes the hourly clearing out needs, to a store of schema 2."""
+    store = new_store()
+    if store.kind == "sqlite":
+        store.db.execute("DROP INDEX events_by_received")
+        store.db.execute("PRAGMA user_version = 2")
+        again = SqliteStore(store.path)
+        assert again.db.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert "events_by_received" in {i.name for i in again.db["events"].indexes}
+    else:
+        store._x("DROP INDEX events_by_received")
+        store._x("UPDATE nspvend_schema SET version = 2")
+        again = PgStore(store.url)
+        assert again._x("SELECT version FROM nspvend_schema").fetchone()[0] == 3
+        assert again._x("SELECT count(*) FROM pg_indexes WHERE indexname = 'events_by_received'"
+                        ).fetchone()[0] == 1
+    again.close()
+
+
 def test_a_backup_taken_while_the_hub_writes_gives_the_same_report(tmp_path):
     store = SqliteStore(tmp_path / "hub.db")
     with store.transaction():
