@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import os
 import sqlite3
 import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from controller import logs
 from controller.config import ConfigError
@@ -71,13 +72,19 @@ def _config(args: argparse.Namespace) -> HubConfig:
                                            or getattr(args, "config", None)))
 
 
-def _run(args: argparse.Namespace) -> int:
+def _needing_packages(module: str) -> Any:
+    """``module`` of the hub imported, or exit 69 with one line if the hub's packages (the
+    ``hub`` extra) are missing."""
     try:
-        from hub.service import HubService
+        return importlib.import_module(module)
     except ImportError as e:
         print(f"nspvend hub: the hub's packages are not installed ({e}): "
               "pip install 'nspvend[hub]'", file=sys.stderr)
-        return 69
+        raise SystemExit(69) from None
+
+
+def _run(args: argparse.Namespace) -> int:
+    HubService = _needing_packages("hub.service").HubService  # noqa: N806
 
     os.umask(0o077)  # the database and its sessions are for the service alone
     logs.setup()
@@ -107,12 +114,8 @@ def _instance(config: HubConfig, n: int, command: str) -> HubConfig:
 
 
 def _retire(args: argparse.Namespace) -> int:
-    try:
-        from hub.listener import Listener, Retiring
-    except ImportError as e:
-        print(f"nspvend hub: the hub's packages are not installed ({e}): "
-              "pip install 'nspvend[hub]'", file=sys.stderr)
-        return 69
+    listening = _needing_packages("hub.listener")
+    Listener, Retiring = listening.Listener, listening.Retiring  # noqa: N806
 
     logs.setup()
     config = _config(args)
@@ -136,8 +139,8 @@ def _retire(args: argparse.Namespace) -> int:
     if not listener.session_present:
         print(f"{who} had no session at the broker ({config.client_id}): nothing waited for it")
     else:
-        print(f"retired {who}: stored the {waiting} messages that waited for it; the broker "
-              "keeps nothing for it now")
+        print(f"retired {who}: took the {waiting} messages that waited for it (its usage and "
+              "events stored); the broker keeps nothing for it now")
     return 0
 
 

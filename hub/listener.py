@@ -157,7 +157,7 @@ class Listener:
             client.unsubscribe([f"{self.prefix}/+/#", *self.topics()])
         else:
             if self.config.share_group:  # a session that once had everything, alone
-                pass  # client.unsubscribe(f"{self.prefix}/+/#")
+                client.unsubscribe(f"{self.prefix}/+/#")
             client.subscribe([(topic, 1) for topic in self.topics()])
         self.connected.set()
         log.info("connected to the broker (%s)", reason)

@@ -37,6 +37,15 @@ def stored_buckets(url: str) -> tuple[int, int]:
                             " (SELECT count(*) FROM bucket_counts)").fetchone()
 
 
+def sqlite_buckets(path) -> int:
+    """How many buckets the hub's SQLite file holds, read as another program would."""
+    db = sqlite3.connect(path)
+    try:
+        return db.execute("SELECT count(*) FROM buckets").fetchone()[0]
+    finally:
+        db.close()
+
+
 def test_two_hubs_on_postgresql_share_the_stream_and_a_kill_9_loses_and_doubles_nothing(
         tmp_path, pg_url):
     hook = Webhook()
@@ -285,11 +294,7 @@ def test_a_hub_process_taken_away_for_good_is_retired_and_its_share_is_stored(tm
     fleet = Fleet("127.0.0.1", broker.port, ids, connections=2)
 
     def stored() -> int:
-        db = sqlite3.connect(tmp_path / "hub.db")
-        try:
-            return db.execute("SELECT count(*) FROM buckets").fetchone()[0]
-        finally:
-            db.close()
+        return sqlite_buckets(tmp_path / "hub.db")
 
     def send(first_hour: int) -> None:
         for hour in range(first_hour, first_hour + 10):
@@ -353,11 +358,7 @@ def test_buckets_that_never_reached_the_hub_are_asked_for_and_stored_once(tmp_pa
     fleet = Fleet("127.0.0.1", broker.port, ids, connections=2)
 
     def stored() -> int:
-        db = sqlite3.connect(tmp_path / "hub.db")
-        try:
-            return db.execute("SELECT count(*) FROM buckets").fetchone()[0]
-        finally:
-            db.close()
+        return sqlite_buckets(tmp_path / "hub.db")
 
     recent = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=8)
     try:
@@ -403,11 +404,7 @@ def test_the_command_line_opening_the_sqlite_store_while_the_hub_runs_loses_noth
     fleet = Fleet("127.0.0.1", broker.port, ["cli-1"], connections=1)
 
     def stored() -> int:
-        db = sqlite3.connect(tmp_path / "hub.db")
-        try:
-            return db.execute("SELECT count(*) FROM buckets").fetchone()[0]
-        finally:
-            db.close()
+        return sqlite_buckets(tmp_path / "hub.db")
 
     try:
         for hour in range(5):
