@@ -465,3 +465,39 @@ def test_a_hub_started_before_its_database_waits_for_it(tmp_path):
             proc.kill()
         broker.kill()
         server.stop()
+
+
+def test_moving_from_one_hub_to_several_retires_the_one_hubs_session(tmp_path):
+    """The hub ran alone (one session with every message); it is stopped and replaced by
+    processes sharing the messages. What came meanwhile waits in the old session:
+    ``nspvend hub retire`` (no --instance) stores it and ends that session."""
+    broker = Broker(tmp_path / "broker", extra="max_queued_messages 100000\n")
+    alone, shared = tmp_path / "alone.toml", tmp_path / "shared.toml"
+    for path, extra in ((alone, {}), (shared, {"share_group": "hubs-" + "x" * 16})):
+        path.write_text(to_toml({
+            "mqtt": {"host": "127.0.0.1", "port": broker.port, "protocol": "5", **extra},
+            "database": {"path": "hub.db"}, "web": {"listen": f"127.0.0.1:{free_port()}"}}))
+    fleet = Fleet("127.0.0.1", broker.port, ["move-1"], connections=1)
+    hub = HubProcess(alone)
+    new = None
+    try:
+        fleet.hello(START)
+        assert hub.terminate() == 0
+        for hour in range(10):
+            fleet.say("move-1", bucket(START + timedelta(hours=hour), {"foil": 1}))
+        assert fleet.wait_acked(30)
+        new = HubProcess(shared, args=("--instance", "1"))
+        assert sqlite_buckets(tmp_path / "hub.db") == 0  # all ten wait in the old session
+        retired = hub_cli(shared, "retire")
+        assert retired.returncode == 0, retired.stderr
+        assert "retired the hub as it ran alone" in retired.stdout
+        assert sqlite_buckets(tmp_path / "hub.db") == 10
+        for hour in range(10, 15):
+            fleet.say("move-1", bucket(START + timedelta(hours=hour), {"foil": 1}))
+        wait(lambda: sqlite_buckets(tmp_path / "hub.db") == 15, 30, "the new process storing")
+    finally:
+        fleet.close()
+        for h in (hub, new):
+            if h is not None and h.proc.poll() is None:
+                h.kill()
+        broker.kill()
