@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -262,11 +263,17 @@ def find_config(explicit: str | None) -> str:
 def load_config(path: str | os.PathLike) -> Config:
     """Read and validate ``path``; raise :class:`ConfigError` on the first problem."""
     path = str(path)
+    return parse_config(read_toml(path, "NSPVEND_CONFIG"), path)
+
+
+def read_toml(path: str, variable: str) -> dict:
+    """The TOML file at ``path``, or a :class:`ConfigError` saying in one line why not
+    (``variable``: the environment variable that names another file)."""
     try:
         with open(path, "rb") as f:
-            data = tomllib.load(f)
+            return tomllib.load(f)
     except FileNotFoundError:
-        raise ConfigError(path, "", "no such file; pass --config FILE or set NSPVEND_CONFIG") from None
+        raise ConfigError(path, "", f"no such file; pass --config FILE or set {variable}") from None
     except PermissionError:
         raise ConfigError(path, "", "cannot be read (permission denied)") from None
     except IsADirectoryError:
@@ -279,16 +286,22 @@ def load_config(path: str | os.PathLike) -> Config:
         raise ConfigError(path, "", "nests tables or lists too deeply to be a config file") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(path, "", f"is not valid TOML: {e}") from None
-    return parse_config(data, path)
 
 
-def parse_config(data: dict, path: str = "<config>") -> Config:
-    """Validate already-parsed TOML ``data`` read from ``path``."""
+def resolver(path: str) -> Callable[[str], str]:
+    """Makes a path named in the config file at ``path`` absolute: relative to the file's
+    folder (to the working folder for a config that is not a file)."""
     base = Path(path).resolve().parent if not path.startswith("<") else Path.cwd()
 
     def resolve(p: str) -> str:
         return str(p if os.path.isabs(p) else base / p)
 
+    return resolve
+
+
+def parse_config(data: dict, path: str = "<config>") -> Config:
+    """Validate already-parsed TOML ``data`` read from ``path``."""
+    resolve = resolver(path)
     top = _Table(path, data, "")
     machine_id = top.text("machine_id", _REQUIRED, MACHINE_ID,
                           "lower-case letters, digits and dashes, like \"hackney-01\"")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,9 @@ from controller.config import (
     _Table,
     broker_settings,
     command_key,
+    read_toml,
     readable_file,
+    resolver,
 )
 from controller.schedule import Window, parse_window
 
@@ -102,31 +103,11 @@ def find_hub_config(explicit: str | None) -> str:
 def load_hub_config(path: str | os.PathLike) -> HubConfig:
     """Read and check ``path``; raise :class:`ConfigError` on the first problem."""
     path = str(path)
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(path, "", "no such file; pass --config FILE or set "
-                                    "NSPVEND_HUB_CONFIG") from None
-    except IsADirectoryError:
-        raise ConfigError(path, "", "is a folder, not a config file") from None
-    except OSError as e:
-        raise ConfigError(path, "", f"cannot be read: {e.strerror or e}") from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(path, "", f"is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
-    except RecursionError:
-        raise ConfigError(path, "", "nests tables or lists too deeply to be a config file") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(path, "", f"is not valid TOML: {e}") from None
-    return parse_hub_config(data, path)
+    return parse_hub_config(read_toml(path, "NSPVEND_HUB_CONFIG"), path)
 
 
 def parse_hub_config(data: dict, path: str = "<hub config>") -> HubConfig:
-    base = Path(path).resolve().parent if not path.startswith("<") else Path.cwd()
-
-    def resolve(p: str) -> str:
-        return str(p if os.path.isabs(p) else base / p)
-
+    resolve = resolver(path)
     top = _Table(path, data, "")
     mqtt_table = top.table("mqtt")
     mqtt = MqttConfig(**broker_settings(mqtt_table, resolve))
