@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -89,6 +90,23 @@ class MqttConfig:
     homeassistant: bool = False
     command_key_file: str | None = None
     command_max_age_s: int = 86400
+
+    def password(self) -> str | None:
+        """The broker password (the first line of ``password_file``), if there is one."""
+        if not self.password_file:
+            return None
+        with open(self.password_file) as f:
+            return f.read().strip()
+
+
+def log_in(client: Any, account: Any, password: str | None) -> None:
+    """Give ``client`` (paho) the broker account and TLS files of ``account`` (an
+    :class:`MqttConfig`, or anything with its ``username`` and ``*_file`` fields)."""
+    if account.username:
+        client.username_pw_set(account.username, password)
+    if account.ca_file:
+        client.tls_set(ca_certs=account.ca_file, certfile=account.cert_file,
+                       keyfile=account.key_file, tls_version=ssl.PROTOCOL_TLS_CLIENT)
 
 
 RESERVED_PINS = {0: "the HAT ID EEPROM's (ID_SD)", 1: "the HAT ID EEPROM's (ID_SC)"}

@@ -13,7 +13,6 @@ only touched by the core loop.
 from __future__ import annotations
 
 import logging
-import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -27,7 +26,7 @@ from paho.mqtt.properties import Properties
 
 import controller
 from controller.commands import Command
-from controller.config import Config, MqttConfig
+from controller.config import Config, MqttConfig, log_in
 from controller.messages import (
     OFFLINE,
     ONLINE,
@@ -89,15 +88,7 @@ class HubLink:
             client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                                  clean_session=False, protocol=mqtt.MQTTv311)
         client.will_set(f"{self.root}/availability", OFFLINE, qos=1, retain=True)
-        if cfg.username:
-            password = None
-            if cfg.password_file:
-                with open(cfg.password_file) as f:
-                    password = f.read().strip()
-            client.username_pw_set(cfg.username, password)
-        if cfg.ca_file:
-            client.tls_set(ca_certs=cfg.ca_file, certfile=cfg.cert_file, keyfile=cfg.key_file,
-                           tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        log_in(client, cfg, cfg.password())
         client.reconnect_delay_set(min_delay=1, max_delay=60)
         client.max_inflight_messages_set(INFLIGHT)
         client.max_queued_messages_set(0)

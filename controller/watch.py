@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import ssl
 import sys
 import threading
 import time
@@ -19,6 +18,7 @@ from typing import Any, TextIO
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from controller.config import log_in
 from controller.messages import (
     BadMessage,
     CommandResult,
@@ -95,11 +95,7 @@ class Watcher:
         self.connected = threading.Event()
         self._seen_usage: set[str] = set()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2)
-        if account.username:
-            self.client.username_pw_set(account.username, account.password)
-        if account.ca_file:
-            self.client.tls_set(ca_certs=account.ca_file, certfile=account.cert_file,
-                                keyfile=account.key_file, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        log_in(self.client, account, account.password)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
 

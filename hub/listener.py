@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import ssl
 import threading
 import time
 import uuid
@@ -34,7 +33,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from controller.clock import Clock, SystemClock, iso
-from controller.config import MACHINE_ID
+from controller.config import MACHINE_ID, log_in
 from controller.messages import (
     BadMessage,
     CommandResult,
@@ -111,15 +110,7 @@ class Listener:
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                              protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
                              clean_session=None if v5 else False, manual_ack=True)
-        if cfg.username:
-            password = None
-            if cfg.password_file:
-                with open(cfg.password_file) as f:
-                    password = f.read().strip()
-            client.username_pw_set(cfg.username, password)
-        if cfg.ca_file:
-            client.tls_set(ca_certs=cfg.ca_file, certfile=cfg.cert_file, keyfile=cfg.key_file,
-                           tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        log_in(client, cfg, cfg.password())
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.max_inflight_messages_set(100)
         client.on_connect = self._on_connect
