@@ -151,15 +151,7 @@ def pages(days: int) -> dict:
         client.login("bench", PASSWORD)
         year = (now - timedelta(days=365)).date()
 
-        def timed(path: str, runs: int = 5) -> float:
-            times = []
-            for _ in range(runs):
-                t = time.perf_counter()
-                status, _, _ = client.get(path)
-                times.append(time.perf_counter() - t)
-                assert status == 200, (path, status)
-            return statistics.median(times)
-
+        timed = client.median_get
         figures = {"fleet": timed("/"), "api": timed("/api/machines"),
                    "report_year": timed("/reports?by=year", 3),
                    "report_month": timed("/reports?by=month", 3),

@@ -31,7 +31,6 @@ import os
 import random
 import shutil
 import sqlite3
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -298,15 +297,7 @@ def run(n: int, kind: str, hubs: int, pg: Postgres | None, quick: bool) -> dict:
         client = HubClient(f"http://127.0.0.1:{web}")
         client.login("bench", PASSWORD)
 
-        def timed(path: str, runs: int) -> float:
-            times = []
-            for _ in range(runs):
-                t = time.perf_counter()
-                status, _, _ = client.get(path)
-                times.append(time.perf_counter() - t)
-                assert status == 200, (path, status)
-            return statistics.median(times)
-
+        timed = client.median_get
         result["fleet_board_s"] = timed("/", 3)
         result["report_year_s"] = timed("/reports?by=year", 3)
         result["rss_mb"] = max(rss_mb(p.proc.pid) for p in procs)

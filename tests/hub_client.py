@@ -8,6 +8,8 @@ import http.cookiejar
 import io
 import json
 import re
+import statistics
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -32,6 +34,16 @@ class HubClient:
 
     def get(self, path: str) -> tuple[int, str, str]:
         return self.request(path)
+
+    def median_get(self, path: str, runs: int = 5) -> float:
+        """The median time, in seconds, of ``runs`` GETs of ``path`` (each must answer 200)."""
+        times = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            status, _, _ = self.get(path)
+            times.append(time.perf_counter() - t)
+            assert status == 200, (path, status)
+        return statistics.median(times)
 
     def post_form(self, path: str, page: str, **fields: str) -> tuple[int, str, str]:
         """Post a form as a browser would: the hidden fields ``page`` carries, plus ``fields``."""
