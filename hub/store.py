@@ -31,6 +31,7 @@ import sqlite_utils
 
 from controller.clock import iso, parse_iso
 from controller.messages import (
+    ONLINE,
     CommandResult,
     EventMessage,
     StateMessage,
@@ -287,6 +288,11 @@ class HubStore:
                 rows += self._x(f"SELECT {MACHINE_COLUMNS} FROM machines WHERE id IN"
                                 f" ({','.join('?' * len(chunk))}) ORDER BY id", chunk).fetchall()
         return [_machine(row) for row in rows]
+
+    def online(self) -> list[str]:
+        """The machines whose last word was that they are online, by id."""
+        return [row[0] for row in self._x("SELECT id FROM machines WHERE availability = ?"
+                                          " ORDER BY id", (ONLINE,)).fetchall()]
 
     def machine(self, machine_id: str) -> Machine | None:
         row = self._x(f"SELECT {MACHINE_COLUMNS} FROM machines WHERE id = ?",

@@ -331,3 +331,13 @@ def test_a_batch_is_held_while_the_database_is_busy_and_stored_after(new_store):
     assert [h.message.id for h in result[0] if h.leaf == "usage"] == ["b1"]
     assert listener.skipped == 0
     other.close()
+
+
+def test_the_machines_online_are_those_whose_last_word_was_online(new_store):
+    store = new_store()
+    with store.transaction():
+        for machine, word in (("m2", "online"), ("m1", "online"), ("m3", "offline")):
+            store.heard(machine, NOW)
+            store.record_availability(machine, word, NOW)
+        store.heard("m4", NOW)  # heard, but never said
+    assert store.online() == ["m1", "m2"]
