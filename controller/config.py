@@ -268,14 +268,20 @@ def _tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
 
 def find_config(explicit: str | None) -> str:
     """The config file to use: ``explicit``, ``$NSPVEND_CONFIG``, or a default path."""
+    return find_file(explicit, "NSPVEND_CONFIG", DEFAULT_PATHS)
+
+
+def find_file(explicit: str | None, variable: str, defaults: tuple[str, ...]) -> str:
+    """``explicit``, else the environment's ``variable``, else the first of ``defaults`` that
+    exists (the last one if none does)."""
     if explicit:
         return explicit
-    if os.environ.get("NSPVEND_CONFIG"):
-        return os.environ["NSPVEND_CONFIG"]
-    for candidate in DEFAULT_PATHS:
+    if os.environ.get(variable):
+        return os.environ[variable]
+    for candidate in defaults:
         if Path(candidate).exists():
             return candidate
-    return DEFAULT_PATHS[-1]
+    return defaults[-1]
 
 
 def load_config(path: str | os.PathLike) -> Config:

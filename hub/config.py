@@ -7,7 +7,6 @@ import os
 import re
 import urllib.parse
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -19,6 +18,7 @@ from controller.config import (
     _Table,
     broker_settings,
     command_key,
+    find_file,
     read_toml,
     readable_file,
     resolver,
@@ -90,14 +90,7 @@ class HubConfig:
 
 def find_hub_config(explicit: str | None) -> str:
     """``explicit``, ``$NSPVEND_HUB_CONFIG``, ``./hub.toml`` or ``/etc/nspvend/hub.toml``."""
-    if explicit:
-        return explicit
-    if os.environ.get("NSPVEND_HUB_CONFIG"):
-        return os.environ["NSPVEND_HUB_CONFIG"]
-    for candidate in DEFAULT_PATHS:
-        if Path(candidate).exists():
-            return candidate
-    return DEFAULT_PATHS[-1]
+    return find_file(explicit, "NSPVEND_HUB_CONFIG", DEFAULT_PATHS)
 
 
 def load_hub_config(path: str | os.PathLike) -> HubConfig:

@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import threading
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 import paho.mqtt.client as paho
@@ -35,6 +36,15 @@ def stored_buckets(url: str) -> tuple[int, int]:
     with psycopg.connect(url) as conn:
         return conn.execute("SELECT (SELECT count(*) FROM buckets),"
                             " (SELECT count(*) FROM bucket_counts)").fetchone()
+
+
+def take_down(fleet: Fleet, hubs: Iterable[HubProcess | None], broker: Broker) -> None:
+    """What a test started, stopped: the fleet, each hub process still running, the broker."""
+    fleet.close()
+    for hub in hubs:
+        if hub is not None and hub.proc.poll() is None:
+            hub.kill()
+    broker.kill()
 
 
 def sqlite_buckets(path) -> int:
@@ -121,11 +131,7 @@ def test_two_hubs_on_postgresql_share_the_stream_and_a_kill_9_loses_and_doubles_
         assert [(b["machine"], b["type"], b["state"]) for b in hook.bodies] == [
             ("fleet-03", "jam", "raised"), ("fleet-03", "jam", "cleared")]
     finally:
-        fleet.close()
-        for h in hubs.values():
-            if h.proc.poll() is None:
-                h.kill()
-        broker.kill()
+        take_down(fleet, hubs.values(), broker)
         hook.close()
 
 
@@ -328,11 +334,7 @@ def test_a_hub_process_taken_away_for_good_is_retired_and_its_share_is_stored(tm
         refused = hub_cli(alone, "retire", "--instance", "2")
         assert refused.returncode == 64 and "mqtt.share_group" in refused.stderr
     finally:
-        fleet.close()
-        for h in hubs.values():
-            if h.proc.poll() is None:
-                h.kill()
-        broker.kill()
+        take_down(fleet, hubs.values(), broker)
 
 
 def test_buckets_that_never_reached_the_hub_are_asked_for_and_stored_once(tmp_path):
@@ -385,9 +387,7 @@ def test_buckets_that_never_reached_the_hub_are_asked_for_and_stored_once(tmp_pa
     finally:
         stranger.loop_stop()
         stranger.disconnect()
-        fleet.close()
-        hub.kill()
-        broker.kill()
+        take_down(fleet, [hub], broker)
 
 
 def test_the_command_line_opening_the_sqlite_store_while_the_hub_runs_loses_nothing(tmp_path):
@@ -419,10 +419,7 @@ def test_the_command_line_opening_the_sqlite_store_while_the_hub_runs_loses_noth
         assert hub.terminate() == 0
         assert stored() == 10  # and still there once the hub has stopped
     finally:
-        fleet.close()
-        if hub.proc.poll() is None:
-            hub.kill()
-        broker.kill()
+        take_down(fleet, [hub], broker)
 
 
 def test_a_hub_started_before_its_database_waits_for_it(tmp_path):
@@ -496,8 +493,4 @@ def test_moving_from_one_hub_to_several_retires_the_one_hubs_session(tmp_path):
             fleet.say("move-1", bucket(START + timedelta(hours=hour), {"foil": 1}))
         wait(lambda: sqlite_buckets(tmp_path / "hub.db") == 15, 30, "the new process storing")
     finally:
-        fleet.close()
-        for h in (hub, new):
-            if h is not None and h.proc.poll() is None:
-                h.kill()
-        broker.kill()
+        take_down(fleet, [hub, new], broker)
