@@ -140,7 +140,7 @@ def run_command(vm: VendingMachine, request: Any, origin: str = "local") -> dict
     def change(now: datetime) -> dict:
         vm.ledger.forget_commands(now)
         done = answer(command_id, apply(now))
-        vm.ledger.remember_command(command_id, done, now, forget_after)
+        vm.ledger.remember_command(command_id, done, forget_after)
         return done
 
     try:

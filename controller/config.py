@@ -6,6 +6,7 @@ the key and the problem; the daemon prints it and exits 78 (EX_CONFIG).
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import ssl
@@ -28,6 +29,8 @@ from hal.settings import (
     SimSettings,
     SpeechSettings,
 )
+
+log = logging.getLogger(__name__)
 
 EX_CONFIG = 78
 DEFAULT_PATHS = ("./nspvend.toml", "/etc/nspvend/config.toml")
@@ -109,6 +112,8 @@ def log_in(client: Any, account: Any, password: str | None) -> None:
                        keyfile=account.key_file, tls_version=ssl.PROTOCOL_TLS_CLIENT)
 
 
+# Kept by older configs: what a vend causes was told after a random delay, then rounded.
+RETIRED_PRIVACY_KEYS = ("event_delay_s", "event_round_s")
 RESERVED_PINS = {0: "the HAT ID EEPROM's (ID_SD)", 1: "the HAT ID EEPROM's (ID_SC)"}
 PULLS = ("up", "down", "none")
 
@@ -132,8 +137,6 @@ class Config:
     vend_min_interval_ms: int
     press_max_wait_s: float
     silence_hours: float
-    event_delay_s: tuple[float, float]
-    event_round_s: int
     hub_open: tuple[Window, ...]
     hub_name: str
     timezone: str
@@ -372,12 +375,13 @@ def parse_config(data: dict, path: str = "<config>") -> Config:
     top.seen.add("mqtt")
 
     privacy = top.table("privacy")
-    delay = privacy.get("event_delay_s", list, [60, 600], "two numbers of seconds [least, most]")
-    if (len(delay) != 2 or any(isinstance(d, bool) or not isinstance(d, int | float) for d in delay)
-            or not 0 <= delay[0] <= delay[1] <= 86400):
-        raise privacy.fail("event_delay_s", f"must be two numbers of seconds [least, most], "
-                                            f"0 <= least <= most <= 86400, not {delay!r}")
-    event_round_s = privacy.integer("event_round_s", 900, 1, 86400)
+    retired = [name for name in RETIRED_PRIVACY_KEYS if name in privacy.data]
+    privacy.seen.update(retired)
+    if retired:
+        log.warning("%s: %s: retired and ignored (what a vend causes is now told when its usage "
+                    "bucket closes: usage.bucket_minutes); remove %s", path,
+                    ", ".join(privacy.key(name) for name in retired),
+                    "the line" if len(retired) == 1 else "the lines")
     privacy.finish()
 
     vend = top.table("vend")
@@ -466,7 +470,6 @@ def parse_config(data: dict, path: str = "<config>") -> Config:
         bucket_minutes=bucket_minutes, vend_retries=retries,
         vend_min_interval_ms=min_interval_ms, press_max_wait_s=press_max_wait_s,
         silence_hours=silence_hours,
-        event_delay_s=(float(delay[0]), float(delay[1])), event_round_s=event_round_s,
         hub_open=tuple(windows), hub_name=hub_name, timezone=timezone,
         messages=tuple(messages), alternative=alternative, thank_you_s=thank_you_s,
         display=screen, languages=shown_languages, language_button=language_button,

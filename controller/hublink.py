@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -201,11 +202,15 @@ class HubLink:
         elif kind is Change.STOCK:
             self.publish_stock()
         elif kind is Change.BUCKET:
-            # stock goes out as buckets close (no vend moves it), at most every stock_interval_s
-            interval = self.mqtt_config.stock_interval_s or 0
-            if time.monotonic() - self._last_stock >= interval - 1:
-                self.publish_stock()
+            # A bucket closed: its usage and what its vends caused (the outbox, in order), then
+            # state and stock as at the close, stamped with its end, the same way every time.
+            # Stock goes at most every stock_interval_s unless the close changed a status.
             self.drain()
+            at = self.machine.closed_at
+            self.publish_state(at)
+            interval = self.mqtt_config.stock_interval_s or 0
+            if self.machine.closed_news or time.monotonic() - self._last_stock >= interval - 1:
+                self.publish_stock(at)
         elif kind is Change.EVERYTHING:
             self.publish_state()
             self.publish_stock()
@@ -216,12 +221,12 @@ class HubLink:
         if time.monotonic() - self._last_state >= self.mqtt_config.state_interval_s:
             self.publish_state()
 
-    def publish_state(self) -> None:
-        if self._publish("state", compact(self.machine.state_report(public=True))):
+    def publish_state(self, at: datetime | None = None) -> None:
+        if self._publish("state", compact(self.machine.state_report(public=True, at=at))):
             self._last_state = time.monotonic()
 
-    def publish_stock(self) -> None:
-        if self._publish("stock", compact(self.machine.stock_report(public=True))):
+    def publish_stock(self, at: datetime | None = None) -> None:
+        if self._publish("stock", compact(self.machine.stock_report(public=True, at=at))):
             self._last_stock = time.monotonic()
 
     def _publish(self, leaf: str, payload: str) -> bool:

@@ -121,7 +121,8 @@ def _v2(db: sqlite_utils.Database) -> None:
 def _v3(db: sqlite_utils.Database) -> None:
     """Promise 2: no row keeps the time of a vend. The journal and the outbox lose their
     time columns; events a vend caused are rounded to the hour; a command is remembered
-    until its expiry; events a vend caused wait in ``held_events`` (no time) until sent."""
+    until its expiry; events a vend caused wait in ``held_events`` (no time) until their
+    bucket closes (the ``hold`` column is no longer used)."""
     if "started" in db["journal"].columns_dict:
         db["journal"].transform(drop={"started"})
     if "created" in db["outbox"].columns_dict:
@@ -421,30 +422,30 @@ class Ledger:
         )
         self.enqueue("event", payload["id"], payload)
 
-    # -- events held back (promise 2) --------------------------------------------
-    def hold_event(self, hold: str, event: Event) -> None:
-        """Keep ``event`` unsent, with no time, until :meth:`release` of ``hold`` (inside
-        the caller's transaction): a message a vend causes must not time the vend."""
+    # -- events held until their bucket closes (promise 2) -------------------------
+    def hold_event(self, event: Event) -> None:
+        """Keep ``event``, caused by a vend, unsent and with no time until
+        :meth:`release_held` (inside the caller's transaction)."""
         held = {"id": uuid.uuid4().hex, "type": event.type, "slot": event.slot,
                 "product": event.product, "detail": event.detail}
-        self._x("INSERT INTO held_events (hold, payload) VALUES (?, ?)", (hold, compact(held)))
+        self._x("INSERT INTO held_events (hold, payload) VALUES ('', ?)", (compact(held),))
 
-    def release(self, hold: str, ts: datetime) -> int:
-        """Log and queue the events held as ``hold``, stamped ``ts`` (inside a transaction)."""
-        rows = self._x("SELECT id, payload FROM held_events WHERE hold = ? ORDER BY id",
-                       (hold,)).fetchall()
+    def held_events(self) -> list[Event]:
+        """The events held now, in the order they happened."""
+        rows = self._x("SELECT payload FROM held_events ORDER BY id").fetchall()
+        return [Event(**{k: v for k, v in json.loads(text).items() if k in _EVENT_FIELDS})
+                for (text,) in rows]
+
+    def release_held(self, ts: datetime) -> int:
+        """Log and queue every held event, in order, stamped ``ts`` (the end of the bucket
+        closing; inside the caller's transaction)."""
+        rows = self._x("SELECT id, payload FROM held_events ORDER BY id").fetchall()
         for _, text in rows:
             held = json.loads(text)
-            event_id = held.pop("id")
-            held.pop("schema", None)
-            self.add_event(Event(**held), ts, event_id)
-        self._x("DELETE FROM held_events WHERE hold = ?", (hold,))
+            event = Event(**{k: v for k, v in held.items() if k in _EVENT_FIELDS})
+            self.add_event(event, ts, held["id"])
+        self._x("DELETE FROM held_events")
         return len(rows)
-
-    def holds(self) -> list[str]:
-        """The holds still waiting (left by a stop or a crash), oldest first."""
-        return [r[0] for r in self._x(
-            "SELECT hold FROM held_events GROUP BY hold ORDER BY min(id)").fetchall()]
 
     def events(self, limit: int = 20) -> list[dict]:
         rows = self._x(
@@ -459,12 +460,11 @@ class Ledger:
         row = self._x("SELECT result FROM commands WHERE id = ?", (command_id,)).fetchone()
         return json.loads(row[0]) if row else None
 
-    def remember_command(self, command_id: str, result: dict, now: datetime,
-                         forget_after: datetime) -> None:
+    def remember_command(self, command_id: str, result: dict, forget_after: datetime) -> None:
         """Keep a command's result so a replay answers the same, until ``forget_after``
-        (its expiry) has passed (inside a transaction)."""
-        self._x("INSERT OR REPLACE INTO commands (id, ts, result, forget_after) VALUES (?, ?, ?, ?)",
-                (command_id, iso(now), compact(result), iso(forget_after)))
+        (its expiry) has passed (inside a transaction). When it came is not kept."""
+        self._x("INSERT OR REPLACE INTO commands (id, ts, result, forget_after) VALUES"
+                " (?, NULL, ?, ?)", (command_id, compact(result), iso(forget_after)))
 
     def forget_commands(self, now: datetime) -> None:
         """Forget the commands whose expiry has passed (inside a transaction): a replay of
@@ -473,6 +473,9 @@ class Ledger:
 
     def commands_remembered(self) -> int:
         return self._x("SELECT count(*) FROM commands").fetchone()[0]
+
+
+_EVENT_FIELDS = ("type", "slot", "product", "detail")
 
 
 def new_bucket_id() -> str:

@@ -13,11 +13,9 @@ import enum
 import json
 import logging
 import math
-import random
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, fields, replace
+from datetime import datetime, timedelta
 from typing import Any
 
 import controller
@@ -65,8 +63,8 @@ class Change(enum.StrEnum):
 @dataclass
 class PublicView:
     """What the hub may know: slots and faults as at the last bucket close, with staff's
-    changes since and the consequences of vends once their random delay has passed
-    (promise 2: nothing published times a vend). The rest of the state message (mode,
+    changes and the hardware's news since (promise 2: nothing published times a vend; what
+    a vend causes is shown when its bucket closes). The rest of the state message (mode,
     door, sharps bin) is not moved by vends and is read live."""
 
     slots: dict[int, SlotState]
@@ -74,20 +72,6 @@ class PublicView:
     sensor_fault: bool = False
     storage_fault: str | None = None
     board_fault: str | None = None
-
-
-@dataclass
-class Hold:
-    """What one press caused (events, faults, log lines), kept back until ``release_at``."""
-
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    events: int = 0
-    reveals: list[Callable[[PublicView], None]] = field(default_factory=list)
-    logs: list[tuple[int, str]] = field(default_factory=list)
-    release_at: float = 0.0
-
-    def __bool__(self) -> bool:
-        return bool(self.events or self.reveals or self.logs)
 
 
 @dataclass(frozen=True)
@@ -100,9 +84,10 @@ class VendingMachine:
 
     Parameters: the validated ``config``; the ``ledger`` (SQLite); the opened
     ``hardware``; a ``clock``. ``on_change`` is called with a :class:`Change` whenever
-    the hub should hear something. What a press causes reaches neither the hub nor the
-    log until a random delay has passed (:class:`Hold`); what the hub is shown is
-    :attr:`published`, never the live counts.
+    the hub should hear something. What a vend causes (events, faults, stock, log lines)
+    is held until the bucket it happened in closes, and told then with that bucket's
+    usage, stamped with its end; what the hub is shown is :attr:`published`, never the
+    live counts.
     """
 
     def __init__(
@@ -145,10 +130,11 @@ class VendingMachine:
         self._bucket_packs = 0  # packs counted into the open bucket
         self._mismatch_raised: set[int] = set()  # slots that vended while counted empty
         self._unconfirmed_raised = False  # latched while the drop sensor is blind
-        self._hold: Hold | None = None  # what the press being served has caused
-        self._pending: list[Hold] = []
-        self._random = random.SystemRandom()
+        self._in_vend = False  # a press is being served: what it changes waits for the close
+        self._held_logs: list[tuple[int, str]] = []  # log lines told at the bucket's close
         self.published = PublicView({})
+        self.closed_at: datetime | None = None  # the end of the bucket closed last
+        self.closed_news = False  # that close told what vends caused
         self._last_seq = 0
         self.writes = WriteBehind(ledger, clock, on_fault=self._storage_changed)
         self._closing: set[int] = set()  # journal entries settled in memory, maybe not on disk
@@ -168,39 +154,44 @@ class VendingMachine:
         self.slots = self.ledger.slots()
         stale = self.ledger.open_bucket()
         bucket = self._new_bucket(self.clock.now())
+        # what vends caused before a crash: told with the bucket they happened in, which
+        # closes now (without a bucket left open, with the next close)
+        if stale is not None:
+            self._held_logs = [(_level(e), _describe(e)) for e in self.ledger.held_events()]
+        stale_end = self._stale_end(stale) if stale is not None else None
 
         def begin(now: datetime) -> None:
             self._apply_slot_layout()
             if stale is not None:
-                self._close_stale_bucket(stale)
+                self.ledger.finish_bucket(stale, stale_end, list(self.products))
+                self.ledger.release_held(stale_end)
             self.ledger.start_bucket(bucket)
 
         # a full or failing card must not keep the machine from starting: access first
         self.write(begin)
         self.ledger.truncate_wal()
+        self._tell_held_logs()
+        if stale_end is not None:
+            self.closed_at, self.closed_news = stale_end, True
         self.reconcile()
         self._quiet_s = self.ledger.quiet_seconds()
         self._silence_raised = self._quiet_s >= self.config.silence_hours * 3600
-        for hold in self.ledger.holds():  # kept back when the daemon last stopped
-            self._pending.append(Hold(hold, events=1, release_at=self._release_time()))
         self.published = self._public_now()
         self._show_rest_screen()
         log.info("started: %d slots, mode %s, %d vends open in the journal",
                  len(self.slots), self.mode, len(self.ledger.open_vends()))
 
     def stop(self) -> None:
-        """Close the usage bucket now (its end is the stop time) and queue it."""
+        """Close the usage bucket now (its end is the stop time), with what its vends caused,
+        and queue it."""
         self._write_waiting()
         if self.bucket is not None:
             bucket = self.bucket
             end = min(bucket.planned_end, bucket.start + timedelta(
                 seconds=self.clock.monotonic() - self._bucket_opened))
             end = max(end, bucket.start)
-            products = list(self.products)
-            self.write(lambda now: self.ledger.finish_bucket(bucket, end, products))
-            self.ledger.truncate_wal()
+            self._close_bucket(bucket, end, None)
             self.bucket = None
-            self._changed(Change.OUTBOX)
         self.hw.led.set(LedState.OFF)
 
     # -- the one entry point ---------------------------------------------------
@@ -255,14 +246,11 @@ class VendingMachine:
         self._pace()
         self._show("vending", lambda t: texts.vending(product.name_in(t.code), t, product.id))
         self.hw.led.set(LedState.BUSY)
-        self._hold = Hold()
+        self._in_vend = True
         try:
             served = self._vend_product(product)
         finally:
-            hold, self._hold = self._hold, None
-            if hold:
-                hold.release_at = self._release_time()
-                self._pending.append(hold)
+            self._in_vend = False
             self._last_vend_end = self.clock.monotonic()
             self.hw.led.set(self._led_state())
         return served
@@ -323,17 +311,13 @@ class VendingMachine:
     def _drop_sensor_failing(self) -> None:
         if not self.sensor_fault:
             self.sensor_fault = True
-            self._say(logging.ERROR, "the drop sensor cannot be trusted: packs are counted "
-                                     "unconfirmed")
-            self._record(Event("sensor_fault", detail="drop sensor stuck: vends are unconfirmed"))
-            self._reveal(_set(sensor_fault=True))
+            self._cause(Event("sensor_fault", detail="drop sensor stuck: vends are unconfirmed"))
 
     def _drop_sensor_working(self) -> None:
         if self.sensor_fault:
             self.sensor_fault = False
             self._unconfirmed_raised = False
-            self._record(Event("fault_cleared", detail="drop sensor works again"))
-            self._reveal(_set(sensor_fault=False))
+            self._cause(Event("fault_cleared", detail="drop sensor works again"))
 
     def _open_vend(self, slot: SlotState) -> int:
         self._last_seq += 1
@@ -386,7 +370,7 @@ class VendingMachine:
             events.append(Event("unconfirmed_vend", slot.slot if slot else None, product,
                                 "the drop sensor could not confirm this pack"))
         bucket = self.bucket
-        stores = [self._store_event(event) for event in events]
+        stores = [self._hold_event(event) for event in events]
 
         if seq is not None:
             self._closing.add(seq)
@@ -402,14 +386,12 @@ class VendingMachine:
 
         self.write(write)
         self._bucket_packs += 1
-        if events:
-            self._changed(Change.OUTBOX)
 
     def _fault_slot(self, seq: int, slot: SlotState, detail: str) -> None:
         slot.fault = "jam"
         snapshot = replace(slot)
         self._closing.add(seq)
-        store = self._store_event(Event("jam", slot.slot, slot.product, detail))
+        store = self._hold_event(Event("jam", slot.slot, slot.product, detail))
 
         def write(now: datetime) -> None:
             self.ledger.close_vend(seq)
@@ -417,9 +399,6 @@ class VendingMachine:
             store(now)
 
         self.write(write)
-        self._say(logging.WARNING, f"slot {slot.slot} ({slot.product}) marked faulty: {detail}")
-        self._reveal(_set_slot(slot.slot, fault="jam"))
-        self._changed(Change.OUTBOX)
 
     def _elsewhere(self, t: Language) -> str:
         return self.config.alternative_in(t.code)
@@ -507,65 +486,52 @@ class VendingMachine:
         self._reveal(_set(board_fault=detail))
         self.hw.led.set(self._led_state())
 
-    # -- telling the hub, and keeping back what a press caused -----------------------
+    # -- telling the hub, and holding what a vend caused until its bucket closes ----
     def _record(self, event: Event) -> None:
         self.write(self._store_event(event))
         self._changed(Change.OUTBOX)
 
     def _store_event(self, event: Event) -> Callable[[datetime], None]:
-        """How to write ``event`` (inside a transaction): queued for the hub now, or, if a
-        press caused it, held with no time until the press's hold is released."""
-        hold = self._hold
-        if hold is None:
-            return lambda now: self.ledger.add_event(event, now)
-        hold.events += 1
-        return lambda now: self.ledger.hold_event(hold.id, event)
+        """How to write ``event`` (inside a transaction): queued for the hub now, or, while a
+        press is served (a card that fails or recovers under a vend's write), held."""
+        if self._in_vend:
+            return self._hold_event(event)
+        return lambda now: self.ledger.add_event(event, now)
+
+    def _cause(self, event: Event) -> None:
+        """A vend caused ``event``: held until its bucket closes."""
+        self.write(self._hold_event(event))
+
+    def _hold_event(self, event: Event) -> Callable[[datetime], None]:
+        """How to hold ``event`` (inside a transaction), with no time, until the bucket closes;
+        its log line waits with it."""
+        self._held_logs.append((_level(event), _describe(event)))
+        return lambda now: self.ledger.hold_event(event)
 
     def _reveal(self, change: Callable[[PublicView], None]) -> None:
-        """Let the hub see ``change`` now, or when the press causing it is released."""
-        if self._hold is not None:
-            self._hold.reveals.append(change)
-        else:
+        """Let the hub see ``change`` now; while a press is served, at the bucket's close
+        (which shows everything as it then is)."""
+        if not self._in_vend:
             change(self.published)
             self._changed(Change.STATE)
             self._changed(Change.STOCK)
 
     def _say(self, level: int, message: str) -> None:
-        """A log line; one a press causes waits for its release (journald stamps each line)."""
-        if self._hold is not None:
-            self._hold.logs.append((level, message))
+        """A log line; one written while a press is served waits for the bucket's close
+        (journald stamps each line)."""
+        if self._in_vend:
+            self._held_logs.append((level, message))
         else:
             log.log(level, "%s", message)
 
-    def _changed(self, kind: Change) -> None:
-        if self._hold is None:  # what a press changed is told when it is released
-            self.on_change(kind)
-
-    def _release_time(self) -> float:
-        low, high = self.config.event_delay_s
-        return self.clock.monotonic() + self._random.uniform(low, high)
-
-    def _release_due(self) -> None:
-        mono = self.clock.monotonic()
-        due = [hold for hold in self._pending if hold.release_at <= mono]
-        for hold in due:
-            self._pending.remove(hold)
-            self._release(hold)
-
-    def _release(self, hold: Hold) -> None:
-        step = self.config.event_round_s
-        ts = datetime.fromtimestamp(self.clock.now().timestamp() // step * step, UTC)
-        if hold.events:
-            self.write(lambda now: self.ledger.release(hold.id, ts))
-        for level, message in hold.logs:
+    def _tell_held_logs(self) -> None:
+        logs, self._held_logs = self._held_logs, []
+        for level, message in logs:
             log.log(level, "%s", message)
-        for change in hold.reveals:
-            change(self.published)
-        if hold.reveals:
-            self._changed(Change.STATE)
-            self._changed(Change.STOCK)
-        if hold.events:
-            self._changed(Change.OUTBOX)
+
+    def _changed(self, kind: Change) -> None:
+        if not self._in_vend:  # what a press changed is told when its bucket closes
+            self.on_change(kind)
 
     def _public_now(self) -> PublicView:
         """Everything as it is now: what the hub may see once a bucket has closed."""
@@ -574,14 +540,13 @@ class VendingMachine:
 
     # -- time ------------------------------------------------------------------
     def tick(self) -> None:
-        """Periodic work: timed screens, bucket boundaries, held events, unsaved writes."""
+        """Periodic work: timed screens, bucket boundaries, unsaved writes."""
         mono = self.clock.monotonic()
         if self.writes.pending:
             self._write_waiting()
         if self._screen_until is not None and mono >= self._screen_until:
             self._show_rest_screen()
         self._roll_bucket_if_due()
-        self._release_due()
         self._back_to_first_language()
 
     def _roll_bucket_if_due(self) -> None:
@@ -611,20 +576,38 @@ class VendingMachine:
                 new = self._new_bucket(end, opened=self._bucket_opened + length)
         else:
             return False
+        self._close_bucket(bucket, end, new)
+        return True
+
+    def _close_bucket(self, bucket: Bucket, end: datetime, new: Bucket | None) -> None:
+        """Close ``bucket`` at ``end`` and open ``new`` (None: the daemon stops): its usage,
+        then what its vends caused (held events, faults, stock, log lines), all stamped
+        ``end``, are queued in one transaction and told together, in that order."""
         products = list(self.products)
         silence = self._silence_after(bucket, end)
 
         def write(now: datetime) -> None:
             self.ledger.finish_bucket(bucket, end, products)
-            self.ledger.start_bucket(new)
+            self.ledger.release_held(end)
             if silence is not None:
                 self.ledger.add_event(silence, end)
+            if new is not None:
+                self.ledger.start_bucket(new)
 
         self.write(write)
         self.ledger.truncate_wal()  # the WAL's pages held the order of this bucket's vends
+        self.closed_news = bool(self._held_logs) or _news(self.published) != _news(self._public_now())
+        self.closed_at = end
+        self._tell_held_logs()
         self.published = self._public_now()
         self._changed(Change.BUCKET)
-        return True
+
+    def seconds_to_close(self) -> float:
+        """How long until the open bucket closes (and what its vends caused is told)."""
+        if self.bucket is None:
+            return 0.0
+        length = (self.bucket.planned_end - self.bucket.start).total_seconds()
+        return max(0.0, length - (self.clock.monotonic() - self._bucket_opened))
 
     def _silence_after(self, bucket: Bucket, end: datetime) -> Event | None:
         """Whole buckets without a pack while in service: past ``silence_hours``, the
@@ -656,10 +639,9 @@ class VendingMachine:
         self._bucket_opened = self.clock.monotonic() if opened is None else opened
         return self.bucket
 
-    def _close_stale_bucket(self, stale: Bucket) -> None:
-        """A bucket left open by a crash: close it at the latest time it can have run to."""
-        end = max(stale.start, min(stale.planned_end, self.clock.now().replace(microsecond=0)))
-        self.ledger.finish_bucket(stale, end, list(self.products))
+    def _stale_end(self, stale: Bucket) -> datetime:
+        """A bucket left open by a crash ends at the latest time it can have run to."""
+        return max(stale.start, min(stale.planned_end, self.clock.now().replace(microsecond=0)))
 
     # -- storage ---------------------------------------------------------------
     def write(self, change: Callable[[datetime], None]) -> None:
@@ -766,8 +748,9 @@ class VendingMachine:
             faults.append("drop_sensor")
         return faults
 
-    def state_report(self, public: bool = False) -> dict:
-        """The ``state`` message: live for staff at the machine, or (``public``) the hub's."""
+    def state_report(self, public: bool = False, at: datetime | None = None) -> dict:
+        """The ``state`` message: live for staff at the machine, or (``public``) the hub's;
+        stamped ``at`` (a bucket's end, when told at its close) or now."""
         temperature = self.hw.temperature_c()
         if temperature is not None and not math.isfinite(temperature):
             temperature = None
@@ -776,13 +759,14 @@ class VendingMachine:
             sharps_bin="full" if self.bin_full else "ok", temperature_c=temperature,
             faults=tuple(self.faults(public)), version=controller.__version__,
             uptime_s=int(self.clock.monotonic() - self.started_mono),
-            clock_synced=self.clock.synced(), ts=iso(self.clock.now())).payload()
+            clock_synced=self.clock.synced(), ts=iso(at or self.clock.now())).payload()
 
-    def stock_report(self, public: bool = False) -> dict:
+    def stock_report(self, public: bool = False, at: datetime | None = None) -> dict:
         """The ``stock`` message: live counts for staff at the machine, or (``public``) the
-        counts as at the last bucket close with staff's changes since."""
+        counts as at the last bucket close with staff's changes since; stamped ``at`` or now."""
         slots = self.published.slots if public else self.slots
-        return stock.stock_message(slots.values(), self.products, iso(self.clock.now())).payload()
+        return stock.stock_message(slots.values(), self.products,
+                                   iso(at or self.clock.now())).payload()
 
     # -- staff changes -------------------------------------------------------------
     def staff_change(self, change: Callable[[datetime], Any]) -> Any:
@@ -860,13 +844,25 @@ def _set(**values: Any) -> Callable[[PublicView], None]:
     return change
 
 
-def _set_slot(number: int, **values: Any) -> Callable[[PublicView], None]:
-    """A change to one slot of the public view."""
+_LEVELS = {"jam": logging.WARNING, "sensor_fault": logging.ERROR, "empty": logging.WARNING,
+           "stock_mismatch": logging.WARNING}
 
-    def change(view: PublicView) -> None:
-        shown = view.slots.get(number)
-        if shown is not None:
-            for name, value in values.items():
-                setattr(shown, name, value)
 
-    return change
+def _level(event: Event) -> int:
+    return _LEVELS.get(event.type, logging.INFO)
+
+
+def _describe(event: Event) -> str:
+    """The log line for an event a vend caused (written when its bucket closes)."""
+    where = ""
+    if event.slot is not None:
+        where = f"slot {event.slot} ({event.product}): " if event.product else f"slot {event.slot}: "
+    elif event.product:
+        where = f"{event.product}: "
+    return f"{where}{event.type.replace('_', ' ')}" + (f": {event.detail}" if event.detail else "")
+
+
+def _news(view: PublicView) -> tuple:
+    """What in a public view is worth telling at once (its counts are not)."""
+    return (tuple((n, stock.slot_status(s), s.fault) for n, s in sorted(view.slots.items())),
+            view.board_online, view.sensor_fault, view.storage_fault, view.board_fault)

@@ -69,6 +69,25 @@ def conditions_of(machine: Machine, now: datetime, offline_after_s: int) -> list
     return found
 
 
+STATE_KINDS = ("jam", "storage_fault", "board_fault", "sharps_bin_full", "door_open")
+
+
+def told(machine: Machine, kind: str, now: datetime) -> datetime:
+    """When the message that raised or cleared a condition of ``kind`` was told: the ``ts``
+    of the machine's latest state or stock (a vend's consequences: its bucket's end), the
+    silence's or the last pack's bucket end; ``now`` for offline, which the hub decides
+    (promise 2: an alert keeps no time finer than what the machine said)."""
+    if kind in STATE_KINDS:
+        said = machine.state_at
+    elif kind in ("low_stock", "empty"):
+        said = machine.stock_at
+    elif kind == "silence":
+        said = max(filter(None, (machine.silence_at, machine.last_pack)), default=None)
+    else:
+        said = None
+    return min(parse_iso(said), now) if said else now
+
+
 class Alerts:
     """Raises and clears conditions, and delivers them along the configured routes."""
 
@@ -95,26 +114,26 @@ class Alerts:
                        conditions_of(machine, now, self.config.offline_after_s)}
             for key, detail in current.items():
                 if key not in raised:
-                    self._raise((*key, detail), now)
+                    self._raise((*key, detail), told(machine, key[1], now))
             for key in raised:
                 if key[0] == machine.id and key not in current:
-                    self._clear(key, now)
+                    self._clear(key, told(machine, key[1], now))
         self._tell_raised(now)
 
-    def _raise(self, condition: Condition, now: datetime) -> None:
+    def _raise(self, condition: Condition, at: datetime) -> None:
         machine, kind, subject, detail = condition
         with self.store.transaction():
-            if not self.store.raise_alert(machine, kind, subject, detail, now):
+            if not self.store.raise_alert(machine, kind, subject, detail, at):
                 return
         log.warning("alert raised: %s %s %s: %s", machine, kind, subject, detail)
 
-    def _clear(self, key: tuple[str, str, str], now: datetime) -> None:
+    def _clear(self, key: tuple[str, str, str], at: datetime) -> None:
         with self.store.transaction():
             row = self.store.raised_alerts().get(key)
-            if row is None or not self.store.clear_alert(*key, now):
+            if row is None or not self.store.clear_alert(*key, max(at, parse_iso(row["raised"]))):
                 return
             for route in json.loads(row["told"] or "[]"):
-                self._queue(route, key[0], key[1], key[2], "cleared", now, row["detail"])
+                self._queue(route, key[0], key[1], key[2], "cleared", at, row["detail"])
         log.info("alert cleared: %s %s %s", *key)
 
     def _tell_raised(self, now: datetime) -> None:
@@ -146,10 +165,12 @@ class Alerts:
                 "detail": f"{subject}: {detail}" if subject and not detail.startswith(subject)
                 else detail, "url": f"{self.config.base_url}machines/{machine}"}
         r = self.config.routes[route]
+        # queued as at the alert's own time (due at once): nothing finer than the machine said
+        at = min(at, self.clock.now())
         for address in r.email:
-            self.store.queue_delivery(route, "email", address, body, self.clock.now())
+            self.store.queue_delivery(route, "email", address, body, at)
         if r.webhook:
-            self.store.queue_delivery(route, "webhook", r.webhook, body, self.clock.now())
+            self.store.queue_delivery(route, "webhook", r.webhook, body, at)
 
     # -- delivery ---------------------------------------------------------------------------
     def deliver(self) -> int:

@@ -49,8 +49,7 @@ def machine_config(machine_id: str, port: int) -> str:
     lines = [f'machine_id = "{machine_id}"', 'hal = "sim"', "", "[sim]", 'control = "sim.sock"',
              "motor_s = 0.3", "", "[database]", 'path = "nspvend.db"', "", "[control]",
              'socket = "control.sock"', "", "[mqtt]", 'host = "127.0.0.1"', f"port = {port}",
-             "state_interval_s = 30", "", "[usage]", "bucket_minutes = 5", "", "[privacy]",
-             "event_delay_s = [5, 20]", "event_round_s = 60", "",
+             "state_interval_s = 30", "", "[usage]", "bucket_minutes = 5", "",
              "[display]", 'messages = ["Naloxone saves lives: press 4 for a kit."]']
     for product, name, button, _ in PRODUCTS:
         lines += ["", "[[products]]", f'id = "{product}"', f'name = "{name}"', f"button = {button}"]

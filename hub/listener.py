@@ -32,7 +32,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from controller.clock import Clock, SystemClock, iso
+from controller.clock import Clock, SystemClock, iso, parse_iso
 from controller.config import MACHINE_ID, log_in
 from controller.messages import (
     BadMessage,
@@ -321,13 +321,13 @@ class Listener:
         if leaf == "availability":
             self.store.record_availability(machine, message, now)
         elif leaf == "state":
-            self.store.record_state(machine, message, now)
+            self.store.record_state(machine, message, told_at(message.ts, now))
         elif leaf == "stock":
-            self.store.record_stock(machine, message, now)
+            self.store.record_stock(machine, message, told_at(message.ts, now))
         elif leaf == "usage":
             new = self.store.record_usage(machine, message, now)
         elif leaf == "event":
-            new = self.store.record_event(machine, message, now)
+            new = self.store.record_event(machine, message, told_at(message.ts, now))
         elif leaf == "cmd/result":
             self.store.record_result(machine, message, now)
             self._recover(machine, message, now)
@@ -379,6 +379,25 @@ class Listener:
         log.log(logging.DEBUG if quiet else logging.INFO, "command %s (%s) to %s by %s",
                 sent["cmd"], sent["id"], machine, user)
         return sent
+
+
+def told_at(ts: str, now: datetime) -> datetime:
+    """When a message says it was told: its ``ts``, unless that is far from ``now``.
+
+    Promise 2: what a vend causes is told when its bucket closes, stamped with the bucket's
+    end. The hub keeps that stamp as the time of the event, state or stock (and of the alert
+    it raises), not the moment it arrived, so nothing it keeps is finer than what the
+    machine said. A stamp more than two days old (a backlog after an outage, a clock not yet
+    set) or ahead of the hub's clock by more than a minute is not believed: then the
+    arrival, which is then tied to the broker or the clock, not to a press.
+    """
+    try:
+        said = parse_iso(ts)
+    except (TypeError, ValueError):
+        return now
+    if now - timedelta(days=2) <= said <= now + timedelta(minutes=1):
+        return said
+    return now
 
 
 READERS: dict[str, Any] = {"state": StateMessage, "stock": StockMessage, "usage": UsageMessage,

@@ -148,7 +148,7 @@ assert len(PG_MIGRATIONS) == SCHEMA_VERSION
 CATCH_UP = "hub (catch-up)"  # who the hub's own questions for buckets are recorded as
 LEADER_KEY = 0x6E737076  # "nspv": the advisory lock the hub process running the alerts holds
 MACHINE_COLUMNS = ("id, first_heard, last_heard, availability, availability_since, state, stock,"
-                   " silence")
+                   " silence, state_at, stock_at, silence_at, last_pack")
 
 
 @dataclass(frozen=True)
@@ -163,6 +163,12 @@ class Machine:
     state: StateMessage | None
     stock: StockMessage | None
     silence: str | None = None  # the detail of a silence event not yet followed by a pack
+    # when the latest state, stock and silence were told (their ``ts``, see hub.listener),
+    # and the end of the latest bucket with a pack
+    state_at: str | None = None
+    stock_at: str | None = None
+    silence_at: str | None = None
+    last_pack: str | None = None
 
 
 class HubStore:
@@ -744,7 +750,7 @@ def open_store(config: Any) -> HubStore:
 def _machine(row: tuple) -> Machine:
     state = StateMessage.read(row[5]) if row[5] else None
     stock = StockMessage.read(row[6]) if row[6] else None
-    return Machine(row[0], row[1], row[2], row[3], row[4], state, stock, row[7])
+    return Machine(row[0], row[1], row[2], row[3], row[4], state, stock, *row[7:12])
 
 
 def _command(row: tuple) -> dict:

@@ -30,8 +30,6 @@ BASE = machine(
     schedule={"hub_open": ["Mon-Fri 10:00-16:00"], "hub_name": "The Hub"},
     display={"messages": ["Naloxone saves lives", "Free BBV testing"],
              "alternative": "Go to the Hub"},
-    # what a press causes reaches the hub 1..5 s later here (60..600 s on a machine)
-    privacy={"event_delay_s": [1, 5], "event_round_s": 60},
     products=[*PRODUCTS, {"id": "naloxone", "name": "naloxone kit", "button": 3}],
     slots=[{"slot": 1, "product": "syringe-1ml", "capacity": 10, "low_at": 2},
            {"slot": 2, "product": "syringe-1ml", "capacity": 10, "low_at": 2},
@@ -119,9 +117,9 @@ class Rig:
         self.clock.advance(seconds)
         self.vm.handle(Tick())
 
-    def release(self) -> None:
-        """Let the random delay pass after which what a press caused reaches the hub."""
-        self.tick(self.config.event_delay_s[1] + 1)
+    def close_bucket(self) -> None:
+        """Let the open bucket close: what its vends caused is told then."""
+        self.tick(self.vm.seconds_to_close())
 
     def counts(self) -> dict[int, int]:
         return {n: s.count for n, s in self.vm.slots.items()}

@@ -26,8 +26,14 @@ class DaemonProcess:
     """``nspvend run --config PATH`` in the background; ``ready`` once it says so."""
 
     def __init__(self, config_path: Path, env: dict | None = None,
-                 program: tuple[str, ...] = ("-m", "controller", "run")) -> None:
+                 program: tuple[str, ...] = ("-m", "controller", "run"),
+                 bucket_s: float | None = None) -> None:
+        """``bucket_s``: usage buckets of that many seconds (tests/short_buckets.py), so what
+        a vend causes is told within seconds, not at the end of a minute or an hour."""
         self.config_path = config_path
+        if bucket_s is not None:
+            program = ("-m", "tests.short_buckets")
+            env = {**(env or {}), "NSPVEND_TEST_BUCKET_S": str(bucket_s)}
         self.proc = subprocess.Popen(
             [sys.executable, *program, "--config", str(config_path)],
             cwd=ROOT, stderr=subprocess.PIPE, text=True,

@@ -155,6 +155,19 @@ def test_check_config_says_ok_or_exits_78(tmp_path):
     assert result.stderr.count("\n") == 1 and ": hal: " in result.stderr
 
 
+def test_a_config_with_the_retired_privacy_keys_starts_with_one_warning_line(tmp_path):
+    from tests.daemon_process import DaemonProcess
+
+    path = write(tmp_path, CONFIG + "\n[privacy]\nevent_delay_s = [60, 600]\nevent_round_s = 900\n")
+    result = nspvend("check-config", str(path))
+    assert result.returncode == 0 and ": ok (" in result.stdout
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "privacy.event_delay_s, privacy.event_round_s: retired and ignored" in result.stderr
+    daemon = DaemonProcess(path)
+    assert daemon.terminate() == 0
+    assert len([line for line in daemon.log if "retired and ignored" in line]) == 1, daemon.log
+
+
 def test_config_is_found_through_the_environment(tmp_path):
     import os
 

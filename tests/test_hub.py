@@ -71,7 +71,9 @@ class Hub:
         assert status == 200 and not url.endswith("/login"), (status, url)
         return client
 
-    def start_machine(self, machine_id: str, **privacy: object) -> DaemonProcess:
+    def start_machine(self, machine_id: str, bucket_s: float = 3) -> DaemonProcess:
+        """A machine whose buckets last ``bucket_s`` seconds (tests/short_buckets.py): what a
+        press causes reaches the hub when its bucket closes, within seconds here."""
         folder = self.tmp / machine_id
         folder.mkdir(exist_ok=True)
         path = folder / "nspvend.toml"
@@ -79,9 +81,8 @@ class Hub:
             path.write_text(machine_toml(
                 machine_id, "sim", sim={"control": "sim.sock"}, database={"path": "nspvend.db"},
                 control={"socket": "control.sock"},
-                mqtt={"host": "127.0.0.1", "port": self.broker.port, "state_interval_s": 10},
-                privacy={"event_delay_s": [0, 0], "event_round_s": 60, **privacy}))
-        daemon = DaemonProcess(path)
+                mqtt={"host": "127.0.0.1", "port": self.broker.port, "state_interval_s": 10}))
+        daemon = DaemonProcess(path, bucket_s=bucket_s)
         self.machines[machine_id] = daemon
         return daemon
 

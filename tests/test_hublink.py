@@ -242,7 +242,7 @@ def test_kill_9_between_a_vend_and_its_puback_counts_every_pack_once(tmp_path, h
 
 def test_a_vend_publishes_nothing_at_once_even_when_a_slot_turns_low_or_empty(tmp_path, hub):
     broker, sub = hub
-    daemon = start_machine(tmp_path, broker.port, sub=sub)  # privacy: the default 60..600 s
+    daemon = start_machine(tmp_path, broker.port, sub=sub)  # hour-long buckets: none closes here
     try:
         ask(tmp_path / "sim.sock", {"op": "load", "slot": 3, "count": 3})
         command(sub, {"id": "r", "cmd": "refill", "slot": 3, "count": 3})  # low_at is 2

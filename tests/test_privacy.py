@@ -54,7 +54,7 @@ def everything_a_client_can_cause(rig: Rig) -> None:
     rig.press(2)
 
 
-def test_a_press_tells_the_hub_nothing_and_logs_nothing_until_its_random_delay_passes(
+def test_a_press_tells_the_hub_nothing_and_logs_nothing_until_its_bucket_closes(
         tmp_path, caplog):
     rig = night_rig(tmp_path)
     caplog.set_level(logging.INFO)
@@ -62,6 +62,7 @@ def test_a_press_tells_the_hub_nothing_and_logs_nothing_until_its_random_delay_p
     rig.changes.clear()
     caplog.clear()
     everything_a_client_can_cause(rig)
+    rig.tick(rig.vm.seconds_to_close() - 1)  # a second before the close: still nothing
     staff = {"refilled"}
     told = [c for c in rig.changes]
     # the only thing the hub heard was staff's refill in the middle
@@ -70,36 +71,61 @@ def test_a_press_tells_the_hub_nothing_and_logs_nothing_until_its_random_delay_p
     assert [r.getMessage() for r in caplog.records
             if r.name.startswith("controller.vending")] == []
     rig.changes.clear()
-    rig.release()
-    assert {Change.STATE, Change.STOCK, Change.OUTBOX} <= set(rig.changes)
+    rig.close_bucket()
+    assert rig.changes == [Change.BUCKET]
+    assert rig.vm.closed_at == NIGHT.replace(hour=3) and rig.vm.closed_news
     types = event_types(rig)[held_from:]
     assert {"jam", "low_stock", "empty", "stock_mismatch", "sensor_fault",
             "unconfirmed_vend"} <= set(types)
-    assert any("slot 1 (syringe-1ml) marked faulty" in r.getMessage() for r in caplog.records)
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("controller.vending")]
+    assert "slot 1 (syringe-1ml): jam: nothing dropped after 2 turns: jammed or empty" in lines
+    assert "slot 4 (naloxone): empty: 0 left" in lines
 
 
-def test_held_events_go_out_between_60_and_600_s_later_stamped_to_the_quarter_hour(tmp_path):
-    config = make_config(tmp_path, privacy={})  # the defaults a machine runs with
-    assert (config.event_delay_s, config.event_round_s) == ((60.0, 600.0), 900)
-    rig = Rig(config, FakeClock(datetime(2026, 11, 25, 2, 7, 13, tzinfo=UTC)))
+def test_what_a_press_causes_is_told_with_its_bucket_stamped_with_the_bucket_end(tmp_path):
+    rig = Rig(make_config(tmp_path), FakeClock(datetime(2026, 11, 25, 2, 7, 13, tzinfo=UTC)))
     rig.fill_all()
+    before = rig.ledger.outbox_size()
     rig.model.inject("jam", 3)
     rig.press(2)
-    rig.tick(59)
-    assert "jam" not in event_types(rig)
-    for _ in range(542):
-        rig.tick(1)
-        if "jam" in event_types(rig):
-            break
-    [jam] = [e for e in outbox(rig, "event") if e["type"] == "jam"]
-    released = rig.clock.now()
-    stamped = parse_iso(jam["ts"])
-    assert 60 <= (released - datetime(2026, 11, 25, 2, 7, 13, tzinfo=UTC)).total_seconds() <= 601
-    assert stamped.minute % 15 == 0 and stamped.second == 0 and stamped <= released
+    rig.tick(rig.vm.seconds_to_close() - 1)  # 02:59:59
+    assert rig.ledger.outbox_size() == before
+    rig.tick(1)  # 03:00:00: the bucket 02:07:13-03:00 closes
+    told = [(kind, json.loads(p)) for _, kind, p in rig.ledger.outbox(10_000)][before:]
+    assert [kind for kind, _ in told] == ["usage", "event"]  # usage first, then what it caused
+    usage, jam = told[0][1], told[1][1]
+    assert usage["end"] == jam["ts"] == "2026-11-25T03:00:00Z" and jam["type"] == "jam"
     assert [e["ts"] for e in rig.ledger.events(1)] == [jam["ts"]]  # the local log: the same
+    state = rig.vm.state_report(public=True, at=rig.vm.closed_at)
+    stock = rig.vm.stock_report(public=True, at=rig.vm.closed_at)
+    assert state["ts"] == stock["ts"] == "2026-11-25T03:00:00Z"
+    assert "slot 3: jam" in state["faults"]
 
 
-def test_the_hub_sees_counts_as_at_the_last_bucket_close_and_a_jam_only_once_released(tmp_path):
+@pytest.mark.parametrize("how", ["graceful stop", "crash"])
+def test_what_was_held_is_told_with_the_bucket_a_stop_or_a_crash_closes(tmp_path, how):
+    rig = night_rig(tmp_path)
+    rig.tick(20 * 60 + 17)  # 02:20:17
+    rig.model.inject("jam", 3)
+    rig.press(2)
+    rig.tick(5 * 60)  # 02:25:17
+    if how == "crash":
+        rig.crash_restart()  # kill -9: the held jam is in the file; the open bucket is stale
+    else:
+        rig.restart()
+    usage = outbox(rig, "usage")[-1]
+    [jam] = [e for e in outbox(rig, "event") if e["type"] == "jam"]
+    assert usage["counts"]["foil"] == 0 and usage["end"] == "2026-11-25T02:25:17Z"
+    assert jam["ts"] == usage["end"] and jam["slot"] == 3
+    rows = [json.loads(p)["id"] for _, _, p in rig.ledger.outbox(10_000)]
+    assert rows.index(jam["id"]) == rows.index(usage["id"]) + 1
+    assert rig.ledger.held_events() == []
+    rig.tick(3600)
+    assert event_types(rig).count("jam") == 1  # told once
+
+
+def test_the_hub_sees_counts_as_at_the_last_bucket_close_and_a_jam_when_its_bucket_closes(
+        tmp_path):
     rig = night_rig(tmp_path)
     rig.tick(3600)  # a bucket closes: the hub sees the full machine
     shown = rig.vm.stock_report(public=True)
@@ -109,15 +135,26 @@ def test_the_hub_sees_counts_as_at_the_last_bucket_close_and_a_jam_only_once_rel
     assert "slot 3: jam" in rig.vm.state_report()["faults"]  # staff at the machine see it
     assert rig.vm.state_report(public=True)["faults"] == []
     assert rig.vm.stock_report(public=True)["slots"] == shown["slots"]
-    rig.release()
+    rig.changes.clear()
+    rig.close_bucket()
+    assert Change.BUCKET in rig.changes
     public = rig.vm.stock_report(public=True)
     assert public["slots"][2]["status"] == "fault"
-    assert public["slots"][0]["count"] + public["slots"][1]["count"] == 20  # still no count
+    assert public["slots"][0]["count"] + public["slots"][1]["count"] == 19
     assert "slot 3: jam" in rig.vm.state_report(public=True)["faults"]
-    rig.changes.clear()
-    rig.tick(3600)
-    assert Change.BUCKET in rig.changes
     assert rig.vm.stock_report(public=True)["slots"] == rig.vm.stock_report()["slots"]
+
+
+def test_a_quiet_bucket_closes_with_no_news_and_a_staff_change_is_shown_at_once(tmp_path):
+    rig = night_rig(tmp_path)
+    rig.press(1)  # a vend that causes nothing but a count
+    rig.close_bucket()
+    assert not rig.vm.closed_news  # the stock interval may hold its stock back
+    rig.changes.clear()
+    assert rig.command(cmd="disable", slot=2)["ok"]
+    assert Change.STOCK in rig.changes and Change.STATE in rig.changes
+    shown = {s["slot"]: s for s in rig.vm.stock_report(public=True)["slots"]}
+    assert shown[2]["status"] == "disabled"
 
 
 def test_staff_changes_are_shown_at_once_without_the_vends_since_the_bucket_closed(tmp_path):
@@ -142,14 +179,14 @@ def test_a_condition_that_repeats_on_every_vend_is_raised_once(tmp_path):
     rig.model.inject("sensor_stuck")
     for _ in range(4):
         rig.press(2)
-    rig.release()
+    rig.close_bucket()
     types = event_types(rig)
     assert types.count("stock_mismatch") == 1
     assert (types.count("sensor_fault"), types.count("unconfirmed_vend")) == (1, 1)
     rig.model.sensor_stuck = False
     assert rig.command(cmd="refill", slot=4, count=0)["ok"]  # counted again: said again
     rig.press(3)
-    rig.release()
+    rig.close_bucket()
     assert event_types(rig).count("stock_mismatch") == 2
 
 
@@ -171,14 +208,13 @@ def test_silence_is_decided_from_whole_empty_buckets_and_stamped_with_a_bucket_e
 
 
 def test_no_row_keeps_a_vend_time_and_deleted_rows_do_not_linger_in_the_file(tmp_path):
-    rig = night_rig(tmp_path, privacy={})  # held 60..600 s, stamped to the quarter hour
+    rig = night_rig(tmp_path)
     rig.model.inject("jam", 3)
     presses = []
     for minute, second in ((3, 7), (11, 41), (26, 13), (37, 29), (48, 53)):
         rig.clock.jump(NIGHT.replace(minute=minute, second=second))
         presses.append(rig.clock.now())
         rig.press(1 if minute % 2 else 2)
-    rig.release()
     db, wal = tmp_path / "nspvend.db", tmp_path / "nspvend.db-wal"
     assert rig.ledger.db.execute("PRAGMA secure_delete").fetchone()[0] == 1
     columns = {r[1] for r in rig.ledger.db.execute("PRAGMA table_info(journal)")}
@@ -191,8 +227,8 @@ def test_no_row_keeps_a_vend_time_and_deleted_rows_do_not_linger_in_the_file(tmp
                 found |= {parse_iso(m.decode()) for m in ISO.findall(path.read_bytes())}
         return found
 
-    for moment in times_in_the_files():  # the bucket's start and quarter-hour event stamps
-        assert moment.second == 0 and moment.minute % 15 == 0, moment
+    for moment in times_in_the_files():  # the bucket's bounds, staff's refills at 02:00
+        assert (moment.minute, moment.second) == (0, 0), moment
     closed = len(outbox(rig, "usage"))
     rig.tick(3600)  # the bucket closes and the WAL is emptied into the file
     assert len(outbox(rig, "usage")) == closed + 1
@@ -216,14 +252,20 @@ def test_the_hub_is_answered_from_what_was_published_and_never_the_open_bucket(t
         assert stock["products"]["foil"]["count"] == (8 if origin == "hub" else 7)
 
 
-@pytest.mark.parametrize("delay, problem", [
-    ([600, 60], "least <= most"), ([5], "two numbers"), (["soon", 9], "two numbers")])
-def test_the_privacy_settings_are_checked(tmp_path, delay, problem):
+def test_the_retired_privacy_settings_start_with_one_warning_line(tmp_path, caplog):
+    caplog.set_level(logging.WARNING)
+    config = make_config(tmp_path, privacy={"event_delay_s": [60, 600], "event_round_s": 900})
+    assert config.machine_id == "test-01"
+    [line] = [r.getMessage() for r in caplog.records]
+    assert line.startswith(f"{tmp_path / 'nspvend.toml'}: privacy.event_delay_s, "
+                           "privacy.event_round_s: retired and ignored"), line
+    caplog.clear()
+    make_config(tmp_path, privacy={"event_round_s": 900})
+    assert [r.getMessage().split(": ")[1] for r in caplog.records] == ["privacy.event_round_s"]
     from controller.config import ConfigError
 
-    with pytest.raises(ConfigError, match=r"privacy\.event_delay_s") as e:
-        make_config(tmp_path, privacy={"event_delay_s": delay})
-    assert problem in str(e.value)
+    with pytest.raises(ConfigError, match=r"privacy\.delay_s"):  # a typo is still refused
+        make_config(tmp_path, privacy={"delay_s": 3})
 
 
 def test_an_old_database_loses_its_vend_times_when_upgraded(tmp_path):

@@ -44,7 +44,7 @@ def test_vending_goes_on_when_storage_fails_and_counts_are_saved_after(rig):
     assert rig.ledger.open_vends() == []
     rig.restart()
     assert rig.counts() == rig.model.packs_left()
-    assert "storage_fault" in [e["type"] for e in rig.ledger.events(5)]
+    assert "storage_fault" in [e["type"] for e in rig.ledger.events(20)]
 
 
 def test_a_bucket_closing_while_storage_fails_keeps_its_counts_in_order(rig):

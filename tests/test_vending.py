@@ -57,7 +57,7 @@ def test_jammed_slot_falls_back_to_another_slot_with_the_same_product(rig):
     assert rig.vm.slots[1].fault == "jam"
     assert rig.counts()[1] == 10 and rig.counts()[2] == 4
     assert rig.vm.screen == "thank_you"
-    rig.release()
+    rig.close_bucket()
     assert [e["type"] for e in rig.ledger.events(3)][0] == "jam"
     assert "slot 1: jam" in rig.vm.state_report()["faults"]
 
@@ -96,7 +96,7 @@ def test_a_slot_counted_empty_is_still_tried_as_a_last_resort(rig):
     assert rig.model.packs_dropped()[4] == 1
     assert totals(rig)["naloxone"]["confirmed"] == 1
     assert rig.counts()[4] == 0
-    rig.release()
+    rig.close_bucket()
     assert "stock_mismatch" in [e["type"] for e in rig.ledger.events(5)]
 
 
@@ -123,7 +123,7 @@ def test_low_and_empty_thresholds_raise_events_once(rig):
     rig.press(3)
     rig.press(3)
     rig.press(3)
-    rig.release()
+    rig.close_bucket()
     types = [e["type"] for e in reversed(rig.ledger.events(10)) if e["type"] in ("low_stock", "empty")]
     assert types == ["low_stock", "empty"]
     assert rig.vm.stock_report()["products"]["naloxone"] == {"count": 0, "status": "empty"}
@@ -226,5 +226,7 @@ def test_a_power_cut_mid_vend_is_counted_unconfirmed_never_re_run(rig):
     rig.crash_restart()
     assert rig.model.slots[3].turns == 1  # not turned again at start-up
     assert rig.ledger.totals()["foil"] == {"confirmed": 0, "unconfirmed": 1}
+    assert "unconfirmed_vend" not in [e["type"] for e in rig.ledger.events(5)]  # held
+    rig.close_bucket()
     assert "unconfirmed_vend" in [e["type"] for e in rig.ledger.events(5)]
     assert rig.counts()[3] == 7
