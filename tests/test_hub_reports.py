@@ -341,3 +341,43 @@ def test_the_machines_online_are_those_whose_last_word_was_online(new_store):
             store.record_availability(machine, word, NOW)
         store.heard("m4", NOW)  # heard, but never said
     assert store.online() == ["m1", "m2"]
+
+
+def test_what_a_bucket_close_told_is_kept_at_its_ts_not_when_it_arrived(new_store):
+    """Promise 2 at the hub: an event, a state and a stock told at a bucket's close, and the
+    alerts they raise, are kept at the close (their ``ts``), not 1.7 s later when they
+    arrived, so nothing the hub keeps is finer than what the machine said."""
+    import json
+
+    from controller.clock import FakeClock
+    from hub.alerts import Alerts
+    from hub.config import parse_hub_config
+    from hub.listener import Listener, told_at
+
+    store = new_store()
+    config = parse_hub_config({"mqtt": {"host": "127.0.0.1"}})
+    clock = FakeClock(datetime(2026, 11, 25, 3, 0, 1, 700000, tzinfo=UTC))
+    close = "2026-11-25T03:00:00Z"
+    state = {"schema": 1, "mode": "in_service", "door": "closed", "sharps_bin": "ok",
+             "temperature_c": None, "faults": ["slot 3: jam"], "version": "t", "uptime_s": 1,
+             "clock_synced": True, "ts": close}
+    stock = {"schema": 1, "ts": close, "slots": [],
+             "products": {"foil": {"count": 0, "status": "empty"}}}
+    jam = {"schema": 1, "id": "e1", "ts": close, "type": "jam", "slot": 3, "product": "foil",
+           "detail": "nothing dropped"}
+    batch = [(f"nspvend/m1/{leaf}", json.dumps(body).encode(), i, 1)
+             for i, (leaf, body) in enumerate((("event", jam), ("state", state), ("stock", stock)))]
+    heard = Listener(config, store, clock=clock).store_batch(batch)
+    Alerts(config, store, clock).heard(heard)
+    assert [tuple(r) for r in store._x("SELECT ts, received FROM events").fetchall()] == [
+        (close, close)]
+    m = store.machine("m1")
+    assert (m.state_at, m.stock_at) == (close, close)
+    raised = store.raised_alerts()
+    assert {k[1]: v["raised"] for k, v in raised.items()} == {"jam": close, "empty": close}
+    # a stamp the hub cannot believe (a clock not yet set, a backlog days old): the arrival
+    now = clock.now()
+    assert told_at(close, now) == datetime(2026, 11, 25, 3, tzinfo=UTC)
+    assert told_at("1970-01-01T00:00:00Z", now) == now
+    assert told_at("2026-11-23T02:59:59Z", now) == now
+    assert told_at("2026-11-25T03:05:00Z", now) == now
