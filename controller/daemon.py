@@ -164,8 +164,17 @@ class Daemon:
             self.control.close()
         try:
             self.machine.stop()
-            if self.hub:
-                self.hub.stop()
+            unsaved = list(self.machine.unsaved_usage.values())
+            sent = self.hub.stop(unsaved) if self.hub else 0
+            lost = self.machine.unsaved_summary()
+            if lost:  # never silently: one line, with the counts
+                if not unsaved:
+                    where = "no usage waits to be sent"
+                elif self.hub is None:
+                    where = "not sent: no [mqtt] hub configured"
+                else:
+                    where = f"{sent} of {len(unsaved)} buckets sent straight to the hub"
+                log.critical("stopping with the card failing: %s; %s", lost, where)
         finally:
             self.hardware.close()
             if self.speaker is not None:

@@ -110,15 +110,20 @@ class HubLink:
         self.client.loop_start()
         log.info("connecting to the hub at %s:%d as %s", cfg.host, cfg.port, self.root)
 
-    def stop(self) -> None:
+    def stop(self, unsaved: list[dict] = ()) -> int:
         """Send what can be sent in a few seconds, say ``offline``, and disconnect.
 
         A stop soon after a start may come before the first connection: give it those
-        few seconds too, so a closed bucket does not wait for the next start.
+        few seconds too, so a closed bucket does not wait for the next start. ``unsaved``
+        are usage messages the card could not keep: sent straight to the hub (their ids
+        are the buckets', so one that also comes later from the outbox counts once).
+        Returns how many of them the broker acknowledged.
         """
         self._forget()
+        sent = 0
         if self._session.wait(STOP_FLUSH_S):
             self._flush(STOP_FLUSH_S)
+            sent = self._send_unsaved(unsaved)
             info = self.client.publish(f"{self.root}/availability", OFFLINE, qos=1, retain=True)
             try:
                 info.wait_for_publish(2.0)
@@ -126,6 +131,20 @@ class HubLink:
                 pass
         self.client.disconnect()
         self.client.loop_stop()
+        return sent
+
+    def _send_unsaved(self, unsaved: list[dict]) -> int:
+        infos = [self.client.publish(f"{self.root}/usage", compact(usage), qos=1)
+                 for usage in unsaved]
+        deadline = time.monotonic() + STOP_FLUSH_S
+        acked = 0
+        for info in infos:
+            try:
+                info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+            except (RuntimeError, ValueError):
+                continue
+            acked += info.is_published()
+        return acked
 
     # -- network thread: only post ------------------------------------------------
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,

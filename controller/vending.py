@@ -24,7 +24,7 @@ from controller.clock import Clock, iso
 from controller.config import Config, Product
 from controller.i18n import VOICES, Language, languages
 from controller.ledger import Bucket, Event, Ledger, SlotState, StorageError, new_bucket_id
-from controller.messages import Mode, StateMessage
+from controller.messages import Mode, StateMessage, UsageMessage
 from controller.schedule import is_open
 from controller.writebehind import WriteBehind
 from hal import (
@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 SORRY_S = 10.0
 REST_SCREENS = ("idle", "service", "out_of_service")
 LANGUAGE_QUIET_S = 60.0
+SETTLE_FIRST_S = 5.0  # a vend not heard of is asked about again after this, then twice as long
+SETTLE_MAX_S = 300.0
 MAX_ROLLS_PER_TICK = 200
 MAX_CATCH_UP = timedelta(days=1)
 
@@ -140,6 +142,13 @@ class VendingMachine:
         self._closing: set[int] = set()  # journal entries settled in memory, maybe not on disk
         self.sensor_fault = False
         self.started_mono = 0.0
+        self._settle_at: float | None = None  # when to ask the hardware about open vends again
+        # packs counted into the open bucket by this process, (confirmed, unconfirmed) by
+        # product; and the usage of closed buckets whose close is not on the card yet, so a
+        # stop with the card failing can still send them (same ids: nothing doubles)
+        self._tally: dict[str, list[int]] = {}
+        self.unsaved_usage: dict[str, dict] = {}
+        self._settle_wait = SETTLE_FIRST_S
 
     # -- life cycle ------------------------------------------------------------
     def start(self) -> None:
@@ -181,10 +190,17 @@ class VendingMachine:
         log.info("started: %d slots, mode %s, %d vends open in the journal",
                  len(self.slots), self.mode, len(self.ledger.open_vends()))
 
-    def stop(self) -> None:
+    def stop(self, card_tries: int = 3) -> None:
         """Close the usage bucket now (its end is the stop time), with what its vends caused,
-        and queue it."""
-        self._write_waiting()
+        and queue it. With changes still waiting for a failing card, the card is tried again
+        (``card_tries`` times, a second apart); what it still cannot keep is left in
+        :attr:`unsaved_usage` (the usage messages of the buckets concerned) and
+        :meth:`unsaved_summary` for the daemon to send and say."""
+        for attempt in range(card_tries):
+            if self._write_waiting():
+                break
+            if attempt + 1 < card_tries:
+                self.clock.sleep(1.0)
         if self.bucket is not None:
             bucket = self.bucket
             end = min(bucket.planned_end, bucket.start + timedelta(
@@ -287,9 +303,10 @@ class VendingMachine:
                     self._thank(certain=outcome is VendOutcome.DROPPED)
                     return True
                 if outcome is VendOutcome.UNKNOWN:
-                    # The journal entry stays open until the board can tell us. The hub hears
-                    # of the board from the link itself, not from this press.
-                    self.board_online = False
+                    # The journal entry stays open; the board is asked again while the daemon
+                    # runs (tick) and when its link comes back. Whether the board is offline
+                    # is the link's to say: one lost reply is not a board gone.
+                    self._settle_later()
                     self._show("sorry", lambda t: texts.cannot_dispense(self._elsewhere(t), t),
                                SORRY_S)
                     return False
@@ -386,6 +403,7 @@ class VendingMachine:
 
         self.write(write)
         self._bucket_packs += 1
+        self._tally.setdefault(product, [0, 0])[0 if confirmed else 1] += 1
 
     def _fault_slot(self, seq: int, slot: SlotState, detail: str) -> None:
         slot.fault = "jam"
@@ -415,26 +433,47 @@ class VendingMachine:
 
     # -- reconciliation --------------------------------------------------------
     def reconcile(self) -> None:
-        """Settle every vend left open in the journal by asking the hardware what happened.
+        """Settle every vend left open in the journal by asking the hardware what happened:
+        at start, when the board's link comes back, and while the daemon runs for a vend
+        whose outcome was not heard (asked again after 5 s, 10 s, ... up to 5 minutes).
 
         Never re-runs a vend: an outcome that cannot be learnt is counted unconfirmed.
         """
+        unsettled = False
         for vend in self.ledger.open_vends():
             if vend.seq in self._closing:
                 continue  # settled already; its closing waits in memory for the card
             outcome = self.hw.dispenser.recall(vend.seq, vend.board)
             slot = self.slots.get(vend.slot)
-            log.info("settling a vend left open (slot %d): %s", vend.slot,
-                     outcome.value if outcome else "cannot be learnt")
             if outcome is VendOutcome.UNKNOWN:
-                self.board_online = False
-                continue  # the board is not answering; ask again when it is back
+                unsettled = True
+                continue  # no answer; asked again later
+            # told at the bucket's close: the moment it is settled is tied to the press
+            self._held_logs.append((logging.INFO, f"settled a vend left open (slot {vend.slot}):"
+                                    f" {outcome.value if outcome else 'cannot be learnt'}"))
             if outcome is VendOutcome.DROPPED:
                 self._count_pack(vend.seq, slot, vend.product, confirmed=True)
             elif outcome is None or outcome is VendOutcome.UNCERTAIN:
                 self._count_pack(vend.seq, slot, vend.product, confirmed=False)
             else:
                 self._settle(vend.seq)
+        if unsettled:
+            self._settle_later()
+        else:
+            self._settle_at, self._settle_wait = None, SETTLE_FIRST_S
+
+    def _settle_later(self) -> None:
+        """Ask the hardware about the open vends again after a while, longer each time."""
+        if self._settle_at is None:
+            self._settle_wait = SETTLE_FIRST_S
+        else:
+            self._settle_wait = min(self._settle_wait * 2, SETTLE_MAX_S)
+        self._settle_at = self.clock.monotonic() + self._settle_wait
+
+    def _settle_if_due(self) -> None:
+        due = self._settle_at is not None and self.clock.monotonic() >= self._settle_at
+        if due and self.board_online:  # an offline board is asked when its link comes back
+            self.reconcile()
 
     # -- other hardware events -------------------------------------------------
     def _door(self, is_open: bool) -> None:
@@ -540,12 +579,13 @@ class VendingMachine:
 
     # -- time ------------------------------------------------------------------
     def tick(self) -> None:
-        """Periodic work: timed screens, bucket boundaries, unsaved writes."""
+        """Periodic work: timed screens, open vends, bucket boundaries, unsaved writes."""
         mono = self.clock.monotonic()
         if self.writes.pending:
             self._write_waiting()
         if self._screen_until is not None and mono >= self._screen_until:
             self._show_rest_screen()
+        self._settle_if_due()
         self._roll_bucket_if_due()
         self._back_to_first_language()
 
@@ -585,6 +625,12 @@ class VendingMachine:
         ``end``, are queued in one transaction and told together, in that order."""
         products = list(self.products)
         silence = self._silence_after(bucket, end)
+        tally, self._tally = self._tally, {}
+        usage = UsageMessage(
+            id=bucket.id, start=iso(bucket.start), end=iso(end),
+            counts={p: tally.get(p, [0, 0])[0] for p in [*products, *tally]},
+            unconfirmed={p: tally.get(p, [0, 0])[1] for p in [*products, *tally]},
+            clock_synced=bucket.clock_synced).payload()
 
         def write(now: datetime) -> None:
             self.ledger.finish_bucket(bucket, end, products)
@@ -594,7 +640,8 @@ class VendingMachine:
             if new is not None:
                 self.ledger.start_bucket(new)
 
-        self.write(write)
+        if not self.write(write):
+            self.unsaved_usage[bucket.id] = usage
         self.ledger.truncate_wal()  # the WAL's pages held the order of this bucket's vends
         self.closed_news = bool(self._held_logs) or _news(self.published) != _news(self._public_now())
         self.closed_at = end
@@ -644,14 +691,41 @@ class VendingMachine:
         return max(stale.start, min(stale.planned_end, self.clock.now().replace(microsecond=0)))
 
     # -- storage ---------------------------------------------------------------
-    def write(self, change: Callable[[datetime], None]) -> None:
-        """Commit ``change`` now, or keep it in order for later if storage is failing."""
+    def write(self, change: Callable[[datetime], None]) -> bool:
+        """Commit ``change`` now, or keep it in order for later if storage is failing; True
+        if nothing waits for the card any more."""
         if self.writes.write(change):
-            self._closing.clear()  # all on disk now
+            self._saved()
+            return True
+        return False
 
-    def _write_waiting(self) -> None:
+    def _write_waiting(self) -> bool:
         if self.writes.flush():
-            self._closing.clear()
+            self._saved()
+            return True
+        return False
+
+    def _saved(self) -> None:
+        """Everything is on the card now."""
+        self._closing.clear()
+        self.unsaved_usage.clear()
+
+    def unsaved_summary(self) -> str | None:
+        """What a stop could not keep on the card, in words for one log line; None if all
+        of it is kept."""
+        if not self.writes.pending:
+            return None
+        packs: dict[str, list[int]] = {}
+        for usage in self.unsaved_usage.values():
+            for key, i in (("counts", 0), ("unconfirmed", 1)):
+                for product, n in usage[key].items():
+                    packs.setdefault(product, [0, 0])[i] += n
+        counted = ", ".join(f"{p} {c}" + (f" (+{u} unconfirmed)" if u else "")
+                            for p, (c, u) in sorted(packs.items()) if c or u) or "no packs"
+        return (f"{self.writes.pending} changes could not be written to {self.ledger.path} "
+                f"({self.writes.fault}): the usage of {len(self.unsaved_usage)} buckets "
+                f"({counted}), the slot counts and the events since the card failed; "
+                "recount the slots at the machine")
 
     @property
     def storage_fault(self) -> str | None:

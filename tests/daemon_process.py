@@ -115,6 +115,31 @@ def ask(path: Path | str, request: dict) -> dict:
         return json.loads(s.makefile().readline())
 
 
+def wait_until(predicate, what: str, timeout: float = 20, every: float = 0.05):
+    """Poll ``predicate`` until it is true (its value is returned), or fail naming ``what``
+    after ``timeout`` seconds: for a state another process reaches, with no event to await."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never happened in {timeout} s: {what}")
+        time.sleep(every)
+    return value
+
+
+def load_and_count(folder: Path, packs: dict[int, int], world: str = "sim.sock") -> None:
+    """Staff put ``packs`` into slots (the physical world at ``folder/world``) and tell the
+    daemon (its control socket in ``folder``) what they put in: a refill per slot."""
+    for slot, count in packs.items():
+        assert ask(folder / world, {"op": "load", "slot": slot, "count": count})["ok"]
+        assert ask(folder / "control.sock", {"id": f"load-{slot}-{time.monotonic_ns()}",
+                                             "cmd": "refill", "slot": slot, "count": count})["ok"]
+
+
+def dropped(folder: Path, world: str = "sim.sock") -> int:
+    """Packs that have physically dropped, all slots (the world at ``folder/world``)."""
+    return sum(s["packs_dropped"] for s in ask(folder / world, {"op": "state"})["slots"])
+
+
 def ask_raw(path: Path | str, data: bytes) -> dict:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(30)

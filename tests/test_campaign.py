@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import random
 import sqlite3
-import subprocess
 import time
 import tty
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ import pytest
 
 from tests.broker import MOSQUITTO, Broker, Subscriber, usage_buckets
 from tests.daemon_process import BoardProcess, DaemonProcess, ask
+from tests.disk import Disk
 from tests.machines import machine_toml
 from tests.wire import Noisy, Pty, Relay
 
@@ -66,33 +66,6 @@ class Tally:
                 f"{self.clock_jumps}; packs dropped {self.packs}: at the hub {self.confirmed} "
                 f"confirmed + {self.unconfirmed} unconfirmed; lost {self.lost}, doubled "
                 f"{self.doubled}, motor turned twice for one request {self.turned_twice}")
-
-
-class Disk:
-    """A 32 MB tmpfs for the SQLite file (its WAL alone grows to 4 MB), which a ballast file can fill up."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.mkdir()
-        self.mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(path)],
-                                      capture_output=True).returncode == 0
-        self.ballast = path / "ballast"
-
-    def fill(self) -> None:
-        with open(self.ballast, "wb", buffering=0) as f:
-            for chunk in (65536, 512):
-                try:
-                    while True:
-                        f.write(b"\0" * chunk)
-                except OSError:
-                    pass
-
-    def free(self) -> None:
-        self.ballast.unlink(missing_ok=True)
-
-    def close(self) -> None:
-        if self.mounted:
-            subprocess.run(["umount", "-l", str(self.path)], capture_output=True)
 
 
 class Run:

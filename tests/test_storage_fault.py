@@ -6,6 +6,11 @@ import sqlite3
 
 import pytest
 
+from tests.broker import MOSQUITTO, Broker, Subscriber, usage_totals
+from tests.daemon_process import DaemonProcess, ask, dropped, load_and_count, wait_until
+from tests.disk import Disk
+from tests.machines import write_machine
+
 
 def card_fails(rig) -> None:
     """Every write now fails, as when the kernel remounts a failing SD card read-only."""
@@ -126,3 +131,74 @@ def test_a_vend_number_used_while_the_card_failed_is_never_used_again(rig):
     rig.press(2)  # a reused number would be answered from the hardware's memory: no turn
     assert rig.model.packs_dropped()[3] == before + 1
     assert rig.ledger.totals()["foil"]["confirmed"] == 2
+
+
+def test_a_stop_while_the_card_fails_keeps_the_counts_to_send_and_says_what_it_lost(rig):
+    card_fails(rig)
+    for button in (1, 1, 2):
+        rig.press(button)
+    rig.vm.stop()  # the card is tried again, and fails again
+    [usage] = rig.vm.unsaved_usage.values()
+    assert usage["counts"] == {"syringe-1ml": 2, "foil": 1, "naloxone": 0}
+    assert usage["id"] == rig.vm.ledger.open_bucket().id  # as a later re-close would send it
+    summary = rig.vm.unsaved_summary()
+    assert "the usage of 1 buckets (foil 1, syringe-1ml 2)" in summary
+    assert "recount the slots" in summary
+
+
+def test_a_stop_after_the_card_recovers_loses_nothing(rig):
+    card_fails(rig)
+    rig.press(1)
+    card_recovers(rig)
+    rig.vm.stop()
+    assert rig.vm.unsaved_summary() is None and rig.vm.unsaved_usage == {}
+    assert rig.ledger.totals() == {"syringe-1ml": {"confirmed": 1, "unconfirmed": 0}}
+
+
+@pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto not installed")
+def test_a_daemon_stopped_with_a_full_card_sends_its_counts_straight_to_the_hub(tmp_path):
+    """The reviewer's reproduction: with the card failing, three presses gave three packs,
+    then SIGTERM. The counts reach the hub all the same, once, and one line says so."""
+    disk = Disk(tmp_path / "disk")
+    if not disk.mounted:
+        pytest.skip("mounting a small tmpfs needs root")
+    broker = Broker(tmp_path / "broker")
+    hub = Subscriber(broker.port, client_id="hub-under-test")
+    path = write_machine(tmp_path, sim={"control": "sim.sock"},
+                         database={"path": "disk/nspvend.db"}, control={"socket": "control.sock"},
+                         mqtt={"host": "127.0.0.1", "port": broker.port})
+    daemon = None
+    try:
+        daemon = DaemonProcess(path)
+        load_and_count(tmp_path, {1: 20, 3: 10})
+        disk.fill()
+        for button in (1, 1, 2):
+            ask(tmp_path / "sim.sock", {"op": "press", "button": button})
+        wait_until(lambda: dropped(tmp_path) == 3, "three packs out")
+        ask(tmp_path / "control.sock", {"id": "sync", "cmd": "stock"})  # all three handled
+        assert daemon.terminate() == 0
+        [line] = [line for line in daemon.log if "CRITICAL" in line]
+        assert "stopping with the card failing" in line and "foil 1, syringe-1ml 2" in line
+        assert "1 of 1 buckets sent straight to the hub" in line
+        hub.wait_for(lambda m: usage_totals(hub.payloads("usage"))[0] == {
+            "syringe-1ml": 2, "foil": 1})
+        disk.free()
+        daemon = DaemonProcess(path)  # the bucket left open on the card is closed again...
+        assert daemon.terminate() == 0
+        sent = hub.payloads("usage")
+        again = [u for u in sent if u["id"] == sent[0]["id"]]
+        assert len(again) >= 2  # ... under the same id, so the hub keeps the first, whole
+        first = {}
+        for u in sent:
+            first.setdefault(u["id"], u)
+        totals = {}
+        for u in first.values():
+            for product, n in u["counts"].items():
+                totals[product] = totals.get(product, 0) + n
+        assert {p: n for p, n in totals.items() if n} == {"syringe-1ml": 2, "foil": 1}
+    finally:
+        if daemon is not None and daemon.proc.poll() is None:
+            daemon.kill()
+        hub.close()
+        broker.kill()
+        disk.close()

@@ -73,9 +73,12 @@ class Noisy:
 class Relay:
     """Copies bytes between two pty masters in a thread, through a noise function."""
 
-    def __init__(self, board: Pty, host: Pty, noise: Noise | None = None) -> None:
+    def __init__(self, board: Pty, host: Pty, noise: Noise | None = None,
+                 to_host: Noise | None = None) -> None:
+        """``noise`` damages bytes both ways; ``to_host`` filters what the board says."""
         self.board, self.host = board, host
         self.noise = noise or (lambda data: data)
+        self.to_host = to_host or (lambda data: data)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -91,6 +94,8 @@ class Relay:
                     continue
                 if data:
                     damaged = self.noise(data)
+                    if fd == self.board.master:
+                        damaged = self.to_host(damaged)
                     try:
                         os.write(pairs[fd], damaged)
                     except OSError:
