@@ -229,6 +229,7 @@ def _refill(vm: VendingMachine, args: _Args, origin: str) -> Apply:
     def apply(now: datetime) -> Any:
         done = [_save(vm, s, now, Event("refilled", s.slot, s.product, f"count {s.count}"))
                 for s in targets]
+        vm.recounted()
         return {"slots": done}
 
     return apply

@@ -21,7 +21,7 @@ from controller.commands import Command, run_command
 from controller.config import Config
 from controller.control import ControlServer
 from controller.hublink import HubEvent, HubLink
-from controller.ledger import Ledger
+from controller.ledger import open_ledger
 from controller.messages import refusal
 from controller.sdnotify import Notifier
 from controller.vending import Tick, VendingMachine
@@ -57,7 +57,9 @@ class Daemon:
         self.config = config
         self.clock = clock or SystemClock()
         self.events: queue.SimpleQueue = queue.SimpleQueue()
-        self.ledger = Ledger(config.database_path, config.machine_id)
+        # a database that cannot be used is moved aside and replaced: the machine vends
+        self.ledger, self.replaced = open_ledger(config.database_path, config.machine_id,
+                                                 self.clock.now())
         self.hardware = hardware or hal.open_hardware(config.backend, config.hardware_settings)
         self.hardware.display = open_display(config.display, self.hardware.display)
         self.speaker = Speaker(config.speech) if config.speech.enabled else None
@@ -100,6 +102,9 @@ class Daemon:
     def run(self) -> int:
         """Start everything, serve until stopped, shut down cleanly. Returns the exit code."""
         self.machine.start()
+        if self.replaced:
+            log.error("%s", self.replaced)
+            self.machine.database_replaced(self.replaced)
         self.hardware.start(self.post)
         if self.hub:
             self.hub.start()

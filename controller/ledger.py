@@ -164,6 +164,13 @@ class Ledger:
     def close(self) -> None:
         self.db.close()
 
+    def check(self) -> None:
+        """Raise :class:`sqlite3.DatabaseError` unless every page of the file reads
+        (``PRAGMA quick_check``: milliseconds for a machine's few megabytes)."""
+        problems = [r[0] for r in self._x("PRAGMA quick_check(5)").fetchall()]
+        if problems != ["ok"]:
+            raise sqlite3.DatabaseError("; ".join(problems)[:300])
+
     def truncate_wal(self) -> None:
         """Copy the WAL into the database and cut it to nothing, so the page images it held
         (the order of the vends since the last time) are gone from the file."""
@@ -211,6 +218,35 @@ class Ledger:
 
     def _x(self, sql: str, params: tuple | dict = ()) -> sqlite3.Cursor:
         return self.db.execute(sql, params)
+
+    def salvage(self, old: str) -> dict[str, int]:
+        """Copy into this (new, empty) ledger every row of ``old`` that still reads, table by
+        table (columns both know); returns the rows copied per table."""
+        copied: dict[str, int] = {}
+        try:
+            source = sqlite3.connect(f"file:{old}?mode=ro", uri=True)
+        except sqlite3.Error:
+            return copied
+        self._x("PRAGMA foreign_keys=OFF")  # a bucket's counts may outlive its row
+        try:
+            for table in SALVAGE:
+                try:
+                    theirs = {r[1] for r in source.execute(f"PRAGMA table_info({table})")}
+                    columns = [c for c in self.db[table].columns_dict if c in theirs]
+                    if not columns:
+                        continue
+                    names = ", ".join(f'"{c}"' for c in columns)
+                    rows = source.execute(f"SELECT {names} FROM {table}").fetchall()
+                    with self.transaction():
+                        self.db.conn.executemany(f"INSERT OR IGNORE INTO {table} ({names}) VALUES"
+                                            f" ({', '.join('?' * len(columns))})", rows)
+                    copied[table] = len(rows)
+                except (sqlite3.Error, StorageError) as e:
+                    log.warning("could not read back %s from %s: %s", table, old, e)
+        finally:
+            source.close()
+            self._x("PRAGMA foreign_keys=ON")
+        return copied
 
     # -- meta ------------------------------------------------------------------
     def meta(self, key: str, default: Any = None) -> Any:
@@ -476,6 +512,48 @@ class Ledger:
 
 
 _EVENT_FIELDS = ("type", "slot", "product", "detail")
+
+
+SALVAGE = ("meta", "slots", "journal", "buckets", "bucket_counts", "outbox", "held_events",
+           "events", "commands")
+
+
+def open_ledger(path: str, machine_id: str, now: datetime) -> tuple[Ledger, str | None]:
+    """The ledger at ``path`` and None; or, when that file cannot be used (not a database,
+    damaged pages, a schema from a newer nspvend), a fresh ledger and a sentence saying
+    what happened.
+
+    Access first: a machine whose card holds a broken file must still vend. The file is
+    not deleted: it is moved aside (with its WAL), named with the date, and whatever of it
+    can still be read, table by table (the outbox first of all: counts not yet sent), is
+    copied into the fresh one. If not even a fresh file can be made, the ledger lives in
+    memory until the daemon stops.
+    """
+    try:
+        ledger = Ledger(path, machine_id)
+    except (sqlite3.DatabaseError, StorageError) as e:
+        problem = str(e)
+    else:
+        try:
+            ledger.check()
+            return ledger, None
+        except sqlite3.DatabaseError as e:
+            problem = str(e)
+            ledger.close()
+    aside = f"{path}.bad-{now:%Y%m%dT%H%M%SZ}"
+    try:
+        for suffix in ("-wal", "-shm", ""):
+            if Path(path + suffix).exists():
+                Path(path + suffix).rename(aside + suffix)
+        fresh = Ledger(path, machine_id)
+    except (OSError, sqlite3.DatabaseError, StorageError) as e:
+        return Ledger(":memory:", machine_id), (
+            f"{path} cannot be used ({problem}) and no new database can be made there ({e}); "
+            "counting in memory until the daemon stops: free or replace the card")
+    salvaged = fresh.salvage(aside)
+    kept = ", ".join(f"{table} {n}" for table, n in salvaged.items() if n) or "nothing"
+    return fresh, (f"{path} could not be used ({problem}); kept as {aside}, started a new one "
+                   f"(read back from the old: {kept}); recount the slots at the machine")
 
 
 def new_bucket_id() -> str:

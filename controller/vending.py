@@ -148,6 +148,7 @@ class VendingMachine:
         # stop with the card failing can still send them (same ids: nothing doubles)
         self._tally: dict[str, list[int]] = {}
         self.unsaved_usage: dict[str, dict] = {}
+        self.storage_note: str | None = None  # a database replaced at start, until a refill
         self._settle_wait = SETTLE_FIRST_S
 
     # -- life cycle ------------------------------------------------------------
@@ -155,6 +156,7 @@ class VendingMachine:
         """Load state, apply the config's slot layout, settle any vend a crash left open."""
         self.started_mono = self.clock.monotonic()
         self.staff_mode = Mode(self.ledger.meta("mode", Mode.IN_SERVICE))
+        self.storage_note = self.ledger.meta("storage_note", None)
         self.messages = self.ledger.meta("messages", None) or list(self.config.messages)
         # a crash while the card failed can leave last_seq behind numbers the board has seen
         self._last_seq = max(int(self.ledger.meta("last_seq", 0)), self.hw.dispenser.highest_seq())
@@ -729,17 +731,40 @@ class VendingMachine:
 
     @property
     def storage_fault(self) -> str | None:
-        return self.writes.fault
+        """What is wrong with storage: the card failing now, or a database replaced at start
+        (until staff refill, recounting the slots)."""
+        return self.writes.fault or self.storage_note
+
+    def database_replaced(self, note: str) -> None:
+        """The database could not be used at start and was replaced (``note`` says how):
+        staff and the hub are told, and ``storage_fault`` stays until a refill."""
+        self.storage_note = note
+        event = Event("storage_fault", detail=note)
+
+        def write(now: datetime) -> None:
+            self.ledger.set_meta("storage_note", note)
+            self.ledger.add_event(event, now)
+
+        self.write(write)
+        self._reveal(_set(storage_fault=self.storage_fault))
+        self._changed(Change.OUTBOX)
+
+    def recounted(self) -> None:
+        """Staff refilled (inside :meth:`staff_change`): the counts are theirs again."""
+        if self.storage_note is not None:
+            self.storage_note = None
+            self.ledger.set_meta("storage_note", None)
+            self.published.storage_fault = self.storage_fault
 
     def _storage_changed(self, fault: str | None, was: str | None) -> None:
         if fault is not None:
             self._say(logging.ERROR, f"cannot write {self.ledger.path}: {fault}; vending goes on,"
                                      " counts kept in memory")
-            self._reveal(_set(storage_fault=fault))
+            self._reveal(_set(storage_fault=self.storage_fault))
             return
         self._say(logging.WARNING, f"storage works again after: {was}")
         self.writes.write(self._store_event(Event("storage_fault", detail=f"recovered from: {was}")))
-        self._reveal(_set(storage_fault=None))
+        self._reveal(_set(storage_fault=self.storage_fault))
         self._changed(Change.OUTBOX)
 
     # -- what the client sees --------------------------------------------------
@@ -851,12 +876,12 @@ class VendingMachine:
         they come from staff, not from a client.
         """
         saved = (dict(self.slots), self.staff_mode, list(self.messages),
-                 copy.deepcopy(self.published), set(self._mismatch_raised))
+                 copy.deepcopy(self.published), set(self._mismatch_raised), self.storage_note)
         try:
             result = self.writes.now_or_never(change)
         except StorageError:
             (self.slots, self.staff_mode, self.messages, self.published,
-             self._mismatch_raised) = saved
+             self._mismatch_raised, self.storage_note) = saved
             raise
         if self.screen in REST_SCREENS:
             self._show_rest_screen()

@@ -6,6 +6,7 @@ import sqlite3
 
 import pytest
 
+from controller.ledger import SlotState
 from tests.broker import MOSQUITTO, Broker, Subscriber, usage_totals
 from tests.daemon_process import DaemonProcess, ask, dropped, load_and_count, wait_until
 from tests.disk import Disk
@@ -202,3 +203,84 @@ def test_a_daemon_stopped_with_a_full_card_sends_its_counts_straight_to_the_hub(
         hub.close()
         broker.kill()
         disk.close()
+
+
+def test_a_file_that_is_not_a_database_is_kept_aside_and_a_new_one_made(tmp_path):
+    from datetime import UTC, datetime
+
+    from controller.ledger import open_ledger
+
+    path = tmp_path / "nspvend.db"
+    path.write_bytes(b"this was a database before the card went bad" * 100)
+    now = datetime(2026, 12, 1, 3, 14, 15, tzinfo=UTC)
+    ledger, note = open_ledger(str(path), "m", now)
+    aside = tmp_path / "nspvend.db.bad-20261201T031415Z"
+    assert aside.read_bytes().startswith(b"this was a database")
+    assert "file is not a database" in note and str(aside) in note and "recount" in note
+    assert ledger.slots() == {} and ledger.outbox_size() == 0
+    ledger.close()
+    again, note = open_ledger(str(path), "m", now)  # the new one opens as it is
+    assert note is None
+    again.close()
+
+
+def test_what_still_reads_of_a_database_it_cannot_use_is_copied_over(tmp_path):
+    """A database from a newer nspvend (or with a bad page elsewhere): the counts waiting
+    to be sent, the slots and the vend numbers are read back into the new one."""
+    from datetime import UTC, datetime
+
+    from controller.ledger import Ledger, open_ledger
+
+    path = tmp_path / "nspvend.db"
+    old = Ledger(path, "m")
+    with old.transaction():
+        old.enqueue("usage", "b1", {"schema": 1, "id": "b1"})
+        old.set_meta("last_seq", 41)
+        old.save_slot(SlotState(1, "foil", 7, 10, 2))
+    old.db.execute("PRAGMA user_version = 99")
+    old.close()
+    ledger, note = open_ledger(str(path), "m", datetime(2026, 12, 1, tzinfo=UTC))
+    assert "newer nspvend" in note and "outbox 1" in note and "slots 1" in note
+    assert [kind for _, kind, _ in ledger.outbox()] == ["usage"]
+    assert ledger.meta("last_seq") == 41 and ledger.slots()[1].count == 7
+    ledger.close()
+
+
+@pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto not installed")
+def test_a_machine_whose_database_is_corrupt_still_vends_and_says_so(tmp_path):
+    broker = Broker(tmp_path / "broker")
+    hub = Subscriber(broker.port, client_id="hub-under-test")
+    path = write_machine(tmp_path, sim={"control": "sim.sock"}, database={"path": "nspvend.db"},
+                         control={"socket": "control.sock"},
+                         mqtt={"host": "127.0.0.1", "port": broker.port})
+    daemon = None
+    try:
+        daemon = DaemonProcess(path)
+        load_and_count(tmp_path, {3: 10})
+        assert daemon.terminate() == 0
+        db = tmp_path / "nspvend.db"
+        damaged = b"\xff" * 100 + db.read_bytes()[100:]  # the header gone: not a database
+        db.write_bytes(damaged)
+        daemon = DaemonProcess(path)
+        [aside] = tmp_path.glob("nspvend.db.bad-*")
+        assert aside.read_bytes() == damaged  # kept as it was
+        ask(tmp_path / "sim.sock", {"op": "load", "slot": 3, "count": 10})
+        ask(tmp_path / "sim.sock", {"op": "press", "button": 2})
+        wait_until(lambda: dropped(tmp_path) == 1, "a pack out")
+        status = ask(tmp_path / "control.sock", {"id": "s", "cmd": "status"})["result"]
+        assert "storage_fault" in status["state"]["faults"]
+        hub.wait_for(lambda m: any(e["type"] == "storage_fault" and "kept as" in e["detail"]
+                                   for e in hub.payloads("event")))
+        hub.wait_for(lambda m: "storage_fault" in hub.payloads("state")[-1]["faults"])
+        assert sum(1 for line in daemon.log if "could not be used" in line) == 1
+        assert not any("Traceback" in line for line in daemon.log)
+        load_and_count(tmp_path, {3: 9})  # staff recount: the fault clears
+        hub.wait_for(lambda m: "storage_fault" not in hub.payloads("state")[-1]["faults"])
+        assert daemon.terminate() == 0
+        sent = usage_totals(hub.payloads("usage"))[0]
+        assert sent == {"foil": 1}  # the pack served on the new database reached the hub
+    finally:
+        if daemon is not None and daemon.proc.poll() is None:
+            daemon.kill()
+        hub.close()
+        broker.kill()
