@@ -52,6 +52,41 @@ def test_a_replay_is_recognised_after_a_restart(rig):
     assert rig.vm.slots[2].enabled
 
 
+def test_a_replay_after_later_commands_is_answered_from_memory_until_its_expiry(rig):
+    """A command's id is kept until its own expiry (20 h here), not until the next command
+    or an hour: a replay two hours and several commands later still runs nothing."""
+    expires = iso(rig.clock.now() + timedelta(hours=20))
+    first = rig.command(id="A", cmd="refill", slot=3, count=5, expires=expires)
+    rig.tick(2 * 3600)
+    assert rig.command(id="B", cmd="refill", slot=3, count=8)["ok"]  # forgets what expired
+    rig.press(2)  # 8 -> 7
+    assert rig.command(id="A", cmd="refill", slot=3, count=5, expires=expires) == first
+    assert rig.vm.slots[3].count == 7  # the replay did not refill again
+    rig.tick(18 * 3600)  # exactly its expiry: another command forgets only what is past it
+    assert rig.command(id="B2", cmd="enable", slot=2)["ok"]
+    assert rig.command(id="A", cmd="refill", slot=3, count=5, expires=expires) == first
+    rig.tick(1)  # past it: forgotten at the next command, and a replay is refused as expired
+    assert rig.command(id="C", cmd="enable", slot=1)["ok"]
+    late = rig.command(id="A", cmd="refill", slot=3, count=5, expires=expires)
+    assert late["ok"] is False and late["error"].startswith("expires:")
+    assert rig.vm.slots[3].count == 7 and rig.ledger.command_result("A") is None
+
+
+def test_a_command_is_refused_at_its_expiry_and_taken_a_second_before(rig):
+    now = rig.clock.now()
+    at = rig.command(cmd="refill", slot=1, count=3, expires=iso(now))
+    assert at["ok"] is False and at["error"].startswith("expires:")
+    assert rig.vm.slots[1].count == 10
+    assert rig.command(cmd="refill", slot=1, count=3, expires=iso(now + timedelta(seconds=1)))["ok"]
+    max_age = rig.config.mqtt.command_max_age_s if rig.config.mqtt else 86400
+    assert rig.command(cmd="refill", slot=1, count=4,
+                       expires=iso(now + timedelta(seconds=max_age)))["ok"]
+    too_far = rig.command(cmd="refill", slot=1, count=5,
+                          expires=iso(now + timedelta(seconds=max_age + 1)))
+    assert too_far["ok"] is False and too_far["error"].startswith("expires:")
+    assert rig.vm.slots[1].count == 4
+
+
 def test_disable_and_enable_take_a_slot_out_of_use_and_back(rig):
     assert rig.command(cmd="disable", slot=3)["ok"]
     rig.press(2)
@@ -210,7 +245,7 @@ def test_any_request_gets_an_answer_and_only_valid_ones_change_anything(tmp_path
         before = snapshot(rig)
         answer = run_command(rig.vm, request)
         assert isinstance(answer["ok"], bool)
-        assert set(answer) == {"id", "ok", "result"} if answer["ok"] else {"id", "ok", "error"}
+        assert set(answer) == ({"id", "ok", "result"} if answer["ok"] else {"id", "ok", "error"})
         if not answer["ok"]:
             assert snapshot(rig) == before
             assert ": " in answer["error"]

@@ -257,15 +257,24 @@ def test_user_commands_and_a_bad_hub_config(tmp_path):
 
 # -- alerts: a real SMTP server and a webhook receiver on loopback --------------------------
 class Webhook:
-    def __init__(self) -> None:
+    """A webhook receiver on loopback; the first ``failing`` posts are answered 503."""
+
+    def __init__(self, failing: int = 0) -> None:
         self.bodies: list[dict] = []
+        self.failing = failing
+        self.refused = 0
         hook = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802
                 length = int(self.headers.get("Content-Length", 0))
-                hook.bodies.append(json.loads(self.rfile.read(length)))
-                self.send_response(204)
+                body = json.loads(self.rfile.read(length))
+                if hook.refused < hook.failing:
+                    hook.refused += 1
+                    self.send_response(503)
+                else:
+                    hook.bodies.append(body)
+                    self.send_response(204)
                 self.end_headers()
 
             def log_message(self, *args) -> None:
@@ -346,7 +355,7 @@ def test_an_alert_is_raised_once_and_cleared_once_by_email_and_webhook(tmp_path)
         mail.close()
 
 
-def test_a_webhook_that_fails_is_tried_again(tmp_path):
+def test_a_webhook_that_cannot_be_reached_is_recorded_and_logged(tmp_path):
     port = free_port()  # nothing listens here yet
     hub = Hub(tmp_path, alerts={"routes": [{"types": ["jam"],
                                             "webhook": f"http://127.0.0.1:{port}/x"}]})

@@ -1,0 +1,131 @@
+"""Alerts in process, on a hand-moved clock: a failed delivery is tried again on its
+schedule, a route hears only within its hours and at most ten a minute. The store is a real
+SQLite file, the webhook a real HTTP server on loopback."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from controller.clock import FakeClock
+from controller.messages import StateMessage
+from hub.alerts import RETRIES, ROUTE_PER_MINUTE, Alerts
+from hub.config import parse_hub_config
+from hub.store import SqliteStore
+from tests.test_hub import Webhook
+
+TUESDAY_NIGHT = datetime(2026, 12, 1, 23, 0, tzinfo=UTC)  # Europe/London: 23:00
+
+
+@pytest.fixture
+def hook():
+    h = Webhook()
+    yield h
+    h.close()
+
+
+def hub(tmp_path, hook: Webhook, clock: FakeClock, **route) -> tuple[Alerts, SqliteStore]:
+    config = parse_hub_config({"mqtt": {"host": "127.0.0.1"}, "alerts": {"routes": [
+        {"types": ["jam"], "webhook": hook.url, **route}]}})
+    store = SqliteStore(tmp_path / "hub.db")
+    return Alerts(config, store, clock), store
+
+
+def jammed(store: SqliteStore, clock: FakeClock, *slots: int, machine: str = "m1") -> None:
+    """``machine`` says (now) that ``slots`` are jammed."""
+    with store.transaction():
+        store.heard(machine, clock.now())
+        store.record_state(machine, StateMessage.read({
+            "schema": 1, "mode": "in_service", "door": "closed", "sharps_bin": "ok",
+            "temperature_c": None, "faults": [f"slot {n}: jam" for n in slots], "version": "t",
+            "uptime_s": 1, "clock_synced": True, "ts": f"{clock.now():%Y-%m-%dT%H:%M:%SZ}"}),
+            clock.now())
+
+
+def test_a_failed_delivery_is_tried_again_on_its_schedule_and_then_delivered(tmp_path, hook):
+    hook.failing = 2
+    clock = FakeClock(TUESDAY_NIGHT)
+    alerts, store = hub(tmp_path, hook, clock)
+    jammed(store, clock, 3)
+    alerts.check()
+    assert alerts.deliver() == 0 and hook.refused == 1  # 503: tried again in 30 s
+    clock.advance(RETRIES[0] - 1)
+    assert alerts.deliver() == 0 and hook.refused == 1  # not yet
+    clock.advance(1)
+    assert alerts.deliver() == 0 and hook.refused == 2  # 503 again: in 60 s
+    clock.advance(RETRIES[1] - 1)
+    assert alerts.deliver() == 0
+    clock.advance(1)
+    assert alerts.deliver() == 1
+    [body] = hook.bodies
+    assert (body["type"], body["state"], body["machine"]) == ("jam", "raised", "m1")
+    [delivery] = store.deliveries()
+    assert delivery["attempts"] == 3 and delivery["done"] and delivery["error"] is None
+    clock.advance(3600)
+    assert alerts.deliver() == 0 and len(hook.bodies) == 1  # delivered once
+
+
+def test_a_delivery_that_keeps_failing_is_given_up_after_the_last_retry(tmp_path, hook):
+    hook.failing = len(RETRIES) + 5
+    clock = FakeClock(TUESDAY_NIGHT)
+    alerts, store = hub(tmp_path, hook, clock)
+    jammed(store, clock, 3)
+    alerts.check()
+    for wait in (0, *RETRIES):
+        clock.advance(wait)
+        alerts.deliver()
+    assert hook.refused == len(RETRIES) + 1
+    [delivery] = store.deliveries()
+    assert delivery["done"].startswith("gave up") and "503" in delivery["error"]
+    clock.advance(86400)
+    alerts.deliver()
+    assert hook.refused == len(RETRIES) + 1
+
+
+def test_a_route_hears_only_within_its_hours_and_then_of_what_is_still_wrong(tmp_path, hook):
+    clock = FakeClock(TUESDAY_NIGHT)  # 23:00 in London
+    alerts, store = hub(tmp_path, hook, clock, hours="Mon-Fri 09:00-17:00")
+    jammed(store, clock, 3)
+    alerts.check()
+    alerts.deliver()
+    assert hook.bodies == []  # out of hours
+    clock.advance(9 * 3600 + 60)  # Wednesday 08:01: still out of hours
+    alerts.check()
+    alerts.deliver()
+    assert hook.bodies == []
+    clock.advance(3600)  # 09:01: in hours, and the slot is still jammed
+    alerts.check()
+    alerts.deliver()
+    [body] = hook.bodies
+    assert body["state"] == "raised" and body["ts"] == "2026-12-01T23:00:00Z"  # when it was
+
+
+def test_a_route_hears_at_most_ten_a_minute_and_the_rest_wait_their_turn(tmp_path, hook):
+    clock = FakeClock(TUESDAY_NIGHT)
+    alerts, store = hub(tmp_path, hook, clock)
+    jammed(store, clock, *range(1, 14))  # thirteen slots at once
+    alerts.check()
+    assert alerts.deliver() == ROUTE_PER_MINUTE == 10
+    clock.advance(59)
+    assert alerts.deliver() == 0
+    clock.advance(1)
+    assert alerts.deliver() == 3
+    assert sorted(b["detail"].split(":")[0] for b in hook.bodies) == sorted(
+        f"slot {n}" for n in range(1, 14))
+    assert len(hook.bodies) == 13  # each once
+
+
+def test_raised_and_cleared_once_each_however_often_it_is_checked(tmp_path, hook):
+    clock = FakeClock(TUESDAY_NIGHT)
+    alerts, store = hub(tmp_path, hook, clock)
+    jammed(store, clock, 3)
+    for _ in range(3):
+        alerts.check()
+        alerts.deliver()
+        clock.advance(timedelta(seconds=30).total_seconds())
+    jammed(store, clock)  # mended
+    for _ in range(3):
+        alerts.check()
+        alerts.deliver()
+    assert [(b["type"], b["state"]) for b in hook.bodies] == [("jam", "raised"), ("jam", "cleared")]
