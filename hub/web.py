@@ -184,7 +184,7 @@ class Web:
 
     async def login_page(self, request: Request, message: str = "", status: int = 200) -> Response:
         if message == "" and self.user_of(request) is not None:
-            return RedirectResponse(request.query_params.get("next") or "/", 303)
+            return RedirectResponse(_safe_next(request.query_params.get("next")) or "/", 303)
         token = secrets.token_urlsafe(24)
         response = self.render("login.html", status, message=message, csrf=token,
                                next=_safe_next(request.query_params.get("next")))

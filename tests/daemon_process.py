@@ -106,6 +106,19 @@ class BoardProcess:
         self.proc.wait(10)
 
 
+def hub_cli(config: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    """``nspvend hub ARGS --config CONFIG``, with ``stdin``."""
+    return subprocess.run([sys.executable, "-m", "controller", "hub", *args, "--config",
+                           str(config)], input=stdin, capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
+
+
+def add_user(config: Path, name: str, role: str, password: str) -> None:
+    """``nspvend hub user add NAME --role ROLE``, the password on stdin; it must work."""
+    added = hub_cli(config, "user", "add", name, "--role", role, stdin=password + "\n")
+    assert added.returncode == 0, added.stderr
+
+
 def ask(path: Path | str, request: dict) -> dict:
     """One JSON-lines request on a Unix socket, one answer."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:

@@ -10,17 +10,16 @@ import os
 import signal
 import socket
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
+import urllib.parse
 from email import message_from_bytes
 from pathlib import Path
 
 import pytest
 
 from tests.broker import MOSQUITTO, Broker, Subscriber
-from tests.daemon_process import ROOT, DaemonProcess, HubProcess, ask
+from tests.daemon_process import DaemonProcess, HubProcess, add_user, ask, hub_cli, wait_until
 from tests.hub_client import HubClient
 from tests.machines import machine_toml, to_toml
 
@@ -36,16 +35,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def hub_cli(config: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "controller", "hub", *args, "--config",
-                           str(config)], input=stdin, capture_output=True, text=True,
-                          timeout=60, cwd=ROOT)
-
-
 class Hub:
     """A broker, the hub as a process with two users, and machines on the simulator."""
 
-    def __init__(self, tmp: Path, alerts: dict | None = None) -> None:
+    def __init__(self, tmp: Path, alerts: dict | None = None,
+                 keys: dict[str, str] | None = None) -> None:
+        """``keys``: the command key the hub signs each machine's commands with, by id."""
         self.tmp = tmp
         self.broker = Broker(tmp / "broker")
         self.web_port = free_port()
@@ -56,12 +51,15 @@ class Hub:
                   "alerts": {"offline_after_s": 12, **(alerts or {})},
                   "machines": [{"id": "hub-a", "name": "Mare Street"},
                                {"id": "hub-b", "name": "Dalston Lane"}]}
+        for machine in config["machines"]:
+            if keys and machine["id"] in keys:
+                key_file = tmp / f"{machine['id']}.key"
+                key_file.write_text(keys[machine["id"]] + "\n")
+                machine["command_key_file"] = str(key_file)
         self.config = tmp / "hub.toml"
         self.config.write_text(to_toml(config))
         for name, role in (("sam", "staff"), ("val", "viewer")):
-            added = hub_cli(self.config, "user", "add", name, "--role", role,
-                            stdin=PASSWORDS[name] + "\n")
-            assert added.returncode == 0, added.stderr
+            add_user(self.config, name, role, PASSWORDS[name])
         self.process = HubProcess(self.config)
         self.machines: dict[str, DaemonProcess] = {}
 
@@ -71,17 +69,22 @@ class Hub:
         assert status == 200 and not url.endswith("/login"), (status, url)
         return client
 
-    def start_machine(self, machine_id: str, bucket_s: float = 3) -> DaemonProcess:
+    def start_machine(self, machine_id: str, bucket_s: float = 3,
+                      key: str | None = None) -> DaemonProcess:
         """A machine whose buckets last ``bucket_s`` seconds (tests/short_buckets.py): what a
-        press causes reaches the hub when its bucket closes, within seconds here."""
+        press causes reaches the hub when its bucket closes, within seconds here. With
+        ``key``, it takes only commands signed with it."""
         folder = self.tmp / machine_id
         folder.mkdir(exist_ok=True)
         path = folder / "nspvend.toml"
         if not path.exists():
+            mqtt = {"host": "127.0.0.1", "port": self.broker.port, "state_interval_s": 10}
+            if key is not None:
+                (folder / "command.key").write_text(key + "\n")
+                mqtt["command_key_file"] = str(folder / "command.key")
             path.write_text(machine_toml(
                 machine_id, "sim", sim={"control": "sim.sock"}, database={"path": "nspvend.db"},
-                control={"socket": "control.sock"},
-                mqtt={"host": "127.0.0.1", "port": self.broker.port, "state_interval_s": 10}))
+                control={"socket": "control.sock"}, mqtt=mqtt))
         daemon = DaemonProcess(path, bucket_s=bucket_s)
         self.machines[machine_id] = daemon
         return daemon
@@ -115,14 +118,7 @@ class Hub:
 
 
 def wait(predicate, timeout: float = 30, what: str = "") -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never happened: {what}")
-        time.sleep(0.2)
+    return wait_until(predicate, what, timeout, every=0.2)
 
 
 def csv_totals(client: HubClient) -> dict[tuple[str, str], tuple[int, int]]:
@@ -236,6 +232,83 @@ def test_a_form_without_the_csrf_token_is_refused(hub):
     _, _, page = staff.get("/machines/hub-a")
     status, url, page = staff.post_form("/machines/hub-a/command", page, action="refill_all")
     assert status == 200 and "Done: refill" in page
+
+
+def test_the_hub_signs_each_machine_s_commands_with_its_own_key(tmp_path):
+    hub = Hub(tmp_path, keys={"hub-a": "key of mare street", "hub-b": "a key hub-b does not have"})
+    try:
+        hub.start_machine("hub-a", key="key of mare street")
+        hub.start_machine("hub-b", key="the key hub-b really has")
+        staff = hub.client("sam")
+        wait(lambda: sum(m["online"] for m in staff.json("/api/machines")) == 2, what="both online")
+        status, answer = staff.post_json("/api/machines/hub-a/commands",
+                                         {"cmd": "refill", "slot": 3, "count": 4})
+        assert status == 200 and answer["ok"], answer
+        status, answer = staff.post_json("/api/machines/hub-b/commands",
+                                          {"cmd": "refill", "slot": 3, "count": 4})
+        assert status == 200 and answer["ok"] is False and answer["error"].startswith("sig:")
+        counts = {m: ask(hub.tmp / m / "control.sock", {"id": "s", "cmd": "stock"})["result"]
+                  ["slots"][2]["count"] for m in ("hub-a", "hub-b")}
+        assert counts == {"hub-a": 4, "hub-b": 0}
+    finally:
+        hub.close()
+
+
+def test_programs_post_json_and_nothing_else_gets_past_without_a_form_token(hub):
+    hub.start_machine("hub-a")
+    staff = hub.client("sam")
+    wait(lambda: any(m["online"] for m in staff.json("/api/machines")), what="hub-a online")
+    body = json.dumps({"cmd": "disable", "slot": 1}).encode()
+    for kind in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data"):
+        status, _, text = staff.request("/api/machines/hub-a/commands", body,
+                                        {"Content-Type": kind})  # what a cross-site form sends
+        assert status == 415, (kind, status, text)
+    status, answer = staff.post_json("/api/machines/hub-a/commands", {"cmd": "status"})
+    assert status == 200 and answer["ok"]  # JSON needs no form token: SameSite and the type
+    db = sqlite3.connect(hub.tmp / "hub.db")
+    sent = [json.loads(c)["cmd"] for (c,) in db.execute("SELECT command FROM commands")]
+    assert sent == ["status"]
+    stock = ask(hub.tmp / "hub-a" / "control.sock", {"id": "s", "cmd": "stock"})["result"]
+    assert stock["slots"][0]["status"] != "disabled"
+
+
+def test_logging_out_ends_the_session_for_every_copy_of_its_cookie(hub):
+    staff = hub.client("sam")
+    thief = HubClient(f"http://127.0.0.1:{hub.web_port}")
+    for cookie in staff.jar:
+        thief.jar.set_cookie(cookie)
+    assert thief.get("/api/machines")[0] == 200
+    _, _, page = staff.get("/")
+    status, url, _ = staff.post_form("/logout", page)
+    assert status == 200 and url.endswith("/login")
+    assert staff.get("/api/machines")[0] == 401
+    assert thief.get("/api/machines")[0] == 401  # ended at the hub, not only in one browser
+
+
+def test_a_session_ends_twelve_hours_after_logging_in(hub):
+    staff = hub.client("sam")
+    assert staff.get("/api/machines")[0] == 200
+    db = sqlite3.connect(hub.tmp / "hub.db")
+    with db:
+        db.execute("UPDATE sessions SET created = '2000-01-01T00:00:00Z'")
+    assert staff.get("/api/machines")[0] == 401
+    status, url, _ = staff.get("/picklist")
+    assert status == 200 and "/login?next=/picklist" in url
+
+
+@pytest.mark.parametrize("target, lands", [
+    ("/picklist", "/picklist"), ("//evil.example/x", "/"), ("https://evil.example/", "/"),
+    ("/\\evil.example", "/")])
+def test_after_logging_in_next_leads_only_back_into_the_hub(hub, target, lands):
+    client = HubClient(f"http://127.0.0.1:{hub.web_port}")
+    status, _, page = client.get("/login?next=" + urllib.parse.quote(target, safe=""))
+    status, url, _ = client.post_form("/login", page, username="sam", password=PASSWORDS["sam"])
+    assert status == 200 and urllib.parse.urlsplit(url).netloc == f"127.0.0.1:{hub.web_port}"
+    assert urllib.parse.urlsplit(url).path == lands
+    # already logged in, the login page sends you on: into the hub only
+    status, url, _ = client.get("/login?next=" + urllib.parse.quote(target, safe=""))
+    assert urllib.parse.urlsplit(url).netloc == f"127.0.0.1:{hub.web_port}"
+    assert urllib.parse.urlsplit(url).path == lands
 
 
 def test_user_commands_and_a_bad_hub_config(tmp_path):

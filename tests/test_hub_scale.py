@@ -19,7 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from controller.clock import iso
 from simulator.fleet import PRODUCTS, Fleet, bucket, state
 from tests.broker import MOSQUITTO, Broker
-from tests.daemon_process import HubProcess
+from tests.daemon_process import HubProcess, add_user
 from tests.hub_client import HubClient
 from tests.machines import to_toml
 from tests.test_hub import Webhook, free_port, hub_cli, wait
@@ -68,8 +68,7 @@ def test_two_hubs_on_postgresql_share_the_stream_and_a_kill_9_loses_and_doubles_
         "database": {"url": pg_url},
         "web": {"listen": f"127.0.0.1:{web_port}"},
         "alerts": {"routes": [{"types": ["jam"], "webhook": hook.url}]}}))
-    added = hub_cli(config, "user", "add", "sam", "--role", "staff", stdin=PASSWORD + "\n")
-    assert added.returncode == 0, added.stderr
+    add_user(config, "sam", "staff", PASSWORD)
     hubs = {n: HubProcess(config, args=("--instance", str(n))) for n in (1, 2)}
     ids = [f"fleet-{n:02d}" for n in range(20)]
     fleet = Fleet("127.0.0.1", broker.port, ids, connections=4)
@@ -153,8 +152,7 @@ def test_a_machine_behind_a_bridged_site_broker_is_seen_and_commanded_by_the_cen
     config.write_text(to_toml({"mqtt": {"host": "127.0.0.1", "port": central.port},
                                "database": {"path": "hub.db"},
                                "web": {"listen": f"127.0.0.1:{web_port}"}}))
-    assert hub_cli(config, "user", "add", "sam", "--role", "staff",
-                   stdin=PASSWORD + "\n").returncode == 0
+    add_user(config, "sam", "staff", PASSWORD)
     hub = HubProcess(config)
     folder = tmp_path / "site-01"
     folder.mkdir()
@@ -193,8 +191,7 @@ def test_backup_restore_and_the_database_settings_from_the_command_line(tmp_path
 
     config = tmp_path / "hub.toml"
     config.write_text(to_toml({"mqtt": {"host": "127.0.0.1"}, "database": {"path": "hub.db"}}))
-    assert hub_cli(config, "user", "add", "sam", "--role", "staff",
-                   stdin=PASSWORD + "\n").returncode == 0
+    add_user(config, "sam", "staff", PASSWORD)
     store = SqliteStore(tmp_path / "hub.db")
     with store.transaction():
         store.heard("m1", START)
@@ -410,8 +407,7 @@ def test_the_command_line_opening_the_sqlite_store_while_the_hub_runs_loses_noth
         for hour in range(5):
             fleet.say("cli-1", bucket(START + timedelta(hours=hour), {"foil": 1}))
         wait(lambda: stored() == 5, 30, "the first buckets stored")
-        assert hub_cli(config, "user", "add", "sam", "--role", "staff",
-                       stdin=PASSWORD + "\n").returncode == 0
+        add_user(config, "sam", "staff", PASSWORD)
         assert hub_cli(config, "user", "list").returncode == 0
         for hour in range(5, 10):
             fleet.say("cli-1", bucket(START + timedelta(hours=hour), {"foil": 1}))
