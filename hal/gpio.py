@@ -20,6 +20,7 @@ import importlib
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -165,10 +166,13 @@ class GpioHardware:
     """A machine wired to the Pi's GPIO header, as the ``[gpio]`` table describes it."""
 
     def __init__(self, gpio: GpioSettings, factory: Any,
-                 temperature: Callable[[], float | None] | None = None) -> None:
+                 temperature: Callable[[], float | None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.gpio, self.factory = gpio, factory
         self._temperature = temperature or _cpu_temperature
         self._sink: EventSink | None = None
+        self._clock = clock
+        self._last_edge: dict[int, float] = {}  # each button's last edge, for the debounce
         self._devices: list[Any] = []
         bounce = gpio.bounce_ms / 1000 or None
         try:
@@ -212,13 +216,24 @@ class GpioHardware:
     def start(self, sink: EventSink) -> None:
         self._sink = sink
         for button, device in self.buttons.items():
-            device.when_activated = lambda button=button: self._emit(ButtonPressed(button))
+            device.when_activated = lambda button=button: self._button(button, True)
+            device.when_deactivated = lambda button=button: self._button(button, False)
         if self.door is not None:
             self.door.when_activated = lambda: self._emit(DoorChanged(open=self.door_open()))
             self.door.when_deactivated = lambda: self._emit(DoorChanged(open=self.door_open()))
         if self.bin is not None:
             self.bin.when_activated = lambda: self._emit(SharpsBinChanged(full=self.sharps_bin_full()))
             self.bin.when_deactivated = lambda: self._emit(SharpsBinChanged(full=self.sharps_bin_full()))
+
+    def _button(self, button: int, pressed: bool) -> None:
+        """One press, one pack: an edge within ``bounce_ms`` of the button's last edge is the
+        contacts bouncing (on the way down, or on letting go), not a press. Some pin factories
+        filter bounce themselves and some (the mock's) do not; this holds for all of them."""
+        now = self._clock()
+        last = self._last_edge.get(button)
+        self._last_edge[button] = now
+        if pressed and (last is None or now - last >= self.gpio.bounce_ms / 1000):
+            self._emit(ButtonPressed(button))
 
     def _emit(self, event: HardwareEvent) -> None:
         if self._sink is not None:

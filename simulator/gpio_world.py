@@ -51,9 +51,10 @@ class _Input:
         else:
             self.pin.drive_low()
 
-    def pulse(self) -> None:
+    def pulse(self, held: Callable[[], None] = lambda: None) -> None:
         try:
             self.set(True)
+            held()
         finally:
             self.set(False)  # a finger lets go of a button even if the power fails
 
@@ -70,6 +71,7 @@ class GpioWorld:
         self.model, self.factory, self.gpio, self.turn_s = model, factory, gpio, turn_s
         self.running: dict[int, bool] = {}
         self.motor_pins: dict[int, WatchedPin] = {}
+        self.hand_s = 0.0  # the clients' hands' own time, which the backend's debounce reads
         for slot, number in gpio.motors.items():
             pin = factory.pin(number, pin_class=WatchedPin)
             pin.watcher = lambda level, slot=slot: self._motor_written(slot, level)
@@ -97,11 +99,26 @@ class GpioWorld:
 
     # -- the world acts --------------------------------------------------------
     def press(self, button: int) -> None:
-        """A client presses product button ``button`` (and lets go)."""
+        """A client presses product button ``button`` (and lets go): a second after the
+        last press anyone made, held a tenth of a second, in the hands' own time."""
         if button in self.buttons:
-            self.buttons[button].pulse()
+            self.hand_s += 1.0
+            self.buttons[button].pulse(held=lambda: self._hold(0.1))
         else:
             log.warning("no pin for button %d", button)
+
+    def contacts(self, button: int, *levels: tuple[float, bool]) -> None:
+        """Button ``button``'s contacts, level by level: ``(after_s, closed)`` each, as a
+        bouncing button's chatter is played."""
+        for after_s, closed in levels:
+            self._hold(after_s)
+            self.buttons[button].set(closed)
+
+    def _hold(self, seconds: float) -> None:
+        self.hand_s += seconds
+
+    def hand_time(self) -> float:
+        return self.hand_s
 
     def motor_on(self, slot: int) -> bool:
         return self.running.get(slot, False)
@@ -178,7 +195,8 @@ class SimulatedGpioHardware(GpioHardware):
 
     def __init__(self, settings: GpioSettings, factory: MockFactory, world: GpioWorld,
                  control_path: str | None = None) -> None:
-        super().__init__(settings, factory, temperature=lambda: world.model.temperature_c)
+        super().__init__(settings, factory, temperature=lambda: world.model.temperature_c,
+                         clock=world.hand_time)
         self.world, self.model = world, world.model
         world.connect()
         self._control = (SimulatorControl(control_path, world.model, world.press)

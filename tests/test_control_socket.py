@@ -92,11 +92,15 @@ def test_a_60000_deep_line_a_hang_up_and_a_crowd_get_answers_not_tracebacks(mach
             s.connect(str(sock))
             s.sendall(b'{"id": "gone", "cmd": "status"}\n')
     crowd = []
-    for _ in range(control.MAX_CLIENTS):  # idle staff tools, holding their connections
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.connect(str(sock))
-        crowd.append(s)
-    time.sleep(0.2)  # let the server take them all in; an answer below proves it did
+    while len(crowd) < control.MAX_CLIENTS:  # staff tools holding their connections, each
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # answered once: taken in
+        s.connect(str(sock))  # blocking: a full backlog waits rather than fails
+        s.settimeout(10)
+        s.sendall(b'{"id": "held", "cmd": "status"}\n')
+        if json.loads(s.makefile().readline())["ok"]:
+            crowd.append(s)
+        else:  # a hung-up client above still had its place: it is let go, try again
+            s.close()
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as extra:
         extra.settimeout(10)
         extra.connect(str(sock))

@@ -188,3 +188,23 @@ def test_the_daemon_runs_the_gpio_backend_end_to_end_on_mock_pins(tmp_path):
     assert truth["slots"][2]["packs_dropped"] == 1
     assert status["stock"]["slots"][2]["count"] == 4
     assert status["stock"]["slots"][2]["status"] == "fault"
+
+
+def test_a_bouncing_button_is_one_press_and_one_pack(grig):
+    world = grig.hw.world
+
+    def packs() -> int:
+        return sum(grig.model.packs_dropped().values())
+
+    before = packs()
+    world.hand_s += 5
+    chatter = [(0.002, True), (0.002, False), (0.002, True), (0.002, False), (0.002, True)]
+    world.contacts(2, *chatter)  # pressed, the contacts chattering: one press
+    assert packs() == before + 1
+    world.contacts(2, (1.5, False), (0.003, True), (0.003, False))  # held, let go, chatter
+    assert packs() == before + 1
+    world.contacts(2, (0.5, True), (0.1, False))  # a second press once the button rested
+    assert packs() == before + 2
+    grig.press(1)
+    grig.press(1)  # two quick presses by a person (a second apart) are two packs
+    assert packs() == before + 4
