@@ -47,7 +47,7 @@ SORRY_S = 10.0
 REST_SCREENS = ("idle", "service", "out_of_service")
 LANGUAGE_QUIET_S = 60.0
 SETTLE_FIRST_S = 5.0  # a vend not heard of is asked about again after this, then twice as long
-SETTLE_MAX_S = 300.0
+SETTLE_MAX_S = 60.0
 MAX_ROLLS_PER_TICK = 200
 MAX_CATCH_UP = timedelta(days=1)
 
@@ -437,7 +437,7 @@ class VendingMachine:
     def reconcile(self) -> None:
         """Settle every vend left open in the journal by asking the hardware what happened:
         at start, when the board's link comes back, and while the daemon runs for a vend
-        whose outcome was not heard (asked again after 5 s, 10 s, ... up to 5 minutes).
+        whose outcome was not heard (asked again after 5 s, 10 s, ... then every minute).
 
         Never re-runs a vend: an outcome that cannot be learnt is counted unconfirmed.
         """

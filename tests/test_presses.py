@@ -3,14 +3,19 @@ are let go, and a graceful stop does not serve the queue first."""
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from pathlib import Path
 
 from hal import ButtonPressed
-from tests.daemon_process import BoardProcess, DaemonProcess, ask
+from tests.daemon_process import ROOT, BoardProcess, DaemonProcess, ask
 from tests.test_serial_daemon import CONFIG as SERIAL_CONFIG
 
+# systemd kills a daemon that takes longer than this to stop (TimeoutStopSec in the unit);
+# that the queued presses are not served is shown by the turns, not by a stopwatch
+STOP_LIMIT_S = int(re.search(r"^TimeoutStopSec=(\d+)", (ROOT / "systemd" / "nspvend.service")
+                             .read_text(), re.M).group(1))
 
 def empty_syringes(rig) -> None:
     """Both syringe slots counted empty and really empty."""
@@ -142,7 +147,7 @@ def test_sigterm_with_30_presses_queued_stops_within_seconds_and_counts_the_vend
         assert daemon.terminate(timeout=20) == 0
         took = time.monotonic() - started
         state = board.settled()
-        assert took < 6, f"took {took:.1f} s to stop"
+        assert took < STOP_LIMIT_S, f"took {took:.1f} s to stop"
         assert not state["motor_running"]
         assert turns(state) == turns(before), "the queued presses were served before stopping"
         assert dropped(state) == turns(state), "the vend in progress finished"
@@ -161,7 +166,7 @@ def test_hammered_at_an_empty_machine_no_empty_spiral_turns_twice_and_it_stops_i
         wait_for_board(board, lambda s: not s["unacked_events"] and not s["vend_in_progress"])
         started = time.monotonic()
         assert daemon.terminate(timeout=20) == 0
-        assert time.monotonic() - started < 6
+        assert time.monotonic() - started < STOP_LIMIT_S
         syringe = board.settled()["slots"][:2]
         # two packs each, then one turn that finds each spiral empty: never a second one
         assert [s["packs_dropped"] for s in syringe] == [2, 2]

@@ -300,3 +300,15 @@ def test_an_old_database_loses_its_vend_times_when_upgraded(tmp_path):
     ledger.truncate_wal()
     ledger.close()
     assert b"03:14:15" not in path.read_bytes() and b"03:14:16" not in path.read_bytes()
+
+
+def test_a_line_per_vend_is_written_only_at_debug_level(tmp_path, caplog):
+    rig = night_rig(tmp_path)
+    caplog.set_level(logging.INFO)  # the default a machine runs at: no logger says a thing
+    rig.press(2)
+    rig.press(1)
+    assert [r.getMessage() for r in caplog.records] == []
+    caplog.set_level(logging.DEBUG)  # for a bench, never for a machine in service
+    rig.press(2)
+    per_vend = [r for r in caplog.records if "vend seq=" in r.getMessage()]
+    assert [r.levelno for r in per_vend] == [logging.DEBUG]
