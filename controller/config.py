@@ -207,8 +207,14 @@ class _Table:
     def fail(self, name: str, problem: str) -> ConfigError:
         return ConfigError(self.path, self.key(name), problem)
 
+    # called with (key, default, what) for every key read: how docs/config.md is made from
+    # the readers themselves (controller/configdoc.py)
+    watch: Callable[[str, Any, str], None] | None = None
+
     def get(self, name: str, kind: type | tuple[type, ...], default: Any, what: str) -> Any:
         self.seen.add(name)
+        if _Table.watch is not None:
+            _Table.watch(self.key(name), default, what)
         if name not in self.data:
             if default is _REQUIRED:
                 raise self.fail(name, f"is missing; it must be {what}")

@@ -1,4 +1,4 @@
-"""The MQTT contract (SPEC.md, docs/hub.md) in code: one place that writes each payload and
+"""The MQTT contract (docs/hub.md) in code: one place that writes each payload and
 reads it back, used by the machine that sends and by whatever listens (the hub, ``watch``).
 
 Each topic's payload is a frozen dataclass: :meth:`payload` gives the dict to send, and
@@ -306,7 +306,7 @@ class CommandResult(Message):
     result: Any = optional()
     error: str | None = optional()
 
-    def payload(self) -> dict:  # the one payload without "schema" (SPEC.md)
+    def payload(self) -> dict:  # the one payload without "schema" (docs/hub.md)
         body = {"id": self.id, "ok": self.ok}
         body.update({"result": self.result} if self.ok else {"error": self.error})
         return body

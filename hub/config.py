@@ -1,4 +1,4 @@
-"""The hub's TOML configuration (SPEC.md, "The hub service"), checked as the machine's is:
+"""The hub's TOML configuration (docs/config.md, "The hub's config"), checked as the machine's is:
 a bad file is one line naming the file, the key and the problem, and exit 78."""
 
 from __future__ import annotations

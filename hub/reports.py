@@ -1,7 +1,7 @@
 """Commissioners' figures: packs per product per machine per day, week, month or financial
 year, confirmed and unconfirmed apart, with how much of each period the machine's buckets
 cover ("nothing heard" is not "nothing dispensed"). Nothing finer than a bucket exists here
-to be shown. Periods are UTC dates, as the CSV of SPEC.md.
+to be shown. Periods are UTC dates, as the CSV of docs/hub.md.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def fill(store: HubStore, spans: list[Period], machines: list[str] | None = None
 
 
 def usage_csv(store: HubStore, start: date, end: date) -> str:
-    """SPEC.md's CSV: ``machine,product,confirmed,unconfirmed`` (then coverage and bucket
+    """The usage CSV (docs/hub.md): ``machine,product,confirmed,unconfirmed`` (then coverage and bucket
     counts) for buckets starting in [start, end), UTC dates; each bucket counted once."""
     span = Period("", midnight(start), midnight(end))
     fill(store, [span])

@@ -1,4 +1,4 @@
-"""The hub's pages and endpoints (Starlette, Jinja2, served by uvicorn): SPEC.md's table.
+"""The hub's pages and endpoints (Starlette, Jinja2, served by uvicorn): docs/hub.md's table.
 
 Every page and endpoint needs a login. Sessions live in the store (a random token in an
 HttpOnly, SameSite=Strict cookie); every form carries the session's CSRF token; a JSON

@@ -161,7 +161,7 @@ def open_hardware(settings: SimSettings, model: PhysicalMachine | None = None,
                   sleep: Callable[[float], None] | None = None) -> SimHardware:
     """A simulated machine of ``settings.slots`` slots, or the given ``model``.
 
-    With ``settings.control`` the simulator's control socket (SPEC.md) is served there,
+    With ``settings.control`` the simulator's control socket (docs/simulator.md) is served there,
     so another process can press buttons and read the truth.
     """
     if model is None:

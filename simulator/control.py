@@ -1,6 +1,6 @@
 """The simulator's control socket: JSON lines to press buttons, inject faults and read the truth.
 
-Requests (SPEC.md): ``{"op": "press", "button": N}``, ``{"op": "state"}``,
+Requests (docs/simulator.md): ``{"op": "press", "button": N}``, ``{"op": "state"}``,
 ``{"op": "fault", "slot": N, "kind": "jam"|"empty"|"motor_dead"|"clear"}`` (``kind``
 ``"sensor_stuck"`` and ``"board_silent"`` need no slot), ``{"op": "door", "open": bool}``,
 ``{"op": "bin", "full": bool}``, ``{"op": "load", "slot": N, "count": K}``.

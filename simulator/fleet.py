@@ -1,4 +1,4 @@
-"""A fleet of light machines: paho publishers that speak the MQTT contract (SPEC.md), not full
+"""A fleet of light machines: paho publishers that speak the MQTT contract (docs/hub.md), not full
 daemons, for testing and measuring the hub with hundreds or thousands of machines.
 
 Each machine says ``online`` (retained), its state and stock (retained), and whatever usage

@@ -1,4 +1,4 @@
-"""An independent client of the hub, written from SPEC.md alone (no nspvend code): it
+"""An independent client of the hub, written from docs/hub.md alone (no nspvend code): it
 publishes as several machines, with a bucket sent twice, garbage, and a machine that dies,
 then reads the hub's JSON and CSV as a program would."""
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto not install
 
 
 def machine(port: int, machine_id: str) -> mqtt.Client:
-    """A machine as SPEC.md describes it: retained availability with an offline last will."""
+    """A machine as docs/hub.md describes it: retained availability with an offline last will."""
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"spec-{machine_id}")
     client.will_set(f"nspvend/{machine_id}/availability", "offline", qos=1, retain=True)
     client.connect("127.0.0.1", port)
