@@ -208,7 +208,7 @@ class _Table:
         return ConfigError(self.path, self.key(name), problem)
 
     # called with (key, default, what) for every key read: how docs/config.md is made from
-    # the readers themselves (controller/configdoc.py)
+    # the readers themselves (hub/configdoc.py)
     watch: Callable[[str, Any, str], None] | None = None
 
     def get(self, name: str, kind: type | tuple[type, ...], default: Any, what: str) -> Any:

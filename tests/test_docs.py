@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from controller import commands, configdoc, messages
+from controller import commands, messages
+from hub import configdoc
 
 ROOT = Path(__file__).resolve().parent.parent
 HUB_MD = (ROOT / "docs" / "hub.md").read_text()
@@ -80,9 +81,9 @@ def test_every_command_and_its_common_fields_are_documented():
 
 def test_docs_config_md_is_what_the_config_readers_make():
     """Every key either reader accepts, its default and what it takes, as the code has them;
-    each described (``python -m controller.configdoc --write`` after changing a reader)."""
+    each described (``python -m hub.configdoc --write`` after changing a reader)."""
     text = configdoc.DOC.read_text()
-    assert configdoc.render(text) == text, "run: python -m controller.configdoc --write"
+    assert configdoc.render(text) == text, "run: python -m hub.configdoc --write"
     assert configdoc.UNDESCRIBED not in text
     assert len(configdoc.machine_keys()) > 80 and len(configdoc.hub_keys()) > 30
 

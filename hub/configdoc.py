@@ -7,7 +7,7 @@ for is written by people in docs/config.md and read back from it. ``tests/test_d
 fails when the file is not what this makes (a key added, a default changed, a key left
 undescribed)::
 
-    python -m controller.configdoc --write     # rewrite docs/config.md after such a change
+    python -m hub.configdoc --write     # rewrite docs/config.md after such a change
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 
 from controller import config
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "config.md"
+DOC = Path(__file__).resolve().parent.parent / "docs" / "config.md"  # in a checkout
 UNDESCRIBED = "(not yet described)"
 
 _MINIMAL = {
