@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import os
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,15 @@ from simulator import gpio_world
 from simulator.backend import SimHardware
 from simulator.model import PhysicalMachine
 from tests.machines import PRODUCTS, machine
+
+# scripts/mutate runs the in-process tests once per mutant: fewer examples there, the same
+# properties (the suite itself runs the full number)
+MUTATING = bool(os.environ.get("NSPVEND_MUTATE"))
+
+
+def examples(n: int) -> int:
+    """How many examples a property test tries: ``n``, or a tenth of it under scripts/mutate."""
+    return max(5, n // 10) if MUTATING else n
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

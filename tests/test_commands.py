@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from controller.clock import iso
 from controller.commands import run_command
+from tests.conftest import examples
 
 
 def snapshot(rig) -> tuple:
@@ -235,7 +236,7 @@ REQUESTS = st.fixed_dictionaries(
 ) | JSONISH
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(request=REQUESTS)
 def test_any_request_gets_an_answer_and_only_valid_ones_change_anything(tmp_path_factory, request):
     from tests.conftest import Rig, make_config

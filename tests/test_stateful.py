@@ -16,7 +16,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from hal import ButtonPressed
 from simulator.model import PowerCut
-from tests.conftest import Rig, make_config
+from tests.conftest import Rig, examples, make_config
 
 SLOTS = st.integers(min_value=1, max_value=4)
 BUTTONS = st.integers(min_value=1, max_value=3)
@@ -199,7 +199,7 @@ class MachineLife(RuleBasedStateMachine):
 
 
 MachineLife.TestCase.settings = settings(
-    max_examples=60, stateful_step_count=40, deadline=None,
+    max_examples=examples(60), stateful_step_count=40, deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestMachineLife = MachineLife.TestCase
