@@ -253,3 +253,34 @@ def test_any_request_gets_an_answer_and_only_valid_ones_change_anything(tmp_path
         json.dumps(answer)
     finally:
         rig.ledger.close()
+
+
+def test_usage_answers_the_closed_buckets_that_start_between_since_and_until(rig):
+    for _ in range(3):  # buckets 02:00-03:00, 03:00-04:00, 04:00-05:00, each with a pack
+        rig.press(1)
+        rig.tick(3600)
+    answer = rig.command(cmd="usage", since="2026-11-25T03:00:00Z", until="2026-11-25T04:00:00Z")
+    assert answer["ok"], answer
+    assert [b["start"] for b in answer["result"]["buckets"]] == ["2026-11-25T03:00:00Z"]
+    assert answer["result"]["buckets"][0]["counts"]["syringe-1ml"] == 1
+    since = rig.command(cmd="usage", since="2026-11-25T03:00:00Z")["result"]["buckets"]
+    until = rig.command(cmd="usage", until="2026-11-25T03:00:00Z")["result"]["buckets"]
+    assert [b["start"][11:16] for b in since] == ["03:00", "04:00"]
+    assert [b["start"][11:16] for b in until] == ["02:00"]
+    for field in ("since", "until"):
+        bad = rig.command(cmd="usage", **{field: "yesterday"})
+        assert bad["ok"] is False and bad["error"] == f"{field}: must be a date or time such " \
+                                                      "as 2026-11-01"
+
+
+def test_events_answers_the_latest_events_whole_newest_first_and_as_many_as_asked(rig):
+    rig.model.inject("jam", 3)
+    rig.press(2)
+    rig.close_bucket()
+    events = rig.command(cmd="events", limit=2)["result"]["events"]
+    assert [e["type"] for e in events] == ["jam", "refilled"]
+    jam = events[0]
+    assert set(jam) == {"id", "ts", "type", "slot", "product", "detail"}
+    assert (jam["slot"], jam["product"]) == (3, "foil")
+    assert len(rig.command(cmd="events")["result"]["events"]) == 5  # the 20 last: all of them
+    assert rig.command(cmd="events", limit=0)["error"].startswith("limit:")

@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from controller.ledger import SlotState
+from controller.ledger import Event, SlotState
 from tests.broker import MOSQUITTO, Broker, Subscriber, usage_totals
 from tests.daemon_process import DaemonProcess, ask, dropped, load_and_count, wait_until
 from tests.disk import Disk
@@ -284,3 +284,29 @@ def test_a_machine_whose_database_is_corrupt_still_vends_and_says_so(tmp_path):
             daemon.kill()
         hub.close()
         broker.kill()
+
+
+def test_a_database_with_a_damaged_page_is_kept_aside_and_what_reads_is_copied(tmp_path):
+    from datetime import UTC, datetime
+
+    from controller.ledger import Ledger, open_ledger
+
+    path = tmp_path / "nspvend.db"
+    old = Ledger(path, "m")
+    with old.transaction():
+        for _ in range(400):  # enough events for the table to span many pages
+            old.add_event(Event("refilled", 1, "foil", "x" * 200), datetime(2026, 12, 1, tzinfo=UTC))
+        old.enqueue("usage", "b1", {"schema": 1, "id": "b1"})
+    old.truncate_wal()
+    old.close()
+    data = bytearray(path.read_bytes())
+    page = 4096
+    data[page * 10:page * 10 + 100] = b"\xde\xad" * 50  # a page of the events table, broken
+    path.write_bytes(bytes(data))
+    ledger, note = open_ledger(str(path), "m", datetime(2026, 12, 1, 3, tzinfo=UTC))
+    assert note is not None and "could not be used" in note
+    assert "Page" in note or "malformed" in note or "corrupt" in note  # quick_check's words
+    assert (tmp_path / "nspvend.db.bad-20261201T030000Z").exists()
+    # the broken page was the events table's: the outbox, counts not yet sent, still reads
+    assert "outbox 401" in note and "usage" in [kind for _, kind, _ in ledger.outbox(1000)]
+    ledger.close()
