@@ -140,7 +140,7 @@ def _screens(args: argparse.Namespace) -> int:
     from controller.i18n import languages
 
     if args.languages:
-        print("\n".join(code for code in languages()))
+        print("\n".join(showcase.language_lines()))
         return 0
     path = find_config(args.config)
     config = load_config(path) if args.config or Path(path).exists() else showcase.demo_config()

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from controller.i18n import languages
+from controller.i18n import languages, translator
 from controller.messages import read_key
 from controller.schedule import Window, parse_window
 from hal import PIN_FACTORIES, WIRINGS
@@ -33,6 +33,8 @@ from hal.settings import (
 log = logging.getLogger(__name__)
 
 EX_CONFIG = 78
+# where else to go when staff did not say (display.alternative), in the message catalogs
+DEFAULT_ALTERNATIVE = "Please try the Hub or a pharmacy with the needle exchange sign."
 DEFAULT_PATHS = ("./nspvend.toml", "/etc/nspvend/config.toml")
 MACHINE_ID = re.compile(r"[a-z0-9-]{1,64}")
 PRODUCT_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
@@ -141,7 +143,7 @@ class Config:
     hub_name: str
     timezone: str
     messages: tuple[str, ...]
-    alternative: str
+    alternative: str | None  # None: the catalogs' own words (DEFAULT_ALTERNATIVE)
     thank_you_s: float
     display: DisplaySettings
     languages: tuple[str, ...]
@@ -157,8 +159,10 @@ class Config:
     translations: tuple[tuple[str, StaffTexts], ...] = ()
 
     def alternative_in(self, language: str) -> str:
-        """Where else to go, in ``language`` where staff gave it, else as written."""
-        return dict(self.translations).get(language, StaffTexts()).alternative or self.alternative
+        """Where else to go, in ``language`` where staff gave it, else as staff wrote it, else
+        the machine's own words in ``language``."""
+        return (dict(self.translations).get(language, StaffTexts()).alternative
+                or self.alternative or translator(language)(DEFAULT_ALTERNATIVE))
 
     def message_in(self, language: str, message: str) -> str:
         """A signposting message in ``language``: its translation when it is one of the
@@ -417,8 +421,7 @@ def parse_config(data: dict, path: str = "<config>") -> Config:
 
     display = top.table("display")
     messages = display.strings("messages", [])
-    alternative = display.text(
-        "alternative", "Please try the Hub or a pharmacy with the needle exchange sign.")
+    alternative = display.text("alternative", None)
     thank_you_s = display.number("thank_you_s", 8, 1, 120)
     screen = _parse_display(display, resolve)
     allow_unreviewed = display.flag("allow_unreviewed", False)

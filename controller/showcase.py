@@ -1,8 +1,9 @@
 """``nspvend screens``: every screen a client can meet, as the configured display shows it,
 so staff and translators can check them without the hardware.
 
-Character displays print each screen as a line ``== NAME`` and then its lines exactly as
-the LCD shows them; graphic screens are drawn as PNG pictures with ``--png DIR``.
+Each screen is a line ``== NAME`` and then its lines exactly as the display shows them,
+page by page (``-- page N`` before each page after the first); graphic screens are drawn as
+PNG pictures, one a page, with ``--png DIR``.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def every_screen(config: Config, t: Language) -> Iterator[tuple[str, Screen]]:
     yield "thank_you_unsure", texts.thank_you(None, False, config.hub_name, False, t)
     alternative = config.alternative_in(t.code)
     yield "sorry", texts.sorry(name, alternative, t, product.id)
+    yield "cannot_give", texts.sorry(name, alternative, t, product.id, empty=False)
     yield "cannot_dispense", texts.cannot_dispense(alternative, t)
     yield "out_of_service", texts.out_of_service(alternative, t)
     yield "service", texts.service(t)
@@ -57,8 +59,9 @@ def kind_of(config: Config, display: str | None) -> str:
 
 def show(config: Config, display: str | None, language: str | None,
          png: Path | None) -> list[str]:
-    """The text ``nspvend screens`` prints (and the PNG files it writes to ``png``)."""
-    from hal.hd44780 import render as characters
+    """The text ``nspvend screens`` prints (and the PNG files it writes to ``png``): each
+    screen as ``== NAME`` and its first page, then ``-- page N`` and each further page."""
+    from hal.hd44780 import render_pages as characters
 
     kind = kind_of(config, display)
     t = languages()[language or config.languages[0]]
@@ -68,23 +71,45 @@ def show(config: Config, display: str | None, language: str | None,
         if kind in CHARACTER:
             cols, rows = ((config.display.cols, config.display.rows) if kind == "hd44780"
                           else (20, 4))
-            out += characters(screen, cols, rows)
+            pages = characters(screen, cols, rows)
+        elif kind in GRAPHIC:
+            from hal.graphic import layout_pages
+
+            width, height = _size(config, kind)
+            pages = [[line for _, _, lines, _ in placed for line in lines]
+                     for _, placed in layout_pages(screen, width, height)]
+            if screen.hints:
+                pages = [page + [_hints(screen)] for page in pages]
         else:
-            out += screen.lines
+            pages = [screen.lines]
+        for number, page in enumerate(pages, start=1):
+            if number > 1:
+                out.append(f"-- page {number}")
+            out += page
         if png is not None and kind in GRAPHIC:
-            from hal.graphic import render
+            from hal.graphic import render_pages
 
             png.mkdir(parents=True, exist_ok=True)
-            width, height = ((config.display.width, config.display.height)
-                             if config.display.kind == kind else GRAPHIC[kind])
-            path = png / f"{t.code}-{name}.png"
-            render(screen, width, height).save(path)
-            out.append(f"   (drawn in {path})")
+            for number, image in enumerate(render_pages(screen, *_size(config, kind)), start=1):
+                path = png / f"{t.code}-{name}-{number}.png"
+                image.save(path)
+                out.append(f"   (page {number} drawn in {path})")
     return out
+
+
+def _size(config: Config, kind: str) -> tuple[int, int]:
+    return ((config.display.width, config.display.height) if config.display.kind == kind
+            else GRAPHIC[kind])
+
+
+def _hints(screen: Screen) -> str:
+    from hal.screens import SYMBOLS, hint_line
+
+    return hint_line(screen.hints, SYMBOLS)
 
 
 def language_lines() -> list[str]:
     """``nspvend screens --languages``: one code a line, then its name and review state."""
-    return [f"{code}  {lang.name}{'' if lang.reviewed else '  (not reviewed)'}"
-            f"{'' if lang.latin else '  (graphic screens only)'}"
+    return [f"{code}  {lang.name}  {'reviewed' if lang.reviewed else 'not reviewed'} by a "
+            f"native speaker{'' if lang.latin else '  (graphic screens only)'}"
             for code, lang in languages().items()]

@@ -3,7 +3,8 @@
 Each function gives a :class:`~controller.screens.Screen` in a language: the machine's
 own words come from the message catalogs (controller/locale/), staff's words (the hub's
 name, the signposting messages, where else to go) are shown as staff wrote them. The
-paragraphs are in order of importance: a small display leaves out the last ones first.
+paragraphs are in order of importance: on a screen that gives nothing, where else to go
+comes right after the headline; a small display turns pages, and leaves nothing out.
 """
 
 from __future__ import annotations
@@ -16,13 +17,19 @@ def english() -> Language:
     return languages()["en"]
 
 
-def _hint(t: Language, language_button: int | None, say_button: int | None) -> list[str]:
-    hints = []
+def _hints(t: Language, language_button: int | None, say_button: int | None
+           ) -> tuple[list[str], tuple[tuple[str, int], ...]]:
+    """How to change language and to hear the screen: in words, and as symbols with the
+    buttons' numbers, which need no reading (a client who cannot read this language can
+    still find the way out of it)."""
+    words, symbols = [], []
     if language_button is not None and len(languages()) > 1:
-        hints.append(t.gettext("Language: button {button}").format(button=language_button))
+        words.append(t.gettext("Language: button {button}").format(button=language_button))
+        symbols.append(("language", language_button))
     if say_button is not None:
-        hints.append(t.gettext("To hear this, press {button}.").format(button=say_button))
-    return hints
+        words.append(t.gettext("To hear this, press {button}.").format(button=say_button))
+        symbols.append(("speech", say_button))
+    return words, tuple(symbols)
 
 
 def idle(hub_open: bool, hub_name: str, t: Language | None = None,
@@ -31,8 +38,9 @@ def idle(hub_open: bool, hub_name: str, t: Language | None = None,
     paragraphs = [t.gettext("Free. No names. No limits."), t.gettext("Press a button for a pack.")]
     if hub_open:
         paragraphs.append(t.gettext("{hub} is open now - come in!").format(hub=hub_name))
-    paragraphs += _hint(t, language_button, say_button)
-    return Screen("idle_hub_open" if hub_open else "idle", tuple(paragraphs), t.code)
+    words, symbols = _hints(t, language_button, say_button)
+    return Screen("idle_hub_open" if hub_open else "idle", tuple(paragraphs + words), t.code,
+                  hints=symbols)
 
 
 def vending(product_name: str, t: Language | None = None, product: str | None = None) -> Screen:
@@ -57,22 +65,27 @@ def thank_you(message: str | None, hub_open: bool, hub_name: str, certain: bool 
 
 
 def sorry(product_name: str, alternative: str, t: Language | None = None,
-          product: str | None = None) -> Screen:
+          product: str | None = None, empty: bool = True) -> Screen:
+    """No slot could give ``product``: counted ``empty`` ("none left"), or jammed, faulty or
+    taken out of use ("cannot give"). Where else to go comes right after."""
     t = t or english()
-    return Screen("sorry", (t.gettext("Sorry, no {product} left in here.").format(
-        product=product_name), alternative), t.code, pictogram=product)
+    headline = (t.gettext("Sorry, no {product} left in here.") if empty
+                else t.gettext("Sorry, cannot give {product} right now."))
+    return Screen("sorry" if empty else "cannot_give", (headline.format(product=product_name),
+                                                        alternative),
+                  t.code, pictogram=product, crossed=True)
 
 
 def cannot_dispense(alternative: str, t: Language | None = None) -> Screen:
     t = t or english()
     return Screen("cannot_dispense", (t.gettext("Sorry, the machine cannot give packs right now."),
-                                      alternative), t.code, pictogram="sorry")
+                                      alternative), t.code, pictogram="pack", crossed=True)
 
 
 def out_of_service(alternative: str, t: Language | None = None) -> Screen:
     t = t or english()
     return Screen("out_of_service", (t.gettext("Sorry, this machine is closed for now."),
-                                     alternative), t.code, pictogram="sorry")
+                                     alternative), t.code, pictogram="pack", crossed=True)
 
 
 def service(t: Language | None = None) -> Screen:

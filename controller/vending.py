@@ -44,6 +44,7 @@ from hal.speech import Speaker
 log = logging.getLogger(__name__)
 
 SORRY_S = 10.0
+PAGE_S = 4.0  # a screen longer than its display turns a page this often
 REST_SCREENS = ("idle", "service", "out_of_service")
 LANGUAGE_QUIET_S = 60.0
 SETTLE_FIRST_S = 5.0  # a vend not heard of is asked about again after this, then twice as long
@@ -126,6 +127,7 @@ class VendingMachine:
         self._last_press: float | None = None
         self.speaker = speaker
         self._screen_until: float | None = None
+        self._page_at: float | None = None  # when the display turns to the next page
         self._last_vend_end: float | None = None
         self._silence_raised = False
         self._quiet_s = 0.0  # closed buckets in a row, in seconds, without a pack
@@ -323,8 +325,10 @@ class VendingMachine:
                           else f"nothing dropped after {turns} turns: jammed or empty")
                 self._fault_slot(seq, slot, detail)
                 break
+        # "none left" only when every slot of it is counted empty; else it cannot be given now
+        empty = all(s.count <= 0 for s in self.slots.values() if s.product == product.id)
         self._show("sorry", lambda t: texts.sorry(product.name_in(t.code), self._elsewhere(t),
-                                                  t, product.id), SORRY_S)
+                                                  t, product.id, empty), SORRY_S)
         return False
 
     def _drop_sensor_failing(self) -> None:
@@ -587,6 +591,9 @@ class VendingMachine:
             self._write_waiting()
         if self._screen_until is not None and mono >= self._screen_until:
             self._show_rest_screen()
+        elif self._page_at is not None and mono >= self._page_at:
+            self._page_at = mono + PAGE_S
+            self.hw.display.turn_page()
         self._settle_if_due()
         self._roll_bucket_if_due()
         self._back_to_first_language()
@@ -775,11 +782,16 @@ class VendingMachine:
     def _show(self, name: str, build: Callable[[Language], Screen],
               seconds: float | None = None) -> None:
         """Show screen ``name``, built by ``build`` in the current language (kept, so the
-        language button can show it again in another)."""
+        language button can show it again in another). A timed screen stays long enough for
+        each of its pages to be read once; what was being said stops with the old screen."""
         screen = build(self.language)
         self._screen, self._build, self._shown = name, build, screen
-        self._screen_until = self.clock.monotonic() + seconds if seconds else None
-        self.hw.display.show(screen)
+        if self.speaker is not None:
+            self.speaker.hush()
+        pages = self.hw.display.show(screen) or 1
+        now = self.clock.monotonic()
+        self._page_at = now + PAGE_S if pages > 1 else None
+        self._screen_until = now + max(seconds, pages * PAGE_S) if seconds else None
         if self.config.speak_every_screen:
             self._speak(screen)
 

@@ -9,7 +9,7 @@ is driven by calling :meth:`Board.receive` with each intact frame and
 from firmware_py.protocol import PROTOCOL, message, read, unhex_text
 from firmware_py.ticks import ticks_diff, ticks_ms
 
-VERSION = "2"  # the firmware's own version (the link's is protocol.PROTOCOL)
+VERSION = "3"  # the firmware's own version (the link's is protocol.PROTOCOL); 3: glyphs
 MEMORY = 32  # vend outcomes remembered, by sequence number
 
 # Outcome words on the wire
@@ -106,6 +106,12 @@ class Board:
                 self.reply("done_ok", id=f["id"])
             elif name == "text":
                 self.pins.show([unhex_text(w) for w in f["lines"]])
+                self.reply("done_ok", id=f["id"])
+            elif name == "glyph":
+                code, rows = int(f["code"]), [int(r) for r in f["rows"]]
+                if not 0 <= code < 8 or len(rows) != 8 or not all(0 <= r < 32 for r in rows):
+                    raise ValueError("glyph")
+                self.pins.glyph(code, rows)
                 self.reply("done_ok", id=f["id"])
             else:
                 self.reply("refused", id=words[1], why="unknown")

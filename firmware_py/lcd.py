@@ -7,6 +7,7 @@ accents folded); this only puts the lines it is sent on the glass. The backpack'
 """
 
 RS = 0x01
+ROM = {"ä": 0xE1, "ñ": 0xEE, "ö": 0xEF, "ü": 0xF5, "°": 0xDF}  # the A00 ROM's, beyond ASCII
 ENABLE = 0x04
 BACKLIGHT = 0x08
 ROW_OFFSETS = (0x00, 0x40, 0x14, 0x54)
@@ -60,4 +61,14 @@ class Lcd:
             self._send(0x80 | ROW_OFFSETS[row])
             for ch in line:
                 code = ord(ch)
-                self._send(code if 32 <= code < 127 else ord("?"), RS)
+                if code >= 127 or code < 8:
+                    code = ROM.get(ch, code if code < 8 else ord("?"))
+                self._send(code if code < 8 or 32 <= code < 256 else ord("?"), RS)
+
+    def glyph(self, code, rows):
+        """Load custom character ``code`` (0..7) with eight rows of five dots: the host sends
+        the letters of a page the ROM lacks, and the hints' symbols, this way."""
+        self._send(0x40 | (code << 3))
+        for row in rows:
+            self._send(row & 0x1F, RS)
+        self._send(0x80)

@@ -76,6 +76,13 @@ class HardwarePins:
             except OSError:
                 pass  # no LCD answers on the bus: the machine still vends
 
+    def glyph(self, code, rows):
+        if self.lcd is not None:
+            try:
+                self.lcd.glyph(code, rows)
+            except OSError:
+                pass
+
 
 class TimedPins:
     """Pins played by a *world* in time.
@@ -90,6 +97,7 @@ class TimedPins:
     def __init__(self, world, slots, buttons, turn_ms=1200, beam_ms=30, drop_at=0.6, lcd=None):
         self.world = world
         self.lcd = lcd  # a firmware_py.lcd.Lcd on a recording bus (the bench), or None
+        self.glyphs = {}  # custom characters the host loaded, by code
         self.slots = slots
         self.buttons = buttons
         self.turn_ms = turn_ms
@@ -174,3 +182,8 @@ class TimedPins:
         self.lines = lines
         if self.lcd is not None:
             self.lcd.show(lines)
+
+    def glyph(self, code, rows):
+        self.glyphs[code] = list(rows)
+        if self.lcd is not None:
+            self.lcd.glyph(code, rows)

@@ -24,6 +24,7 @@ MESSAGES = (
     ("K", "ack", ("k",)),
     ("L", "light", ("id", "state")),
     ("T", "text", ("id", "lines*")),
+    ("G", "glyph", ("id", "code", "rows*")),
     # board -> host
     ("A", "accepted", ("seq",)),
     ("D", "done", ("seq", "outcome")),

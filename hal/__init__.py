@@ -127,7 +127,13 @@ class Display(Protocol):
     """What the client reads: a character LCD, a graphic screen, a kiosk's file. Each lays
     the screen out for its own size (``hal.screens.fit``)."""
 
-    def show(self, screen: Screen) -> None: ...
+    def show(self, screen: Screen) -> int:
+        """Show ``screen`` from its first page; returns how many pages it has here."""
+        ...
+
+    def turn_page(self) -> None:
+        """Show the screen's next page (after the last, the first); one page: nothing."""
+        ...
 
 
 class StatusLed(Protocol):

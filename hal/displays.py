@@ -40,11 +40,12 @@ class FileDisplay:
     def __init__(self, path: str | None) -> None:
         self.path = path
         self.lines: list[str] = []
+        self.screen: Screen | None = None
 
-    def show(self, screen: Screen) -> None:
-        self.lines = screen.lines
+    def show(self, screen: Screen) -> int:
+        self.screen, self.lines = screen, screen.lines
         if not self.path:
-            return
+            return 1
         tmp = f"{self.path}.tmp"
         try:
             with open(tmp, "w") as f:
@@ -52,3 +53,7 @@ class FileDisplay:
             os.replace(tmp, self.path)
         except OSError as e:
             log.warning("cannot write the display file %s: %s", self.path, e)
+        return 1
+
+    def turn_page(self) -> None:
+        """A kiosk's screen shows every paragraph at once: no pages."""

@@ -1,8 +1,11 @@
 """A character LCD (HD44780, 20x4 by default) on an I2C PCF8574 backpack, through RPLCD.
 
-Latin letters only: accents are folded to what the character ROM has (``hal.screens.fold``);
-a screen is fitted to the display's size (``hal.screens.fit``), so nothing runs past the
-edge and no word is cut.
+Latin letters: what the A00 character ROM has is shown as it is (ä ñ ö ü); the letters of
+the screen it lacks (ı ş ğ, ą ł ż, ã õ ...) and the hints' globe and speaker go into its
+eight custom characters, page by page (``hal.glyphs``); a letter is folded to the nearest
+the ROM has (``hal.screens.fold``) only when a page needs more than eight. A screen is laid
+out in pages (``hal.screens.pages``): nothing runs past the edge, no word is cut, nothing is
+left out.
 """
 
 from __future__ import annotations
@@ -10,15 +13,44 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from hal.screens import Screen, fit, fold
+from hal.glyphs import ROM, drawable, glyph
+from hal.screens import Pages, Screen, fold, hint_line, pages
 from hal.settings import DisplaySettings
 
 log = logging.getLogger(__name__)
 
 
+def render_pages(screen: Screen, cols: int, rows: int) -> list[list[str]]:
+    """The pages of lines a ``cols`` x ``rows`` character display shows for ``screen``, in
+    the letters it can show (the hints' symbols as their marks), the hints right after the
+    headline."""
+    paragraphs = [_showable(p) for p in screen.paragraphs]
+    if screen.hints:
+        paragraphs.insert(1 if paragraphs else 0, hint_line(screen.hints))
+    return pages(paragraphs, cols, rows)
+
+
+def _showable(text: str) -> str:
+    """``text`` with each letter the LCD cannot show in any way folded."""
+    return "".join(ch if drawable(ch) else fold(ch) for ch in text)
+
+
+def custom(lines: list[str]) -> tuple[list[str], list[list[int]]]:
+    """``lines`` for the LCD itself: letters beyond its ROM as custom characters 0..7 (the
+    first eight of the page, in order), the rest folded; and the patterns to load."""
+    wanted: list[str] = []
+    for ch in "".join(lines):
+        if not (" " <= ch <= "~" or ch in ROM) and ch not in wanted:
+            wanted.append(ch)
+    codes = {ch: chr(i) for i, ch in enumerate(wanted[:8])}
+    out = ["".join(codes.get(ch) or (ch if " " <= ch <= "~" or ch in ROM else fold(ch))
+                   for ch in line) for line in lines]
+    return out, [glyph(ch) for ch in wanted[:8]]
+
+
 def render(screen: Screen, cols: int, rows: int) -> list[str]:
-    """The lines a ``cols`` x ``rows`` character display shows for ``screen``."""
-    return fit([fold(p) for p in screen.paragraphs], cols, rows)
+    """The first page (:func:`render_pages`)."""
+    return render_pages(screen, cols, rows)[0]
 
 
 class CharacterLcd:
@@ -36,19 +68,31 @@ class CharacterLcd:
 
         self.settings = settings
         self.lines: list[str] = []
+        self.pages = Pages()
         self.lcd = Lcd("PCF8574", settings.i2c_address, port=settings.i2c_port,
                        cols=settings.cols, rows=settings.rows, charmap="A00",
                        auto_linebreaks=False, backlight_enabled=True)
         self.lcd.clear()
 
-    def show(self, screen: Screen) -> None:
-        lines = render(screen, self.settings.cols, self.settings.rows)
+    def show(self, screen: Screen) -> int:
+        self.pages.set(render_pages(screen, self.settings.cols, self.settings.rows))
+        self._put(self.pages.current)
+        return len(self.pages.pages)
+
+    def turn_page(self) -> None:
+        if self.pages.turn():
+            self._put(self.pages.current)
+
+    def _put(self, lines: list[str]) -> None:
         if lines == self.lines:
             return
         self.lines = lines
+        coded, patterns = custom(lines)
         try:
+            for code, pattern in enumerate(patterns):
+                self.lcd.create_char(code, tuple(pattern))
             self.lcd.clear()
-            for row, line in enumerate(lines):
+            for row, line in enumerate(coded):
                 self.lcd.cursor_pos = (row, 0)
                 self.lcd.write_string(line)
         except OSError as e:  # a loose cable must not stop a vend

@@ -1,11 +1,11 @@
 """What the client reads, as the HAL's displays take it: each screen as paragraphs in order
 of importance, in a language, and how a display of a given size lays them out.
 
-A :class:`Screen` is what the controller wants said; a display fits it to its own size
-with :func:`fit`: words wrap, never split (a word longer than the line is the one thing
-that is cut, and it is marked), and paragraphs that do not fit are left out from the
-least important up, so nothing runs past the edge. Character displays also fold letters
-their ROM lacks (:func:`fold`).
+A :class:`Screen` is what the controller wants said; a display lays it out for its own
+size with :func:`pages`: words wrap, never split (a word longer than the line is the one
+thing that is cut, and it is marked), and what does not fit on one page goes on the next,
+the headline kept at the top, so nothing is ever left out and nothing runs past the edge.
+Character displays also fold letters their ROM lacks (:func:`fold`).
 """
 
 from __future__ import annotations
@@ -28,14 +28,35 @@ class Screen:
     language: str = "en"
     pictogram: str | None = None
     spoken: tuple[str, ...] = field(default=())  # what speech says; the paragraphs if empty
+    crossed: bool = False  # the pictogram crossed out: this screen gives nothing
+    # ways out that need no reading: ("language", button) and ("speech", button), drawn as a
+    # globe and a speaker with the button's number on every display
+    hints: tuple[tuple[str, int], ...] = ()
 
     @property
     def lines(self) -> list[str]:
-        """The paragraphs as they are, for a display with room for any line."""
-        return list(self.paragraphs)
+        """The paragraphs as they are, and the hints as symbols, for a display with room for
+        any line (the simulator's, a kiosk's)."""
+        return list(self.paragraphs) + ([hint_line(self.hints, SYMBOLS)] if self.hints else [])
 
     def to_speak(self) -> str:
         return " ".join(self.spoken or self.paragraphs)
+
+
+# the hints' marks in a line of text; each display draws them its own way
+LANGUAGE_MARK, SPEECH_MARK = "\ue001", "\ue002"
+MARKS = {"language": LANGUAGE_MARK, "speech": SPEECH_MARK}
+SYMBOLS = {LANGUAGE_MARK: "\U0001F310", SPEECH_MARK: "\U0001F50A"}  # globe, speaker
+
+
+def hint_line(hints: tuple[tuple[str, int], ...], symbols: dict[str, str] | None = None) -> str:
+    """The hints as one short line: a mark and the button's number each (``symbols`` maps
+    the marks to what a display draws for them)."""
+    parts = [MARKS[kind] + str(button) for kind, button in hints]
+    line = "  ".join(parts)
+    for mark, symbol in (symbols or {}).items():
+        line = line.replace(mark, symbol)
+    return line
 
 
 def wrap(paragraph: str, width: int) -> list[str]:
@@ -62,18 +83,64 @@ def wrap(paragraph: str, width: int) -> list[str]:
     return lines
 
 
+def pages(paragraphs: tuple[str, ...] | list[str], cols: int, rows: int) -> list[list[str]]:
+    """The pages a ``cols`` x ``rows`` display turns through for these paragraphs: all of
+    them, in order, nothing left out. What fits on one page is one page. Otherwise the
+    headline (the first paragraph) stays at the top of every page, if it leaves room, and
+    the rest follow, a paragraph whole on a page where it fits, else continued on the
+    next."""
+    wrapped = [wrap(p, cols) for p in paragraphs if p.strip()]
+    if not wrapped:
+        return [[]]
+    if sum(len(w) for w in wrapped) <= rows:
+        return [[line for w in wrapped for line in w]]
+    head, rest = wrapped[0], wrapped[1:]
+    keep = head if len(head) < rows else []
+    room = rows - len(keep)
+    out = [] if keep else [head[i:i + rows] for i in range(0, len(head), rows)]
+    page: list[str] = []
+    for lines in rest:
+        if len(page) + len(lines) <= room:
+            page += lines
+            continue
+        if page:
+            out.append(keep + page)
+            page = []
+        while len(lines) > room:
+            out.append(keep + lines[:room])
+            lines = lines[room:]
+        page = list(lines)
+    if page:
+        out.append(keep + page)
+    return out
+
+
 def fit(paragraphs: tuple[str, ...] | list[str], cols: int, rows: int) -> list[str]:
-    """The lines a ``cols`` x ``rows`` display shows: paragraphs wrapped, in order, as many
-    as fit whole; a paragraph that does not fit is left out (a later, shorter one may fit).
-    The first, the most important, is shown even if only its first lines fit."""
-    lines: list[str] = []
-    for i, paragraph in enumerate(paragraphs):
-        wrapped = wrap(paragraph, cols)
-        if wrapped and len(lines) + len(wrapped) <= rows:
-            lines += wrapped
-        elif i == 0:
-            lines += wrapped[:rows]
-    return lines
+    """The first page a ``cols`` x ``rows`` display shows (:func:`pages`)."""
+    return pages(paragraphs, cols, rows)[0]
+
+
+class Pages:
+    """A display's pages of the screen shown, and which is up: a screen too long for the
+    display turns its pages (``turn``, every few seconds) rather than losing a word."""
+
+    def __init__(self) -> None:
+        self.pages: list = [[]]
+        self.index = 0
+
+    def set(self, pages: list) -> None:
+        self.pages, self.index = pages or [[]], 0
+
+    def turn(self) -> bool:
+        """Show the next page (the first after the last); False if there is only one."""
+        if len(self.pages) < 2:
+            return False
+        self.index = (self.index + 1) % len(self.pages)
+        return True
+
+    @property
+    def current(self) -> list:
+        return self.pages[self.index]
 
 
 # Letters an HD44780's standard ROM (A00) lacks, as the nearest it has.

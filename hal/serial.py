@@ -31,8 +31,8 @@ from hal import (
     SharpsBinChanged,
     VendOutcome,
 )
-from hal.hd44780 import render
-from hal.screens import Screen
+from hal.hd44780 import custom, render_pages
+from hal.screens import Pages, Screen, fold
 from hal.settings import SerialSettings
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,7 @@ class BoardConnection:
         self._pending_events: list[HardwareEvent] = []
         self._thread = threading.Thread(target=self._run, name="board-link", daemon=True)
         self.display_lines: list[str] = []
+        self.display_glyphs: list[list[int]] = []  # custom characters 0.. for those lines
         self.led_state = "off"
         self.frames_dropped = 0
         self._hello_problem: str | None = None
@@ -150,6 +151,12 @@ class BoardConnection:
             if reply is not None and reply[0] in kinds:
                 return reply
         return None
+
+    def show_display(self) -> None:
+        """Put :attr:`display_lines` on the board's LCD, its custom characters first."""
+        for code, rows in enumerate(self.display_glyphs):
+            self.tell("glyph", code=code, rows=[str(r) for r in rows])
+        self.tell("text", lines=[hex_text(line) for line in self.display_lines])
 
     def tell(self, name: str, **fields: Any) -> None:
         """Send without waiting for an answer (display, light)."""
@@ -229,7 +236,7 @@ class BoardConnection:
             self._connected.set()
             # whatever the board shows should be what the controller last asked for
             if self.display_lines:
-                self.tell("text", lines=[hex_text(line) for line in self.display_lines])
+                self.show_display()
             self.tell("light", state=self.led_state)
         log.log(logging.INFO if online else logging.WARNING, "board %s: %s",
                 "online" if online else "offline", detail)
@@ -334,6 +341,11 @@ class BoardConnection:
         self._send(message("ack", k=k))
 
 
+def glyphs_known(firmware: str | None) -> bool:
+    """Whether a board's firmware takes custom characters (``glyph``: firmware 3 on)."""
+    return bool(firmware) and firmware.isdigit() and int(firmware) >= 3
+
+
 MAX_SEQ = 2**53  # vend numbers are JSON-safe integers; SQLite holds them too
 BOOT_ID = re.compile(r"[0-9A-Za-z_-]{1,32}")
 DIGITS = re.compile(r"[0-9]{1,20}")
@@ -433,18 +445,33 @@ class SerialDispenser:
 
 
 class BoardDisplay:
-    """The board's own 20x4 character LCD (firmware_py/lcd.py), fed the fitted lines."""
+    """The board's own 20x4 character LCD (firmware_py/lcd.py), fed each page's lines."""
 
     COLS, ROWS = 20, 4
 
     def __init__(self, link: BoardConnection) -> None:
         self.link = link
         self.lines: list[str] = []
+        self.pages = Pages()
 
-    def show(self, screen: Screen) -> None:
-        self.lines = render(screen, self.COLS, self.ROWS)
-        self.link.display_lines = list(self.lines)
-        self.link.tell("text", lines=[hex_text(line) for line in self.lines])
+    def show(self, screen: Screen) -> int:
+        self.pages.set(render_pages(screen, self.COLS, self.ROWS))
+        self._put(self.pages.current)
+        return len(self.pages.pages)
+
+    def turn_page(self) -> None:
+        if self.pages.turn():
+            self._put(self.pages.current)
+
+    def _put(self, lines: list[str]) -> None:
+        self.lines = lines
+        if glyphs_known(self.link.firmware):
+            coded, patterns = custom(lines)
+        else:  # an older board's firmware has no custom characters: letters folded
+            coded, patterns = [fold(line) for line in lines], []
+        self.link.display_glyphs = patterns
+        self.link.display_lines = coded
+        self.link.show_display()
 
 
 class BoardLed:

@@ -2,9 +2,10 @@
 headphone jack is just one of.
 
 Speaking never delays a vend: :meth:`Speaker.say` only hands the words to a thread of
-their own, and a newer screen's words replace any still waiting. With ``output`` a
-folder, each utterance is written there as a WAV file instead (tests, and checking
-how a voice sounds without a speaker).
+their own. The voice follows the screen: newer words cut what is being said, and
+:meth:`Speaker.hush` (a new screen) cuts it too, so nothing is said longer than its screen
+stays. With ``output`` a folder, each utterance is written there as a WAV file instead
+(tests, and checking how a voice sounds without a speaker).
 """
 
 from __future__ import annotations
@@ -31,13 +32,18 @@ class Speaker:
         self.failed: str | None = None
         self._done = threading.Condition()
         self._busy = False
+        self._proc: subprocess.Popen | None = None  # espeak-ng saying something now
+        self._proc_lock = threading.Lock()
+        self.hushed = 0
         self._thread = threading.Thread(target=self._run, name="speech", daemon=True)
         self._thread.start()
 
     def say(self, text: str, voice: str, volume: int) -> None:
-        """Say ``text`` in espeak-ng's ``voice`` at ``volume`` (0..200), soon; never waits."""
+        """Say ``text`` in espeak-ng's ``voice`` at ``volume`` (0..200), soon, cutting what is
+        being said; never waits."""
         item = (text, voice, volume)
         self.last = text
+        self._cut()
         while True:
             try:
                 self._waiting.put_nowait(item)
@@ -47,6 +53,21 @@ class Speaker:
                     self._waiting.get_nowait()  # what was waiting is no longer on the screen
                 except queue.Empty:
                     pass
+
+    def hush(self) -> None:
+        """The screen changed: stop saying the old one, and forget what waited to be said."""
+        try:
+            self._waiting.get_nowait()
+        except queue.Empty:
+            pass
+        self._cut()
+
+    def _cut(self) -> None:
+        with self._proc_lock:
+            proc = self._proc
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                self.hushed += 1
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -63,8 +84,15 @@ class Speaker:
                     folder = Path(self.settings.output)
                     folder.mkdir(parents=True, exist_ok=True)
                     command += ["-w", str(folder / f"{self._count:04d}-{voice}.wav")]
-                subprocess.run([*command, "--", text], timeout=60, check=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                with self._proc_lock:
+                    self._proc = subprocess.Popen([*command, "--", text],
+                                                  stdout=subprocess.DEVNULL,
+                                                  stderr=subprocess.PIPE)
+                _, error = self._proc.communicate(timeout=60)
+                code = self._proc.returncode
+                if code not in (0, -15):  # -15: cut short by a newer screen (SIGTERM)
+                    raise subprocess.CalledProcessError(code, self.settings.espeak,
+                                                        stderr=error)
                 with self._done:
                     self.spoken += 1
             except (OSError, subprocess.SubprocessError) as e:
@@ -73,6 +101,10 @@ class Speaker:
                 with self._done:
                     self.failed = str(e)
             finally:
+                with self._proc_lock:
+                    if self._proc is not None and self._proc.poll() is None:
+                        self._proc.kill()
+                    self._proc = None
                 with self._done:
                     self._busy = False
                     self._done.notify_all()

@@ -82,10 +82,14 @@ class SimDisplay:
         self.screen: Screen | None = None
         self.changed = threading.Event()
 
-    def show(self, screen: Screen) -> None:
+    def show(self, screen: Screen) -> int:
         self.screen = screen
         self.lines = screen.lines
         self.changed.set()
+        return 1
+
+    def turn_page(self) -> None:
+        """The simulator's screen shows every paragraph at once."""
 
 
 class SimLed:

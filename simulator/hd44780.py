@@ -72,7 +72,38 @@ class HD44780:
             self.address, self.to_cgram = 0, False
 
     def text(self) -> list[str]:
-        """The rows as the display shows them (right-stripped)."""
+        """The rows as the codes stand in DDRAM (latin-1, right-stripped)."""
         offsets = ROW_OFFSETS.get(self.cols, ROW_OFFSETS[20])
         return [self.ddram[offsets[r]:offsets[r] + self.cols].decode("latin-1").rstrip()
                 for r in range(self.rows)]
+
+    def shown(self) -> list[str]:
+        """The rows as a person reads them: the A00 ROM's own letters (ä ñ ö ü) and each
+        custom character as the letter or symbol its dots draw (hal.glyphs), "?" if none."""
+        offsets = ROW_OFFSETS.get(self.cols, ROW_OFFSETS[20])
+        drawn = _known_patterns()
+        out = []
+        for r in range(self.rows):
+            row = []
+            for code in self.ddram[offsets[r]:offsets[r] + self.cols]:
+                if code < 8:
+                    row.append(drawn.get(bytes(self.cgram[code * 8:code * 8 + 8]), "?"))
+                else:
+                    row.append(_ROM_LETTERS.get(code, chr(code)))
+            out.append("".join(row).rstrip())
+        return out
+
+
+_ROM_LETTERS = {0xE1: "ä", 0xEE: "ñ", 0xEF: "ö", 0xF5: "ü", 0xDF: "°"}
+
+
+def _known_patterns() -> dict[bytes, str]:
+    from hal.glyphs import glyph
+    from hal.screens import LANGUAGE_MARK, SPEECH_MARK
+
+    known = {}
+    for ch in [chr(c) for c in range(0xC0, 0x180)] + [LANGUAGE_MARK, SPEECH_MARK]:
+        pattern = glyph(ch)
+        if pattern is not None:
+            known.setdefault(bytes(pattern), ch)
+    return known

@@ -14,9 +14,10 @@ import pytest
 from controller import showcase
 from controller.config import ConfigError
 from controller.i18n import languages
-from hal.graphic import FONT_FILES, MARGIN, GraphicScreen, Mixed, has_glyph, layout
-from hal.hd44780 import CharacterLcd, render
-from hal.screens import Screen, fold
+from hal.glyphs import drawable
+from hal.graphic import FONT_FILES, MARGIN, GraphicScreen, Mixed, has_glyph, layout_pages
+from hal.hd44780 import CharacterLcd, render, render_pages
+from hal.screens import Screen, hint_line
 from hal.settings import DisplaySettings
 from simulator.hd44780 import HD44780
 from tests.conftest import Rig, make_config
@@ -52,50 +53,92 @@ needs_fonts = pytest.mark.skipif(bool(MISSING_FONTS), reason="fonts missing (scr
                                  + ", ".join(MISSING_FONTS))
 
 
+GIVES_NOTHING = ("sorry", "cannot_give", "cannot_dispense", "out_of_service")
+
+
+def in_order(words: list[str], seen: list[str]) -> bool:
+    """``words`` appear in ``seen`` one after another, other words in between allowed."""
+    it = iter(seen)
+    return all(word in it for word in words)
+
+
 @pytest.mark.parametrize("code", LATIN)
 @pytest.mark.parametrize("cols, rows", CHARACTER)
-def test_every_screen_fits_a_character_lcd_in_every_latin_language(code, cols, rows):
+def test_every_screen_is_shown_whole_on_a_character_lcd_page_by_page(code, cols, rows):
+    """Nothing a client needs is dropped: every word of every paragraph is on some page, in
+    the letters the LCD can show (ı and ş kept), within its size, no word cut; the headline
+    heads every page; where else to go comes right after it."""
     for name, screen in screens(code):
-        lines = render(screen, cols, rows)
-        folded = [fold(p) for p in screen.paragraphs]
-        assert 1 <= len(lines) <= rows, (code, name, lines)
-        for line in lines:
-            assert len(line) <= cols and line == fold(line), (code, name, line)
-            assert words_run(line, folded), f"{code} {name}: {line!r} cuts a word"
-        assert lines[0] == folded[0].split()[0] or folded[0].startswith(lines[0]), (code, name)
+        pages = render_pages(screen, cols, rows)
+        headline = pages[0][:len(render_pages(Screen(name, screen.paragraphs[:1]), cols,
+                                              rows)[0])]
+        paragraphs = list(screen.paragraphs) + (
+            [hint_line(screen.hints)] if screen.hints else [])
+        kept = headline if len(headline) < rows else []  # heads every page, if it leaves room
+        seen: list[str] = []
+        for number, page in enumerate(pages):
+            assert 1 <= len(page) <= rows, (code, name, page)
+            for line in page:
+                assert len(line) <= cols and all(drawable(ch) for ch in line), (code, name, line)
+                assert words_run(line, paragraphs), f"{code} {name}: {line!r} cuts a word"
+            if len(pages) > 1:
+                assert page[:len(kept)] == kept, (code, name, number)
+            seen += " ".join(page[len(kept):] if number else page).split()
+        for paragraph in paragraphs:
+            assert in_order(paragraph.split(), seen), f"{code} {name}: {paragraph!r} is lost"
+        if name in GIVES_NOTHING:  # where else to go, right after the headline
+            after = seen[len(screen.paragraphs[0].split()):]
+            assert after[:2] == screen.paragraphs[1].split()[:2], (code, name, pages)
+
+
+def test_turkish_keeps_its_letters_on_a_character_lcd():
+    pages = render_pages(dict(screens("tr"))["idle"], 20, 4)
+    text = " ".join(line for page in pages for line in page)
+    assert "ı" in text and "İsim" in text and "Ücretsiz" in text
+    assert "Sinir" not in text and "basin" not in text
 
 
 @needs_fonts
 @pytest.mark.parametrize("code", list(languages()))
 @pytest.mark.parametrize("width, height", GRAPHIC)
-def test_every_screen_fits_a_graphic_screen_in_every_language(code, width, height):
+def test_every_screen_is_shown_whole_on_a_graphic_screen_page_by_page(code, width, height):
     for name, screen in screens(code):
-        _, placed = layout(screen, width, height)
-        assert placed and placed[0][0] == 0, f"{code} {name}: the first paragraph is not shown"
-        for index, face, lines, top in placed:
-            assert words_run(" ".join(lines), [screen.paragraphs[index]]), (code, name)
-            for line in lines:
-                assert face.getlength(line) <= width - 2 * MARGIN, (code, name, line)
-                runs = face.runs(line) if isinstance(face, Mixed) else [(face, line)]
-                missing = [ch for run_face, run in runs for ch in run if not has_glyph(run_face, ch)]
-                assert not missing, f"{code} {name}: {missing} drawn as boxes"
-            ascent, descent = face.getmetrics()
-            assert top + len(lines) * (ascent + descent + 2) <= height - MARGIN + 2
+        pages = layout_pages(screen, width, height)
+        seen: dict[int, list[str]] = {}
+        for _, placed in pages:
+            assert placed and placed[0][0] == 0 or not screen.paragraphs[0], (code, name)
+            for index, face, lines, top in placed:
+                if index or not seen.get(0):
+                    seen.setdefault(index, []).extend(" ".join(lines).split())
+                for line in lines:
+                    assert face.getlength(line) <= width - 2 * MARGIN, (code, name, line)
+                    runs = face.runs(line) if isinstance(face, Mixed) else [(face, line)]
+                    missing = [ch for run_face, run in runs for ch in run
+                               if not has_glyph(run_face, ch)]
+                    assert not missing, f"{code} {name}: {missing} drawn as boxes"
+                ascent, descent = face.getmetrics()
+                assert top + len(lines) * (ascent + descent + 2) <= height - MARGIN + 2
+        for index, paragraph in enumerate(screen.paragraphs):
+            assert seen.get(index, []) == paragraph.split(), f"{code} {name}: {index} lost"
 
 
-def test_nspvend_screens_prints_every_screen_within_20_by_4_in_every_latin_language():
+def test_nspvend_screens_prints_every_screen_page_by_page_within_20_by_4():
     for code in LATIN:
         result = nspvend("screens", "--display", "hd44780", "--lang", code)
         assert result.returncode == 0, result.stderr
         blocks = re.split(r"^== (\S+)\n", result.stdout, flags=re.M)[1:]
         names = blocks[0::2]
-        assert {"idle", "vending", "thank_you_1", "sorry", "out_of_service", "service",
-                "cannot_dispense", "idle_hub_open"} <= set(names), names
+        assert {"idle", "vending", "thank_you_1", "sorry", "cannot_give", "out_of_service",
+                "service", "cannot_dispense", "idle_hub_open"} <= set(names), names
         for name, body in zip(names, blocks[1::2], strict=True):
-            lines = body.rstrip("\n").split("\n")
-            assert 1 <= len(lines) <= 4 and all(len(line) <= 20 for line in lines), (code, name)
+            for number, page in enumerate(re.split(r"^-- page (\d+)\n", body, flags=re.M)[::2]):
+                lines = page.rstrip("\n").split("\n")
+                assert 1 <= len(lines) <= 4 and all(len(line) <= 20 for line in lines), (
+                    code, name, number, lines)
     listed = nspvend("screens", "--languages")
-    assert listed.stdout.split() == list(languages())
+    rows = [line.split() for line in listed.stdout.splitlines()]
+    assert [row[0] for row in rows] == list(languages())
+    assert "reviewed" in listed.stdout and "not reviewed" in listed.stdout
     refused = nspvend("screens", "--display", "hd44780", "--lang", "bn")
     assert refused.returncode == 2 and "graphic screen" in refused.stderr
 
@@ -106,8 +149,8 @@ def test_nspvend_screens_draws_pictures_of_a_graphic_screen(tmp_path):
 
     result = nspvend("screens", "--display", "st7789", "--lang", "bn", "--png", str(tmp_path))
     assert result.returncode == 0, result.stderr
-    pictures = sorted(tmp_path.glob("bn-*.png"))
-    assert len(pictures) >= 9
+    pictures = sorted(tmp_path.glob("bn-*-*.png"))
+    assert len(pictures) >= 10 and (tmp_path / "bn-sorry-1.png").exists()
     for path in pictures:
         image = Image.open(path)
         assert image.size == (240, 240) and image.getbbox() is not None
@@ -134,8 +177,12 @@ def test_the_character_lcd_through_rplcd_shows_what_render_says():
     lcd = CharacterLcd(DisplaySettings(kind="hd44780"), bus=Bus())
     for code in LATIN:
         for _, screen in screens(code):
-            lcd.show(screen)
-            assert model.text() == render(screen, 20, 4) + [""] * (4 - len(render(screen, 20, 4)))
+            pages = render_pages(screen, 20, 4)
+            assert lcd.show(screen) == len(pages)
+            for number, page in enumerate(pages):
+                if number:
+                    lcd.turn_page()
+                assert model.shown() == page + [""] * (4 - len(page)), (code, number)
     assert model.display_on and model.backlight
 
 
@@ -168,8 +215,8 @@ def test_the_board_lcd_driver_under_micropython_shows_the_lines_the_host_sends()
     model = HD44780(20, 4)
     for byte in data:
         model.write(byte)
-    assert model.text() == ["Tesekkurler.", "Naloxone saves", "lives: press 6 for a", "kit."]
-    assert model.text() == render(screen, 20, 4)
+    assert model.shown() == ["Teşekkürler.", "Naloxone saves", "lives: press 6 for a", "kit."]
+    assert model.shown() == render(screen, 20, 4)
 
 
 class Voice:
@@ -180,6 +227,9 @@ class Voice:
 
     def say(self, text: str, voice: str, volume: int) -> None:
         self.said.append((text, voice, volume))
+
+    def hush(self) -> None:
+        self.said.append(("(hushed)", "", 0))
 
 
 def voiced_rig(tmp_path, **speech) -> tuple[Rig, Voice]:
@@ -199,7 +249,7 @@ def test_the_language_button_cycles_languages_and_a_quiet_minute_brings_back_the
     assert rig.hw.display.lines[0] == "Free. No names. No limits."
     assert "Language: button 6" in rig.hw.display.lines
     rig.press(6)
-    assert rig.hw.display.lines[0] == "Ücretsiz. İsim yok. Sınır yok."
+    assert rig.hw.display.lines[0] == "Ücretsiz. İsim sorulmaz. Limit yok."
     rig.press(2)  # a vend in Turkish
     assert rig.hw.display.lines[0] == "Teşekkürler."
     assert rig.model.packs_dropped()[3] == 1
@@ -233,7 +283,20 @@ def test_every_screen_is_spoken_when_configured_and_speech_never_blocks_a_vend(t
     rig, voice = voiced_rig(tmp_path, every_screen=True)
     voice.said.clear()
     rig.press(1)
-    assert [v[0].split(" ")[0] for v in voice.said] == ["Getting", "Thank"]
+    assert [v[0].split(" ")[0] for v in voice.said] == ["(hushed)", "Getting", "(hushed)",
+                                                        "Thank"]  # each screen cuts the last
+
+
+def test_the_voice_says_what_the_screen_shows_all_of_it_and_stops_with_the_screen(tmp_path):
+    rig, voice = voiced_rig(tmp_path, every_screen=True)
+    rig.model.inject("jam", 3)
+    voice.said.clear()
+    rig.press(2)  # foil's only slot jams: cannot give, and where else to go
+    spoken = voice.said[-1][0]
+    assert spoken.startswith("Sorry, cannot give foil right now.")
+    assert rig.config.alternative_in("en") in spoken  # every page's words, not only the first's
+    rig.tick(rig.vm._screen_until - rig.clock.monotonic())
+    assert rig.vm.screen == "idle" and voice.said[-2][0] == "(hushed)"  # cut at the change
 
 
 def test_staff_words_are_shown_in_the_clients_language_where_staff_translated_them(tmp_path):

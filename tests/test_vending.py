@@ -71,14 +71,30 @@ def test_retries_setting_sets_how_many_more_turns_a_slot_gets(tmp_path, backend)
     assert rig.vm.slots[3].fault == "jam"
 
 
-def test_no_slot_left_tells_the_client_plainly_where_to_go(rig):
+def test_a_jammed_product_cannot_be_given_now_and_the_client_is_told_where_to_go(rig):
     rig.model.inject("jam", 3)
     rig.press(2)
     assert rig.vm.screen == "sorry"
+    assert rig.hw.display.lines == ["Sorry, cannot give foil right now.", "Go to the Hub"]
+    assert rig.hw.display.screen.crossed  # a crossed pictogram: nothing is given
+
+
+def test_none_left_is_said_only_when_every_slot_of_it_is_counted_empty(rig):
+    rig.refill(3, 0)
+    rig.model.load(3, 0)
+    rig.press(2)
     assert rig.hw.display.lines == ["Sorry, no foil left in here.", "Go to the Hub"]
+    assert rig.hw.display.screen.name == "sorry" and rig.hw.display.screen.crossed
     assert totals(rig) == {}
-    rig.press(2)  # a faulty slot is not tried again
-    assert rig.model.slots[3].turns == 2
+    rig.press(2)  # a slot known empty is not turned again until staff could have filled it
+    assert rig.model.slots[3].turns == 1
+
+
+def test_a_jammed_slot_is_not_tried_again(rig):
+    rig.model.inject("jam", 3)
+    rig.press(2)
+    rig.press(2)
+    assert rig.model.slots[3].turns == 2  # one turn and one retry, the first time only
 
 
 def test_a_dead_motor_faults_the_slot_at_once_and_falls_back(rig):
