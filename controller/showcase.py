@@ -85,7 +85,7 @@ def show(config: Config, display: str | None, language: str | None,
         for number, page in enumerate(pages, start=1):
             if number > 1:
                 out.append(f"-- page {number}")
-            out += page
+            out += [_visible(line) for line in page]
         if png is not None and kind in GRAPHIC:
             from hal.graphic import render_pages
 
@@ -100,6 +100,15 @@ def show(config: Config, display: str | None, language: str | None,
 def _size(config: Config, kind: str) -> tuple[int, int]:
     return ((config.display.width, config.display.height) if config.display.kind == kind
             else GRAPHIC[kind])
+
+
+def _visible(line: str) -> str:
+    """A line as a terminal can print it: the hints' marks as the symbols they draw."""
+    from hal.screens import SYMBOLS
+
+    for mark, symbol in SYMBOLS.items():
+        line = line.replace(mark, symbol)
+    return line
 
 
 def _hints(screen: Screen) -> str:

@@ -88,17 +88,24 @@ def pages(paragraphs: tuple[str, ...] | list[str], cols: int, rows: int) -> list
     them, in order, nothing left out. What fits on one page is one page. Otherwise the
     headline (the first paragraph) stays at the top of every page, if it leaves room, and
     the rest follow, a paragraph whole on a page where it fits, else continued on the
-    next."""
+    next. A headline taller than half the display is not repeated: it starts the first
+    page(s) and the rest follows it."""
     wrapped = [wrap(p, cols) for p in paragraphs if p.strip()]
     if not wrapped:
         return [[]]
     if sum(len(w) for w in wrapped) <= rows:
         return [[line for w in wrapped for line in w]]
     head, rest = wrapped[0], wrapped[1:]
-    keep = head if len(head) < rows else []
+    # kept on every page when it takes at most half of it; a longer one is said once, so
+    # the rest is not read a line a page
+    keep = head if len(head) <= rows // 2 else []
     room = rows - len(keep)
-    out = [] if keep else [head[i:i + rows] for i in range(0, len(head), rows)]
     page: list[str] = []
+    out = []
+    if not keep:
+        for i in range(0, len(head), rows):
+            page = head[i:i + rows]
+        out = [head[i:i + rows] for i in range(0, len(head) - len(page), rows)]
     for lines in rest:
         if len(page) + len(lines) <= room:
             page += lines
