@@ -790,7 +790,7 @@ class VendingMachine:
             self.speaker.hush()
         pages = self.hw.display.show(screen) or 1
         now = self.clock.monotonic()
-        self._page_at = now + PAGE_S if pages > 1 else None
+        self._page_at = now + PAGE_S  # a display with one page ignores the turn
         self._screen_until = now + max(seconds, pages * PAGE_S) if seconds else None
         if self.config.speak_every_screen:
             self._speak(screen)

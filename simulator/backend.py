@@ -80,16 +80,21 @@ class SimDisplay:
     def __init__(self) -> None:
         self.lines: list[str] = []
         self.screen: Screen | None = None
+        self.page = 0
         self.changed = threading.Event()
 
     def show(self, screen: Screen) -> int:
         self.screen = screen
         self.lines = screen.lines
+        self.page = 0
         self.changed.set()
         return 1
 
     def turn_page(self) -> None:
-        """The simulator's screen shows every paragraph at once."""
+        """The simulator's screen shows every paragraph at once; a front end that draws a
+        smaller display (the demo's 20x4) follows the page count."""
+        self.page += 1
+        self.changed.set()
 
 
 class SimLed:
