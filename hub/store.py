@@ -255,12 +255,18 @@ class HubStore:
                     " unconfirmed = daily_counts.unconfirmed + excluded.unconfirmed",
                     [v for row in rows for v in (machine, day, *row)])
         start, end = parse_iso(usage.start), parse_iso(usage.end)
-        midnight = datetime(start.year, start.month, start.day, tzinfo=UTC) + timedelta(days=1)
-        seconds = max(0.0, (min(end, midnight) - start).total_seconds())
-        self._x("INSERT INTO daily_cover (machine, day, seconds, buckets) VALUES (?, ?, ?, 1)"
-                " ON CONFLICT (machine, day) DO UPDATE SET"
-                " seconds = daily_cover.seconds + excluded.seconds,"
-                " buckets = daily_cover.buckets + 1", (machine, day, seconds))
+        day_start = datetime(start.year, start.month, start.day, tzinfo=UTC)
+        for n in range(3):  # a bucket across midnight covers its share of the next day too
+            midnight = day_start + timedelta(days=1)
+            seconds = max(0.0, (min(end, midnight) - max(start, day_start)).total_seconds())
+            self._x("INSERT INTO daily_cover (machine, day, seconds, buckets) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (machine, day) DO UPDATE SET"
+                    " seconds = daily_cover.seconds + excluded.seconds,"
+                    " buckets = daily_cover.buckets + excluded.buckets",
+                    (machine, f"{day_start:%Y-%m-%d}", seconds, int(n == 0)))
+            if end <= midnight:
+                break
+            day_start = midnight
         return True
 
     def record_event(self, machine: str, event: EventMessage, at: datetime) -> bool:

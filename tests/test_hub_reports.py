@@ -381,3 +381,27 @@ def test_what_a_bucket_close_told_is_kept_at_its_ts_not_when_it_arrived(new_stor
     assert told_at("1970-01-01T00:00:00Z", now) == now
     assert told_at("2026-11-23T02:59:59Z", now) == now
     assert told_at("2026-11-25T03:05:00Z", now) == now
+
+
+def test_a_bucket_across_midnight_counts_on_its_first_day_and_covers_each_day_its_share(
+        new_store):
+    """A bucket's counts go to the day it starts (UTC), its time to each day it covers; a
+    product only unconfirmed is kept too; a bucket cut to nothing by a stop covers nothing."""
+    store = new_store()
+    across = UsageMessage(id="b1", start="2026-11-24T23:30:00Z", end="2026-11-25T00:30:00Z",
+                          counts={"foil": 2}, unconfirmed={"water": 1}, clock_synced=True)
+    empty = UsageMessage(id="b2", start="2026-11-25T00:30:00Z", end="2026-11-25T00:30:00Z",
+                         counts={"foil": 0}, unconfirmed={}, clock_synced=True)
+    with store.transaction():
+        store.heard("m1", NOW)
+        store.record_usage("m1", across, NOW)
+        store.record_usage("m1", empty, NOW)
+    assert store.usage_totals("2026-11-24T00:00:00Z", "2026-11-26T00:00:00Z") == [
+        ("m1", "foil", 2, 0, 2), ("m1", "water", 0, 1, 2)]
+    daily = [tuple(r) for r in store._x(
+        "SELECT day, product, confirmed, unconfirmed FROM daily_counts ORDER BY day, product")]
+    assert daily == [("2026-11-24", "foil", 2, 0), ("2026-11-24", "water", 0, 1),
+                     ("2026-11-25", "foil", 0, 0)]
+    cover = [tuple(r) for r in store._x("SELECT day, seconds, buckets FROM daily_cover"
+                                        " ORDER BY day")]
+    assert cover == [("2026-11-24", 1800.0, 1), ("2026-11-25", 1800.0, 1)]
