@@ -284,3 +284,41 @@ def test_events_answers_the_latest_events_whole_newest_first_and_as_many_as_aske
     assert (jam["slot"], jam["product"]) == (3, "foil")
     assert len(rig.command(cmd="events")["result"]["events"]) == 5  # the 20 last: all of them
     assert rig.command(cmd="events", limit=0)["error"].startswith("limit:")
+
+
+def test_the_mode_staff_set_outlives_a_restart_and_is_logged(rig):
+    assert rig.command(cmd="set_mode", mode="out_of_service")["ok"]
+    rig.restart()
+    assert rig.vm.mode == "out_of_service"
+    [event] = [e for e in rig.ledger.events(5) if e["type"] == "mode_changed"]
+    assert event["detail"] == "out_of_service"
+
+
+def test_staff_actions_are_logged_with_their_slot_product_and_what_changed(rig):
+    rig.model.inject("jam", 3)
+    rig.press(2)
+    assert rig.command(cmd="clear_fault", slot=3)["ok"]
+    assert rig.command(cmd="configure_slot", slot=4, capacity=6, low_at=0)["ok"]
+    events = {e["type"]: e for e in rig.ledger.events(10)}
+    cleared, configured = events["fault_cleared"], events["slot_configured"]
+    assert (cleared["slot"], cleared["product"], cleared["detail"]) == (3, "foil", "was: jam")
+    assert (configured["slot"], configured["product"], configured["detail"]) == (
+        4, "naloxone", "capacity 6, low at 0")
+
+
+def test_configure_slot_takes_capacities_from_1_to_1000_and_no_fewer_than_the_packs_in_it(rig):
+    rig.refill(4, 0)
+    rig.press(3)  # counted empty: known empty now, not turned again
+    assert rig.vm.slots[4].known_empty
+    assert rig.command(cmd="configure_slot", slot=4, capacity=1, low_at=0)["ok"]
+    assert not rig.vm.slots[4].known_empty  # staff touched it: it may hold packs again
+    assert rig.command(cmd="configure_slot", slot=4, capacity=1000)["ok"]
+    for capacity in (0, 1001):
+        answer = rig.command(cmd="configure_slot", slot=4, capacity=capacity)
+        assert answer["error"].startswith("capacity:"), answer
+    assert rig.command(cmd="refill", slot=3, count=8)["ok"]
+    assert rig.command(cmd="configure_slot", slot=3, capacity=8)["ok"]  # exactly what is in it
+    fewer = rig.command(cmd="configure_slot", slot=3, capacity=7)
+    assert fewer["error"] == "capacity: 7 is less than the 8 packs in slot 3; refill it with " \
+                             "fewer first"
+    assert rig.vm.slots[3].capacity == 8
