@@ -15,7 +15,7 @@ from pathlib import Path
 from controller import texts
 from controller.config import Config, load_config
 from controller.i18n import Language, languages
-from hal.screens import Screen
+from hal.screens import Screen, hint_line, visible
 
 GRAPHIC = {"st7789": (240, 240), "ili9341": (320, 240)}
 CHARACTER = ("hd44780", "board")
@@ -85,7 +85,7 @@ def show(config: Config, display: str | None, language: str | None,
         for number, page in enumerate(pages, start=1):
             if number > 1:
                 out.append(f"-- page {number}")
-            out += [_visible(line) for line in page]
+            out += [visible(line) for line in page]
         if png is not None and kind in GRAPHIC:
             from hal.graphic import render_pages
 
@@ -102,19 +102,8 @@ def _size(config: Config, kind: str) -> tuple[int, int]:
             else GRAPHIC[kind])
 
 
-def _visible(line: str) -> str:
-    """A line as a terminal can print it: the hints' marks as the symbols they draw."""
-    from hal.screens import SYMBOLS
-
-    for mark, symbol in SYMBOLS.items():
-        line = line.replace(mark, symbol)
-    return line
-
-
 def _hints(screen: Screen) -> str:
-    from hal.screens import SYMBOLS, hint_line
-
-    return hint_line(screen.hints, SYMBOLS)
+    return visible(hint_line(screen.hints))
 
 
 def language_lines() -> list[str]:

@@ -125,7 +125,7 @@ class Dispenser(Protocol):
 
 class Display(Protocol):
     """What the client reads: a character LCD, a graphic screen, a kiosk's file. Each lays
-    the screen out for its own size (``hal.screens.fit``)."""
+    the screen out for its own size (``hal.screens.pages``)."""
 
     def show(self, screen: Screen) -> int:
         """Show ``screen`` from its first page; returns how many pages it has here."""

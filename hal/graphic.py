@@ -15,7 +15,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-from hal.screens import Pages, Screen
+from hal.screens import PagedDisplay, Screen
 from hal.settings import DisplaySettings
 
 log = logging.getLogger(__name__)
@@ -186,11 +186,6 @@ def _split(item: tuple[int, str], head: list, width: int, height: int, top: int,
     return [(i, ""), item] if head else [(i, lines[0]), (i, " ".join(lines[1:]))]
 
 
-def layout(screen: Screen, width: int, height: int) -> Page:
-    """The first page (:func:`layout_pages`)."""
-    return layout_pages(screen, width, height)[0]
-
-
 def hints_height(screen: Screen, height: int) -> int:
     """The row the hints (a globe, a speaker, each with its button's number) take."""
     return height // 6 if screen.hints else 0
@@ -222,11 +217,6 @@ def render_pages(screen: Screen, width: int, height: int) -> list[Image.Image]:
     """``screen`` drawn for a ``width`` x ``height`` screen, page by page: a pictogram, the
     headline large and yellow, the rest smaller (:func:`layout_pages`)."""
     return [_draw(screen, width, height, page) for page in layout_pages(screen, width, height)]
-
-
-def render(screen: Screen, width: int, height: int) -> Image.Image:
-    """The first page (:func:`render_pages`)."""
-    return render_pages(screen, width, height)[0]
 
 
 def _draw(screen: Screen, width: int, height: int, page: Page) -> Image.Image:
@@ -390,10 +380,11 @@ def pictogram(draw: ImageDraw.ImageDraw, name: str, x: int, y: int, size: int) -
         pictogram(draw, "pack", x, y, size)
 
 
-class GraphicScreen:
+class GraphicScreen(PagedDisplay):
     """The screen on SPI (``device`` given: any luma device, such as luma's ``dummy``)."""
 
     def __init__(self, settings: DisplaySettings, device: Any = None) -> None:
+        super().__init__()
         self.settings = settings
         if device is None:
             from luma.core.interface.serial import spi
@@ -406,18 +397,11 @@ class GraphicScreen:
                           rotate=settings.rotate)
         self.device = device
         self.image: Image.Image | None = None
-        self.pages = Pages()
 
-    def show(self, screen: Screen) -> int:
-        self.pages.set(render_pages(screen, self.device.width, self.device.height))
-        self._put(self.pages.current)
-        return len(self.pages.pages)
+    def layout(self, screen: Screen) -> list[Image.Image]:
+        return render_pages(screen, self.device.width, self.device.height)
 
-    def turn_page(self) -> None:
-        if self.pages.turn():
-            self._put(self.pages.current)
-
-    def _put(self, image: Image.Image) -> None:
+    def put(self, image: Image.Image) -> None:
         self.image = image
         try:
             self.device.display(self.image.convert(self.device.mode))

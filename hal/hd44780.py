@@ -14,7 +14,7 @@ import logging
 from typing import Any
 
 from hal.glyphs import ROM, drawable, glyph
-from hal.screens import Pages, Screen, fold, hint_line, pages
+from hal.screens import PagedDisplay, Screen, fold, hint_line, pages
 from hal.settings import DisplaySettings
 
 log = logging.getLogger(__name__)
@@ -48,12 +48,7 @@ def custom(lines: list[str]) -> tuple[list[str], list[list[int]]]:
     return out, [glyph(ch) for ch in wanted[:8]]
 
 
-def render(screen: Screen, cols: int, rows: int) -> list[str]:
-    """The first page (:func:`render_pages`)."""
-    return render_pages(screen, cols, rows)[0]
-
-
-class CharacterLcd:
+class CharacterLcd(PagedDisplay):
     """The LCD; ``bus`` is an SMBus-like object (smbus2's, or a test's)."""
 
     def __init__(self, settings: DisplaySettings, bus: Any = None) -> None:
@@ -66,24 +61,18 @@ class CharacterLcd:
                 else:
                     self.bus = bus  # a test's bus
 
+        super().__init__()
         self.settings = settings
         self.lines: list[str] = []
-        self.pages = Pages()
         self.lcd = Lcd("PCF8574", settings.i2c_address, port=settings.i2c_port,
                        cols=settings.cols, rows=settings.rows, charmap="A00",
                        auto_linebreaks=False, backlight_enabled=True)
         self.lcd.clear()
 
-    def show(self, screen: Screen) -> int:
-        self.pages.set(render_pages(screen, self.settings.cols, self.settings.rows))
-        self._put(self.pages.current)
-        return len(self.pages.pages)
+    def layout(self, screen: Screen) -> list[list[str]]:
+        return render_pages(screen, self.settings.cols, self.settings.rows)
 
-    def turn_page(self) -> None:
-        if self.pages.turn():
-            self._put(self.pages.current)
-
-    def _put(self, lines: list[str]) -> None:
+    def put(self, lines: list[str]) -> None:
         if lines == self.lines:
             return
         self.lines = lines

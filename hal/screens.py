@@ -37,7 +37,7 @@ class Screen:
     def lines(self) -> list[str]:
         """The paragraphs as they are, and the hints as symbols, for a display with room for
         any line (the simulator's, a kiosk's)."""
-        return list(self.paragraphs) + ([hint_line(self.hints, SYMBOLS)] if self.hints else [])
+        return list(self.paragraphs) + ([visible(hint_line(self.hints))] if self.hints else [])
 
     def to_speak(self) -> str:
         return " ".join(self.spoken or self.paragraphs)
@@ -49,14 +49,9 @@ MARKS = {"language": LANGUAGE_MARK, "speech": SPEECH_MARK}
 SYMBOLS = {LANGUAGE_MARK: "\U0001F310", SPEECH_MARK: "\U0001F50A"}  # globe, speaker
 
 
-def hint_line(hints: tuple[tuple[str, int], ...], symbols: dict[str, str] | None = None) -> str:
-    """The hints as one short line: a mark and the button's number each (``symbols`` maps
-    the marks to what a display draws for them)."""
-    parts = [MARKS[kind] + str(button) for kind, button in hints]
-    line = "  ".join(parts)
-    for mark, symbol in (symbols or {}).items():
-        line = line.replace(mark, symbol)
-    return line
+def hint_line(hints: tuple[tuple[str, int], ...]) -> str:
+    """The hints as one short line: a mark and the button's number each."""
+    return "  ".join(MARKS[kind] + str(button) for kind, button in hints)
 
 
 def wrap(paragraph: str, width: int) -> list[str]:
@@ -122,32 +117,40 @@ def pages(paragraphs: tuple[str, ...] | list[str], cols: int, rows: int) -> list
     return out
 
 
-def fit(paragraphs: tuple[str, ...] | list[str], cols: int, rows: int) -> list[str]:
-    """The first page a ``cols`` x ``rows`` display shows (:func:`pages`)."""
-    return pages(paragraphs, cols, rows)[0]
-
-
-class Pages:
-    """A display's pages of the screen shown, and which is up: a screen too long for the
-    display turns its pages (``turn``, every few seconds) rather than losing a word."""
+class PagedDisplay:
+    """A display that lays a screen out in pages and shows one at a time: a screen too long
+    for it turns its pages (:meth:`turn_page`, every few seconds) rather than losing a word.
+    A display says how it lays a screen out (:meth:`layout`) and puts one page up
+    (:meth:`put`)."""
 
     def __init__(self) -> None:
         self.pages: list = [[]]
         self.index = 0
 
-    def set(self, pages: list) -> None:
-        self.pages, self.index = pages or [[]], 0
+    def layout(self, screen: Screen) -> list:
+        raise NotImplementedError
 
-    def turn(self) -> bool:
-        """Show the next page (the first after the last); False if there is only one."""
-        if len(self.pages) < 2:
-            return False
-        self.index = (self.index + 1) % len(self.pages)
-        return True
+    def put(self, page: object) -> None:
+        raise NotImplementedError
 
-    @property
-    def current(self) -> list:
-        return self.pages[self.index]
+    def show(self, screen: Screen) -> int:
+        """Show ``screen`` from its first page; returns how many pages it has here."""
+        self.pages, self.index = self.layout(screen) or [[]], 0
+        self.put(self.pages[0])
+        return len(self.pages)
+
+    def turn_page(self) -> None:
+        """Show the next page (the first after the last); nothing if there is only one."""
+        if len(self.pages) > 1:
+            self.index = (self.index + 1) % len(self.pages)
+            self.put(self.pages[self.index])
+
+
+def visible(line: str) -> str:
+    """A line as a terminal or a kiosk prints it: the hints' marks as the symbols they are."""
+    for mark, symbol in SYMBOLS.items():
+        line = line.replace(mark, symbol)
+    return line
 
 
 # Letters an HD44780's standard ROM (A00) lacks, as the nearest it has.

@@ -32,7 +32,7 @@ from hal import (
     VendOutcome,
 )
 from hal.hd44780 import custom, render_pages
-from hal.screens import Pages, Screen, fold
+from hal.screens import PagedDisplay, Screen, fold
 from hal.settings import SerialSettings
 
 log = logging.getLogger(__name__)
@@ -444,26 +444,20 @@ class SerialDispenser:
         return None
 
 
-class BoardDisplay:
+class BoardDisplay(PagedDisplay):
     """The board's own 20x4 character LCD (firmware_py/lcd.py), fed each page's lines."""
 
     COLS, ROWS = 20, 4
 
     def __init__(self, link: BoardConnection) -> None:
+        super().__init__()
         self.link = link
         self.lines: list[str] = []
-        self.pages = Pages()
 
-    def show(self, screen: Screen) -> int:
-        self.pages.set(render_pages(screen, self.COLS, self.ROWS))
-        self._put(self.pages.current)
-        return len(self.pages.pages)
+    def layout(self, screen: Screen) -> list[list[str]]:
+        return render_pages(screen, self.COLS, self.ROWS)
 
-    def turn_page(self) -> None:
-        if self.pages.turn():
-            self._put(self.pages.current)
-
-    def _put(self, lines: list[str]) -> None:
+    def put(self, lines: list[str]) -> None:
         self.lines = lines
         if glyphs_known(self.link.firmware):
             coded, patterns = custom(lines)

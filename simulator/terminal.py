@@ -203,11 +203,11 @@ class FrontEnd:
         display = self.configured_display
         if screen is not None and display is not None and display.kind == "hd44780":
             from hal.hd44780 import render_pages
-            from hal.screens import SYMBOLS
+            from hal.screens import visible
 
             pages = render_pages(screen, display.cols, display.rows)
             page = pages[getattr(self.hw.display, "page", 0) % len(pages)]
-            return ["".join(SYMBOLS.get(ch, ch) for ch in line) for line in page]
+            return [visible(line) for line in page]
         return list(self.hw.display.lines)
 
     def _print_display_changes(self) -> None:

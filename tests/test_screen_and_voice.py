@@ -16,7 +16,7 @@ from controller.config import ConfigError
 from controller.i18n import languages
 from hal.glyphs import drawable
 from hal.graphic import FONT_FILES, MARGIN, GraphicScreen, Mixed, has_glyph, layout_pages
-from hal.hd44780 import CharacterLcd, render, render_pages
+from hal.hd44780 import CharacterLcd, render_pages
 from hal.screens import Screen, hint_line
 from hal.settings import DisplaySettings
 from simulator.hd44780 import HD44780
@@ -216,7 +216,7 @@ def test_the_board_lcd_driver_under_micropython_shows_the_lines_the_host_sends()
     for byte in data:
         model.write(byte)
     assert model.shown() == ["Teşekkürler.", "Naloxone saves", "lives: press 6 for a", "kit."]
-    assert model.shown() == render(screen, 20, 4)
+    assert model.shown() == render_pages(screen, 20, 4)[0]
 
 
 class Voice:
