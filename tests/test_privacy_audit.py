@@ -25,7 +25,7 @@ import pytest
 from controller.clock import parse_iso
 from controller.ledger import VEND_CAUSED
 from tests.broker import MOSQUITTO, Subscriber
-from tests.daemon_process import BoardProcess, DaemonProcess, ask
+from tests.daemon_process import BoardProcess, DaemonProcess, ask, dropped, wait_until
 from tests.machines import machine_toml
 from tests.test_hub import Hub
 
@@ -84,17 +84,11 @@ class Machine:
                     not self.presses or now - self.presses[-1] >= 1.0):
                 break
             time.sleep(0.02)
-        dropped = self.dropped()
+        before = dropped(self.tmp)  # the world's socket, the board's or the simulator's
         self.presses.append(time.time())
         self.physical({"op": "press", "button": button})
-        deadline = time.monotonic() + 10  # every press here drops a pack: wait for it
-        while self.dropped() == dropped and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert self.dropped() == dropped + 1
-
-    def dropped(self) -> int:
-        answer = self.board.ask({"op": "state"}) if self.board else ask(self.world, {"op": "state"})
-        return sum(s["packs_dropped"] for s in answer["slots"])
+        wait_until(lambda: dropped(self.tmp) == before + 1, "the press's pack (every press here "
+                   "drops one)", timeout=10, every=0.01)
 
     def life(self) -> None:
         """Everything a client can cause: a slot low, then empty, a slot counted empty that
