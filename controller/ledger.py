@@ -238,8 +238,9 @@ class Ledger:
                     names = ", ".join(f'"{c}"' for c in columns)
                     rows = source.execute(f"SELECT {names} FROM {table}").fetchall()
                     with self.transaction():
-                        self.db.conn.executemany(f"INSERT OR IGNORE INTO {table} ({names}) VALUES"
-                                            f" ({', '.join('?' * len(columns))})", rows)
+                        self.db.conn.executemany(f"INSERT OR IGNORE INTO {table} ({names})"
+                                                 f" VALUES ({', '.join('?' * len(columns))})",
+                                                 rows)
                     copied[table] = len(rows)
                 except (sqlite3.Error, StorageError) as e:
                     log.warning("could not read back %s from %s: %s", table, old, e)
@@ -468,20 +469,23 @@ class Ledger:
 
     def held_events(self) -> list[Event]:
         """The events held now, in the order they happened."""
-        rows = self._x("SELECT payload FROM held_events ORDER BY id").fetchall()
-        return [Event(**{k: v for k, v in json.loads(text).items() if k in _EVENT_FIELDS})
-                for (text,) in rows]
+        return [event for _, event in self._held()]
 
     def release_held(self, ts: datetime) -> int:
         """Log and queue every held event, in order, stamped ``ts`` (the end of the bucket
         closing; inside the caller's transaction)."""
-        rows = self._x("SELECT id, payload FROM held_events ORDER BY id").fetchall()
-        for _, text in rows:
-            held = json.loads(text)
-            event = Event(**{k: v for k, v in held.items() if k in _EVENT_FIELDS})
-            self.add_event(event, ts, held["id"])
+        held = self._held()
+        for event_id, event in held:
+            self.add_event(event, ts, event_id)
         self._x("DELETE FROM held_events")
-        return len(rows)
+        return len(held)
+
+    def _held(self) -> list[tuple[str, Event]]:
+        out = []
+        for (text,) in self._x("SELECT payload FROM held_events ORDER BY id").fetchall():
+            held = json.loads(text)
+            out.append((held["id"], Event(**{k: v for k, v in held.items() if k in _EVENT_FIELDS})))
+        return out
 
     def events(self, limit: int = 20) -> list[dict]:
         rows = self._x(
