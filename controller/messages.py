@@ -151,7 +151,8 @@ def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     if hasattr(value, "__dataclass_fields__"):
-        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)
+                if not (getattr(value, f.name) is None and f.metadata.get("optional"))}
     return value
 
 
@@ -209,6 +210,7 @@ class ProductStock:
 
     count: int
     status: str
+    name: str | None = optional()  # the product's display name (readers take it missing)
 
 
 @dataclass(frozen=True)
@@ -247,7 +249,8 @@ class StockMessage(Message):
             try:
                 products[product] = ProductStock(
                     count=_take(p, "count", int),
-                    status=_take(p, "status", str, choices=SLOT_STATUSES))
+                    status=_take(p, "status", str, choices=SLOT_STATUSES),
+                    name=_take(p, "name", (str, type(None)), required=False))
             except BadMessage as e:
                 raise BadMessage(f"products.{product}.{e.field}",
                                  str(e).split(": ", 1)[1]) from None

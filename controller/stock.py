@@ -64,12 +64,14 @@ def product_summary(slots: Iterable[SlotState], products: Iterable[str]) -> dict
     return summary
 
 
-def stock_message(slots: Iterable[SlotState], products: Iterable[str], ts: str) -> StockMessage:
-    """The ``stock`` message for these slots."""
+def stock_message(slots: Iterable[SlotState], products: Iterable[str], ts: str,
+                  names: dict[str, str] | None = None) -> StockMessage:
+    """The ``stock`` message for these slots (``names``: each product's display name)."""
     slots = sorted(slots, key=lambda s: s.slot)
     return StockMessage(
         ts=ts,
         slots=tuple(SlotStock(s.slot, s.product, s.count, s.capacity, s.low_at, slot_status(s))
                     for s in slots),
-        products={p: ProductStock(**v) for p, v in product_summary(slots, products).items()},
+        products={p: ProductStock(**v, name=(names or {}).get(p))
+                  for p, v in product_summary(slots, products).items()},
     )

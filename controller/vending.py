@@ -876,8 +876,8 @@ class VendingMachine:
         """The ``stock`` message: live counts for staff at the machine, or (``public``) the
         counts as at the last bucket close with staff's changes since; stamped ``at`` or now."""
         slots = self.published.slots if public else self.slots
-        return stock.stock_message(slots.values(), self.products,
-                                   iso(at or self.clock.now())).payload()
+        return stock.stock_message(slots.values(), self.products, iso(at or self.clock.now()),
+                                   {p.id: p.name for p in self.products.values()}).payload()
 
     # -- staff changes -------------------------------------------------------------
     def staff_change(self, change: Callable[[datetime], Any]) -> Any:
