@@ -53,6 +53,7 @@ class MachineInfo:
     name: str
     place: str | None = None
     command_key_file: str | None = None
+    area: str | None = None  # for staff to see one area's machines (the fleet board's filter)
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,13 @@ class HubConfig:
     def name_of(self, machine_id: str) -> str:
         info = self.machines.get(machine_id)
         return info.name if info else machine_id
+
+
+def _zone(table: Any, key: str, name: str) -> None:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise table.fail(key, f"{name!r} is not a time zone such as Europe/London") from None
 
 
 def find_hub_config(explicit: str | None) -> str:
@@ -153,7 +161,9 @@ def parse_hub_config(data: dict, path: str = "<hub config>") -> HubConfig:
     if not re.fullmatch(r"https?://\S+", base_url):
         raise web.fail("base_url", f"must start with http:// or https://, not {base_url!r}")
     command_expires_s = web.integer("command_expires_s", 3600, 60, 86400)
-    web.finish()
+    timezone = web.text("timezone", None)
+    if timezone is not None:
+        _zone(web, "timezone", timezone)
 
     alerts = top.table("alerts")
     offline_after_s = alerts.integer("offline_after_s", 600, 5, 7 * 86400)
@@ -171,12 +181,14 @@ def parse_hub_config(data: dict, path: str = "<hub config>") -> HubConfig:
     if not (1 <= month <= 12 and 1 <= day <= 28):
         raise reports.fail("financial_year_start", f"must be a month and day (day 1 to 28) such "
                                                    f"as \"04-01\", not {start!r}")
-    timezone = reports.text("timezone", "Europe/London")
-    try:
-        ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise reports.fail("timezone", f"{timezone!r} is not a time zone such as "
-                                       "Europe/London") from None
+    older = reports.text("timezone", None)  # where 0.2 read it: still read
+    if older is not None:
+        _zone(reports, "timezone", older)
+        if timezone is not None and timezone != older:
+            raise web.fail("timezone", f"{timezone!r} differs from reports.timezone {older!r}: "
+                                       "keep web.timezone only")
+    timezone = timezone or older or "Europe/London"
+    web.finish()
     reports.finish()
 
     machines = {}
@@ -187,6 +199,7 @@ def parse_hub_config(data: dict, path: str = "<hub config>") -> HubConfig:
             name=t.text("name", _REQUIRED),
             place=t.text("place", None),
             command_key_file=command_key(t, "command_key_file", resolve),
+            area=t.text("area", None),
         )
         t.finish()
         if info.id in machines:

@@ -1,7 +1,8 @@
 """Commissioners' figures: packs per product per machine per day, week, month or financial
 year, confirmed and unconfirmed apart, with how much of each period the machine's buckets
 cover ("nothing heard" is not "nothing dispensed"). Nothing finer than a bucket exists here
-to be shown. Periods are UTC dates, as the CSV of docs/hub.md.
+to be shown. Periods are days in the hub's time zone (``[web] timezone``), as the CSV of
+docs/hub.md; a bucket belongs to the period its start falls in.
 """
 
 from __future__ import annotations
@@ -11,9 +12,13 @@ import io
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from html import escape
+from zoneinfo import ZoneInfo
 
 from controller.clock import iso
+from hub import humane
 from hub.store import HubStore
+
+UTC_ZONE = ZoneInfo("UTC")
 
 KINDS = ("day", "week", "month", "year")
 
@@ -31,24 +36,31 @@ class Period:
                    for p, v in products.items() if product is None or p == product)
 
 
-def midnight(d: date) -> datetime:
-    return datetime(d.year, d.month, d.day, tzinfo=UTC)
+def midnight(d: date, tz: ZoneInfo = UTC_ZONE) -> datetime:
+    """The start of day ``d`` in ``tz``, in UTC."""
+    return datetime(d.year, d.month, d.day, tzinfo=tz).astimezone(UTC)
 
 
-def periods(kind: str, today: date, count: int, fy_start: tuple[int, int] = (4, 1)
-            ) -> list[Period]:
-    """The last ``count`` periods of ``kind`` up to and including the one holding ``today``,
-    oldest first."""
+def periods(kind: str, today: date, count: int, fy_start: tuple[int, int] = (4, 1),
+            tz: ZoneInfo = UTC_ZONE) -> list[Period]:
+    """The last ``count`` periods of ``kind`` up to and including the one holding ``today``
+    (a day in ``tz``), oldest first; labels as people write them (``18 Nov``, ``w/c 16 Nov``,
+    ``Nov 2026``, ``2026/27``)."""
     out: list[Period] = []
+
+    def midnight(d: date) -> datetime:
+        return datetime(d.year, d.month, d.day, tzinfo=tz).astimezone(UTC)
+
     if kind == "day":
         for i in range(count - 1, -1, -1):
             d = today - timedelta(days=i)
-            out.append(Period(d.isoformat(), midnight(d), midnight(d + timedelta(days=1))))
+            out.append(Period(humane.short_day(d), midnight(d),
+                              midnight(d + timedelta(days=1))))
     elif kind == "week":
         monday = today - timedelta(days=today.weekday())
         for i in range(count - 1, -1, -1):
             d = monday - timedelta(weeks=i)
-            out.append(Period(f"week of {d.isoformat()}", midnight(d),
+            out.append(Period(f"w/c {humane.short_day(d)}", midnight(d),
                               midnight(d + timedelta(weeks=1))))
     elif kind == "month":
         year, month = today.year, today.month
@@ -58,7 +70,8 @@ def periods(kind: str, today: date, count: int, fy_start: tuple[int, int] = (4, 
             year, month = (year, month - 1) if month > 1 else (year - 1, 12)
         for y, m in reversed(months):
             nxt = date(y + 1, 1, 1) if m == 12 else date(y, m + 1, 1)
-            out.append(Period(f"{y}-{m:02d}", midnight(date(y, m, 1)), midnight(nxt)))
+            out.append(Period(humane.month(date(y, m, 1)), midnight(date(y, m, 1)),
+                              midnight(nxt)))
     elif kind == "year":
         month, day = fy_start
         first = date(today.year, month, day)
@@ -75,9 +88,9 @@ def periods(kind: str, today: date, count: int, fy_start: tuple[int, int] = (4, 
 
 def fill(store: HubStore, spans: list[Period], machines: list[str] | None = None,
          now: datetime | None = None) -> list[Period]:
-    """Count each period's packs and coverage from the store (buckets by their start day;
-    every period here is made of whole UTC days). The database adds up each period: what
-    comes back is a row per machine and product, however many days the period holds."""
+    """Count each period's packs and coverage from the store (buckets by their start). The
+    database adds up each period: what comes back is a row per machine and product, however
+    many days the period holds."""
     now = now or datetime.now(UTC)
     for period in spans:
         start, end = iso(period.start), iso(period.end)
@@ -90,10 +103,11 @@ def fill(store: HubStore, spans: list[Period], machines: list[str] | None = None
     return spans
 
 
-def usage_csv(store: HubStore, start: date, end: date) -> str:
-    """The usage CSV (docs/hub.md): ``machine,product,confirmed,unconfirmed`` (then coverage and bucket
-    counts) for buckets starting in [start, end), UTC dates; each bucket counted once."""
-    span = Period("", midnight(start), midnight(end))
+def usage_csv(store: HubStore, start: date, end: date, tz: ZoneInfo = UTC_ZONE) -> str:
+    """The usage CSV (docs/hub.md): ``machine,product,confirmed,unconfirmed`` (then coverage
+    and bucket counts) for buckets starting in [start, end), days in ``tz``; each bucket
+    counted once."""
+    span = Period("", midnight(start, tz), midnight(end, tz))
     fill(store, [span])
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -105,46 +119,22 @@ def usage_csv(store: HubStore, start: date, end: date) -> str:
     return out.getvalue()
 
 
-def nice(value: float) -> int:
-    """The smallest 1, 2 or 5 times a power of ten that is at least ``value``."""
-    scale = 1
-    while True:
-        for step in (1, 2, 5):
-            if step * scale >= value:
-                return step * scale
-        scale *= 10
-
-
-def bar_chart(spans: list[Period], title: str, width: int = 720, height: int = 240) -> str:
-    """An SVG bar chart of confirmed (solid) and unconfirmed (pale) packs per period."""
-    top = nice(max([p.total() + p.total(unconfirmed=True) for p in spans] + [1]))
-    left, bottom, gap = 48, 36, 4
-    inner_w, inner_h = width - left - 8, height - bottom - 24
-    bar = max(2.0, inner_w / max(1, len(spans)) - gap)
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" role="img" viewBox="0 0 {width} {height}"'
-             f' class="chart"><title>{escape(title)}</title>',
-             f'<text x="{left}" y="14" class="chart-title">{escape(title)}</text>']
-    for tick in (0, top / 2, top) if top >= 2 else (0, top):
-        y = 24 + inner_h - inner_h * tick / top
-        parts.append(f'<line x1="{left}" x2="{width - 8}" y1="{y:.1f}" y2="{y:.1f}" '
-                     'class="grid"/>')
-        parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{tick:.0f}</text>')
-    step = max(1, len(spans) // 8)
-    for i, p in enumerate(spans):
-        x = left + i * (bar + gap)
+def bar_chart(spans: list[Period], title: str) -> str:
+    """A bar chart of confirmed (solid) and unconfirmed (pale) packs per period, as HTML: a
+    row a period with its label and figures as text, so it reads on a phone, in a screen
+    reader and on paper. Widths are classes (``w-0`` .. ``w-100``): no inline style."""
+    top = max([p.total() + p.total(unconfirmed=True) for p in spans] + [1])
+    rows = [f'<figure class="chart"><figcaption>{escape(title)}</figcaption><ol>']
+    for p in spans:
         confirmed, unconfirmed = p.total(), p.total(unconfirmed=True)
-        h1 = inner_h * confirmed / top
-        h2 = inner_h * unconfirmed / top
-        y1 = 24 + inner_h - h1
-        parts.append(f'<rect x="{x:.1f}" y="{y1:.1f}" width="{bar:.1f}" height="{h1:.1f}" '
-                     f'class="bar"><title>{escape(p.label)}: {confirmed} packs'
-                     f'{f", {unconfirmed} unconfirmed" if unconfirmed else ""}</title></rect>')
-        if h2:
-            parts.append(f'<rect x="{x:.1f}" y="{y1 - h2:.1f}" width="{bar:.1f}" '
-                         f'height="{h2:.1f}" class="bar-unconfirmed"/>')
-        if i % step == 0:
-            label = p.label.replace("week of ", "")
-            parts.append(f'<text x="{x + bar / 2:.1f}" y="{height - 14}" text-anchor="middle">'
-                         f'{escape(label[-5:] if len(label) > 7 else label)}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
+        solid = round(100 * confirmed / top)
+        pale = min(100 - solid, round(100 * unconfirmed / top))
+        figures = humane.number(confirmed) + (f" + {humane.number(unconfirmed)} unconfirmed"
+                                              if unconfirmed else "")
+        unsure = f'<span class="bar-unconfirmed w-{pale}"></span>' if pale else ""
+        rows.append(f'<li><span class="chart-label">{escape(p.label)}</span>'
+                    f'<span class="chart-track" aria-hidden="true">'
+                    f'<span class="bar w-{solid}"></span>{unsure}'
+                    f'</span><span class="chart-figure">{figures}</span></li>')
+    rows.append("</ol></figure>")
+    return "".join(rows)
