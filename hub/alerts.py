@@ -18,10 +18,12 @@ import smtplib
 import threading
 import urllib.error
 import urllib.request
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
+from zoneinfo import ZoneInfo
 
 from controller.clock import Clock, SystemClock, iso, parse_iso
+from hub import humane
 from hub.config import HubConfig
 from hub.listener import Heard
 from hub.store import HubStore, Machine
@@ -33,8 +35,16 @@ RETRIES = (30, 60, 120, 300, 600, 1800, 3600)  # seconds before each retry; then
 Condition = tuple[str, str, str, str]  # machine, type, subject, detail
 
 
-def conditions_of(machine: Machine, now: datetime, offline_after_s: int) -> list[Condition]:
-    """What is wrong with ``machine`` as far as the hub can tell."""
+def sentence(text: str) -> str:
+    """``foil: none left`` -> ``Foil: none left``."""
+    return text[:1].upper() + text[1:]
+
+
+def conditions_of(machine: Machine, now: datetime, offline_after_s: int,
+                  tz: ZoneInfo | None = None) -> list[Condition]:
+    """What is wrong with ``machine`` as far as the hub can tell, each in words naming the
+    product (times in ``tz``)."""
+    tz = tz or ZoneInfo("UTC")
     found: list[Condition] = []
     mid = machine.id
     heard = parse_iso(machine.last_heard) if machine.last_heard else None
@@ -43,30 +53,63 @@ def conditions_of(machine: Machine, now: datetime, offline_after_s: int) -> list
     silent = heard is not None and (now - heard).total_seconds() >= offline_after_s
     if gone or silent:
         since = machine.availability_since if gone else machine.last_heard
-        found.append((mid, "offline", "", f"nothing heard since {since}" if silent
-                      else f"offline since {since}"))
+        found.append((mid, "offline", "", f"Offline: nothing heard since "
+                                          f"{humane.when(since, tz, now)}"))
     if machine.silence:  # a silence event, and no pack since
-        found.append((mid, "silence", "", machine.silence))
-    state = machine.state
+        found.append((mid, "silence", "", sentence(machine.silence)))
+    state, stock = machine.state, machine.stock
     if state is not None:
         for fault in state.faults:
             if fault.startswith("slot ") and fault.endswith(": jam"):
-                found.append((mid, "jam", fault.split(":")[0], f"{fault}: jammed or empty"))
+                found.append((mid, "jam", fault.split(":")[0], humane.fault_words(fault, stock)))
         if "storage_fault" in state.faults:
-            found.append((mid, "storage_fault", "", "cannot write its database"))
+            found.append((mid, "storage_fault", "", humane.FAULTS["storage_fault"]))
         if "board_fault" in state.faults:
-            found.append((mid, "board_fault", "", "the dispenser board says impossible things"))
+            found.append((mid, "board_fault", "", humane.FAULTS["board_fault"]))
         if state.sharps_bin == "full":
-            found.append((mid, "sharps_bin_full", "", "the sharps return bin is full"))
+            found.append((mid, "sharps_bin_full", "", "Sharps bin full"))
         if state.door == "open":
-            found.append((mid, "door_open", "", "the door is open"))
-    if machine.stock is not None:
-        for product, p in machine.stock.products.items():
+            found.append((mid, "door_open", "", "Door open: not serving"))
+    if stock is not None:
+        for product, p in stock.products.items():
+            name = sentence(humane.product_name(stock, product))
             if p.status == "empty":
-                found.append((mid, "empty", product, f"{product}: none left"))
+                found.append((mid, "empty", product, f"{name}: none left"))
             elif p.status == "low":
-                found.append((mid, "low_stock", product, f"{product}: {p.count} left"))
+                found.append((mid, "low_stock", product, f"{name}: {humane.number(p.count)} left"))
     return found
+
+
+TYPE_WORDS = {"offline": "Offline", "silence": "No packs given out", "jam": "Slot jammed",
+              "storage_fault": "Cannot save counts", "board_fault": "Dispenser board fault",
+              "sharps_bin_full": "Sharps bin full", "door_open": "Door open",
+              "empty": "None left", "low_stock": "Running low"}
+ENDED = {"offline": "Back online", "silence": "Packs given out again",
+         "jam": "{thing} working again", "storage_fault": "Writing its counts to disk again",
+         "board_fault": "Dispenser board fault cleared", "sharps_bin_full": "Sharps bin emptied",
+         "door_open": "Door closed", "empty": "{thing} restocked",
+         "low_stock": "{thing} no longer low"}
+
+
+def product_of(machine: Machine | None, kind: str, subject: str) -> str | None:
+    """The product an alert is about, by name (a jammed slot's product), or None."""
+    stock = machine.stock if machine else None
+    if kind in ("empty", "low_stock") and subject:
+        return humane.product_name(stock, subject)
+    if kind == "jam" and subject.startswith("slot ") and subject[5:].isdigit():
+        product = humane.slot_product(stock, int(subject[5:]))
+        return humane.product_name(stock, product) if product else None
+    return None
+
+
+def ended(machine: Machine | None, kind: str, subject: str, lasted_s: float) -> str:
+    """What a cleared alert says: what ended, and after how long."""
+    if kind == "jam" and subject.startswith("slot ") and subject[5:].isdigit():
+        thing = humane.slot_words(machine.stock if machine else None, int(subject[5:]))
+    else:
+        thing = sentence(product_of(machine, kind, subject) or subject or "it")
+    text = ENDED.get(kind, kind.replace("_", " ").capitalize() + " cleared")
+    return f"{text.format(thing=thing)} after {humane.duration(lasted_s)}"
 
 
 STATE_KINDS = ("jam", "storage_fault", "board_fault", "sharps_bin_full", "door_open")
@@ -111,7 +154,7 @@ class Alerts:
         raised = self.store.raised_alerts()
         for machine in self.store.machines(machines):
             current = {(m, t, s): d for m, t, s, d in
-                       conditions_of(machine, now, self.config.offline_after_s)}
+                       conditions_of(machine, now, self.config.offline_after_s, self.config.tz)}
             for key, detail in current.items():
                 if key not in raised:
                     self._raise((*key, detail), told(machine, key[1], now))
@@ -132,8 +175,10 @@ class Alerts:
             row = self.store.raised_alerts().get(key)
             if row is None or not self.store.clear_alert(*key, max(at, parse_iso(row["raised"]))):
                 return
+            lasted = (at - parse_iso(row["raised"])).total_seconds()
+            text = ended(self.store.machine(key[0]), key[1], key[2], lasted)
             for route in json.loads(row["told"] or "[]"):
-                self._queue(route, key[0], key[1], key[2], "cleared", at, row["detail"])
+                self._queue(route, key[0], key[1], key[2], "cleared", at, text)
         log.info("alert cleared: %s %s %s", *key)
 
     def _tell_raised(self, now: datetime) -> None:
@@ -161,9 +206,10 @@ class Alerts:
 
     def _queue(self, route: int, machine: str, kind: str, subject: str, state: str,
                at: datetime, detail: str) -> None:
-        body = {"schema": 1, "machine": machine, "type": kind, "state": state, "ts": iso(at),
-                "detail": f"{subject}: {detail}" if subject and not detail.startswith(subject)
-                else detail, "url": f"{self.config.base_url}machines/{machine}"}
+        body = {"schema": 1, "machine": machine, "name": self.config.name_of(machine),
+                "type": kind, "state": state, "ts": iso(at), "detail": detail,
+                "product": product_of(self.store.machine(machine), kind, subject),
+                "url": f"{self.config.base_url}machines/{machine}"}
         r = self.config.routes[route]
         # queued as at the alert's own time (due at once): nothing finer than the machine said
         at = min(at, self.clock.now())
@@ -203,13 +249,15 @@ class Alerts:
 
     def _email(self, address: str, body: dict) -> None:
         message = EmailMessage()
-        name = self.config.name_of(body["machine"])
-        message["Subject"] = f"[nspvend] {name}: {body['type'].replace('_', ' ')} {body['state']}"
+        name = body.get("name") or self.config.name_of(body["machine"])
+        message["Subject"] = f"[nspvend] {name}: {body['detail']}"
         message["From"] = self.config.email_from
         message["To"] = address
+        at = humane.when(body["ts"], self.config.tz, datetime.now(UTC))
+        said = "Raised" if body["state"] == "raised" else "Cleared"
         message.set_content(
-            f"{name} ({body['machine']}): {body['type'].replace('_', ' ')} {body['state']} at "
-            f"{body['ts']}.\n\n{body['detail']}\n\n{body['url']}\n")
+            f"{name} ({body['machine']})\n\n{body['detail']}\n{said} {at}.\n\n"
+            f"See the machine: {body['url']}\nAll alerts: {self.config.base_url}alerts\n")
         with smtplib.SMTP(self.config.smtp_host or "localhost", self.config.smtp_port,
                           timeout=10) as smtp:
             smtp.send_message(message)

@@ -11,7 +11,9 @@ when, and the machine's answer.
 from __future__ import annotations
 
 import asyncio
+import csv
 import hmac
+import io
 import json
 import logging
 import math
@@ -38,14 +40,14 @@ from starlette.responses import (
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from controller.clock import Clock, SystemClock, iso, parse_iso
+from controller.clock import Clock, SystemClock, parse_iso
 from controller.commands import COMMANDS
 from controller.config import MACHINE_ID
 from controller.messages import MODES, CommandResult, compact
-from hub import reports
+from hub import alerts, board, humane, reports
 from hub.config import HubConfig
 from hub.listener import Heard, Listener
-from hub.store import HubStore, Machine
+from hub.store import HubStore
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +62,8 @@ ROLES = ("staff", "viewer")
 HASHER = PasswordHasher()
 _DUMMY_HASH = HASHER.hash("a password nobody has")
 COMMAND_NAMES = set(COMMANDS)
-URGENCY = ("offline", "fault", "empty", "low", "ok")
+NOTICE_COOKIE = "nspvend_notice"  # what a command came to: shown once, on the next page
+ALERT_DAYS = 30
 
 
 def hash_password(password: str) -> str:
@@ -113,13 +116,20 @@ class Web:
         self.templates = Environment(loader=FileSystemLoader(HERE / "templates"),
                                      autoescape=select_autoescape(["html"]))
         self.templates.filters["ago"] = self._ago
+        self.templates.filters["when"] = lambda m: humane.when(m, config.tz, self.clock.now())
+        self.templates.filters["clock"] = lambda m: humane.clock(m, config.tz)
+        self.templates.filters["num"] = humane.number
+        self.templates.filters["duration"] = humane.duration
+        self.templates.filters["sentence"] = lambda t: t[:1].upper() + t[1:] if t else t
         self.templates.globals["name_of"] = config.name_of
         routes = [
             Route("/login", self.login_page, methods=["GET"]),
             Route("/login", self.login, methods=["POST"]),
             Route("/logout", self.logout, methods=["POST"]),
             Route("/", self.page(self.fleet)),
-            Route("/fleet/tiles", self.page(self.fleet_tiles)),
+            Route("/fleet/tiles", self.page(self.fleet_tiles, program=True)),
+            Route("/alerts", self.page(self.alerts_page)),
+            Route("/alerts/{id}/ack", self.page(self.acknowledge, staff=True), methods=["POST"]),
             Route("/machines/{id}", self.page(self.machine_page)),
             Route("/machines/{id}/command", self.page(self.machine_command, staff=True),
                   methods=["POST"]),
@@ -187,7 +197,8 @@ class Web:
             return RedirectResponse(_safe_next(request.query_params.get("next")) or "/", 303)
         token = secrets.token_urlsafe(24)
         response = self.render("login.html", status, message=message, csrf=token,
-                               next=_safe_next(request.query_params.get("next")))
+                               next=_safe_next(request.query_params.get("next")),
+                               ended=request.query_params.get("ended") == "1")
         response.set_cookie(LOGIN_COOKIE, token, httponly=True, samesite="strict",
                             secure=self.secure, max_age=3600)
         return response
@@ -244,46 +255,61 @@ class Web:
         return response
 
     # -- the fleet ------------------------------------------------------------------------
-    def tiles(self) -> list[dict]:
-        now = self.clock.now()
-        tiles = []
-        last_packs = self.store.last_packs()
-        for m in self.store.machines():
-            tile = self._tile(m, now, last_packs.get(m.id))
-            tiles.append(tile)
-        for mid, info in self.config.machines.items():
-            if not any(t["id"] == mid for t in tiles):
-                tiles.append({"id": mid, "name": info.name, "place": info.place,
-                              "urgency": "offline", "online": False, "never": True,
-                              "availability": None, "since": None, "last_heard": None,
-                              "last_pack": None, "mode": None, "door": None,
-                              "sharps_bin": None, "faults": [], "low": [], "empty": []})
-        return sorted(tiles, key=lambda t: (URGENCY.index(t["urgency"]), t["name"]))
-
-    def _tile(self, m: Machine, now: datetime, last_pack: str | None) -> dict:
-        info = self.config.machines.get(m.id)
-        heard = parse_iso(m.last_heard) if m.last_heard else None
-        silent = heard is None or (now - heard).total_seconds() >= self.config.offline_after_s
-        online = m.availability == "online" and not silent
-        state, stock = m.state, m.stock
-        low = [p for p, v in (stock.products.items() if stock else []) if v.status == "low"]
-        empty = [p for p, v in (stock.products.items() if stock else []) if v.status == "empty"]
-        faults = list(state.faults) if state else []
-        urgency = ("offline" if not online else "fault" if faults else "empty" if empty
-                   else "low" if low else "ok")
-        return {"id": m.id, "name": info.name if info else m.id, "place": info.place if info
-                else None, "online": online, "availability": m.availability,
-                "since": m.availability_since, "last_heard": m.last_heard,
-                "last_pack": last_pack, "mode": state.mode if state else None,
-                "door": state.door if state else None,
-                "sharps_bin": state.sharps_bin if state else None, "faults": faults,
-                "low": low, "empty": empty, "urgency": urgency, "never": False}
+    def tiles(self, area: str | None = None) -> list[board.Tile]:
+        return board.tiles(self.config, self.store, self.clock.now(), area)
 
     async def fleet(self, request: Request, user: dict) -> Response:
-        return self.render("fleet.html", user=user, tiles=self.tiles(), now=iso(self.clock.now()))
+        area = request.query_params.get("area") or None
+        return self.render("fleet.html", user=user, here="/", tiles=self.tiles(area),
+                           areas=board.areas(self.config), area=area)
 
     async def fleet_tiles(self, request: Request, user: dict) -> Response:
-        return self.render("_tiles.html", tiles=self.tiles(), now=iso(self.clock.now()))
+        area = request.query_params.get("area") or None
+        return self.render("_tiles.html", tiles=self.tiles(area))
+
+    # -- alerts -----------------------------------------------------------------------------
+    async def alerts_page(self, request: Request, user: dict) -> Response:
+        now = self.clock.now()
+        rows = self.store.alert_log(now - timedelta(days=ALERT_DAYS))
+        machines = {m.id: m for m in self.store.machines({r["machine"] for r in rows})}
+        for r in rows:
+            m = machines.get(r["machine"])
+            r["product"] = alerts.product_of(m, r["type"], r["subject"])
+            end = parse_iso(r["cleared"]) if r["cleared"] else now
+            r["lasted"] = (end - parse_iso(r["raised"])).total_seconds()
+            r["what"] = alerts.TYPE_WORDS.get(r["type"], r["type"].replace("_", " "))
+        return self.render_once(request, "alerts.html", user=user, here="/alerts", days=ALERT_DAYS,
+                           now_rows=[r for r in rows if not r["cleared"]],
+                           past_rows=[r for r in rows if r["cleared"]],
+                           notice=self._notice(request))
+
+    async def acknowledge(self, request: Request, user: dict) -> Response:
+        try:
+            alert = int(request.path_params["id"])
+        except ValueError:
+            return PlainTextResponse("No such alert.", 404)
+        with self.store.transaction():
+            took = self.store.acknowledge(alert, user["name"], self.clock.now())
+        text = ("Noted: you are on it. Others see \u201csomeone is on it\u201d." if took else
+                "Not changed: someone is on it already, or it has ended.")
+        target = _safe_next(request.state.form.get("next")) or "/alerts"
+        return self._with_notice(RedirectResponse(target, 303), text)
+
+    def _with_notice(self, response: Response, text: str) -> Response:
+        response.set_cookie(NOTICE_COOKIE, urllib.parse.quote(text), max_age=120, httponly=True,
+                            samesite="strict", secure=self.secure)
+        return response
+
+    @staticmethod
+    def _notice(request: Request) -> str:
+        return urllib.parse.unquote(request.cookies.get(NOTICE_COOKIE, ""))[:400]
+
+    def render_once(self, request: Request, name: str, **context: Any) -> HTMLResponse:
+        """A page that shows the notice left for it, once: not again on reload."""
+        response = self.render(name, **context)
+        if request.cookies.get(NOTICE_COOKIE):
+            response.delete_cookie(NOTICE_COOKIE)
+        return response
 
     # -- one machine ----------------------------------------------------------------------
     async def machine_page(self, request: Request, user: dict) -> Response:
@@ -291,31 +317,54 @@ class Web:
         m = self.store.machine(mid)
         if m is None and mid not in self.config.machines:
             return PlainTextResponse(f"No machine {mid} has been heard.", 404)
-        tile = self._tile(m, self.clock.now(), self.store.last_packs().get(mid)) if m else None
-        return self.render("machine.html", user=user, m=m, tile=tile, mid=mid,
-                           events=self.store.events(mid, 30), commands=self.store.commands(mid, 30),
-                           modes=MODES, notice=request.query_params.get("notice", ""))
+        now = self.clock.now()
+        tile = board.tile_of(self.config, self.store, m, mid, now,
+                             self.store.last_packs().get(mid), self.store.acknowledged())
+        stock = m.stock if m else None
+        events = self.store.events(mid, 30)
+        for e in events:
+            e["product_name"] = humane.product_name(stock, e["product"]) if e["product"] else ""
+        commands = self.store.commands(mid, 30)
+        for c in commands:
+            c["words"] = command_words(c["command"], stock)
+        return self.render_once(
+            request, "machine.html", user=user, m=m, tile=tile, mid=mid, events=events,
+            commands=commands, modes=MODES, notice=self._notice(request),
+            messages=board.current_messages(self.store, mid),
+            until=board.expires_clock(self.config, now),
+            product_name=lambda product: humane.product_name(stock, product))
 
     async def machine_command(self, request: Request, user: dict) -> Response:
         mid = request.path_params["id"]
         form = request.state.form
+        m = self.store.machine(mid)
+        stock = m.stock if m else None
         try:
             command = command_from_form(form)
         except ValueError as e:
             return self._back(mid, f"Not sent: {e}")
+        if command["cmd"] in ("disable", "set_mode") and form.get("confirmed") != "yes":
+            return self.render("confirm.html", user=user, mid=mid, form=form,
+                               question=confirm_question(command, stock, self.config.name_of(mid)),
+                               warning=confirm_warning(command, stock),
+                               yes=confirm_yes(command))
         status, answer = await self.command(mid, command, user["name"])
+        words = command_words(command, stock)
         if status == 504:
-            text = ("Sent. The machine has not answered yet (it may be offline); it will do it "
-                    "when it is back, unless the command has expired by then.")
+            text = (f"Sent, not answered yet: {words.lower()}. The machine may be offline; it "
+                    f"will do it when it is back, until "
+                    f"{board.expires_clock(self.config, self.clock.now())}.")
+        elif status != 200:
+            text = f"Not sent: {answer.get('error')}"
         elif answer.get("ok"):
-            text = f"Done: {command['cmd']}."
+            text = f"Done: {words.lower()}."
         else:
             text = f"The machine refused it: {answer.get('error')}"
         return self._back(mid, text)
 
     def _back(self, mid: str, notice: str) -> Response:
-        return RedirectResponse(f"/machines/{urllib.parse.quote(mid)}?notice="
-                                f"{urllib.parse.quote(notice)}", 303)
+        return self._with_notice(RedirectResponse(f"/machines/{urllib.parse.quote(mid)}", 303),
+                                 notice)
 
     async def command(self, mid: str, command: dict, user: str) -> tuple[int, dict]:
         """Send ``command`` to machine ``mid`` and wait for its answer: (HTTP status, body)."""
@@ -335,39 +384,27 @@ class Web:
         return 200, result.payload()
 
     # -- pick list --------------------------------------------------------------------------
-    def pick_list(self, chosen: list[str] | None) -> tuple[list[dict], dict[str, int]]:
-        rows, totals = [], {}
-        since = iso(self.clock.now() - timedelta(days=7))
-        for m in self.store.machines():
-            if m.stock is None or (chosen and m.id not in chosen):
-                continue
-            recent = self.store.recent_usage(m.id, since)
-            for s in m.stock.slots:
-                product = m.stock.products.get(s.product)
-                packs, hours = recent.get(s.product, (0, 0.0))
-                per_day = packs / hours * 24 if hours else 0.0
-                days = (product.count / per_day) if product and per_day else None
-                need = max(0, s.capacity - s.count) if s.status != "disabled" else 0
-                rows.append({"machine": m.id, "name": self.config.name_of(m.id), "slot": s.slot,
-                             "product": s.product, "count": s.count, "capacity": s.capacity,
-                             "status": s.status, "need": need,
-                             "days": None if days is None else round(days, 1)})
-                totals[s.product] = totals.get(s.product, 0) + need
-        return rows, dict(sorted(totals.items()))
-
     async def picklist(self, request: Request, user: dict) -> Response:
         chosen = request.query_params.getlist("machine")
-        rows, totals = self.pick_list(chosen)
-        machines = [(m.id, self.config.name_of(m.id)) for m in self.store.machines()]
-        return self.render("picklist.html", user=user, rows=rows, totals=totals,
-                           machines=machines, chosen=chosen, query=request.url.query)
+        now = self.clock.now()
+        rows, totals = board.pick_list(self.config, self.store, now, chosen)
+        machines = [(m.id, self.config.name_of(m.id)) for m in self.store.machines()
+                    if m.stock is not None]
+        return self.render("picklist.html", user=user, here="/picklist", rows=rows,
+                           totals=totals, machines=machines, chosen=chosen,
+                           query=request.url.query, now=now)
 
     async def picklist_csv(self, request: Request, user: dict) -> Response:
-        rows, _ = self.pick_list(request.query_params.getlist("machine"))
-        lines = ["machine,slot,product,count,capacity,to_pack,days_until_empty"]
-        lines += [f"{r['machine']},{r['slot']},{r['product']},{r['count']},{r['capacity']},"
-                  f"{r['need']},{'' if r['days'] is None else r['days']}" for r in rows]
-        return _csv("\n".join(lines) + "\n", "picklist.csv")
+        rows, _ = board.pick_list(self.config, self.store, self.clock.now(),
+                                  request.query_params.getlist("machine"))
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["machine", "slot", "product", "count", "capacity", "to_pack",
+                         "days_until_empty", "status"])
+        for r in rows:
+            writer.writerow([r.machine, r.slot, r.product, r.count, r.capacity, r.need,
+                             "" if r.days is None else r.days, r.status])
+        return _csv(out.getvalue(), "picklist.csv")
 
     # -- reports ----------------------------------------------------------------------------
     async def reports_page(self, request: Request, user: dict) -> Response:
@@ -376,18 +413,30 @@ class Web:
             kind = "month"
         count = {"day": 14, "week": 12, "month": 12, "year": 3}[kind]
         now = self.clock.now()
-        spans = reports.fill(self.store, reports.periods(kind, now.date(), count,
-                                                         self.config.financial_year_start),
+        today = now.astimezone(self.config.tz).date()
+        spans = reports.fill(self.store, reports.periods(kind, today, count,
+                                                         self.config.financial_year_start,
+                                                         self.config.tz),
                              now=now)
         products = sorted({p for s in spans for ms in s.counts.values() for p in ms})
         machines = sorted({m for s in spans for m in list(s.counts) + list(s.covered)})
-        first_of_month = now.date().replace(day=1)
+        first_of_month = today.replace(day=1)
         previous = (first_of_month - timedelta(days=1)).replace(day=1)
         return self.render(
-            "reports.html", user=user, kind=kind, kinds=reports.KINDS, spans=spans,
+            "reports.html", user=user, here="/reports", kind=kind, kinds=reports.KINDS, spans=spans,
             products=products, machines=machines,
-            chart=reports.bar_chart(spans, f"Packs given out, by {kind}"),
+            chart=reports.bar_chart(spans, "Packs given out, by "
+                                    f"{'financial year' if kind == 'year' else kind}"),
+            tz=self.config.timezone, product_names=self._product_names(),
             month_from=previous.isoformat(), month_to=first_of_month.isoformat())
+
+    def _product_names(self) -> dict[str, str]:
+        names: dict[str, str] = {}
+        for m in self.store.machines():
+            for pid, p in (m.stock.products.items() if m.stock else ()):
+                if p.name:
+                    names.setdefault(pid, p.name)
+        return names
 
     async def usage_csv(self, request: Request, user: dict) -> Response:
         try:
@@ -397,22 +446,20 @@ class Web:
             return PlainTextResponse("from and to must be dates like 2026-11-01", 400)
         if end <= start:
             return PlainTextResponse("to must be after from", 400)
-        text = await asyncio.to_thread(reports.usage_csv, self.store, start, end)
+        text = await asyncio.to_thread(reports.usage_csv, self.store, start, end, self.config.tz)
         return _csv(text, f"nspvend-usage-{start}-{end}.csv")
 
     # -- JSON ------------------------------------------------------------------------------
     async def api_machines(self, request: Request, user: dict) -> Response:
+        machines = {m.id: m for m in self.store.machines()}
         body = []
-        for tile, m in self._tiles_with_machines():
-            body.append({"id": tile["id"], "name": tile["name"], "online": tile["online"],
-                         "last_heard": tile["last_heard"], "mode": tile["mode"],
-                         "faults": tile["faults"],
+        for tile in self.tiles():
+            m = machines.get(tile.id)
+            body.append({"id": tile.id, "name": tile.name, "online": tile.online,
+                         "last_heard": tile.last_heard, "mode": tile.mode,
+                         "faults": list(m.state.faults) if m and m.state else [],
                          "stock": m.stock.payload() if m and m.stock else None})
         return JSONResponse(body)
-
-    def _tiles_with_machines(self) -> list[tuple[dict, Machine | None]]:
-        machines = {m.id: m for m in self.store.machines()}
-        return [(t, machines.get(t["id"])) for t in self.tiles()]
 
     async def api_command(self, request: Request, user: dict) -> Response:
         mid = request.path_params["id"]
@@ -440,6 +487,48 @@ class Web:
         if seconds < 172800:
             return f"{seconds // 3600} h ago"
         return f"{seconds // 86400} days ago"
+
+
+def command_words(command: dict, stock: Any) -> str:
+    """A command in words: ``Slot 3 (Foil) refilled to 28``."""
+    cmd = command.get("cmd", "")
+    slot = command.get("slot")
+    where = humane.slot_words(stock, slot) if isinstance(slot, int) else "A slot"
+    if cmd == "refill":
+        if command.get("all"):
+            return "Every slot refilled to capacity"
+        return f"{where} refilled to {command.get('count')}"
+    if cmd == "disable":
+        return f"{where} disabled"
+    if cmd == "enable":
+        return f"{where} enabled"
+    if cmd == "clear_fault":
+        return f"{where}: fault cleared"
+    if cmd == "set_mode":
+        return f"Mode set to {str(command.get('mode', '')).replace('_', ' ')}"
+    if cmd == "set_messages":
+        n = len(command.get("messages") or [])
+        return f"Signposting messages set ({n})" if n else "Signposting messages cleared"
+    return cmd.replace("_", " ").capitalize() or "A command"
+
+
+def confirm_question(command: dict, stock: Any, machine: str) -> str:
+    if command["cmd"] == "disable":
+        return f"Disable {humane.slot_words(stock, command['slot'])} at {machine}?"
+    return f"Set {machine} to {str(command.get('mode', '')).replace('_', ' ')}?"
+
+
+def confirm_warning(command: dict, stock: Any) -> str:
+    if command["cmd"] == "disable":
+        return ("The machine will not give out packs from this slot until someone enables it "
+                "again, here or at the machine.")
+    if command.get("mode") == "in_service":
+        return "Clients will be able to use the machine."
+    return "Clients will not be able to get anything from the machine until it is back in service."
+
+
+def confirm_yes(command: dict) -> str:
+    return "Yes, disable it" if command["cmd"] == "disable" else "Yes, change the mode"
 
 
 def command_from_form(form: dict[str, str]) -> dict:

@@ -1,0 +1,238 @@
+"""What the fleet board and the pick list say of each machine, worked out from what the hub
+last heard: its state (offline, door open, out of service, in service), what is wrong in
+words with the product, each product's packs against its capacity, how many days until it
+runs out, and who is on an alert. The alerts are raised from the same words
+(:func:`hub.alerts.conditions_of`), so the board and the messages agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from controller.clock import iso
+from hub import humane
+from hub.alerts import conditions_of
+from hub.config import HubConfig
+from hub.store import HubStore, Machine
+
+# most urgent first: the board's order and each tile's mark
+URGENCY = ("offline", "fault", "empty", "door", "low", "ok")
+STATES = {
+    "never": "Never heard",
+    "offline": "Offline",
+    "door_open": "Door open: not serving",
+    "out_of_service": "Out of service",
+    "service": "Being serviced",
+    "in_service": "In service",
+}
+LEVEL = {"offline": "offline", "silence": "fault", "jam": "fault", "storage_fault": "fault",
+         "board_fault": "fault", "sharps_bin_full": "fault", "door_open": "door",
+         "empty": "empty", "low_stock": "low"}
+EXTRA_FAULTS = ("board_offline", "drop_sensor")  # said on the board; no alert of their own
+SLOT_WORDS = {"ok": "", "low": "Low", "empty": "None left", "fault": "Jammed",
+              "disabled": "Disabled"}
+RATE_DAYS = 7
+
+
+@dataclass
+class Problem:
+    text: str
+    level: str  # an URGENCY
+    key: tuple[str, str, str] | None = None  # the alert it raises
+    on_it: str | None = None  # who acknowledged that alert
+
+
+@dataclass
+class ProductLine:
+    id: str
+    name: str
+    count: int
+    capacity: int
+    status: str
+    days: float | None
+
+    @property
+    def percent(self) -> int:
+        return 0 if self.capacity <= 0 else max(0, min(100, round(100 * self.count /
+                                                                  self.capacity)))
+
+    @property
+    def words(self) -> str:
+        return SLOT_WORDS.get(self.status, self.status)
+
+
+@dataclass
+class Tile:
+    id: str
+    name: str
+    place: str | None
+    area: str | None
+    state: str
+    urgency: str
+    last_heard: str | None
+    last_pack: str | None
+    temperature_c: float | None
+    mode: str | None
+    door: str | None
+    sharps_bin: str | None
+    problems: list[Problem] = field(default_factory=list)
+    products: list[ProductLine] = field(default_factory=list)
+    stock_at: str | None = None
+
+    @property
+    def online(self) -> bool:
+        return self.state not in ("offline", "never")
+
+    @property
+    def state_words(self) -> str:
+        return STATES[self.state]
+
+    @property
+    def faults(self) -> list[str]:
+        return [p.text for p in self.problems if p.level == "fault"]
+
+    @property
+    def say(self) -> str:
+        """What a screen reader is told when it changes: the state and the problems."""
+        return "; ".join([self.state_words] + [p.text for p in self.problems])
+
+
+def tile_of(config: HubConfig, store: HubStore, m: Machine | None, mid: str, now: datetime,
+            last_pack: str | None, acknowledged: dict) -> Tile:
+    info = config.machines.get(mid)
+    name = info.name if info else mid
+    place, area = (info.place, info.area) if info else (None, None)
+    if m is None:
+        return Tile(mid, name, place, area, "never", "offline", None, None, None, None, None,
+                    None)
+    state, stock = m.state, m.stock
+    problems = []
+    for _, kind, subject, detail in conditions_of(m, now, config.offline_after_s, config.tz):
+        key = (mid, kind, subject)
+        who = acknowledged.get(key)
+        problems.append(Problem(detail, LEVEL.get(kind, "fault"), key, who[0] if who else None))
+    for fault in state.faults if state else ():
+        if fault in EXTRA_FAULTS:
+            problems.append(Problem(humane.fault_words(fault, stock), "fault"))
+    offline = any(p.level == "offline" for p in problems) or m.availability != "online"
+    if offline and not any(p.level == "offline" for p in problems):
+        problems.insert(0, Problem(f"Offline: nothing heard since "
+                                   f"{humane.when(m.last_heard, config.tz, now)}", "offline"))
+    if offline:
+        look = "offline"
+    elif state is not None and state.door == "open":
+        look = "door_open"
+    elif state is not None:
+        look = state.mode
+    else:
+        look = "in_service"
+    urgency = min((p.level for p in problems), key=URGENCY.index, default="ok")
+    if look in ("out_of_service", "service") and URGENCY.index(urgency) > URGENCY.index("door"):
+        urgency = "door"  # not serving clients: above a low product
+    products = []
+    if stock is not None:
+        rates = store.recent_usage(mid, iso(now - timedelta(days=RATE_DAYS)))
+        for pid, p in stock.products.items():
+            capacity = sum(s.capacity for s in stock.slots
+                           if s.product == pid and s.status != "disabled")
+            products.append(ProductLine(pid, humane.product_name(stock, pid), p.count,
+                                        capacity, p.status, days_left(p.count, rates.get(pid))))
+    return Tile(mid, name, place, area, look, urgency, m.last_heard, last_pack,
+                state.temperature_c if state else None, state.mode if state else None,
+                state.door if state else None, state.sharps_bin if state else None,
+                problems, products, m.stock_at)
+
+
+def days_left(count: int, recent: tuple[int, float] | None) -> float | None:
+    """Days until ``count`` packs run out at the rate of ``recent`` (packs, bucket hours)."""
+    if not recent or not recent[1] or not recent[0]:
+        return None
+    return round(count / (recent[0] / recent[1] * 24), 1)
+
+
+def tiles(config: HubConfig, store: HubStore, now: datetime, area: str | None = None
+          ) -> list[Tile]:
+    """One tile per machine heard or configured, most urgent first (``area``: that area's)."""
+    machines = {m.id: m for m in store.machines()}
+    last_packs = store.last_packs()
+    acknowledged = store.acknowledged()
+    ids = list(machines) + [mid for mid in config.machines if mid not in machines]
+    out = [tile_of(config, store, machines.get(mid), mid, now, last_packs.get(mid),
+                   acknowledged) for mid in ids]
+    if area:
+        out = [t for t in out if t.area == area]
+    return sorted(out, key=lambda t: (URGENCY.index(t.urgency), t.name.casefold()))
+
+
+def areas(config: HubConfig) -> list[str]:
+    return sorted({info.area for info in config.machines.values() if info.area})
+
+
+# -- the pick list -------------------------------------------------------------------------
+PICK_ORDER = ("fault", "disabled", "empty", "low", "ok")
+PICK_WORDS = {"fault": "Jammed: clear it", "disabled": "Disabled: check it",
+              "empty": "Empty", "low": "Low", "ok": ""}
+
+
+@dataclass
+class PickRow:
+    machine: str
+    name: str
+    slot: int
+    product: str
+    product_name: str
+    count: int
+    capacity: int
+    status: str
+    need: int
+    days: float | None
+    stock_at: str | None
+
+    @property
+    def words(self) -> str:
+        return PICK_WORDS.get(self.status, self.status)
+
+
+def pick_list(config: HubConfig, store: HubStore, now: datetime, chosen: list[str] | None
+              ) -> tuple[list[PickRow], list[tuple[str, int]]]:
+    """Per machine and slot what to bring (capacity - count; none for a disabled slot), most
+    urgent first (a jammed or disabled slot, empty, low, then fewest days left), and the
+    packs to bring per product name for the machines chosen."""
+    rows = []
+    since = iso(now - timedelta(days=RATE_DAYS))
+    for m in store.machines():
+        if m.stock is None or (chosen and m.id not in chosen):
+            continue
+        rates = store.recent_usage(m.id, since)
+        for s in m.stock.slots:
+            product = m.stock.products.get(s.product)
+            need = max(0, s.capacity - s.count) if s.status != "disabled" else 0
+            rows.append(PickRow(m.id, config.name_of(m.id), s.slot, s.product,
+                                humane.product_name(m.stock, s.product), s.count, s.capacity,
+                                s.status, need, days_left(product.count if product else s.count,
+                                                          rates.get(s.product)), m.stock_at))
+    rows.sort(key=lambda r: (PICK_ORDER.index(r.status) if r.status in PICK_ORDER else 0,
+                             r.days if r.days is not None else float("inf"), -r.need,
+                             r.name.casefold(), r.slot))
+    totals: dict[str, int] = {}
+    for r in rows:
+        totals[r.product_name] = totals.get(r.product_name, 0) + r.need
+    return rows, sorted(totals.items(), key=lambda kv: kv[0].casefold())
+
+
+def current_messages(store: HubStore, mid: str) -> list[str] | None:
+    """The signposting messages staff last set on ``mid`` from the hub (None: never)."""
+    for c in store.commands(mid, 200):
+        if c["command"].get("cmd") == "set_messages" and c["ok"]:
+            answer = c["answer"] or {}
+            result = answer.get("result") if isinstance(answer, dict) else None
+            if isinstance(result, dict) and isinstance(result.get("messages"), list):
+                return [str(x) for x in result["messages"]]
+            return [str(x) for x in c["command"].get("messages", [])]
+    return None
+
+
+def expires_clock(config: HubConfig, now: datetime) -> str:
+    """Until when a command sent now waits for its machine, as a clock time."""
+    return humane.clock(now + timedelta(seconds=config.command_expires_s), config.tz)
