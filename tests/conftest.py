@@ -17,6 +17,7 @@ from controller.vending import Tick, VendingMachine
 from simulator import gpio_world
 from simulator.backend import SimHardware
 from simulator.model import PhysicalMachine
+from tests.browser import browser  # noqa: F401 (the fixture: a real headless chromium)
 from tests.machines import PRODUCTS, machine
 
 # scripts/mutate runs the in-process tests once per mutant: fewer examples there, the same

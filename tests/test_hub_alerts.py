@@ -111,8 +111,8 @@ def test_a_route_hears_at_most_ten_a_minute_and_the_rest_wait_their_turn(tmp_pat
     assert alerts.deliver() == 0
     clock.advance(1)
     assert alerts.deliver() == 3
-    assert sorted(b["detail"].split(":")[0] for b in hook.bodies) == sorted(
-        f"slot {n}" for n in range(1, 14))
+    assert sorted(b["detail"] for b in hook.bodies) == sorted(
+        f"Slot {n} jammed" for n in range(1, 14))
     assert len(hook.bodies) == 13  # each once
 
 

@@ -7,78 +7,26 @@ from __future__ import annotations
 
 import csv
 import io
-import shutil
-import tempfile
 import time
-from datetime import UTC, datetime
-from pathlib import Path
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from tests.broker import MOSQUITTO
+from tests.browser import HAVE_BROWSER, NO_BROWSER, tile, until
+from tests.browser import log_in as browser_log_in
 from tests.daemon_process import ask
 from tests.test_hub import PASSWORDS, Hub
 
-CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 pytestmark = [
     pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto not installed"),
-    pytest.mark.skipif(not (Path(CHROMIUM).exists() and Path(DRIVER).exists()),
-                       reason="chromium and chromium-driver not installed (scripts/setup does it)"),
+    pytest.mark.skipif(not HAVE_BROWSER, reason=NO_BROWSER),
 ]
 
 
-@pytest.fixture
-def browser(tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    downloads = tmp_path / "downloads"
-    downloads.mkdir()
-    profile = tempfile.mkdtemp(prefix="nspvend-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic",
-                 f"--user-data-dir={profile}", "--window-size=1280,1000"):
-        options.add_argument(flag)
-    options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
-                                              "download.prompt_for_download": False})
-    driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=options)
-    driver.execute_cdp_cmd("Page.setDownloadBehavior",
-                           {"behavior": "allow", "downloadPath": str(downloads)})
-    driver.downloads = downloads
-    driver.implicitly_wait(0)
-    yield driver
-    driver.quit()
-    shutil.rmtree(profile, ignore_errors=True)
-
-
 def log_in(driver, base: str, name: str) -> None:
-    from selenium.webdriver.common.by import By
-
-    driver.get(f"{base}/login")
-    driver.find_element(By.NAME, "username").send_keys(name)
-    driver.find_element(By.NAME, "password").send_keys(PASSWORDS[name])
-    driver.find_element(By.CSS_SELECTOR, "form[action='/login'] button").click()
-    until(driver, lambda d: d.current_url.rstrip("/") == base, "logged in")
-
-
-def until(driver, condition, what: str, timeout: float = 40):
-    from selenium.common.exceptions import TimeoutException
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.2).until(condition)
-    except TimeoutException:
-        raise AssertionError(f"never happened: {what}\n{driver.page_source[:3000]}") from None
-
-
-def tile(driver, machine: str):
-    from selenium.webdriver.common.by import By
-
-    found = driver.find_elements(By.CSS_SELECTOR, f"a.tile[data-machine='{machine}']")
-    return found[0] if found else None
+    browser_log_in(driver, base, name, PASSWORDS[name])
 
 
 def test_staff_see_a_machine_go_offline_refill_a_slot_and_download_the_csv(tmp_path, browser):
@@ -105,24 +53,26 @@ def test_staff_see_a_machine_go_offline_refill_a_slot_and_download_the_csv(tmp_p
         until(browser, lambda d: tile(d, "hub-a").get_attribute("data-urgency") != "offline",
               "hub-a back online")
 
-        tile(browser, "hub-a").click()
+        tile(browser, "hub-a").find_element(By.TAG_NAME, "a").click()
         until(browser, lambda d: "/machines/hub-a" in d.current_url, "the machine page")
         row = browser.find_element(By.CSS_SELECTOR, "tr[data-slot='3']")
         count = row.find_element(By.NAME, "count")
         count.clear()
         count.send_keys("1")  # foil is low at 2
         row.find_element(By.CSS_SELECTOR, "button[value='refill']").click()
-        until(browser, lambda d: "Done: refill" in d.page_source, "the machine's answer")
-        assert browser.find_element(By.CSS_SELECTOR, "tr[data-slot='3'] td.count").text == "1"
-        assert "refill slot=3 count=1" in browser.find_element(By.CSS_SELECTOR,
-                                                               "table.staff-actions").text
+        until(browser, lambda d: "Done: slot 3 (foil) refilled to 1." in d.page_source,
+              "the machine's answer, in words")
+        assert browser.find_element(By.CSS_SELECTOR, "tr[data-slot='3'] .count").text == "1"
+        assert "Slot 3 (foil) refilled to 1" in browser.find_element(By.CSS_SELECTOR,
+                                                                     "table.staff-actions").text
         browser.find_element(By.LINK_TEXT, "Machines").click()
         until(browser, lambda d: tile(d, "hub-a") is not None
               and tile(d, "hub-a").get_attribute("data-urgency") == "low", "the tile shows low")
-        assert "Low: foil" in tile(browser, "hub-a").text
+        assert "Foil: 1 left" in tile(browser, "hub-a").text
+        assert " · Low" in tile(browser, "hub-a").text  # in words, not colour alone
 
         browser.find_element(By.LINK_TEXT, "Reports").click()
-        today = datetime.now(UTC).date()
+        today = datetime.now(ZoneInfo("Europe/London")).date()  # the hub's days
         start = today.replace(day=1)
         end = (start.replace(year=start.year + 1, month=1) if start.month == 12
                else start.replace(month=start.month + 1))

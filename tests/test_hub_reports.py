@@ -4,13 +4,15 @@ real PostgreSQL server (tests/postgres.py): the same tests for both."""
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
+from controller.clock import iso
 from controller.messages import EventMessage, StateMessage, StockMessage, UsageMessage
 from hub import reports
 from hub.alerts import conditions_of
-from hub.store import PgStore, SqliteStore
+from hub.store import SCHEMA_VERSION, PgStore, SqliteStore
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -56,15 +58,38 @@ def test_a_bucket_heard_twice_is_kept_once(new_store):
 
 def test_periods_by_day_week_month_and_financial_year():
     today = date(2026, 11, 25)
-    assert [p.label for p in reports.periods("day", today, 2)] == ["2026-11-24", "2026-11-25"]
+    assert [p.label for p in reports.periods("day", today, 2)] == ["24 Nov", "25 Nov"]
     assert reports.periods("week", today, 1)[0].start == datetime(2026, 11, 23, tzinfo=UTC)
-    assert [p.label for p in reports.periods("month", today, 3)] == ["2026-09", "2026-10",
-                                                                     "2026-11"]
+    assert reports.periods("week", today, 1)[0].label == "w/c 23 Nov"
+    assert [p.label for p in reports.periods("month", today, 3)] == ["Sep 2026", "Oct 2026",
+                                                                     "Nov 2026"]
     years = reports.periods("year", today, 2, (4, 1))
     assert [p.label for p in years] == ["2025/26", "2026/27"]
     assert years[1].start == datetime(2026, 4, 1, tzinfo=UTC)
     assert years[1].end == datetime(2027, 4, 1, tzinfo=UTC)
     assert reports.periods("year", date(2026, 3, 31), 1, (4, 1))[0].label == "2025/26"
+
+
+def test_report_days_are_the_hub_s_local_days_in_summer_too(new_store):
+    """A bucket from 23:00 to 00:00 UTC on 30 June is 1 July in London (BST): the report's
+    day and the CSV put it there, and the whole UTC days between come from the roll-ups."""
+    london = ZoneInfo("Europe/London")
+    store = new_store()
+    with store.transaction():
+        for start, n in (("2026-06-30T22:00:00Z", 1), ("2026-06-30T23:00:00Z", 2),
+                         ("2026-07-01T12:00:00Z", 4), ("2026-07-01T23:00:00Z", 8),
+                         ("2026-07-02T23:00:00Z", 16)):
+            end = iso(datetime.fromisoformat(start) + timedelta(hours=1))
+            store.record_usage("m1", usage(start, start, end, n), NOW)
+    days = reports.fill(store, reports.periods("day", date(2026, 7, 2), 3, tz=london), now=NOW)
+    assert [d.label for d in days] == ["30 Jun", "1 Jul", "2 Jul"]
+    assert days[1].start == datetime(2026, 6, 30, 23, tzinfo=UTC)
+    assert [d.total() for d in days] == [1, 2 + 4, 8]
+    assert days[1].covered == {"m1": 2 / 24}
+    text = reports.usage_csv(store, date(2026, 7, 1), date(2026, 7, 3), london)
+    assert "m1,syringe-1ml,14,0,0.062,3" in text.splitlines()  # 2 + 4 + 8, 3 of 48 hours
+    text = reports.usage_csv(store, date(2026, 7, 1), date(2026, 7, 3))  # UTC days
+    assert "m1,syringe-1ml,28,0,0.062,3" in text.splitlines()  # 4 + 8 + 16
 
 
 def test_counts_stay_apart_and_coverage_says_how_much_was_heard(new_store):
@@ -84,7 +109,8 @@ def test_counts_stay_apart_and_coverage_says_how_much_was_heard(new_store):
     assert text.splitlines() == ["machine,product,confirmed,unconfirmed,coverage,buckets",
                                  "m1,foil,0,0,0.500,12", "m1,syringe-1ml,24,1,0.500,12"]
     chart = reports.bar_chart(days, "by day")
-    assert chart.startswith("<svg") and "24 packs, 1 unconfirmed" in chart
+    assert chart.startswith('<figure class="chart">')
+    assert "<span class=\"chart-label\">24 Nov</span>" in chart and "24 + 1 unconfirmed" in chart
 
 
 def machine(new_store, state: dict | None = None, stock: dict | None = None,
@@ -141,7 +167,7 @@ def test_silence_stays_until_a_pack_comes_after_it(new_store):
         store.record_usage("m1", usage("b1", *hour(1), 2), NOW)  # a pack before the silence
         store.record_event("m1", silence("e1", "2026-11-24T14:00:00Z"), NOW)
     assert store.machine("m1").silence == "no pack for 12 h"
-    assert ("m1", "silence", "", "no pack for 12 h") in conditions_of(store.machine("m1"), NOW, 600)
+    assert ("m1", "silence", "", "No pack for 12 h") in conditions_of(store.machine("m1"), NOW, 600)
     with store.transaction():  # a bucket heard late, from before the silence: still silent
         store.record_usage("m1", usage("b2", *hour(2), 1), NOW)
     assert store.machine("m1").silence is not None
@@ -228,21 +254,34 @@ def test_a_store_from_a_newer_hub_is_refused(new_store):
 
 
 def test_a_store_from_the_hub_before_is_upgraded(new_store):
-    """Schema 3 adds the indexes the hourly clearing out needs, to a store of schema 2."""
+    """Schema 3 adds the indexes the hourly clearing out needs, to a store of schema 2;
+    schema 4 the alerts' log, with the alerts raised at the time."""
     store = new_store()
+    with store.transaction():
+        store.raise_alert("m1", "jam", "slot 1", "Slot 1 jammed", NOW)
+        store.raise_alert("m1", "door_open", "", "Door open", NOW)
+        store.clear_alert("m1", "door_open", "", NOW)
     if store.kind == "sqlite":
         store.db.execute("DROP INDEX events_by_received")
+        store.db.execute("DROP TABLE alert_log")
         store.db.execute("PRAGMA user_version = 2")
         again = SqliteStore(store.path)
-        assert again.db.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert again.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
         assert "events_by_received" in {i.name for i in again.db["events"].indexes}
     else:
         store._x("DROP INDEX events_by_received")
+        store._x("DROP TABLE alert_log")
         store._x("UPDATE nspvend_schema SET version = 2")
         again = PgStore(store.url)
-        assert again._x("SELECT version FROM nspvend_schema").fetchone()[0] == 3
+        assert again._x("SELECT version FROM nspvend_schema").fetchone()[0] == SCHEMA_VERSION
         assert again._x("SELECT count(*) FROM pg_indexes WHERE indexname = 'events_by_received'"
                         ).fetchone()[0] == 1
+    [raised] = again.alert_log(NOW)
+    assert (raised["type"], raised["subject"], raised["cleared"]) == ("jam", "slot 1", None)
+    with again.transaction():
+        assert again.acknowledge(raised["id"], "sam", NOW)
+        assert not again.acknowledge(raised["id"], "kim", NOW)  # someone is on it already
+    assert again.acknowledged() == {("m1", "jam", "slot 1"): ("sam", iso(NOW))}
     again.close()
 
 
