@@ -9,6 +9,7 @@ the address and runs until Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import http.server
 import json
 import os
 import random
@@ -33,6 +34,9 @@ MACHINES = [("mare-street", "Mare Street, outside the Hub", 1.0),
 PRODUCTS = [("syringe-1ml", "1ml syringes x10", 1, 3.0), ("foil", "foil", 2, 2.0),
             ("citric", "citric", 3, 1.0), ("naloxone", "naloxone kit", 4, 0.2)]
 LOGIN = ("demo", "demo password")
+AREAS = ("Hackney Central", "Dalston", "Homerton")
+ALERT_TYPES = ["offline", "jam", "empty", "low_stock", "sharps_bin_full", "door_open", "silence",
+               "storage_fault", "board_fault"]
 
 
 def free_port() -> int:
@@ -57,6 +61,32 @@ def machine_config(machine_id: str, port: int) -> str:
         lines += ["", "[[slots]]", f"slot = {slot}", f'product = "{product}"', "capacity = 30",
                   "low_at = 6"]
     return "\n".join(lines) + "\n"
+
+
+class AlertCatcher:
+    """Where the demo hub's alerts go (a webhook route): each is printed as it arrives, so a
+    new user sees alerts come and go."""
+
+    def __init__(self) -> None:
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (the library's name)
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
+                self.send_response(204)
+                self.end_headers()
+                try:
+                    alert = json.loads(body)
+                except ValueError:
+                    return
+                print(f"hub-demo: alert {alert.get('state')}: {alert.get('name')}: "
+                          f"{alert.get('detail')}", flush=True)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/alerts"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
 def history(port: int, days: int) -> None:
@@ -115,22 +145,18 @@ def main(argv: list[str] | None = None) -> int:
                                           **quiet))
         time.sleep(0.5)
         hub_toml = folder / "hub.toml"
-        machines = "".join(f'\n[[machines]]\nid = "{m}"\nname = "{n}"\n' for m, n, _ in MACHINES)
+        machines = "".join(f'\n[[machines]]\nid = "{m}"\nname = "{n}"\narea = "{a}"\n'
+                           for (m, n, _), a in zip(MACHINES, AREAS, strict=True))
+        catcher = AlertCatcher()
         hub_toml.write_text(f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\n\n[database]\n'
                             f'path = "hub.db"\n\n[web]\nlisten = "127.0.0.1:{args.port}"\n\n'
-                            f"[alerts]\noffline_after_s = 90\n{machines}")
+                            f"[alerts]\noffline_after_s = 90\n\n[[alerts.routes]]\n"
+                            f'types = {json.dumps(ALERT_TYPES)}\nwebhook = "{catcher.url}"\n'
+                            f'hours = "always"\n{machines}')
         nspvend = [sys.executable, "-m", "controller"]
         subprocess.run([*nspvend, "hub", "user", "add", LOGIN[0], "--role", "staff", "--config",
                         str(hub_toml)], input=LOGIN[1] + "\n", text=True, check=True, **quiet)
-        hub = subprocess.Popen([*nspvend, "hub", "run", "--config", str(hub_toml)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        processes.append(hub)
-        for line in hub.stderr:  # ready: subscribed, so nothing sent from now on is missed
-            if "nspvend hub ready" in line:
-                break
-        threading.Thread(target=lambda: [None for _ in hub.stderr], daemon=True).start()
-        print("hub-demo: sending the made-up history...", flush=True)
-        history(port, args.days)
+        # the machines first, filled before the hub hears them: it never sees them empty
         for machine_id, _, _ in MACHINES:
             home = folder / machine_id
             home.mkdir(exist_ok=True)
@@ -147,9 +173,19 @@ def main(argv: list[str] | None = None) -> int:
             for slot in range(1, len(PRODUCTS) + 1):
                 world(folder / machine_id, {"op": "load", "slot": slot, "count": 24})
             staff(folder / machine_id, {"id": "fill", "cmd": "refill", "all": True})
+        hub = subprocess.Popen([*nspvend, "hub", "run", "--config", str(hub_toml)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        processes.append(hub)
+        for line in hub.stderr:  # ready: subscribed, so nothing sent from now on is missed
+            if "nspvend hub ready" in line:
+                break
+        threading.Thread(target=lambda: [None for _ in hub.stderr], daemon=True).start()
+        print("hub-demo: sending the made-up history...", flush=True)
+        history(port, args.days)
         print(f"\nThe hub: http://127.0.0.1:{args.port}/   log in as {LOGIN[0]} / {LOGIN[1]}\n"
-              f"Three machines on the simulator; clients come by now and then. Ctrl-C stops it "
-              f"all. (Files: {folder})", flush=True)
+              f"Three machines on the simulator; clients come by now and then, and a slot "
+              f"jams now and again: its alert is printed here as the hub sends it. Ctrl-C stops "
+              f"it all. (Files: {folder})", flush=True)
         clients(folder)
     except KeyboardInterrupt:
         pass
