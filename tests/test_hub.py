@@ -455,3 +455,54 @@ def test_a_webhook_that_cannot_be_reached_is_recorded_and_logged(tmp_path):
         assert any("could not deliver an alert" in line for line in hub.process.log)
     finally:
         hub.close()
+
+
+def test_staff_commands_ask_before_disabling_say_once_in_words_and_warn_when_offline(hub):
+    hub.start_machine("hub-a")  # hub-b is configured and never heard
+    hub.fill("hub-a")
+    staff = hub.client("sam")
+    wait(lambda: 'data-slot="3"' in staff.get("/machines/hub-a")[2] or None, what="the slots")
+    _, _, page = staff.get("/machines/hub-a")
+    assert "This machine is offline" not in page
+    status, _, page = staff.post_form("/machines/hub-a/command", page, action="disable", slot="1")
+    assert status == 200 and "Disable Slot 1 (1ml syringes) at Mare Street?" in page
+    local = ask(hub.tmp / "hub-a" / "control.sock", {"id": "s", "cmd": "stock"})["result"]
+    assert local["slots"][0]["status"] != "disabled"  # nothing sent before the yes
+    status, _, page = staff.post_form("/machines/hub-a/command", page)  # "Yes, disable it"
+    assert status == 200 and "Done: slot 1 (1ml syringes) disabled." in page
+    local = ask(hub.tmp / "hub-a" / "control.sock", {"id": "s", "cmd": "stock"})["result"]
+    assert local["slots"][0]["status"] == "disabled"
+    assert "Done:" not in staff.get("/machines/hub-a")[2]  # once, not again on reload
+
+    _, _, page = staff.get("/machines/hub-a")
+    status, _, page = staff.post_form("/machines/hub-a/command", page, action="set_mode",
+                                      mode="out_of_service")
+    assert "Set Mare Street to out of service?" in page and "Yes, change the mode" in page
+    _, _, page = staff.get("/machines/hub-a")
+    status, _, page = staff.post_form("/machines/hub-a/command", page, action="set_messages",
+                                      messages="Naloxone: ask at the Hub\nOpen 9 to 5")
+    assert "Done: signposting messages set (2)." in page
+    assert ">Naloxone: ask at the Hub\nOpen 9 to 5</textarea>" in page  # what it shows now
+
+    _, _, page = staff.get("/machines/hub-b")
+    found = re.search(r"This machine is offline\. A command sent now waits for it and runs when "
+                      r"it is back, until (\d\d:\d\d)", page)
+    assert found, page
+    assert hub.client("val").get("/machines/hub-b")[2].count("This machine is offline") == 0
+
+
+def test_the_pick_list_puts_the_urgent_first_in_words_with_packs_to_bring(hub):
+    hub.start_machine("hub-a")
+    hub.fill("hub-a")  # syringes in slots 1 and 2 (20 each), foil in 3 (10)
+    staff = hub.client("sam")
+    hub.world("hub-a", {"op": "fault", "kind": "jam", "slot": 2})
+    hub.world("hub-a", {"op": "press", "button": 1})  # slot 1 or 2; a jam in 2 is found
+    hub.world("hub-a", {"op": "press", "button": 1})
+    page = wait(lambda: (lambda p: p if "Jammed: clear it" in p else None)(
+        staff.get("/picklist")[2]), 40, "the jam on the pick list")
+    rows = re.findall(r'<tr class="(\w+)" data-machine="hub-a" data-slot="(\d)">', page)
+    assert rows[0] == ("fault", "2"), rows  # the jammed slot first, said in words
+    assert re.search(r"As at \w{3} \d+ \w{3}, \d\d:\d\d\.", page)
+    totals = dict(re.findall(r"<tr><td>([^<]+)</td><td>([\d,]+)</td></tr>", page))
+    assert set(totals) == {"1ml syringes", "Foil"}, totals  # by name
+    assert "syringe-1ml" not in page.split("<h2>To bring</h2>")[1].split("</table>")[0]
