@@ -139,6 +139,11 @@ def main(argv: list[str] | None = None) -> int:
                                            "persistence false\nmax_queued_messages 100000\n"
                                            "max_inflight_messages 200\n")
     processes: list[subprocess.Popen] = []
+
+    def stop(*_: object) -> None:
+        raise KeyboardInterrupt  # kill (SIGTERM) stops the machines, the hub and the broker too
+
+    signal.signal(signal.SIGTERM, stop)
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     try:
         processes.append(subprocess.Popen([mosquitto, "-c", str(folder / "mosquitto.conf")],
@@ -176,9 +181,15 @@ def main(argv: list[str] | None = None) -> int:
         hub = subprocess.Popen([*nspvend, "hub", "run", "--config", str(hub_toml)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         processes.append(hub)
+        said = []
         for line in hub.stderr:  # ready: subscribed, so nothing sent from now on is missed
             if "nspvend hub ready" in line:
                 break
+            said.append(line)
+        else:
+            print(f"hub-demo: the hub did not start (is port {args.port} taken? --port):\n"
+                  + "".join(said[-5:]), file=sys.stderr)
+            return 1
         threading.Thread(target=lambda: [None for _ in hub.stderr], daemon=True).start()
         print("hub-demo: sending the made-up history...", flush=True)
         history(port, args.days)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -49,5 +51,26 @@ def test_the_demo_prints_the_alerts_its_hub_sends(tmp_path):
         line = line_with("hub-demo: alert raised: Mare Street, outside the Hub: Door open", 60)
         assert "not serving" in line
     finally:
-        demo.send_signal(signal.SIGINT)
+        demo.send_signal(signal.SIGTERM)  # as kill does: the demo stops what it started
         assert demo.wait(60) == 0
+    assert not [p for p in Path("/proc").glob("[0-9]*") if _runs_from(p, tmp_path)]
+
+
+def _runs_from(process: Path, folder: Path) -> bool:
+    try:
+        return str(folder) in (process / "cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
+
+
+def test_the_demo_says_when_its_hub_cannot_start(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "hub.demo", "--port", str(port), "--days",
+                               "1", "--data", str(tmp_path)], capture_output=True, text=True,
+                              timeout=120)
+    assert done.returncode == 1
+    assert f"the hub did not start (is port {port} taken? --port)" in done.stderr
+    assert not [p for p in Path("/proc").glob("[0-9]*") if _runs_from(p, tmp_path)]
