@@ -250,7 +250,8 @@ class Alerts:
     def _email(self, address: str, body: dict) -> None:
         message = EmailMessage()
         name = body.get("name") or self.config.name_of(body["machine"])
-        message["Subject"] = f"[nspvend] {name}: {body['detail']}"
+        # the detail holds what machines said (a product's name): one line, or no email
+        message["Subject"] = humane.one_line(f"[nspvend] {name}: {body['detail']}", 200)
         message["From"] = self.config.email_from
         message["To"] = address
         at = humane.when(body["ts"], self.config.tz, datetime.now(UTC))

@@ -25,11 +25,13 @@ STATES = {
     "out_of_service": "Out of service",
     "service": "Being serviced",
     "in_service": "In service",
+    "unknown": "Heard, state not told yet",
 }
 LEVEL = {"offline": "offline", "silence": "fault", "jam": "fault", "storage_fault": "fault",
          "board_fault": "fault", "sharps_bin_full": "fault", "door_open": "door",
          "empty": "empty", "low_stock": "low"}
-EXTRA_FAULTS = ("board_offline", "drop_sensor")  # said on the board; no alert of their own
+# faults said through an alert's words already; any other (a new kind too) is said as it is
+ALERTED = ("storage_fault", "board_fault", "sharps_bin_full")
 SLOT_WORDS = {"ok": "", "low": "Low", "empty": "None left", "fault": "Jammed",
               "disabled": "Disabled"}
 RATE_DAYS = 7
@@ -113,7 +115,7 @@ def tile_of(config: HubConfig, store: HubStore, m: Machine | None, mid: str, now
         who = acknowledged.get(key)
         problems.append(Problem(detail, LEVEL.get(kind, "fault"), key, who[0] if who else None))
     for fault in state.faults if state else ():
-        if fault in EXTRA_FAULTS:
+        if fault not in ALERTED and not (fault.startswith("slot ") and fault.endswith(": jam")):
             problems.append(Problem(humane.fault_words(fault, stock), "fault"))
     offline = any(p.level == "offline" for p in problems) or m.availability != "online"
     if offline and not any(p.level == "offline" for p in problems):
@@ -126,7 +128,7 @@ def tile_of(config: HubConfig, store: HubStore, m: Machine | None, mid: str, now
     elif state is not None:
         look = state.mode
     else:
-        look = "in_service"
+        look = "unknown"
     urgency = min((p.level for p in problems), key=URGENCY.index, default="ok")
     if look in ("out_of_service", "service") and URGENCY.index(urgency) > URGENCY.index("door"):
         urgency = "door"  # not serving clients: above a low product
@@ -234,5 +236,5 @@ def current_messages(store: HubStore, mid: str) -> list[str] | None:
 
 
 def expires_clock(config: HubConfig, now: datetime) -> str:
-    """Until when a command sent now waits for its machine, as a clock time."""
-    return humane.clock(now + timedelta(seconds=config.command_expires_s), config.tz)
+    """Until when a command sent now waits for its machine: ``Tue 1 Dec, 14:22``."""
+    return humane.when(now + timedelta(seconds=config.command_expires_s), config.tz, now)

@@ -70,6 +70,12 @@ def duration(seconds: float) -> str:
     return f"{days} {h} h" if h else days
 
 
+def one_line(text: str, limit: int = 160) -> str:
+    """``text`` on one line, at most ``limit`` characters (an email subject, a tile)."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[:limit - 1].rstrip() + "…"
+
+
 def product_name(stock: StockMessage | None, product: str) -> str:
     """The product's display name as the machine gave it, or its id."""
     p = stock.products.get(product) if stock is not None else None

@@ -367,8 +367,8 @@ class HubStore:
         return [(m, p, c, u) for (m, p), (c, u) in sorted(found.items())]
 
     def period_cover(self, start: str, end: str) -> list[tuple[str, float]]:
-        """``(machine, seconds)``: how long the buckets that start in [start, end) ran (a
-        bucket reaching past a UTC midnight inside counts up to it, the rest the next day's)."""
+        """``(machine, seconds)``: how much of [start, end) the machine's buckets cover (a
+        bucket across a UTC midnight, or across either end, counts its part on each side)."""
         return [(m, seconds) for m, (seconds, _) in sorted(self._cover(start, end).items())]
 
     def _cover(self, start: str, end: str) -> dict[str, tuple[float, int]]:
@@ -385,11 +385,15 @@ class HubStore:
                     " AND day < ? GROUP BY machine", days).fetchall():
                 add(machine, seconds, buckets)
         for a, b in edges:
-            limit = parse_iso(b)
-            for machine, s, e in self._x('SELECT machine, start, "end" FROM buckets WHERE'
-                                         " start >= ? AND start < ?", (a, b)).fetchall():
-                add(machine, max(0.0, (min(parse_iso(e), limit) - parse_iso(s)).total_seconds()),
-                    1)
+            # the part of each bucket inside [a, b), as the roll-ups count a bucket across
+            # midnight; a bucket is counted where it starts (buckets last at most a day)
+            since, until = parse_iso(a), parse_iso(b)
+            for machine, s, e in self._x(
+                    'SELECT machine, start, "end" FROM buckets WHERE start >= ? AND start < ?'
+                    ' AND "end" > ?', (iso(since - timedelta(days=1)), b, a)).fetchall():
+                began = parse_iso(s)
+                inside = (min(parse_iso(e), until) - max(began, since)).total_seconds()
+                add(machine, max(0.0, inside), int(began >= since))
         return found
 
     def usage_totals(self, start: str, end: str) -> list[tuple[str, str, int, int, int]]:
@@ -818,7 +822,6 @@ class StoreError(Exception):
     """The store cannot be opened or used as asked (one line for a person)."""
 
 
-@functools.cache
 def _split(start: str, end: str) -> tuple[tuple[str, str] | None, list[tuple[str, str]]]:
     """[start, end) as the whole UTC days inside it (first day, day after the last) and the
     instants left at either edge."""
@@ -833,6 +836,7 @@ def _split(start: str, end: str) -> tuple[tuple[str, str] | None, list[tuple[str
     return (f"{first:%Y-%m-%d}", f"{last:%Y-%m-%d}"), [(iso(x), iso(y)) for x, y in edges]
 
 
+@functools.cache
 def _pg(sql: str) -> str:
     """SQLite's ``?`` placeholders as psycopg's ``%s`` (no query here has a literal ``?``)."""
     return sql.replace("?", "%s")

@@ -287,6 +287,8 @@ class Web:
         try:
             alert = int(request.path_params["id"])
         except ValueError:
+            alert = 0
+        if not 0 < alert < 2 ** 62:
             return PlainTextResponse("No such alert.", 404)
         with self.store.transaction():
             took = self.store.acknowledge(alert, user["name"], self.clock.now())
@@ -444,6 +446,8 @@ class Web:
             end = date.fromisoformat(request.query_params.get("to", ""))
         except ValueError:
             return PlainTextResponse("from and to must be dates like 2026-11-01", 400)
+        if not (2000 <= start.year <= 2200 and 2000 <= end.year <= 2200):
+            return PlainTextResponse("from and to must be dates from 2000 to 2200", 400)
         if end <= start:
             return PlainTextResponse("to must be after from", 400)
         text = await asyncio.to_thread(reports.usage_csv, self.store, start, end, self.config.tz)
@@ -491,9 +495,10 @@ class Web:
 
 def command_words(command: dict, stock: Any) -> str:
     """A command in words: ``Slot 3 (Foil) refilled to 28``."""
-    cmd = command.get("cmd", "")
+    cmd = str(command.get("cmd", ""))  # as recorded: the JSON API's arguments unchecked here
     slot = command.get("slot")
-    where = humane.slot_words(stock, slot) if isinstance(slot, int) else "A slot"
+    where = (humane.slot_words(stock, slot) if isinstance(slot, int)
+             and not isinstance(slot, bool) else "A slot")
     if cmd == "refill":
         if command.get("all"):
             return "Every slot refilled to capacity"
@@ -507,7 +512,8 @@ def command_words(command: dict, stock: Any) -> str:
     if cmd == "set_mode":
         return f"Mode set to {str(command.get('mode', '')).replace('_', ' ')}"
     if cmd == "set_messages":
-        n = len(command.get("messages") or [])
+        messages = command.get("messages")
+        n = len(messages) if isinstance(messages, list) else 0
         return f"Signposting messages set ({n})" if n else "Signposting messages cleared"
     return cmd.replace("_", " ").capitalize() or "A command"
 

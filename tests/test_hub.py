@@ -485,10 +485,20 @@ def test_staff_commands_ask_before_disabling_say_once_in_words_and_warn_when_off
     assert ">Naloxone: ask at the Hub\nOpen 9 to 5</textarea>" in page  # what it shows now
 
     _, _, page = staff.get("/machines/hub-b")
-    found = re.search(r"This machine is offline\. A command sent now waits for it and runs when "
-                      r"it is back, until (\d\d:\d\d)", page)
+    found = re.search(r"This machine has not been heard yet\. A command sent now waits for it "
+                      r"and runs when it is back, until \w{3} \d+ \w{3}, \d\d:\d\d;", page)
     assert found, page
-    assert hub.client("val").get("/machines/hub-b")[2].count("This machine is offline") == 0
+    assert "A command sent now" not in hub.client("val").get("/machines/hub-b")[2]
+
+    # what came from outside gets an answer, never a broken page
+    status, answer = staff.post_json("/api/machines/hub-a/commands",
+                                     {"cmd": "set_messages", "messages": 5})
+    assert status == 200 and not answer["ok"] and "messages" in answer["error"]
+    status, _, page = staff.get("/machines/hub-a")
+    assert status == 200 and "Signposting messages cleared" in page  # the record, in words
+    assert staff.get("/reports/usage.csv?from=0999-01-01&to=2026-01-01")[0] == 400
+    _, _, page = staff.get("/alerts")
+    assert staff.post_form("/alerts/99999999999999999999/ack", page)[0] == 404
 
 
 def test_the_pick_list_puts_the_urgent_first_in_words_with_packs_to_bring(hub):

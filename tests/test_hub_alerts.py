@@ -9,11 +9,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from controller.clock import FakeClock
-from controller.messages import StateMessage
+from controller.messages import StateMessage, StockMessage
 from hub.alerts import RETRIES, ROUTE_PER_MINUTE, Alerts
 from hub.config import parse_hub_config
 from hub.store import SqliteStore
-from tests.test_hub import Webhook
+from tests.test_hub import Mailbox, Webhook
 
 TUESDAY_NIGHT = datetime(2026, 12, 1, 23, 0, tzinfo=UTC)  # Europe/London: 23:00
 
@@ -129,3 +129,36 @@ def test_raised_and_cleared_once_each_however_often_it_is_checked(tmp_path, hook
         alerts.check()
         alerts.deliver()
     assert [(b["type"], b["state"]) for b in hook.bodies] == [("jam", "raised"), ("jam", "cleared")]
+
+
+def test_what_a_machine_names_a_product_reaches_email_on_one_line_and_the_webhook_whole(
+        tmp_path, hook):
+    """A product's name is the machine's words: a line break in it must not stop the email
+    (a header may not hold one), and the webhook names the machine and the product."""
+    mail = Mailbox()
+    try:
+        config = parse_hub_config({"mqtt": {"host": "127.0.0.1"}, "alerts": {
+            "smtp_host": "127.0.0.1", "smtp_port": mail.port, "routes": [
+                {"types": ["empty"], "webhook": hook.url, "email": ["oncall@example.org"]}]},
+            "machines": [{"id": "m1", "name": "Mare Street"}]})
+        clock = FakeClock(TUESDAY_NIGHT)
+        store = SqliteStore(tmp_path / "hub.db")
+        alerts = Alerts(config, store, clock)
+        with store.transaction():
+            store.heard("m1", clock.now())
+            store.record_stock("m1", StockMessage.read({
+                "schema": 1, "ts": "2026-12-01T23:00:00Z",
+                "slots": [{"slot": 1, "product": "foil", "count": 0, "capacity": 10,
+                           "low_at": 2, "status": "empty"}],
+                "products": {"foil": {"count": 0, "status": "empty",
+                                      "name": "foil\nBcc: all@example.org"}}}), clock.now())
+        alerts.check()
+        assert alerts.deliver() == 2
+        [body] = hook.bodies
+        assert (body["name"], body["product"]) == ("Mare Street", "foil\nBcc: all@example.org")
+        [message] = mail.messages
+        assert message["Subject"] == "[nspvend] Mare Street: Foil Bcc: all@example.org: none left"
+        assert message["Bcc"] is None
+        assert "Raised Tue 1 Dec, 23:00." in message.get_payload()  # local time, in words
+    finally:
+        mail.close()

@@ -92,6 +92,20 @@ def test_report_days_are_the_hub_s_local_days_in_summer_too(new_store):
     assert "m1,syringe-1ml,28,0,0.062,3" in text.splitlines()  # 4 + 8 + 16
 
 
+def test_two_hour_buckets_cover_a_whole_local_day_in_summer(new_store):
+    """Buckets from 22:00 to 00:00 UTC: 23:00 BST, a local day's start, falls inside one."""
+    store = new_store()
+    with store.transaction():
+        for i in range(36):
+            start = datetime(2026, 6, 30, tzinfo=UTC) + timedelta(hours=2 * i)
+            store.record_usage("m1", usage(f"b{i}", iso(start), iso(start + timedelta(hours=2)),
+                                           1), NOW)
+    london = ZoneInfo("Europe/London")
+    [day] = reports.fill(store, reports.periods("day", date(2026, 7, 1), 1, tz=london), now=NOW)
+    assert day.covered == {"m1": 1.0}
+    assert day.total() == 12  # the twelve that start in it (01:00 .. 23:00 BST)
+
+
 def test_counts_stay_apart_and_coverage_says_how_much_was_heard(new_store):
     store = new_store()
     with store.transaction():

@@ -88,7 +88,11 @@
       document.querySelectorAll("form[data-wait] button").forEach(function (b) {
         b.disabled = true;
       });
-      if (by) by.textContent = "Waiting for the machine…";
+      if (by && by.hasAttribute("data-asks")) return;  // the hub asks first: nothing sent yet
+      if (by) {
+        by.setAttribute("data-label", by.textContent);
+        by.textContent = "Waiting for the machine…";
+      }
       var status = document.querySelector(".waiting");
       if (status) {
         status.textContent = "Sent. Waiting for the machine's answer (up to 30 seconds)…";
@@ -100,7 +104,10 @@
     if (event.persisted) {
       document.querySelectorAll("form[data-wait] button").forEach(function (b) {
         b.disabled = false;
+        if (b.hasAttribute("data-label")) b.textContent = b.getAttribute("data-label");
       });
+      var status = document.querySelector(".waiting");
+      if (status) status.textContent = "";
     }
   });
 
