@@ -21,7 +21,7 @@ URGENCY = ("offline", "fault", "empty", "door", "low", "ok")
 STATES = {
     "never": "Never heard",
     "offline": "Offline",
-    "door_open": "Door open: not serving",
+    "door_open": "Door open",
     "out_of_service": "Out of service",
     "service": "Being serviced",
     "in_service": "In service",
