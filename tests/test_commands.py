@@ -146,7 +146,8 @@ def test_status_reports_state_and_stock(rig):
                           "version", "uptime_s", "clock_synced", "ts"}
     assert state["mode"] == "in_service" and state["faults"] == []
     assert state["ts"].endswith("Z")
-    assert result["stock"]["products"]["syringe-1ml"] == {"count": 20, "status": "ok"}
+    assert result["stock"]["products"]["syringe-1ml"] == {"count": 20, "status": "ok",
+                                                             "name": "1ml syringes"}
 
 
 def test_usage_command_returns_closed_buckets_and_their_totals_only(rig):

@@ -45,8 +45,9 @@ def test_presses_on_the_simulator_become_counted_vends_and_staff_see_them(machin
     for button in (1, 1, 2):
         assert ask(tmp / "sim.sock", {"op": "press", "button": button}) == {"ok": True}
     status = json.loads(cli(tmp, "status", "--json").stdout)
-    assert status["stock"]["products"] == {"syringe-1ml": {"count": 38, "status": "ok"},
-                                           "foil": {"count": 9, "status": "ok"}}
+    assert status["stock"]["products"] == {
+        "syringe-1ml": {"count": 38, "status": "ok", "name": "1ml syringes x10"},
+        "foil": {"count": 9, "status": "ok", "name": "foil"}}
     truth = ask(tmp / "sim.sock", {"op": "state"})
     assert sum(s["packs_dropped"] for s in truth["slots"]) == 3
     assert [s["packs_left"] for s in truth["slots"]] == [

@@ -80,7 +80,7 @@ def test_on_connect_the_machine_says_online_and_publishes_retained_state_and_sto
                               "uptime_s", "clock_synced", "ts"}
         stock = sub.payloads("stock")[-1]
         assert [s["slot"] for s in stock["slots"]] == [1, 2, 3]
-        assert stock["products"]["foil"] == {"count": 0, "status": "empty"}
+        assert stock["products"]["foil"] == {"count": 0, "status": "empty", "name": "foil"}
         # a late subscriber gets the retained messages
         late = Subscriber(broker.port, f"{ROOT_TOPIC}/+")
         msgs = late.wait_for(lambda m: len(m) >= 3)
@@ -251,12 +251,13 @@ def test_a_vend_publishes_nothing_at_once_even_when_a_slot_turns_low_or_empty(tm
         for _ in range(4):  # 3 -> 2 low, 1, 0 empty, and one at an empty slot
             ask(tmp_path / "sim.sock", {"op": "press", "button": 2})
         assert command(sub, {"id": "s", "cmd": "stock"})["result"]["products"]["foil"] == {
-            "count": 3, "status": "ok"}  # what was published, not the live count
+            "count": 3, "status": "ok", "name": "foil"}  # what was published, not the live count
         time.sleep(1.0)
         topics = [t for t, _, _ in sub.messages[heard:]]
         assert topics == [f"{ROOT_TOPIC}/cmd", f"{ROOT_TOPIC}/cmd/result"], topics
         status = ask(tmp_path / "control.sock", {"id": "l", "cmd": "status"})["result"]
-        assert status["stock"]["products"]["foil"] == {"count": 0, "status": "empty"}  # staff see it
+        assert status["stock"]["products"]["foil"] == {"count": 0, "status": "empty",
+                                                       "name": "foil"}  # staff see it
     finally:
         assert daemon.terminate() == 0
 

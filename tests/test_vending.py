@@ -142,7 +142,8 @@ def test_low_and_empty_thresholds_raise_events_once(rig):
     rig.close_bucket()
     types = [e["type"] for e in reversed(rig.ledger.events(10)) if e["type"] in ("low_stock", "empty")]
     assert types == ["low_stock", "empty"]
-    assert rig.vm.stock_report()["products"]["naloxone"] == {"count": 0, "status": "empty"}
+    assert rig.vm.stock_report()["products"]["naloxone"] == {
+        "count": 0, "status": "empty", "name": "naloxone kit"}  # with its display name
 
 
 def test_door_open_puts_the_machine_in_service_and_presses_do_nothing(rig):
