@@ -62,11 +62,13 @@ def log_in(driver, base: str, name: str, password: str) -> None:
 
 
 def until(driver, condition, what: str, timeout: float = 40):
-    from selenium.common.exceptions import TimeoutException
+    """Wait for ``condition``; an element the board replaced as it was read is read again."""
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
 
     try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.2).until(condition)
+        return WebDriverWait(driver, timeout, poll_frequency=0.2, ignored_exceptions=(
+            StaleElementReferenceException,)).until(condition)
     except TimeoutException:
         raise AssertionError(f"never happened: {what}\n{driver.page_source[:3000]}") from None
 
@@ -76,6 +78,13 @@ def tile(driver, machine: str):
 
     found = driver.find_elements(By.CSS_SELECTOR, f".tile[data-machine='{machine}']")
     return found[0] if found else None
+
+
+def tile_text(driver, machine: str) -> str:
+    """A tile's text as it is now, read in one go (the board may replace it at any moment)."""
+    return driver.execute_script(
+        "const t = document.querySelector(`.tile[data-machine='${arguments[0]}']`);"
+        " return t ? t.innerText : '';", machine)
 
 
 def axe_violations(driver) -> list[dict]:

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from tests.broker import MOSQUITTO
-from tests.browser import HAVE_BROWSER, NO_BROWSER, tile, until
+from tests.browser import HAVE_BROWSER, NO_BROWSER, tile, tile_text, until
 from tests.browser import log_in as browser_log_in
 from tests.daemon_process import ask
 from tests.test_hub import PASSWORDS, Hub
@@ -43,17 +43,18 @@ def test_staff_see_a_machine_go_offline_refill_a_slot_and_download_the_csv(tmp_p
         log_in(browser, base, "sam")
         until(browser, lambda d: tile(d, "hub-a") is not None
               and tile(d, "hub-a").get_attribute("data-urgency") != "offline", "hub-a online")
-        assert "Mare Street" in tile(browser, "hub-a").text
+        assert "Mare Street" in tile_text(browser, "hub-a")
 
         daemon.kill()  # the board updates itself: no reload
         until(browser, lambda d: tile(d, "hub-a").get_attribute("data-urgency") == "offline",
               "hub-a shown offline")
-        assert "Offline" in tile(browser, "hub-a").text
+        assert "Offline" in tile_text(browser, "hub-a")
         hub.start_machine("hub-a")  # its last bucket, cut by the kill, is closed and sent now
         until(browser, lambda d: tile(d, "hub-a").get_attribute("data-urgency") != "offline",
               "hub-a back online")
 
-        tile(browser, "hub-a").find_element(By.TAG_NAME, "a").click()
+        until(browser, lambda d: tile(d, "hub-a").find_element(By.TAG_NAME, "a").click() or True,
+              "the tile's link clicked")
         until(browser, lambda d: "/machines/hub-a" in d.current_url, "the machine page")
         row = browser.find_element(By.CSS_SELECTOR, "tr[data-slot='3']")
         count = row.find_element(By.NAME, "count")
@@ -68,8 +69,8 @@ def test_staff_see_a_machine_go_offline_refill_a_slot_and_download_the_csv(tmp_p
         browser.find_element(By.LINK_TEXT, "Machines").click()
         until(browser, lambda d: tile(d, "hub-a") is not None
               and tile(d, "hub-a").get_attribute("data-urgency") == "low", "the tile shows low")
-        assert "Foil: 1 left" in tile(browser, "hub-a").text
-        assert " · Low" in tile(browser, "hub-a").text  # in words, not colour alone
+        assert "Foil: 1 left" in tile_text(browser, "hub-a")
+        assert " · Low" in tile_text(browser, "hub-a")  # in words, not colour alone
 
         browser.find_element(By.LINK_TEXT, "Reports").click()
         today = datetime.now(ZoneInfo("Europe/London")).date()  # the hub's days

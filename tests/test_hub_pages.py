@@ -23,6 +23,7 @@ from tests.browser import (
     look,
     size,
     tile,
+    tile_text,
     until,
 )
 from tests.test_hub import PASSWORDS, Hub
@@ -56,10 +57,9 @@ def test_every_page_fits_a_phone_and_a_desk_and_axe_finds_nothing_wrong(hub, bro
     hub.world("hub-a", {"op": "press", "button": 1})
     jam_foil(hub)
     log_in(browser, hub.base, "sam", PASSWORDS["sam"])
-    until(browser, lambda d: "Slot 3 (foil) jammed" in (tile(d, "hub-a").text
-                                                        if tile(d, "hub-a") else ""),
+    until(browser, lambda d: "Slot 3 (foil) jammed" in tile_text(d, "hub-a"),
           "the jam on the board, in words with the product")
-    board = tile(browser, "hub-a").text
+    board = tile_text(browser, "hub-a")
     assert "1ml syringes" in board and "Foil" in board  # stock by product name
     assert re.search(r"1ml syringes\s+\d+ of \d+", board), board
 
@@ -132,7 +132,7 @@ def test_the_board_says_the_login_ended_and_works_again_after_logging_in(hub, br
     log_in(browser, hub.base, "sam", PASSWORDS["sam"])
     until(browser, lambda d: d.current_url.rstrip("/") == hub.base, "back on the board")
     jam_foil(hub)  # and the board updates itself again
-    until(browser, lambda d: "Slot 3 (foil) jammed" in tile(d, "hub-a").text,
+    until(browser, lambda d: "Slot 3 (foil) jammed" in tile_text(d, "hub-a"),
           "the board updating after the login")
 
 
@@ -144,10 +144,9 @@ def test_focus_stays_changes_are_announced_and_a_jam_is_acknowledged(hub, browse
     log_in(browser, hub.base, "sam", PASSWORDS["sam"])
     until(browser, lambda d: tile(d, "hub-a") is not None and tile(d, "hub-a").get_attribute(
         "data-urgency") != "offline", "hub-a on the board")
-    link = tile(browser, "hub-a").find_element(By.CSS_SELECTOR, "h2 a")
-    browser.execute_script("arguments[0].focus()", link)
+    browser.execute_script("document.querySelector(\".tile[data-machine='hub-a'] h2 a\").focus()")
     jam_foil(hub)
-    until(browser, lambda d: "Slot 3 (foil) jammed" in tile(d, "hub-a").text, "the jam")
+    until(browser, lambda d: "Slot 3 (foil) jammed" in tile_text(d, "hub-a"), "the jam")
     assert browser.execute_script("return document.activeElement.getAttribute('href')") == (
         "/machines/hub-a")  # the tile was replaced; the keyboard's place was not lost
     announce = browser.find_element(By.ID, "announce")
@@ -169,7 +168,7 @@ def test_focus_stays_changes_are_announced_and_a_jam_is_acknowledged(hub, browse
     assert "you are on it" not in browser.page_source  # the notice is shown once
     browser.find_element(By.LINK_TEXT, "Machines").click()
     until(browser, lambda d: tile(d, "hub-a") is not None
-          and "Someone is on it: sam" in tile(d, "hub-a").text, "someone is on it, on the board")
+          and "Someone is on it: sam" in tile_text(d, "hub-a"), "someone is on it, on the board")
 
     hub.world("hub-a", {"op": "fault", "kind": "clear", "slot": 3})
     ask_clear = hub.client("sam").post_json("/api/machines/hub-a/commands",

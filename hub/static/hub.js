@@ -8,7 +8,7 @@
 (function () {
   "use strict";
   var REFRESH_MS = 3000;
-  var LOGIN_AFTER_MS = 8000;
+  var LOGIN_AFTER_MS = 5000;
 
   function board(box) {
     var announce = document.getElementById("announce");
