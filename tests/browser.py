@@ -14,7 +14,7 @@ CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 AXE = Path(__file__).resolve().parent.parent / "node_modules" / "axe-core" / "axe.min.js"
 HAVE_BROWSER = Path(CHROMIUM).exists() and Path(DRIVER).exists()
 NO_BROWSER = "chromium and chromium-driver not installed (scripts/setup does it)"
-PHONE, DESK = (390, 844), (1280, 900)
+SMALL_PHONE, PHONE, DESK = (360, 740), (390, 844), (1280, 900)
 
 
 @pytest.fixture
