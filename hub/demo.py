@@ -132,6 +132,14 @@ def main(argv: list[str] | None = None) -> int:
         print("hub-demo: mosquitto is not installed (scripts/setup --with-broker installs it)",
               file=sys.stderr)
         return 69
+    try:  # before anything starts: a taken port is said at once
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the hub binds
+            probe.bind(("127.0.0.1", args.port))
+    except OSError as e:
+        print(f"hub-demo: port {args.port} is taken ({e.strerror}): choose another with --port",
+              file=sys.stderr)
+        return 1
     folder = Path(args.data or tempfile.mkdtemp(prefix="nspvend-hub-demo-"))
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()

@@ -72,5 +72,6 @@ def test_the_demo_says_when_its_hub_cannot_start(tmp_path):
                                "1", "--data", str(tmp_path)], capture_output=True, text=True,
                               timeout=120)
     assert done.returncode == 1
-    assert f"the hub did not start (is port {port} taken? --port)" in done.stderr
+    assert done.stderr.startswith(f"hub-demo: port {port} is taken (")
+    assert done.stderr.count("\n") == 1  # one line, no traceback
     assert not [p for p in Path("/proc").glob("[0-9]*") if _runs_from(p, tmp_path)]
