@@ -3,6 +3,7 @@ a bad file is one line naming the file, the key and the problem, and exit 78."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import urllib.parse
@@ -79,6 +80,15 @@ class HubConfig:
     client_id: str = "nspvend-hub"  # its MQTT session; each hub process needs its own
     share_group: str | None = None  # several hub processes share the machines' messages
     catch_up_s: int = 86400  # how often each machine is asked for its recent buckets (0: never)
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+    def trusted(self, address: str) -> bool:
+        """Whether ``address`` is a reverse proxy whose X-Forwarded-For is believed."""
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self.trusted_proxies)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -161,6 +171,14 @@ def parse_hub_config(data: dict, path: str = "<hub config>") -> HubConfig:
     if not re.fullmatch(r"https?://\S+", base_url):
         raise web.fail("base_url", f"must start with http:// or https://, not {base_url!r}")
     command_expires_s = web.integer("command_expires_s", 3600, 60, 86400)
+    proxies = []
+    for i, item in enumerate(web.get("trusted_proxies", list, [], 'a list of addresses or '
+                                     'networks such as ["127.0.0.1", "10.0.0.0/8"]')):
+        try:
+            proxies.append(ipaddress.ip_network(str(item), strict=False))
+        except ValueError:
+            raise web.fail("trusted_proxies", f"item {i + 1}, {str(item)[:60]!r}, is not an "
+                                              "address or network such as 10.0.0.0/8") from None
     timezone = web.text("timezone", None)
     if timezone is not None:
         _zone(web, "timezone", timezone)
@@ -216,7 +234,7 @@ def parse_hub_config(data: dict, path: str = "<hub config>") -> HubConfig:
         timezone=timezone, financial_year_start=(month, day), machines=machines,
         database_url=url, database_password_file=password_file,
         keep_events_days=keep_events_days, client_id=client_id, share_group=share_group,
-        catch_up_s=catch_up_s,
+        catch_up_s=catch_up_s, trusted_proxies=tuple(proxies),
     )
 
 

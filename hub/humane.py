@@ -76,6 +76,21 @@ def one_line(text: str, limit: int = 160) -> str:
     return flat if len(flat) <= limit else flat[:limit - 1].rstrip() + "…"
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def cell(value: object) -> object:
+    """A CSV cell a spreadsheet will not run: text starting ``=``, ``+``, ``-``, ``@``, a
+    tab or a carriage return gets a leading ``'`` (numbers are left as they are)."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def csv_row(values: list) -> list:
+    return [cell(v) for v in values]
+
+
 def product_name(stock: StockMessage | None, product: str) -> str:
     """The product's display name as the machine gave it, or its id."""
     p = stock.products.get(product) if stock is not None else None

@@ -114,8 +114,8 @@ def usage_csv(store: HubStore, start: date, end: date, tz: ZoneInfo = UTC_ZONE) 
     writer.writerow(["machine", "product", "confirmed", "unconfirmed", "coverage", "buckets"])
     for machine, product, confirmed, unconfirmed, buckets in store.usage_totals(
             iso(span.start), iso(span.end)):
-        writer.writerow([machine, product, confirmed, unconfirmed,
-                         f"{span.covered.get(machine, 0.0):.3f}", buckets])
+        writer.writerow(humane.csv_row([machine, product, confirmed, unconfirmed,
+                                        f"{span.covered.get(machine, 0.0):.3f}", buckets]))
     return out.getvalue()
 
 

@@ -439,6 +439,8 @@ class HubStore:
 
     # -- users and sessions --------------------------------------------------------------
     def set_user(self, name: str, role: str, password_hash: str, at: datetime) -> None:
+        """Add a user, or give one a new role and password: their sessions end."""
+        self._x('DELETE FROM sessions WHERE "user" = ?', (name,))
         self._x("INSERT INTO users (name, role, hash, created) VALUES (?, ?, ?, ?) ON CONFLICT"
                 "(name) DO UPDATE SET role = excluded.role, hash = excluded.hash",
                 (name, role, password_hash, iso(at)))

@@ -21,6 +21,7 @@ import secrets
 import threading
 import urllib.parse
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -56,18 +57,124 @@ COOKIE = "nspvend_session"
 LOGIN_COOKIE = "nspvend_login"
 SESSION_HOURS = 12
 ANSWER_TIMEOUT_S = 30.0
-FREE_FAILURES = 3  # then 4, 8, 16 ... s before the next attempt may be made
+FREE_FAILURES = 3  # for a name; then 4, 8, 16 ... s before the next attempt may be made
+FREE_FAILURES_PER_ADDRESS = 10
+CHECKERS = 2  # argon2 checks at once, off the event loop
+CHECKS_WAITING = 16  # more than this waiting: "busy" at once, not a queue without end
 MAX_WAIT_S = 300
 ROLES = ("staff", "viewer")
 HASHER = PasswordHasher()
 _DUMMY_HASH = HASHER.hash("a password nobody has")
 COMMAND_NAMES = set(COMMANDS)
+MAX_BODY = 64 * 1024  # bytes a request may carry (a form or a command is a few hundred)
+# on every response: no inline script or style, no framing, no referrer, no sniffing
+SECURITY_HEADERS = [
+    (b"content-security-policy", b"default-src 'self'; script-src 'self'; style-src 'self'; "
+                                 b"img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+                                 b"form-action 'self'; frame-ancestors 'none'"),
+    (b"x-frame-options", b"DENY"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+]
 NOTICE_COOKIE = "nspvend_notice"  # what a command came to: shown once, on the next page
 ALERT_DAYS = 30
 
 
 def hash_password(password: str) -> str:
     return HASHER.hash(password)
+
+
+class Guard:
+    """ASGI middleware in front of every page and endpoint: a body over :data:`MAX_BODY` is
+    answered 413 before it is read (by its Content-Length, or as it streams in: at most
+    that much is ever held), and every response carries :data:`SECURITY_HEADERS`, pages
+    and JSON ``Cache-Control: no-store`` too."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def guarded(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                headers = [h for h in message.get("headers", [])
+                           if h[0].lower() != b"cache-control"
+                           or scope["path"].startswith("/static/")]
+                headers += SECURITY_HEADERS
+                if not scope["path"].startswith("/static/"):
+                    headers.append((b"cache-control", b"no-store"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+            await _too_large(guarded)
+            return
+        body = bytearray()
+        more = True
+        while more:  # at most MAX_BODY + one chunk is ever held
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > MAX_BODY:
+                await _too_large(guarded)
+                return
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, guarded)
+
+
+async def _too_large(send: Callable) -> None:
+    text = f"Too large: at most {MAX_BODY // 1024} KiB may be sent.\n".encode()
+    await send({"type": "http.response.start", "status": 413, "headers": [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(text)).encode()), (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": text})
+
+
+class PasswordChecks:
+    """argon2 checks in a pool of :data:`CHECKERS` threads, so the pages stay quick while
+    logins flood in; past :data:`CHECKS_WAITING` waiting, a check is refused (None)."""
+
+    def __init__(self) -> None:
+        self.pool = ThreadPoolExecutor(CHECKERS, thread_name_prefix="hub-argon2")
+        self.waiting = 0
+
+    async def verify(self, password_hash: str, password: str) -> bool | None:
+        if self.waiting >= CHECKS_WAITING:
+            return None
+        self.waiting += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self.pool, _verify, password_hash, password)
+        finally:
+            self.waiting -= 1
+
+
+def _verify(password_hash: str, password: str) -> bool:
+    try:
+        return HASHER.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def same_token(given: str | None, expected: str | None) -> bool:
+    """A CSRF token as expected: never an empty one; any text compared without error."""
+    if not given or not expected:
+        return False
+    return hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode("utf-8"))
 
 
 class Answers:
@@ -112,6 +219,7 @@ class Web:
         self.config, self.store, self.listener = config, store, listener
         self.clock = clock or SystemClock()
         self.answers = Answers()
+        self.checks = PasswordChecks()
         self.secure = config.base_url.startswith("https://")
         self.templates = Environment(loader=FileSystemLoader(HERE / "templates"),
                                      autoescape=select_autoescape(["html"]))
@@ -142,7 +250,7 @@ class Web:
                                                            staff=True), methods=["POST"]),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ]
-        self.app = Starlette(routes=routes, exception_handlers={Exception: self._failed})
+        self.app = Guard(Starlette(routes=routes, exception_handlers={Exception: self._failed}))
 
     async def _failed(self, request: Request, error: Exception) -> Response:
         log.error("%s %s failed: %r", request.method, request.url.path, error,
@@ -165,7 +273,7 @@ class Web:
                 return RedirectResponse(f"/login?next={target}", 303)
             if request.method == "POST" and not program:
                 form = await form_of(request)
-                if not hmac.compare_digest(form.get("csrf", ""), user["csrf"]):
+                if not same_token(form.get("csrf"), user["csrf"]):
                     return PlainTextResponse("The form was too old or not ours: go back, "
                                              "reload the page and try again.", 403)
                 request.state.form = form
@@ -205,28 +313,31 @@ class Web:
 
     async def login(self, request: Request) -> Response:
         form = await form_of(request)
-        if not hmac.compare_digest(form.get("csrf", ""), request.cookies.get(LOGIN_COOKIE, "")):
+        if not same_token(form.get("csrf"), request.cookies.get(LOGIN_COOKIE)):
             return await self.login_page(request, "The form was too old: please try again.", 403)
         name = form.get("username", "").strip()
         password = form.get("password", "")
-        address = request.client.host if request.client else "?"
+        address = self.address_of(request)
         now = self.clock.now()
-        wait = max(self._wait(f"user:{name}", now), self._wait(f"ip:{address}", now))
+        # a name's wrong passwords slow that name from that address only, so strangers elsewhere
+        # cannot lock a person out; an address's slow every name from it
+        as_name = f"user:{name}@{address}"
+        wait = max(self._wait(as_name, now), self._wait(f"ip:{address}", now))
         if wait > 0:
             return await self.login_page(
                 request, f"Too many wrong passwords: wait {wait} seconds and try again.", 429)
         found = self.store.user(name) if name else None
-        try:
-            HASHER.verify(found[1] if found else _DUMMY_HASH, password)
-            ok = found is not None
-        except (VerificationError, InvalidHashError):
-            ok = False
+        ok = await self.checks.verify(found[1] if found else _DUMMY_HASH, password)
+        if ok is None:
+            return await self.login_page(request, "The hub is busy checking other logins: try "
+                                                  "again in a moment.", 503)
+        ok = ok and found is not None
         if not ok:
-            for who in (f"user:{name}", f"ip:{address}"):
+            for who in (as_name, f"ip:{address}"):
                 self.store.login_failed(who, now)
             log.warning("failed login for %r from %s", name[:40], address)
             return await self.login_page(request, "That name and password do not match.", 401)
-        for who in (f"user:{name}", f"ip:{address}"):
+        for who in (as_name, f"ip:{address}"):
             self.store.login_succeeded(who)
         token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
         self.store.new_session(token, name, csrf, now)
@@ -238,17 +349,31 @@ class Web:
         response.delete_cookie(LOGIN_COOKIE)
         return response
 
+    def address_of(self, request: Request) -> str:
+        """Who is asking: the peer, or behind a proxy in ``web.trusted_proxies`` the last
+        address in X-Forwarded-For that is not one of them (no one else is believed)."""
+        peer = request.client.host if request.client else "?"
+        if not self.config.trusted(peer):
+            return peer
+        hops = [h.strip() for h in request.headers.get("x-forwarded-for", "").split(",")]
+        for hop in reversed([h for h in hops if h]):
+            if not self.config.trusted(hop):
+                return hop[:64]
+        return peer
+
     def _wait(self, who: str, now: datetime) -> int:
         failures, last = self.store.login_failures(who)
-        if failures < FREE_FAILURES or last is None:
+        # an address is allowed more: several people may share one (a hostel, a phone mast)
+        free = FREE_FAILURES if who.startswith("user:") else FREE_FAILURES_PER_ADDRESS
+        if failures < free or last is None:
             return 0
-        wait = min(MAX_WAIT_S, 2 ** (failures - FREE_FAILURES + 2))
+        wait = min(MAX_WAIT_S, 2 ** (failures - free + 2))
         return max(0, math.ceil(wait - (now - parse_iso(last)).total_seconds()))
 
     async def logout(self, request: Request) -> Response:
+        """End the session, whatever the form carries (at worst someone is logged out)."""
         user = self.user_of(request)
-        form = await form_of(request)
-        if user and hmac.compare_digest(form.get("csrf", ""), user["csrf"]):
+        if user:
             self.store.end_session(user["token"])
         response = RedirectResponse("/login", 303)
         response.delete_cookie(COOKIE)
@@ -404,8 +529,9 @@ class Web:
         writer.writerow(["machine", "slot", "product", "count", "capacity", "to_pack",
                          "days_until_empty", "status"])
         for r in rows:
-            writer.writerow([r.machine, r.slot, r.product, r.count, r.capacity, r.need,
-                             "" if r.days is None else r.days, r.status])
+            writer.writerow(humane.csv_row([r.machine, r.slot, r.product, r.count, r.capacity,
+                                            r.need, "" if r.days is None else r.days,
+                                            r.status]))
         return _csv(out.getvalue(), "picklist.csv")
 
     # -- reports ----------------------------------------------------------------------------
@@ -564,9 +690,7 @@ def _int(form: dict[str, str], name: str) -> int:
 
 async def form_of(request: Request) -> dict[str, str]:
     """An urlencoded form's fields (the last value of each), without python-multipart."""
-    body = await request.body()
-    if len(body) > 64 * 1024:
-        return {}
+    body = await request.body()  # at most MAX_BODY: Guard refuses more before it is read
     fields = urllib.parse.parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
     return {k: v[-1] for k, v in fields.items()}
 

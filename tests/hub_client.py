@@ -20,12 +20,13 @@ class HubClient:
         self.base = base.rstrip("/")
         self.jar = http.cookiejar.CookieJar()
         self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+        self.headers: dict[str, str] = {}  # sent with every request (X-Forwarded-For, say)
 
     def request(self, path: str, data: bytes | None = None, headers: dict | None = None,
                 method: str | None = None) -> tuple[int, str, str]:
         """``(status, final url, body)`` (errors are answers too)."""
-        req = urllib.request.Request(self.base + path, data=data, headers=headers or {},
-                                     method=method)
+        req = urllib.request.Request(self.base + path, data=data,
+                                     headers={**self.headers, **(headers or {})}, method=method)
         try:
             with self.opener.open(req, timeout=60) as response:
                 return response.status, response.url, response.read().decode()

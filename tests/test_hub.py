@@ -40,14 +40,14 @@ class Hub:
     """A broker, the hub as a process with two users, and machines on the simulator."""
 
     def __init__(self, tmp: Path, alerts: dict | None = None,
-                 keys: dict[str, str] | None = None) -> None:
+                 keys: dict[str, str] | None = None, web: dict | None = None) -> None:
         """``keys``: the command key the hub signs each machine's commands with, by id."""
         self.tmp = tmp
         self.broker = Broker(tmp / "broker")
         self.web_port = free_port()
         config = {"mqtt": {"host": "127.0.0.1", "port": self.broker.port},
                   "database": {"path": "hub.db"},
-                  "web": {"listen": f"127.0.0.1:{self.web_port}"},
+                  "web": {"listen": f"127.0.0.1:{self.web_port}", **(web or {})},
                   # machines say their state every 10 s here: 12 s without a word is offline
                   "alerts": {"offline_after_s": 12, **(alerts or {})},
                   "machines": [{"id": "hub-a", "name": "Mare Street"},

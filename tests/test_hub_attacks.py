@@ -1,0 +1,137 @@
+"""The holes a security review found in the hub, each tried again on the hub as a process:
+huge bodies, logins behind a reverse proxy, forms with odd tokens, sessions that outlive a
+password, missing headers. Each test failed on the hub before it was mended."""
+
+from __future__ import annotations
+
+import socket
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.broker import MOSQUITTO
+from tests.daemon_process import add_user
+from tests.hub_client import HubClient
+from tests.test_hub import PASSWORDS, Hub
+
+pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto not installed")
+
+
+@pytest.fixture
+def hub(tmp_path):
+    h = Hub(tmp_path, web={"trusted_proxies": ["127.0.0.1"]})
+    yield h
+    h.close()
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def raw(port: int, head: bytes, body_chunks: int = 0, chunk: bytes = b"") -> bytes:
+    """Send ``head`` (a request's first lines) and then ``body_chunks`` of ``chunk``; return
+    what the hub answered (as soon as it answers)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+        s.sendall(head)
+        try:
+            for _ in range(body_chunks):
+                s.sendall(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # it answered and closed: the rest is not read
+        s.settimeout(20)
+        answer = b""
+        try:
+            while not answer.endswith(b"\n") or b"\r\n\r\n" not in answer:
+                more = s.recv(65536)
+                if not more:
+                    break
+                answer += more
+        except ConnectionResetError:
+            pass
+        return answer
+
+
+def test_a_huge_body_is_refused_before_it_is_read(hub):
+    pid = hub.process.proc.pid
+    before = rss_mb(pid)
+    for _ in range(3):  # said to be 400 MB: refused on the header alone
+        answer = raw(hub.web_port, b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                     b"application/x-www-form-urlencoded\r\nContent-Length: 419430400\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    # no length, chunks as they come: refused once past 64 KiB (16 MB were on their way)
+    chunk = b"%x\r\n%s\r\n" % (65536, b"a" * 65536)
+    answer = raw(hub.web_port, b"POST /api/machines/hub-a/commands HTTP/1.1\r\nHost: x\r\n"
+                 b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+                 body_chunks=256, chunk=chunk)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert rss_mb(pid) - before < 50
+    # the hub is as it was
+    assert hub.client("sam").get("/api/machines")[0] == 200
+
+
+def test_strangers_behind_the_proxy_cannot_slow_a_person_s_login(hub):
+    def login(address: str, name: str, password: str) -> int:
+        client = HubClient(f"http://127.0.0.1:{hub.web_port}")
+        client.headers = {"X-Forwarded-For": f"198.51.100.9, {address}"}
+        return client.login(name, password)[0]
+
+    for i in range(36):  # wrong passwords for made-up names and for sam, from elsewhere
+        assert login(f"203.0.113.{i % 3}", f"nobody{i}" if i % 2 else "sam", "guess") in (401, 429)
+    assert login("203.0.113.0", "sam", PASSWORDS["sam"]) == 429  # that address waits
+    assert login("192.0.2.44", "sam", PASSWORDS["sam"]) == 200  # sam, from sam's, does not
+    # a header from anyone but the proxy is not believed: the peer is who asks
+    assert HubClient(f"http://127.0.0.1:{hub.web_port}").login("sam", PASSWORDS["sam"])[0] == 200
+
+
+def test_odd_tokens_are_refused_cleanly_and_a_session_ends_when_it_should(hub):
+    base = f"http://127.0.0.1:{hub.web_port}"
+    anonymous = HubClient(base)
+    anonymous.get("/login")
+    for token in ("", "é" * 8):  # empty token and cookie; a token that is not ASCII
+        anonymous.jar.clear()
+        status, _, page = anonymous.request(
+            "/login", f"csrf={urllib.request.quote(token)}&username=sam&password=x".encode(),
+            {"Content-Type": "application/x-www-form-urlencoded",
+             "Cookie": f"nspvend_login={urllib.request.quote(token)}"})
+        assert status == 403 and "Traceback" not in page, (token, status)
+    staff = hub.client("sam")
+    status, _, page = staff.request("/machines/hub-a/command", "csrf=é&action=refill_all".encode(),
+                                    {"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 403
+    # logged in, /login?next= leads only into the hub
+    status, url, _ = staff.get("/login?next=https://evil.example/")
+    assert url == f"{base}/"
+    # a log out with no token still ends the session
+    status, _, _ = staff.request("/logout", b"", {"Content-Type":
+                                                  "application/x-www-form-urlencoded"})
+    assert staff.get("/api/machines")[0] == 401
+    # a new password ends the sessions of the old one
+    staff = hub.client("sam")
+    assert staff.get("/api/machines")[0] == 200
+    add_user(hub.config, "sam", "staff", PASSWORDS["sam"])
+    assert staff.get("/api/machines")[0] == 401
+
+
+def test_every_answer_carries_the_security_headers(hub):
+    staff = hub.client("sam")
+    base = f"http://127.0.0.1:{hub.web_port}"
+    for path in ("/", "/api/machines", "/login", "/static/hub.css", "/nowhere"):
+        request = urllib.request.Request(base + path, headers={
+            "Cookie": "; ".join(f"{c.name}={c.value}" for c in staff.jar)})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                headers = response.headers
+        except urllib.error.HTTPError as e:
+            headers = e.headers
+        csp = headers["Content-Security-Policy"] or ""
+        assert "frame-ancestors 'none'" in csp and "script-src 'self'" in csp, path
+        assert "unsafe-inline" not in csp
+        assert headers["X-Content-Type-Options"] == "nosniff", path
+        assert headers["Referrer-Policy"] == "no-referrer", path
+        if not path.startswith("/static/"):
+            assert headers["Cache-Control"] == "no-store", path
