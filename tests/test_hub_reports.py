@@ -3,6 +3,8 @@ real PostgreSQL server (tests/postgres.py): the same tests for both."""
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -458,3 +460,21 @@ def test_a_bucket_across_midnight_counts_on_its_first_day_and_covers_each_day_it
     cover = [tuple(r) for r in store._x("SELECT day, seconds, buckets FROM daily_cover"
                                         " ORDER BY day")]
     assert cover == [("2026-11-24", 1800.0, 1), ("2026-11-25", 1800.0, 1)]
+
+
+def test_no_cell_of_the_usage_csv_is_a_formula_whatever_a_machine_names_its_products(new_store):
+    store = new_store()
+    evil = ['=HYPERLINK("http://evil.example","x")', "+cmd|' /C calc'!A0", "@SUM(1+1)",
+            "-2+3", '\tx', 'a,b"c']
+    with store.transaction():
+        store.record_usage("m1", UsageMessage(
+            id="b1", start="2026-11-24T01:00:00Z", end="2026-11-24T02:00:00Z",
+            counts={p: 1 for p in evil}, unconfirmed={p: 0 for p in evil},
+            clock_synced=True), NOW)
+    text = reports.usage_csv(store, date(2026, 11, 24), date(2026, 11, 25))
+    rows = list(csv.reader(io.StringIO(text)))
+    assert all(len(r) == 6 for r in rows)  # a comma or a quote in a name shifts nothing
+    cells = [c for r in rows[1:] for c in r]
+    assert not [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r")]
+    assert sorted(r[1] for r in rows[1:]) == sorted(
+        "'" + p if p[0] in "=+-@\t" else p for p in evil)
