@@ -58,6 +58,9 @@ RETIRE_QUIET_S = 5.0  # longer than a running process's first reconnect (1 s)
 STALLED_S = 120.0
 RECOVER_AT_MOST = 2000  # buckets taken from one answer to usage
 QUIET_LOG_S = 60.0  # one line per machine and topic a minute about bad messages, at most
+MAX_PAYLOAD = 64 * 1024  # a machine's message is a few KiB: larger is skipped unread
+MAX_ANSWER = 1024 * 1024  # but an answer to ``usage`` lists a day of buckets
+AHEAD_S = 300  # a bucket ending further ahead of the hub's clock than this is refused
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,8 @@ class Listener:
         if cfg.protocol == "5":
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = SESSION_EXPIRY_S
+            # the broker keeps anything larger from the hub: it never takes up its memory
+            props.MaximumPacketSize = MAX_ANSWER + 4096
             kwargs = {"clean_start": False, "properties": props}
         self._writer.start()
         self.client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s, **kwargs)
@@ -308,13 +313,23 @@ class Listener:
         if not MACHINE_ID.fullmatch(machine):
             self._bad(machine, leaf, "the machine id is not like hackney-01")
             return None
+        limit = MAX_ANSWER if leaf == "cmd/result" else MAX_PAYLOAD
+        if len(payload) > limit:
+            self._bad(machine, leaf, f"{len(payload)} bytes, more than {limit // 1024} KiB "
+                                     "(not read)")
+            return None
         try:
             if leaf == "availability":
                 return machine, leaf, read_availability(payload)
-            return machine, leaf, READERS[leaf].read(payload)
+            message = READERS[leaf].read(payload)
         except BadMessage as e:
             self._bad(machine, leaf, str(e))
             return None
+        if leaf == "usage" and parse_iso(message.end) > self.clock.now() + timedelta(
+                seconds=AHEAD_S):
+            self._bad(machine, leaf, f"a bucket ending {message.end}, ahead of the hub's clock")
+            return None
+        return machine, leaf, message
 
     def _record(self, machine: str, leaf: str, message: Any, now: datetime) -> Heard:
         new = True
@@ -345,6 +360,8 @@ class Listener:
                 bucket = UsageMessage.read({"schema": 1, **item} if isinstance(item, dict) else item)
             except BadMessage:
                 continue
+            if parse_iso(bucket.end) > now + timedelta(seconds=AHEAD_S):
+                continue  # dated ahead: it would silence the silence alert for ever
             found += self.store.record_usage(machine, bucket, now)
         if found:
             log.warning("stored %d usage buckets from %s that had not reached the hub (asked "

@@ -4,15 +4,17 @@ password, missing headers. Each test failed on the hub before it was mended."""
 
 from __future__ import annotations
 
+import json
 import socket
+import sqlite3
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.broker import MOSQUITTO
-from tests.daemon_process import add_user
+from tests.broker import MOSQUITTO, Subscriber
+from tests.daemon_process import add_user, wait_until
 from tests.hub_client import HubClient
 from tests.test_hub import PASSWORDS, Hub
 
@@ -135,3 +137,32 @@ def test_every_answer_carries_the_security_headers(hub):
         assert headers["Referrer-Policy"] == "no-referrer", path
         if not path.startswith("/static/"):
             assert headers["Cache-Control"] == "no-store", path
+
+
+def test_a_huge_message_is_skipped_unread_and_a_bucket_from_the_future_is_refused(hub):
+    pid = hub.process.proc.pid
+    before = rss_mb(pid)
+    sender = Subscriber(hub.broker.port, "nothing/#")
+    try:
+        state = {"schema": 1, "mode": "in_service", "door": "closed", "sharps_bin": "ok",
+                 "temperature_c": None, "faults": [], "version": "x" * 100, "uptime_s": 1,
+                 "clock_synced": True, "ts": "2026-12-01T10:00:00Z"}
+        big = json.dumps({**state, "version": "x" * (20 * 1024 * 1024)})
+        sender.publish("nspvend/hub-a/state", big)
+        sender.publish("nspvend/hub-a/state", json.dumps({**state, "version": "v" * 70000}))
+        sender.publish("nspvend/hub-a/usage", json.dumps({
+            "schema": 1, "id": "from-2099", "start": "2099-01-01T00:00:00Z",
+            "end": "2099-01-01T01:00:00Z", "counts": {"foil": 999}, "unconfirmed": {"foil": 0},
+            "clock_synced": True}))
+        sender.publish("nspvend/hub-a/state", json.dumps(state))  # and then a real one
+        staff = hub.client("sam")
+        wait_until(lambda: any(m["id"] == "hub-a" and m["mode"] == "in_service"
+                               for m in staff.json("/api/machines")), "the real state")
+    finally:
+        sender.close()
+    assert rss_mb(pid) - before < 80  # 20 MB at most passed through, once
+    log = "".join(hub.process.log)
+    assert "more than 64 KiB (not read)" in log
+    assert "a bucket ending 2099-01-01T01:00:00Z, ahead of the hub's clock" in log
+    db = sqlite3.connect(hub.tmp / "hub.db")
+    assert db.execute("SELECT count(*) FROM buckets").fetchone()[0] == 0
