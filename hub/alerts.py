@@ -18,6 +18,7 @@ import smtplib
 import threading
 import urllib.error
 import urllib.request
+from collections import deque
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from zoneinfo import ZoneInfo
@@ -30,7 +31,9 @@ from hub.store import HubStore, Machine
 
 log = logging.getLogger(__name__)
 
-ROUTE_PER_MINUTE = 10
+ROUTE_PER_MINUTE = 10  # messages a route is sent in any 60 s
+CLEAR_AFTER_S = 10.0  # a condition is cleared once gone this long: one flapping is one alert
+MACHINE_PER_HOUR = 30  # messages about one machine queued in any hour, at most
 RETRIES = (30, 60, 120, 300, 600, 1800, 3600)  # seconds before each retry; then give up
 Condition = tuple[str, str, str, str]  # machine, type, subject, detail
 
@@ -139,6 +142,10 @@ class Alerts:
         # the listener's thread (after each batch) and the checks' thread take turns: two
         # checks at once would both find a condition gone and both tell of it
         self._turn = threading.RLock()
+        self._gone: dict[tuple[str, str, str], datetime] = {}  # raised, not seen since
+        self._sent: dict[int, deque[datetime]] = {}  # per route: when it was last sent to
+        self._queued: dict[str, deque[datetime]] = {}  # per machine: messages queued
+        self._held_back: set[str] = set()  # machines over MACHINE_PER_HOUR (said once)
 
     def heard(self, batch: list[Heard]) -> None:
         """After a batch is stored: the machines it came from, at once."""
@@ -156,11 +163,17 @@ class Alerts:
             current = {(m, t, s): d for m, t, s, d in
                        conditions_of(machine, now, self.config.offline_after_s, self.config.tz)}
             for key, detail in current.items():
+                self._gone.pop(key, None)
                 if key not in raised:
                     self._raise((*key, detail), told(machine, key[1], now))
             for key in raised:
                 if key[0] == machine.id and key not in current:
-                    self._clear(key, told(machine, key[1], now))
+                    # cleared only once gone for CLEAR_AFTER_S: a product flipping between
+                    # low and ok is one alert, not one a flip
+                    gone = self._gone.setdefault(key, now)
+                    if (now - gone).total_seconds() >= CLEAR_AFTER_S:
+                        self._gone.pop(key, None)
+                        self._clear(key, told(machine, key[1], now))
         self._tell_raised(now)
 
     def _raise(self, condition: Condition, at: datetime) -> None:
@@ -211,8 +224,20 @@ class Alerts:
                 "product": product_of(self.store.machine(machine), kind, subject),
                 "url": f"{self.config.base_url}machines/{machine}"}
         r = self.config.routes[route]
+        now = self.clock.now()
+        recent = self._queued.setdefault(machine, deque())
+        while recent and (now - recent[0]).total_seconds() >= 3600:
+            recent.popleft()
+        if len(recent) >= MACHINE_PER_HOUR:
+            if machine not in self._held_back:
+                self._held_back.add(machine)
+                log.warning("%s: more than %d alert messages in an hour; the rest are on "
+                            "/alerts, not sent", machine[:64], MACHINE_PER_HOUR)
+            return
+        self._held_back.discard(machine)
+        recent.append(now)
         # queued as at the alert's own time (due at once): nothing finer than the machine said
-        at = min(at, self.clock.now())
+        at = min(at, now)
         for address in r.email:
             self.store.queue_delivery(route, "email", address, body, at)
         if r.webhook:
@@ -223,14 +248,17 @@ class Alerts:
         """Send what is due; returns how many were sent."""
         now = self.clock.now()
         sent = 0
-        per_route: dict[int, int] = {}
         for delivery, channel, target, body, attempts in self.store.due_deliveries(now, 100):
             route = self.store.delivery_route(delivery)
-            if per_route.get(route, 0) >= ROUTE_PER_MINUTE:
-                self.store.delivery_failed(delivery, "held back: too many at once",
-                                           now + timedelta(seconds=60), now, count=False)
+            recent = self._sent.setdefault(route, deque())
+            while recent and (now - recent[0]).total_seconds() >= 60:
+                recent.popleft()
+            if len(recent) >= ROUTE_PER_MINUTE:  # in any 60 s, not in each round
+                retry = recent[0] + timedelta(seconds=60)
+                self.store.delivery_failed(delivery, "held back: too many in a minute",
+                                           retry, now, count=False)
                 continue
-            per_route[route] = per_route.get(route, 0) + 1
+            recent.append(now)
             try:
                 if channel == "email":
                     self._email(target, body)

@@ -10,7 +10,7 @@ import pytest
 
 from controller.clock import FakeClock
 from controller.messages import StateMessage, StockMessage
-from hub.alerts import RETRIES, ROUTE_PER_MINUTE, Alerts
+from hub.alerts import CLEAR_AFTER_S, MACHINE_PER_HOUR, RETRIES, ROUTE_PER_MINUTE, Alerts
 from hub.config import parse_hub_config
 from hub.store import SqliteStore
 from tests.test_hub import Mailbox, Webhook
@@ -128,7 +128,49 @@ def test_raised_and_cleared_once_each_however_often_it_is_checked(tmp_path, hook
     for _ in range(3):
         alerts.check()
         alerts.deliver()
+        clock.advance(CLEAR_AFTER_S / 2)
     assert [(b["type"], b["state"]) for b in hook.bodies] == [("jam", "raised"), ("jam", "cleared")]
+
+
+def test_a_slot_flapping_is_one_alert_and_a_route_hears_ten_in_any_minute(tmp_path, hook):
+    """A slot jammed, mended, jammed again every 2 s is raised once and cleared once it stays
+    mended; thirteen slots at once reach the route ten in the first minute, checked every
+    2 s (the limit is a real minute, not each round of deliveries)."""
+    clock = FakeClock(TUESDAY_NIGHT)
+    alerts, store = hub(tmp_path, hook, clock)
+    for i in range(30):
+        jammed(store, clock, *((3,) if i % 2 == 0 else ()))
+        alerts.check()
+        alerts.deliver()
+        clock.advance(2)
+    assert [(b["type"], b["state"]) for b in hook.bodies] == [("jam", "raised")]
+    jammed(store, clock)
+    for _ in range(10):
+        alerts.check()
+        alerts.deliver()
+        clock.advance(2)
+    assert [(b["type"], b["state"]) for b in hook.bodies] == [("jam", "raised"), ("jam", "cleared")]
+    hook.bodies.clear()
+    clock.advance(60)
+    jammed(store, clock, *range(1, 14))
+    sent = []
+    for _ in range(29):  # 58 s of rounds every 2 s
+        alerts.check()
+        sent.append(alerts.deliver())
+        clock.advance(2)
+    assert sum(sent) == ROUTE_PER_MINUTE
+
+
+def test_one_machine_s_alerts_are_capped_an_hour_and_the_rest_stay_on_the_page(tmp_path, hook):
+    clock = FakeClock(TUESDAY_NIGHT)
+    alerts, store = hub(tmp_path, hook, clock)
+    for i in range(40):  # a new slot jams every minute: 40 conditions, all different
+        jammed(store, clock, *range(1, i + 2))
+        alerts.check()
+        clock.advance(60)
+        alerts.deliver()
+    assert len(hook.bodies) == MACHINE_PER_HOUR
+    assert len(store.alert_log(TUESDAY_NIGHT)) == 40  # every one on /alerts
 
 
 def test_what_a_machine_names_a_product_reaches_email_on_one_line_and_the_webhook_whole(
