@@ -13,14 +13,18 @@ and sends the alerts and forgets old events, and when it dies another takes the 
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import resource
 import signal
 import socket
 import threading
 import time
 from datetime import timedelta
+from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from controller.clock import iso
 from hub.alerts import Alerts
@@ -36,6 +40,50 @@ FORGET_EVERY_S = 3600.0
 ASK_PER_CHECK = 25  # machines asked for their buckets per check (10,000 in under 15 minutes)
 CATCH_UP_DAYS = 2  # how far back each asking goes, at the least
 FIRST_ASK_S = 600.0  # the first asking, after this process starts running the alerts
+REQUEST_TIMEOUT_S = 10.0  # a connection must have sent a whole request head by then
+CONNECTIONS = 4000  # at once; beyond, 503 (the file table is raised to hold them)
+FILES_WANTED = 16384
+
+
+class TimelyH11(H11Protocol):
+    """uvicorn's HTTP/1.1, closing a connection that has not sent a whole request head within
+    :data:`REQUEST_TIMEOUT_S` (a thousand half-sent requests must not hold the port)."""
+
+    def connection_made(self, transport: Any) -> None:  # noqa: D102
+        super().connection_made(transport)
+        self._head_timer: asyncio.TimerHandle | None = self.loop.call_later(
+            REQUEST_TIMEOUT_S, self._too_slow)
+
+    def handle_events(self) -> None:  # noqa: D102
+        super().handle_events()
+        if self.cycle is not None and self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def connection_lost(self, exc: Exception | None) -> None:  # noqa: D102
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        super().connection_lost(exc)
+
+    def _too_slow(self) -> None:
+        self._head_timer = None
+        if self.cycle is None and not self.transport.is_closing():
+            self.transport.close()
+
+
+def more_files(wanted: int = FILES_WANTED) -> int:
+    """Raise this process's open-file limit towards ``wanted`` (as far as the hard limit
+    allows; systemd's unit sets LimitNOFILE): each connection is a file. Returns the limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return soft
 
 
 class HubService:
@@ -120,14 +168,17 @@ class HubService:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
-        sock.listen(128)
+        sock.listen(1024)
         return sock
 
     def run(self) -> int:
         """Serve until SIGTERM or SIGINT; returns the exit code."""
+        files = more_files()
         server = uvicorn.Server(uvicorn.Config(
             self.web.app, host=self.config.listen_host, port=self.config.listen_port,
-            log_config=None, access_log=False, server_header=False, proxy_headers=False))
+            log_config=None, access_log=False, server_header=False, proxy_headers=False,
+            http=TimelyH11, limit_concurrency=min(CONNECTIONS, max(64, files - 200)),
+            timeout_keep_alive=5, h11_max_incomplete_event_size=16 * 1024))
         # uvicorn off the main thread: it then leaves the signals to us, and we stop in order
         try:
             sockets = [self._shared_socket()] if self.shared_port else None

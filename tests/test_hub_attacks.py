@@ -5,8 +5,10 @@ password, missing headers. Each test failed on the hub before it was mended."""
 from __future__ import annotations
 
 import json
+import resource
 import socket
 import sqlite3
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -166,3 +168,26 @@ def test_a_huge_message_is_skipped_unread_and_a_bucket_from_the_future_is_refuse
     assert "a bucket ending 2099-01-01T01:00:00Z, ahead of the hub's clock" in log
     db = sqlite3.connect(hub.tmp / "hub.db")
     assert db.execute("SELECT count(*) FROM buckets").fetchone()[0] == 0
+
+
+def test_the_port_answers_through_a_thousand_half_sent_requests(hub):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(4096, hard), hard))
+    held = []
+    try:
+        for _ in range(1050):
+            s = socket.create_connection(("127.0.0.1", hub.web_port), timeout=10)
+            s.sendall(b"GET /login HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
+            held.append(s)
+        started = time.monotonic()
+        status, _, page = HubClient(f"http://127.0.0.1:{hub.web_port}").get("/login")
+        assert status == 200 and "Log in" in page
+        held[0].settimeout(20)
+        assert held[0].recv(100) == b""  # closed by the hub, the head never finished
+        assert time.monotonic() - started < 15
+    finally:
+        for s in held:
+            s.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    log = "".join(hub.process.log)
+    assert log.count("\n") < 200, log[-3000:]  # no flood of lines
