@@ -32,7 +32,7 @@ from hub.store import HubStore, Machine
 log = logging.getLogger(__name__)
 
 ROUTE_PER_MINUTE = 10  # messages a route is sent in any 60 s
-CLEAR_AFTER_S = 10.0  # a condition is cleared once gone this long: one flapping is one alert
+CLEAR_AFTER_S = 5.0  # a condition is cleared once gone this long: one flapping is one alert
 MACHINE_PER_HOUR = 30  # messages about one machine queued in any hour, at most
 RETRIES = (30, 60, 120, 300, 600, 1800, 3600)  # seconds before each retry; then give up
 Condition = tuple[str, str, str, str]  # machine, type, subject, detail

@@ -40,7 +40,7 @@ FORGET_EVERY_S = 3600.0
 ASK_PER_CHECK = 25  # machines asked for their buckets per check (10,000 in under 15 minutes)
 CATCH_UP_DAYS = 2  # how far back each asking goes, at the least
 FIRST_ASK_S = 600.0  # the first asking, after this process starts running the alerts
-REQUEST_TIMEOUT_S = 10.0  # a connection must have sent a whole request head by then
+REQUEST_TIMEOUT_S = 5.0  # a connection must have sent a whole request head by then
 CONNECTIONS = 4000  # at once; beyond, 503 (the file table is raised to hold them)
 FILES_WANTED = 16384
 
