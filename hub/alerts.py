@@ -142,7 +142,9 @@ class Alerts:
         # the listener's thread (after each batch) and the checks' thread take turns: two
         # checks at once would both find a condition gone and both tell of it
         self._turn = threading.RLock()
-        self._gone: dict[tuple[str, str, str], datetime] = {}  # raised, not seen since
+        # raised, not seen since: when it was first found gone, and when the message that
+        # showed it gone was told (what the clearing is stamped with, whatever comes later)
+        self._gone: dict[tuple[str, str, str], tuple[datetime, datetime]] = {}
         self._sent: dict[int, deque[datetime]] = {}  # per route: when it was last sent to
         self._queued: dict[str, deque[datetime]] = {}  # per machine: messages queued
         self._held_back: set[str] = set()  # machines over MACHINE_PER_HOUR (said once)
@@ -170,10 +172,10 @@ class Alerts:
                 if key[0] == machine.id and key not in current:
                     # cleared only once gone for CLEAR_AFTER_S: a product flipping between
                     # low and ok is one alert, not one a flip
-                    gone = self._gone.setdefault(key, now)
-                    if (now - gone).total_seconds() >= CLEAR_AFTER_S:
+                    found, said = self._gone.setdefault(key, (now, told(machine, key[1], now)))
+                    if (now - found).total_seconds() >= CLEAR_AFTER_S:
                         self._gone.pop(key, None)
-                        self._clear(key, told(machine, key[1], now))
+                        self._clear(key, said)
         self._tell_raised(now)
 
     def _raise(self, condition: Condition, at: datetime) -> None:

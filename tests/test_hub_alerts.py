@@ -204,3 +204,23 @@ def test_what_a_machine_names_a_product_reaches_email_on_one_line_and_the_webhoo
         assert "Raised Tue 1 Dec, 23:00." in message.get_payload()  # local time, in words
     finally:
         mail.close()
+
+
+def test_a_clearing_is_stamped_with_the_message_that_showed_it_not_a_later_one(tmp_path, hook):
+    """Promise 2: the jam's end is the bucket end the mended state was told at, even when a
+    state that says nothing new (a reconnect's) arrives before the clearing's delay is up."""
+    clock = FakeClock(TUESDAY_NIGHT)
+    alerts, store = hub(tmp_path, hook, clock)
+    jammed(store, clock, 3)
+    alerts.check()
+    clock.advance(60)
+    jammed(store, clock)  # mended, told at this bucket's end
+    mended_at = clock.now()
+    alerts.check()
+    clock.advance(3)
+    jammed(store, clock)  # the same again, at another moment
+    for _ in range(5):
+        clock.advance(2)
+        alerts.check()
+    [row] = store.alert_log(TUESDAY_NIGHT)
+    assert row["cleared"] == f"{mended_at:%Y-%m-%dT%H:%M:%SZ}"
