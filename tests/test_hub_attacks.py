@@ -23,9 +23,11 @@ from tests.test_hub import PASSWORDS, Hub
 pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto not installed")
 
 
-@pytest.fixture
-def hub(tmp_path):
-    h = Hub(tmp_path, web={"trusted_proxies": ["127.0.0.1"]})
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    """One hub for every attack here (each leaves it as it found it, or checks it still
+    serves): starting one costs seconds."""
+    h = Hub(tmp_path_factory.mktemp("attacked"), web={"trusted_proxies": ["127.0.0.1"]})
     yield h
     h.close()
 
