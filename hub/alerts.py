@@ -162,6 +162,8 @@ class Alerts:
         now = self.clock.now()
         raised = self.store.raised_alerts()
         for machine in self.store.machines(machines):
+            if machine.id not in self.config.machines:
+                continue  # removed (its history stays): nothing more is said of it
             current = {(m, t, s): d for m, t, s, d in
                        conditions_of(machine, now, self.config.offline_after_s, self.config.tz)}
             for key, detail in current.items():

@@ -101,7 +101,9 @@ class Tile:
 
 
 def tile_of(config: HubConfig, store: HubStore, m: Machine | None, mid: str, now: datetime,
-            last_pack: str | None, acknowledged: dict) -> Tile:
+            last_pack: str | None, acknowledged: dict, days: bool = True) -> Tile:
+    """``days``: work out days until empty (a query a machine: the board does it for the
+    tiles it shows only, see :func:`with_days`)."""
     info = config.machines.get(mid)
     name = info.name if info else mid
     place, area = (info.place, info.area) if info else (None, None)
@@ -134,7 +136,7 @@ def tile_of(config: HubConfig, store: HubStore, m: Machine | None, mid: str, now
         urgency = "door"  # not serving clients: above a low product
     products = []
     if stock is not None:
-        rates = store.recent_usage(mid, iso(now - timedelta(days=RATE_DAYS)))
+        rates = store.recent_usage(mid, iso(now - timedelta(days=RATE_DAYS))) if days else {}
         for pid, p in stock.products.items():
             capacity = sum(s.capacity for s in stock.slots
                            if s.product == pid and s.status != "disabled")
@@ -153,18 +155,35 @@ def days_left(count: int, recent: tuple[int, float] | None) -> float | None:
     return round(count / (recent[0] / recent[1] * 24), 1)
 
 
-def tiles(config: HubConfig, store: HubStore, now: datetime, area: str | None = None
-          ) -> list[Tile]:
-    """One tile per machine heard or configured, most urgent first (``area``: that area's)."""
-    machines = {m.id: m for m in store.machines()}
+PER_PAGE = 120  # tiles on one page of the board
+
+
+def tiles(config: HubConfig, store: HubStore, now: datetime, area: str | None = None,
+          days: bool = False) -> list[Tile]:
+    """One tile per machine the hub knows, most urgent first (``area``: that area's)."""
+    known = config.machines
+    machines = {m.id: m for m in store.machines(set(known))} if known else {}
     last_packs = store.last_packs()
     acknowledged = store.acknowledged()
-    ids = list(machines) + [mid for mid in config.machines if mid not in machines]
     out = [tile_of(config, store, machines.get(mid), mid, now, last_packs.get(mid),
-                   acknowledged) for mid in ids]
-    if area:
-        out = [t for t in out if t.area == area]
+                   acknowledged, days) for mid in known if not area or known[mid].area == area]
     return sorted(out, key=lambda t: (URGENCY.index(t.urgency), t.name.casefold()))
+
+
+def page_of(config: HubConfig, store: HubStore, now: datetime, area: str | None, page: int
+            ) -> tuple[list[Tile], int, int]:
+    """The board's ``page``: its tiles (with days until empty), the page and how many."""
+    every = tiles(config, store, now, area)
+    pages = max(1, -(-len(every) // PER_PAGE))
+    page = min(max(1, page), pages)
+    shown = every[(page - 1) * PER_PAGE:page * PER_PAGE]
+    since = iso(now - timedelta(days=RATE_DAYS))
+    for t in shown:
+        if t.products:
+            rates = store.recent_usage(t.id, since)
+            for p in t.products:
+                p.days = days_left(p.count, rates.get(p.id))
+    return shown, page, pages
 
 
 def areas(config: HubConfig) -> list[str]:

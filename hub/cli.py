@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from controller import logs
@@ -56,14 +57,38 @@ def add_command(add: Callable[..., argparse.ArgumentParser]) -> None:
     removing.set_defaults(func=_user_remove)
     listing = users.add_parser("list", help="who may log in")
     listing.set_defaults(func=_user_list)
-    for parser in (run, retire, backup, adding, removing, listing):
+    machine = sub.add_parser("machine", help="enrol a machine, list them, or remove one")
+    machines = machine.add_subparsers(metavar="ACTION")
+    enrolling = machines.add_parser("add", help=(
+        "enrol a machine: write its broker password and command key, and print what to give "
+        "it and the broker"))
+    enrolling.add_argument("id", metavar="ID")
+    enrolling.add_argument("--name", required=True, help="what staff call it")
+    enrolling.add_argument("--area", help="the area it serves (the fleet board's filter)")
+    enrolling.add_argument("--place", help="where it is")
+    enrolling.add_argument("--site", help="the site broker account that forwards its "
+                                          "messages, if any: prints that account's ACL lines")
+    enrolling.add_argument("--out", metavar="DIR", help=(
+        "where its password and key go (default: machines/ beside the hub's config)"))
+    enrolling.set_defaults(func=_machine_add)
+    unenrolling = machines.add_parser("remove", help="the hub no longer takes its messages "
+                                                     "(its history stays in the reports)")
+    unenrolling.add_argument("id", metavar="ID")
+    unenrolling.set_defaults(func=_machine_remove)
+    known = machines.add_parser("list", help="the machines the hub knows, and the ids asking "
+                                             "to join")
+    known.set_defaults(func=_machine_list)
+    for parser in (run, retire, backup, adding, removing, listing, enrolling, unenrolling,
+                   known):
         parser.add_argument("--config", dest="hub_config", help=(
             "hub config file (default: $NSPVEND_HUB_CONFIG, ./hub.toml, /etc/nspvend/hub.toml)"))
 
 
 def _help(args: argparse.Namespace) -> int:
     print("nspvend hub run [--instance N] | retire [--instance N] | backup FILE | "
-          "user add NAME --role staff|viewer | user remove NAME | user list", file=sys.stderr)
+          "user add NAME --role staff|viewer | user remove NAME | user list | "
+          "machine add ID --name NAME [--area AREA] | machine remove ID | machine list",
+          file=sys.stderr)
     return EX_USAGE
 
 
@@ -237,4 +262,79 @@ def _user_list(args: argparse.Namespace) -> int:
             print(f"{name:<24} {role:<7} since {created}")
     finally:
         store.close()
+    return 0
+
+
+def _machine_add(args: argparse.Namespace) -> int:
+    from controller.config import MACHINE_ID
+    from hub.enrol import enrol, instructions
+
+    if not MACHINE_ID.fullmatch(args.id):
+        print(f"nspvend hub machine add: {args.id[:64]!r} is not a machine id like hackney-01",
+              file=sys.stderr)
+        return EX_USAGE
+    for what, value in (("--name", args.name), ("--area", args.area), ("--place", args.place),
+                        ("--site", args.site)):
+        if value is not None and (not value.strip() or len(value) > 200
+                                  or not value.isprintable()):
+            print(f"nspvend hub machine add: {what} must be 1 to 200 printable characters",
+                  file=sys.stderr)
+            return EX_USAGE
+    config = _config(args)
+    if args.id in config.machines:
+        print(f"nspvend hub machine add: {args.id} is in {config.path} already ([[machines]])",
+              file=sys.stderr)
+        return EX_USAGE
+    out = Path(args.out) if args.out else Path(config.path).resolve().parent / "machines"
+    store = _store_of(config)
+    try:
+        try:
+            done = enrol(config, store, args.id, args.name, args.area, args.place, out,
+                         datetime.now(UTC))
+        except OSError as e:
+            print(f"nspvend hub machine add: cannot write into {out}: {e.strerror or e}",
+                  file=sys.stderr)
+            return 73
+    finally:
+        store.close()
+    sys.stdout.write(instructions(config, done, args.site))
+    print(f"enrolled {args.id} ({args.name}): the hub takes its messages from now on",
+          file=sys.stderr)
+    return 0
+
+
+def _machine_remove(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if args.id in config.machines:
+        print(f"nspvend hub machine remove: {args.id} is listed in {config.path}; remove its "
+              "[[machines]] entry there", file=sys.stderr)
+        return EX_USAGE
+    store = _store_of(config)
+    try:
+        removed = store.unenrol(args.id)
+    finally:
+        store.close()
+    if not removed:
+        print(f"nspvend hub machine remove: no machine {args.id[:64]} is enrolled",
+              file=sys.stderr)
+        return 1
+    print(f"removed {args.id}: its messages are no longer taken; its history stays")
+    return 0
+
+
+def _machine_list(args: argparse.Namespace) -> int:
+    config = _config(args)
+    store = _store_of(config)
+    try:
+        enrolled = store.enrolled()
+        asking = store.asking()
+    finally:
+        store.close()
+    for mid, info in sorted(config.machines.items()):
+        print(f"{mid:<24} {info.name:<32} {info.area or '-':<16} in {Path(config.path).name}")
+    for mid, name, area, _, _, since in enrolled:
+        if mid not in config.machines:
+            print(f"{mid:<24} {name:<32} {area or '-':<16} enrolled {since}")
+    for mid, first, last in asking:
+        print(f"{mid:<24} asking to join: first heard {first}, last {last}")
     return 0

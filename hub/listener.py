@@ -48,6 +48,7 @@ from controller.messages import (
     split_topic,
 )
 from hub.config import HubConfig
+from hub.enrol import Directory
 from hub.store import HubStore, first_line
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ QUIET_LOG_S = 60.0  # one line per machine and topic a minute about bad messages
 MAX_PAYLOAD = 64 * 1024  # a machine's message is a few KiB: larger is skipped unread
 MAX_ANSWER = 1024 * 1024  # but an answer to ``usage`` lists a day of buckets
 AHEAD_S = 300  # a bucket ending further ahead of the hub's clock than this is refused
+ASKING_REMEMBERED = 1000  # ids nobody enrolled, remembered (the store keeps 100)
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,12 @@ class Listener:
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.stored = 0
         self.skipped = 0
+        self.strangers = 0  # messages from ids nobody enrolled
         self._quiet: dict[tuple[str, str], float] = {}
+        self._asking: dict[str, float] = {}  # id nobody enrolled -> when last written down
+        self._said_strangers = -QUIET_LOG_S
+        self.directory = Directory(config, store)
+        self.directory.refresh(force=True)
         self._stop = threading.Event()
         self._writer = threading.Thread(target=self._write_loop, name="hub-store", daemon=True)
         self.client_id = client_id or config.client_id
@@ -313,6 +320,10 @@ class Listener:
         if not MACHINE_ID.fullmatch(machine):
             self._bad(machine, leaf, "the machine id is not like hackney-01")
             return None
+        self.directory.refresh()
+        if machine not in self.config.machines:
+            self._stranger(machine)
+            return None
         limit = MAX_ANSWER if leaf == "cmd/result" else MAX_PAYLOAD
         if len(payload) > limit:
             self._bad(machine, leaf, f"{len(payload)} bytes, more than {limit // 1024} KiB "
@@ -366,6 +377,27 @@ class Listener:
         if found:
             log.warning("stored %d usage buckets from %s that had not reached the hub (asked "
                         "the machine for them)", found, machine)
+
+    def _stranger(self, machine: str) -> None:
+        """A message from an id nobody enrolled: not stored; the id is written down among
+        those asking to join (at most once a minute each, and no more than the store keeps),
+        and a line a minute at most says so."""
+        self.strangers += 1
+        now = time.monotonic()
+        last = self._asking.get(machine)
+        if last is None and len(self._asking) >= ASKING_REMEMBERED:
+            return  # a flood of made-up ids: nothing more is done for them
+        if last is None or now - last >= QUIET_LOG_S:
+            self._asking[machine] = now
+            try:
+                self.store.ask_to_join(machine, self.clock.now())
+            except Exception as e:  # the store away: the id is asked for again later
+                if not self.store.unavailable(e):
+                    raise
+        if now - self._said_strangers >= QUIET_LOG_S:
+            self._said_strangers = now
+            log.warning("not stored: messages from %s, which nobody enrolled (nspvend hub "
+                        "machine add); %d such messages so far", machine[:64], self.strangers)
 
     def _bad(self, machine: str, leaf: str, problem: str) -> None:
         self.skipped += 1

@@ -116,6 +116,7 @@ class HubService:
     def _check_loop(self) -> None:
         while not self._stop.wait(CHECK_S):
             try:
+                self.listener.directory.refresh()  # machines enrolled or removed meanwhile
                 leading = self.store.lead()
                 if leading != self.leading:
                     log.info("this process %s the alerts", "now runs" if leading else "no longer runs")

@@ -383,14 +383,24 @@ class Web:
     def tiles(self, area: str | None = None) -> list[board.Tile]:
         return board.tiles(self.config, self.store, self.clock.now(), area)
 
-    async def fleet(self, request: Request, user: dict) -> Response:
+    def _board(self, request: Request) -> dict:
         area = request.query_params.get("area") or None
-        return self.render("fleet.html", user=user, here="/", tiles=self.tiles(area),
-                           areas=board.areas(self.config), area=area)
+        try:
+            page = int(request.query_params.get("page", "1"))
+        except ValueError:
+            page = 1
+        shown, page, pages = board.page_of(self.config, self.store, self.clock.now(), area,
+                                           page)
+        query = urllib.parse.urlencode({k: v for k, v in (("area", area), ("page", page))
+                                        if v and (k != "page" or pages > 1)})
+        return {"tiles": shown, "area": area, "page": page, "pages": pages, "query": query}
+
+    async def fleet(self, request: Request, user: dict) -> Response:
+        return self.render("fleet.html", user=user, here="/", areas=board.areas(self.config),
+                           asking=self.store.asking(), **self._board(request))
 
     async def fleet_tiles(self, request: Request, user: dict) -> Response:
-        area = request.query_params.get("area") or None
-        return self.render("_tiles.html", tiles=self.tiles(area))
+        return self.render("_tiles.html", **self._board(request))
 
     # -- alerts -----------------------------------------------------------------------------
     async def alerts_page(self, request: Request, user: dict) -> Response:

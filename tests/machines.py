@@ -24,6 +24,11 @@ SLOTS = [
 ]
 
 
+def known(*ids: str) -> list[dict]:
+    """``[[machines]]`` entries for a hub's config: the hub stores only machines it knows."""
+    return [{"id": i, "name": i} for i in ids]
+
+
 def machine(machine_id: str = "e2e-01", hal: str = "sim", *, products: list[dict] | None = None,
             slots: list[dict] | None = None, capacity: int | None = None,
             **tables: dict[str, Any]) -> dict[str, Any]:

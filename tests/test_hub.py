@@ -40,7 +40,9 @@ class Hub:
     """A broker, the hub as a process with two users, and machines on the simulator."""
 
     def __init__(self, tmp: Path, alerts: dict | None = None,
-                 keys: dict[str, str] | None = None, web: dict | None = None) -> None:
+                 keys: dict[str, str] | None = None, web: dict | None = None,
+                 machines: tuple[str, ...] = ()) -> None:
+        """``machines``: ids the hub knows besides hub-a and hub-b."""
         """``keys``: the command key the hub signs each machine's commands with, by id."""
         self.tmp = tmp
         self.broker = Broker(tmp / "broker")
@@ -51,7 +53,8 @@ class Hub:
                   # machines say their state every 10 s here: 12 s without a word is offline
                   "alerts": {"offline_after_s": 12, **(alerts or {})},
                   "machines": [{"id": "hub-a", "name": "Mare Street"},
-                               {"id": "hub-b", "name": "Dalston Lane"}]}
+                               {"id": "hub-b", "name": "Dalston Lane"},
+                               *({"id": m, "name": m} for m in machines)]}
         for machine in config["machines"]:
             if keys and machine["id"] in keys:
                 key_file = tmp / f"{machine['id']}.key"

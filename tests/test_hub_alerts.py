@@ -13,6 +13,7 @@ from controller.messages import StateMessage, StockMessage
 from hub.alerts import CLEAR_AFTER_S, MACHINE_PER_HOUR, RETRIES, ROUTE_PER_MINUTE, Alerts
 from hub.config import parse_hub_config
 from hub.store import SqliteStore
+from tests.machines import known
 from tests.test_hub import Mailbox, Webhook
 
 TUESDAY_NIGHT = datetime(2026, 12, 1, 23, 0, tzinfo=UTC)  # Europe/London: 23:00
@@ -27,7 +28,7 @@ def hook():
 
 def hub(tmp_path, hook: Webhook, clock: FakeClock, **route) -> tuple[Alerts, SqliteStore]:
     config = parse_hub_config({"mqtt": {"host": "127.0.0.1"}, "alerts": {"routes": [
-        {"types": ["jam"], "webhook": hook.url, **route}]}})
+        {"types": ["jam"], "webhook": hook.url, **route}]}, "machines": known("m1")})
     store = SqliteStore(tmp_path / "hub.db")
     return Alerts(config, store, clock), store
 

@@ -56,7 +56,7 @@ def usage(bucket: str, hour: int, syringes: int, foil: int, unconfirmed: int = 0
 
 
 def test_a_client_written_from_the_spec_is_kept_counted_once_and_read_back(tmp_path):
-    hub = Hub(tmp_path)
+    hub = Hub(tmp_path, machines=("spec-one", "spec-two", "spec-doomed"))
     try:
         port = hub.broker.port
         one, two, doomed = (machine(port, m) for m in ("spec-one", "spec-two", "spec-doomed"))

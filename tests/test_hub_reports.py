@@ -15,6 +15,7 @@ from controller.messages import EventMessage, StateMessage, StockMessage, UsageM
 from hub import reports
 from hub.alerts import conditions_of
 from hub.store import SCHEMA_VERSION, PgStore, SqliteStore
+from tests.machines import known
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -282,7 +283,7 @@ def test_a_store_from_the_hub_before_is_upgraded(new_store):
         store.db.execute("DROP TABLE alert_log")
         store.db.execute("PRAGMA user_version = 2")
         again = SqliteStore(store.path)
-        assert again.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert again.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
         assert "events_by_received" in {i.name for i in again.db["events"].indexes}
     else:
         store._x("DROP INDEX events_by_received")
@@ -325,7 +326,8 @@ def _listener(store):
     from hub.config import parse_hub_config
     from hub.listener import Listener
 
-    return Listener(parse_hub_config({"mqtt": {"host": "127.0.0.1"}}), store)
+    return Listener(parse_hub_config({"mqtt": {"host": "127.0.0.1"}, "machines": known("m1")}),
+                    store)
 
 
 def _usage_item(bucket: str, hour: int, syringes: int, mid: int) -> tuple[str, bytes, int, int]:
@@ -410,7 +412,7 @@ def test_what_a_bucket_close_told_is_kept_at_its_ts_not_when_it_arrived(new_stor
     from hub.listener import Listener, told_at
 
     store = new_store()
-    config = parse_hub_config({"mqtt": {"host": "127.0.0.1"}})
+    config = parse_hub_config({"mqtt": {"host": "127.0.0.1"}, "machines": known("m1")})
     clock = FakeClock(datetime(2026, 11, 25, 3, 0, 1, 700000, tzinfo=UTC))
     close = "2026-11-25T03:00:00Z"
     state = {"schema": 1, "mode": "in_service", "door": "closed", "sharps_bin": "ok",

@@ -21,7 +21,7 @@ from simulator.fleet import PRODUCTS, Fleet, bucket, state
 from tests.broker import MOSQUITTO, Broker
 from tests.daemon_process import HubProcess, add_user
 from tests.hub_client import HubClient
-from tests.machines import to_toml
+from tests.machines import known, to_toml
 from tests.test_hub import Webhook, free_port, hub_cli, wait
 
 pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto not installed")
@@ -65,6 +65,7 @@ def test_two_hubs_on_postgresql_share_the_stream_and_a_kill_9_loses_and_doubles_
     config.write_text(to_toml({
         "mqtt": {"host": "127.0.0.1", "port": broker.port, "protocol": "5",
                  "share_group": "hubs"},
+        "machines": known(*(f"fleet-{n:02d}" for n in range(20))),
         "database": {"url": pg_url},
         "web": {"listen": f"127.0.0.1:{web_port}"},
         "alerts": {"routes": [{"types": ["jam"], "webhook": hook.url}]}}))
@@ -150,7 +151,7 @@ def test_a_machine_behind_a_bridged_site_broker_is_seen_and_commanded_by_the_cen
     web_port = free_port()
     config = tmp_path / "hub.toml"
     config.write_text(to_toml({"mqtt": {"host": "127.0.0.1", "port": central.port},
-                               "database": {"path": "hub.db"},
+                               "machines": known("site-01"), "database": {"path": "hub.db"},
                                "web": {"listen": f"127.0.0.1:{web_port}"}}))
     add_user(config, "sam", "staff", PASSWORD)
     hub = HubProcess(config)
@@ -290,7 +291,7 @@ def test_a_hub_process_taken_away_for_good_is_retired_and_its_share_is_stored(tm
     config = tmp_path / "hub.toml"
     config.write_text(to_toml({
         "mqtt": {"host": "127.0.0.1", "port": broker.port, "protocol": "5",
-                 "share_group": "hubs"},
+                 "share_group": "hubs"}, "machines": known(*(f"site-{n:02d}" for n in range(10))),
         "database": {"path": "hub.db"}, "web": {"listen": f"127.0.0.1:{free_port()}"}}))
     hubs = {n: HubProcess(config, args=("--instance", str(n))) for n in (1, 2)}
     ids = [f"site-{n:02d}" for n in range(10)]
@@ -327,7 +328,7 @@ def test_a_hub_process_taken_away_for_good_is_retired_and_its_share_is_stored(tm
         wait(lambda: stored() == 200, 30, "every bucket stored by the process left")
         alone = tmp_path / "alone.toml"
         alone.write_text(to_toml({"mqtt": {"host": "127.0.0.1", "port": broker.port},
-                                  "database": {"path": "hub.db"}}))
+                                  "machines": known(*ids), "database": {"path": "hub.db"}}))
         refused = hub_cli(alone, "retire", "--instance", "2")
         assert refused.returncode == 64 and "mqtt.share_group" in refused.stderr
     finally:
@@ -343,7 +344,8 @@ def test_buckets_that_never_reached_the_hub_are_asked_for_and_stored_once(tmp_pa
     config.write_text(to_toml({
         "mqtt": {"host": "127.0.0.1", "port": broker.port, "protocol": "5",
                  "share_group": "hubs", "catch_up_s": 3},
-        "database": {"path": "hub.db"}, "web": {"listen": f"127.0.0.1:{free_port()}"}}))
+        "machines": known(*(f"far-{n}" for n in range(4))), "database": {"path": "hub.db"},
+        "web": {"listen": f"127.0.0.1:{free_port()}"}}))
     hub = HubProcess(config, args=("--instance", "1"))
     stolen: list[str] = []
     joined = threading.Event()
@@ -395,7 +397,7 @@ def test_the_command_line_opening_the_sqlite_store_while_the_hub_runs_loses_noth
     broker = Broker(tmp_path / "broker")
     config = tmp_path / "hub.toml"
     config.write_text(to_toml({"mqtt": {"host": "127.0.0.1", "port": broker.port},
-                               "database": {"path": "hub.db"},
+                               "database": {"path": "hub.db"}, "machines": known("cli-1"),
                                "web": {"listen": f"127.0.0.1:{free_port()}"}}))
     hub = HubProcess(config)
     fleet = Fleet("127.0.0.1", broker.port, ["cli-1"], connections=1)
@@ -469,6 +471,7 @@ def test_moving_from_one_hub_to_several_retires_the_one_hubs_session(tmp_path):
     for path, extra in ((alone, {}), (shared, {"share_group": "hubs-" + "x" * 16})):
         path.write_text(to_toml({
             "mqtt": {"host": "127.0.0.1", "port": broker.port, "protocol": "5", **extra},
+            "machines": known("move-1"),
             "database": {"path": "hub.db"}, "web": {"listen": f"127.0.0.1:{free_port()}"}}))
     fleet = Fleet("127.0.0.1", broker.port, ["move-1"], connections=1)
     hub = HubProcess(alone)

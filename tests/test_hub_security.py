@@ -239,7 +239,9 @@ def test_the_hub_account_may_share_the_machines_messages_and_a_site_may_forward_
         assert sorted(p for h in hubs for _, p in h.messages) == [
             f'{{"n":{n}}}'.encode() for n in range(6)]
         site = hub.client("site-hackney")
-        assert site.publish(f"nspvend/{MACHINE}/usage", '{"from":"site"}') < 0x80
+        assert site.publish("nspvend/hackney-07/usage", '{"from":"site"}') < 0x80
+        assert site.publish(f"nspvend/{MACHINE}/usage", '{"from":"site"}') == \
+            NOT_AUTHORIZED  # a site speaks for its own machines, no other
         assert site.publish("nspvend/hackney-07/cmd/result", '{"id":"x","ok":true}') < 0x80
         assert site.publish("nspvend/hackney-07/cmd", '{"id":"x","cmd":"status"}') == \
             NOT_AUTHORIZED  # a site forwards commands down, never makes them

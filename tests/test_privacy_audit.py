@@ -120,7 +120,7 @@ class Machine:
 
 
 def test_what_a_press_causes_is_told_only_when_its_bucket_closes(tmp_path, bucket_s):
-    hub = Hub(tmp_path)  # a broker and the hub, storing what it hears
+    hub = Hub(tmp_path, machines=("audit-sim", "audit-serial"))  # a broker and the hub
     sub = Subscriber(hub.broker.port, client_id="audit-watch")
     machines = [Machine(tmp_path / hal, hub.broker.port, hal, bucket_s)
                 for hal in ("sim", "serial")]
