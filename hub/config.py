@@ -81,6 +81,17 @@ class HubConfig:
     share_group: str | None = None  # several hub processes share the machines' messages
     catch_up_s: int = 86400  # how often each machine is asked for its recent buckets (0: never)
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    metrics_token_file: str | None = None
+
+    def metrics_token(self) -> str | None:
+        """The bearer token /metrics takes without a login (the file's first line)."""
+        if not self.metrics_token_file:
+            return None
+        try:
+            with open(self.metrics_token_file, encoding="utf-8") as f:
+                return f.readline().strip() or None
+        except OSError:
+            return None
 
     def trusted(self, address: str) -> bool:
         """Whether ``address`` is a reverse proxy whose X-Forwarded-For is believed."""
@@ -179,6 +190,7 @@ def parse_hub_config(data: dict, path: str = "<hub config>") -> HubConfig:
         except ValueError:
             raise web.fail("trusted_proxies", f"item {i + 1}, {str(item)[:60]!r}, is not an "
                                               "address or network such as 10.0.0.0/8") from None
+    metrics_token_file = readable_file(web, "metrics_token_file", resolve)
     timezone = web.text("timezone", None)
     if timezone is not None:
         _zone(web, "timezone", timezone)
@@ -235,6 +247,7 @@ def parse_hub_config(data: dict, path: str = "<hub config>") -> HubConfig:
         database_url=url, database_password_file=password_file,
         keep_events_days=keep_events_days, client_id=client_id, share_group=share_group,
         catch_up_s=catch_up_s, trusted_proxies=tuple(proxies),
+        metrics_token_file=metrics_token_file,
     )
 
 

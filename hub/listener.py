@@ -103,6 +103,8 @@ class Listener:
         self.stored = 0
         self.skipped = 0
         self.strangers = 0  # messages from ids nobody enrolled
+        self.stored_by: dict[str, int] = {}  # per topic leaf, for /metrics
+        self.skipped_by: dict[str, int] = {}
         self._quiet: dict[tuple[str, str], float] = {}
         self._asking: dict[str, float] = {}  # id nobody enrolled -> when last written down
         self._said_strangers = -QUIET_LOG_S
@@ -308,6 +310,8 @@ class Listener:
             for machine, leaf, message in read:
                 heard.append(self._record(machine, leaf, message, now))
         self.stored += len(heard)
+        for h in heard:
+            self.stored_by[h.leaf] = self.stored_by.get(h.leaf, 0) + 1
         return heard
 
     def _read(self, topic: str, payload: bytes) -> tuple[str, str, Any] | None:
@@ -401,6 +405,7 @@ class Listener:
 
     def _bad(self, machine: str, leaf: str, problem: str) -> None:
         self.skipped += 1
+        self.skipped_by[leaf[:20]] = self.skipped_by.get(leaf[:20], 0) + 1
         now = time.monotonic()
         if now - self._quiet.get((machine, leaf), -QUIET_LOG_S) >= QUIET_LOG_S:
             self._quiet[(machine, leaf)] = now

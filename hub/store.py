@@ -600,6 +600,14 @@ class HubStore:
                 (int(count), error[:500], iso(retry_at) if retry_at else None,
                  None if retry_at else "gave up " + iso(at), delivery))
 
+    def ping(self) -> None:
+        """A question the database must answer (raises when it cannot)."""
+        self._x("SELECT 1").fetchone()
+
+    def deliveries_given_up(self) -> int:
+        return self._x("SELECT count(*) FROM deliveries WHERE done LIKE 'gave up%'"
+                       ).fetchone()[0]
+
     def delivery_route(self, delivery: int) -> int:
         return self._x("SELECT route FROM deliveries WHERE id = ?", (delivery,)).fetchone()[0]
 

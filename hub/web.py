@@ -19,6 +19,7 @@ import logging
 import math
 import secrets
 import threading
+import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -220,6 +221,8 @@ class Web:
         self.clock = clock or SystemClock()
         self.answers = Answers()
         self.checks = PasswordChecks()
+        self.logins_failed = 0
+        self.registry = hub_metrics(self)
         self.secure = config.base_url.startswith("https://")
         self.templates = Environment(loader=FileSystemLoader(HERE / "templates"),
                                      autoescape=select_autoescape(["html"]))
@@ -236,6 +239,8 @@ class Web:
             Route("/logout", self.logout, methods=["POST"]),
             Route("/", self.page(self.fleet)),
             Route("/fleet/tiles", self.page(self.fleet_tiles, program=True)),
+            Route("/healthz", self.healthz),
+            Route("/metrics", self.metrics),
             Route("/alerts", self.page(self.alerts_page)),
             Route("/alerts/{id}/ack", self.page(self.acknowledge, staff=True), methods=["POST"]),
             Route("/machines/{id}", self.page(self.machine_page)),
@@ -333,6 +338,7 @@ class Web:
                                                   "again in a moment.", 503)
         ok = ok and found is not None
         if not ok:
+            self.logins_failed += 1
             for who in (as_name, f"ip:{address}"):
                 self.store.login_failed(who, now)
             log.warning("failed login for %r from %s", name[:40], address)
@@ -378,6 +384,33 @@ class Web:
         response = RedirectResponse("/login", 303)
         response.delete_cookie(COOKIE)
         return response
+
+    # -- for whoever runs it ----------------------------------------------------------------
+    async def healthz(self, request: Request) -> Response:
+        """No login: ``ok``, or what is wrong (503), for the proxy and systemd; nothing more."""
+        wrong = []
+        try:
+            await asyncio.to_thread(self.store.ping)
+        except Exception:  # any failure here means the same to a health check
+            wrong.append("the store cannot be reached")
+        if self.listener is None or not self.listener.connected.is_set():
+            wrong.append("the broker is not connected")
+        if wrong:
+            return PlainTextResponse("; ".join(wrong) + "\n", 503)
+        return PlainTextResponse("ok\n")
+
+    async def metrics(self, request: Request) -> Response:
+        """Prometheus' text format, for a login or the bearer token of ``web.metrics_token_file``."""
+        token = self.config.metrics_token()
+        given = request.headers.get("authorization", "")
+        if not ((token and given.startswith("Bearer ") and same_token(given[7:], token))
+                or self.user_of(request) is not None):
+            return PlainTextResponse("log in, or send the bearer token\n", 401,
+                                     headers={"WWW-Authenticate": "Bearer"})
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        body = await asyncio.to_thread(generate_latest, self.registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     # -- the fleet ------------------------------------------------------------------------
     def tiles(self, area: str | None = None) -> list[board.Tile]:
@@ -627,6 +660,49 @@ class Web:
         if seconds < 172800:
             return f"{seconds // 3600} h ago"
         return f"{seconds // 86400} days ago"
+
+
+def hub_metrics(web: Web) -> Any:
+    """The registry /metrics reads: what the listener stored and skipped per topic, its
+    lag and the batches waiting, alerts raised now, deliveries failed, logins failed."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    class Collector:
+        def collect(self) -> Any:
+            listener = web.listener
+            stored = CounterMetricFamily("nspvend_hub_messages_stored",
+                                         "Machine messages stored, by topic", labels=["topic"])
+            skipped = CounterMetricFamily("nspvend_hub_messages_skipped", "Machine messages "
+                                          "skipped (not the contract, too large)",
+                                          labels=["topic"])
+            for leaf, n in sorted((listener.stored_by if listener else {}).items()):
+                stored.add_metric([leaf], n)
+            for leaf, n in sorted((listener.skipped_by if listener else {}).items()):
+                skipped.add_metric([leaf], n)
+            yield stored
+            yield skipped
+            yield CounterMetricFamily("nspvend_hub_messages_from_strangers", "Messages from "
+                                      "ids nobody enrolled (not stored)",
+                                      value=listener.strangers if listener else 0)
+            yield GaugeMetricFamily("nspvend_hub_batches_waiting", "Messages heard and not "
+                                    "yet stored", value=listener.inbox.qsize() if listener else 0)
+            yield GaugeMetricFamily("nspvend_hub_lag_seconds", "Seconds since the last "
+                                    "message from the broker",
+                                    value=time.monotonic() - listener.last_heard
+                                    if listener else 0)
+            yield GaugeMetricFamily("nspvend_hub_broker_connected", "1 when connected",
+                                    value=int(bool(listener and listener.connected.is_set())))
+            yield GaugeMetricFamily("nspvend_hub_alerts_raised", "Alerts raised now",
+                                    value=len(web.store.raised_alerts()))
+            yield CounterMetricFamily("nspvend_hub_deliveries_failed", "Alert deliveries "
+                                      "given up", value=web.store.deliveries_given_up())
+            yield CounterMetricFamily("nspvend_hub_logins_failed", "Wrong passwords",
+                                      value=web.logins_failed)
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Collector())
+    return registry
 
 
 def command_words(command: dict, stock: Any) -> str:

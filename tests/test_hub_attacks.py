@@ -5,6 +5,7 @@ password, missing headers. Each test failed on the hub before it was mended."""
 from __future__ import annotations
 
 import json
+import re
 import resource
 import socket
 import sqlite3
@@ -27,7 +28,10 @@ pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto not install
 def hub(tmp_path_factory):
     """One hub for every attack here (each leaves it as it found it, or checks it still
     serves): starting one costs seconds."""
-    h = Hub(tmp_path_factory.mktemp("attacked"), web={"trusted_proxies": ["127.0.0.1"]})
+    folder = tmp_path_factory.mktemp("attacked")
+    (folder / "metrics.token").write_text("a token for prometheus only\n")
+    h = Hub(folder, web={"trusted_proxies": ["127.0.0.1"],
+                         "metrics_token_file": str(folder / "metrics.token")})
     yield h
     h.close()
 
@@ -193,3 +197,35 @@ def test_the_port_answers_through_a_thousand_half_sent_requests(hub):
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     log = "".join(hub.process.log)
     assert log.count("\n") < 200, log[-3000:]  # no flood of lines
+
+
+def test_healthz_says_ok_without_a_login_and_metrics_need_one_or_the_token(hub):
+    base = f"http://127.0.0.1:{hub.web_port}"
+    with urllib.request.urlopen(f"{base}/healthz", timeout=10) as response:
+        assert response.status == 200 and response.read() == b"ok\n"
+    anonymous = HubClient(base)
+    assert anonymous.get("/metrics")[0] == 401
+    sender = Subscriber(hub.broker.port, "nothing/#")
+    sender.publish("nspvend/hub-b/state", b"{" * 70000)  # one skipped, unread
+    sender.close()
+    prometheus = HubClient(base)
+    prometheus.headers = {"Authorization": "Bearer a token for prometheus only"}
+    wait_until(lambda: 'skipped_total{topic="state"}' in prometheus.get("/metrics")[2],
+               "the skipped message counted")
+    prometheus.headers = {"Authorization": "Bearer not the token"}
+    assert prometheus.get("/metrics")[0] == 401
+    status, _, text = hub.client("sam").get("/metrics")  # or a login
+    assert status == 200
+    for name in ("nspvend_hub_messages_stored_total", "nspvend_hub_messages_skipped_total",
+                 "nspvend_hub_lag_seconds", "nspvend_hub_batches_waiting",
+                 "nspvend_hub_alerts_raised", "nspvend_hub_deliveries_failed_total",
+                 "nspvend_hub_logins_failed_total", "nspvend_hub_broker_connected 1.0"):
+        assert name in text, name
+    assert re.search(r'nspvend_hub_messages_skipped_total\{topic="state"\} [1-9]', text), text
+    hub.broker.stop()  # the broker gone: not ok, and says why
+    try:
+        wait_until(lambda: anonymous.get("/healthz")[0] == 503, "healthz says the broker")
+        assert "the broker is not connected" in anonymous.get("/healthz")[2]
+    finally:
+        hub.broker.start()
+    wait_until(lambda: anonymous.get("/healthz")[0] == 200, "healthz ok again", timeout=40)
