@@ -185,8 +185,7 @@ class HubLink:
             self.inflight.clear()  # whatever was in flight is sent again, oldest first
             log.info("connected to the hub (%s)", event.detail)
             self._publish("availability", ONLINE)
-            if self.mqtt_config.homeassistant:
-                self._announce_to_home_assistant()
+            self._announce_to_home_assistant()
             self.publish_state()
             self.publish_stock()
             self.drain()
@@ -291,7 +290,21 @@ class HubLink:
 
     # -- Home Assistant -------------------------------------------------------------
     def _announce_to_home_assistant(self) -> None:
-        products = [(p.id, p.name) for p in self.config.products]
-        for topic, payload in home_assistant_configs(self.config.machine_id, self.root, products,
-                                                     controller.__version__):
+        """Home Assistant's discovery configs, retained (``mqtt.homeassistant``); and an empty
+        retained payload for each one announced before and not wanted now (a product removed,
+        or ``homeassistant = false``), which is how Home Assistant forgets an entity. What was
+        announced is kept in the ledger's meta ``ha_topics``."""
+        wanted: dict[str, dict] = {}
+        if self.mqtt_config.homeassistant:
+            products = [(p.id, p.name) for p in self.config.products]
+            wanted = dict(home_assistant_configs(self.config.machine_id, self.root, products,
+                                                 controller.__version__))
+        before = self.ledger.meta("ha_topics", [])
+        for topic in before:
+            if topic not in wanted:
+                self.client.publish(topic, b"", qos=1, retain=True)
+        for topic, payload in wanted.items():
             self.client.publish(topic, compact(payload), qos=1, retain=True)
+        if sorted(before) != sorted(wanted):
+            announced = sorted(wanted)
+            self.writes.write(lambda now: self.ledger.set_meta("ha_topics", announced))

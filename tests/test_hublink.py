@@ -11,6 +11,7 @@ import pytest
 
 from tests.broker import MOSQUITTO, Broker, Subscriber, usage_totals
 from tests.daemon_process import BoardProcess, DaemonProcess, ask
+from tests.machines import machine_toml
 from tests.test_daemon_cli import CONFIG as SIM_CONFIG
 from tests.test_serial_daemon import CONFIG as SERIAL_CONFIG
 
@@ -353,3 +354,51 @@ def test_nspvend_watch_says_plainly_when_the_hub_is_unreachable(tmp_path):
     result = nspvend("watch", "--host", "127.0.0.1", "--port", str(free_port()))
     assert result.returncode == 69
     assert result.stderr.startswith("nspvend: cannot reach the hub at 127.0.0.1:")
+
+
+def test_home_assistant_forgets_a_removed_product_and_everything_when_switched_off(tmp_path, hub):
+    """Home Assistant forgets an entity when its config topic gets an empty retained payload:
+    the machine sends one for each config it announced before and does not now."""
+    broker, sub = hub
+    daemon = start_machine(tmp_path, broker.port, "homeassistant = true", sub=sub)
+    sub.wait_for(lambda m: sub.payloads("stock"))
+    assert daemon.terminate() == 0
+
+    def retained() -> dict[str, bytes]:
+        discovery = Subscriber(broker.port, "homeassistant/#")
+        try:
+            # a retained marker published after the configs: once it is here, all have come
+            discovery.client.publish("homeassistant/marker", b"x", qos=1,
+                                     retain=True).wait_for_publish(10)
+            found = discovery.wait_for(lambda m: any(t == "homeassistant/marker" for t, _, _ in m))
+            discovery.client.publish("homeassistant/marker", b"", qos=1,
+                                     retain=True).wait_for_publish(10)
+        finally:
+            discovery.close()
+        return {t: p for t, p, _ in found if t != "homeassistant/marker" and p}
+
+    before = retained()
+    foil = [t for t in before if "foil" in t]
+    assert foil and len(before) >= 7
+    config = tmp_path / "nspvend.toml"
+    mqtt = {"host": "127.0.0.1", "port": broker.port, "state_interval_s": 600,
+            "homeassistant": True}
+    no_foil = dict(sim={"control": "sim.sock"}, database={"path": "data/nspvend.db"},
+                   control={"socket": "control.sock"},
+                   products=[{"id": "syringe-1ml", "name": "1ml syringes x10", "button": 1}],
+                   slots=[{"slot": n, "product": "syringe-1ml", "capacity": 20, "low_at": 5}
+                          for n in (1, 2, 3)])
+    config.write_text(machine_toml("e2e-01", "sim", mqtt=mqtt, **no_foil))  # foil gone
+    daemon = DaemonProcess(config)
+    wait_online(sub, since=1)
+    sub.wait_for(lambda m: len(sub.payloads("stock")) >= 2)
+    assert daemon.terminate() == 0
+    after = retained()
+    assert not [t for t in after if "foil" in t] and set(after) == set(before) - set(foil)
+    config.write_text(machine_toml("e2e-01", "sim", mqtt={**mqtt, "homeassistant": False},
+                                   **no_foil))
+    daemon = DaemonProcess(config)
+    wait_online(sub, since=2)
+    sub.wait_for(lambda m: len(sub.payloads("stock")) >= 3)
+    assert daemon.terminate() == 0
+    assert retained() == {}
