@@ -174,3 +174,30 @@ def test_config_is_found_through_the_environment(tmp_path):
     path = write(tmp_path, CONFIG.replace('hal = "sim"', 'hal = "magic"'))
     result = nspvend("run", env={**os.environ, "NSPVEND_CONFIG": str(path)})
     assert result.returncode == 78 and str(path) in result.stderr
+
+
+def test_a_flood_of_one_warning_is_written_ten_times_a_minute_and_then_counted():
+    import logging
+    import time as _time
+
+    from controller.logs import Repeats
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    flood = Repeats(burst=10, window_s=0.5)
+    handler.addFilter(flood)
+    log = logging.getLogger("nspvend.test.flood")
+    log.addHandler(handler)
+    log.propagate = False
+    log.setLevel(logging.DEBUG)
+    try:
+        for n in range(1000):
+            log.error("accept failed: %s", n)
+        log.info("an ordinary line")  # below warnings: never held back
+        assert len(records) == 11
+        _time.sleep(0.6)  # the next window (the filter's clock is the monotonic one)
+        log.error("accept failed: %s", "again")
+        assert "(990 more like this in the last minute were not written)" in records[-1].msg
+    finally:
+        log.removeHandler(handler)
