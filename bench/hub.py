@@ -35,7 +35,7 @@ from hub.store import SqliteStore  # noqa: E402
 from tests.broker import Broker  # noqa: E402
 from tests.daemon_process import HubProcess  # noqa: E402
 from tests.hub_client import HubClient  # noqa: E402
-from tests.machines import to_toml  # noqa: E402
+from tests.machines import known, to_toml  # noqa: E402
 from tests.test_hub import free_port, hub_cli  # noqa: E402
 
 MACHINES = 50
@@ -48,6 +48,7 @@ def hub_folder(broker_port: int) -> tuple[Path, int, Path]:
     web = free_port()
     config = folder / "hub.toml"
     config.write_text(to_toml({"mqtt": {"host": "127.0.0.1", "port": broker_port},
+                               "machines": known(*(f"bench-m{m:02d}" for m in range(MACHINES))),
                                "database": {"path": "hub.db"},
                                "web": {"listen": f"127.0.0.1:{web}"}}))
     assert hub_cli(config, "user", "add", "bench", "--role", "viewer",
@@ -165,12 +166,55 @@ def pages(days: int) -> dict:
     return figures
 
 
+def login_flood(flooders: int = 6, seconds: float = 8.0) -> dict:
+    """/api/machines while ``flooders`` clients send wrong passwords as fast as they can, each
+    from its own address behind a trusted proxy (so no slowdown spares the password check):
+    the checks run in their own threads, the page should hardly notice."""
+    broker = Broker(Path(tempfile.mkdtemp(prefix="nspvend-bench-broker-")))
+    folder, web, config = hub_folder(broker.port)
+    text = config.read_text().replace("[web]\n", '[web]\ntrusted_proxies = ["127.0.0.1"]\n')
+    config.write_text(text)
+    hub = HubProcess(config)
+    base = f"http://127.0.0.1:{web}"
+    try:
+        viewer = HubClient(base)
+        viewer.login("bench", PASSWORD)
+        quiet = viewer.median_get("/api/machines", 9)
+        stop = threading.Event()
+        tried = [0]
+
+        def flood(n: int) -> None:
+            i = 0
+            while not stop.is_set():
+                i += 1
+                c = HubClient(base)
+                c.headers = {"X-Forwarded-For": f"198.18.{n}.{i % 250}"}
+                c.login(f"nobody-{n}-{i}", "a wrong password")
+                tried[0] += 1
+
+        threads = [threading.Thread(target=flood, args=(n,), daemon=True) for n in range(flooders)]
+        for t in threads:
+            t.start()
+        time.sleep(1)
+        flooded = viewer.median_get("/api/machines", 15)
+        time.sleep(max(0.0, seconds - 3))
+        stop.set()
+        for t in threads:
+            t.join(30)
+        return {"quiet": quiet, "flooded": flooded, "tried": tried[0], "seconds": seconds,
+                "flooders": flooders}
+    finally:
+        hub.terminate()
+        broker.stop()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer messages, 60 days of data")
     args = parser.parse_args()
     i = ingest(5000 if args.quick else 20000)
     p = pages(60 if args.quick else 365)
+    f = login_flood()
     print()
     print(f"nspvend hub bench on {os.uname().nodename} ({os.cpu_count()} CPUs), "
           f"{time.strftime('%Y-%m-%d')}")
@@ -187,13 +231,17 @@ def main() -> int:
         ("report by financial year (3 years)", f"{p['report_year'] * 1000:.0f} ms"),
         ("report by month (12 months)", f"{p['report_month'] * 1000:.0f} ms"),
         ("a year's CSV", f"{p['csv_year'] * 1000:.0f} ms"),
+        ("/api/machines, quiet", f"{f['quiet'] * 1000:.0f} ms"),
+        (f"/api/machines while {f['flooders']} clients send wrong passwords",
+         f"{f['flooded'] * 1000:.0f} ms"),
     ]
     for name, value in rows:
         print(f"| {name:<58} | {value:>14} |")
     print()
     print(f"ingest: {i['messages']} buckets; pages: {p['buckets']} hourly buckets "
           f"({MACHINES} machines x {len(PRODUCTS)} products), store {p['db_mb']:.0f} MB, "
-          f"written in {p['fill_s']:.0f} s; medians of 3-5 requests")
+          f"written in {p['fill_s']:.0f} s; medians of 3-5 requests; the login flood: "
+          f"{f['tried']} wrong passwords in {f['seconds']:.0f} s")
     return 0
 
 

@@ -62,7 +62,7 @@ from simulator.fleet import PRODUCTS, Fleet, bucket, state, stock  # noqa: E402
 from tests.broker import Broker  # noqa: E402
 from tests.daemon_process import HubProcess  # noqa: E402
 from tests.hub_client import HubClient  # noqa: E402
-from tests.machines import to_toml  # noqa: E402
+from tests.machines import known, to_toml  # noqa: E402
 from tests.postgres import WHY_NOT, Postgres  # noqa: E402
 from tests.test_hub import free_port, hub_cli  # noqa: E402
 
@@ -251,6 +251,7 @@ def run(n: int, kind: str, hubs: int, pg: Postgres | None, quick: bool) -> dict:
         "mqtt": {"host": "127.0.0.1", "port": broker.port, "protocol": "5",
                  "catch_up_s": 0,  # its asking comes 10 minutes in: a load of its own
                  **({"share_group": "hubs"} if hubs > 1 else {})},
+        "machines": known(*ids),  # the hub stores only the machines it knows
         "database": database, "web": {"listen": f"127.0.0.1:{web}"}}))
     assert hub_cli(config, "user", "add", "bench", "--role", "viewer",
                    stdin=PASSWORD + "\n").returncode == 0
