@@ -389,16 +389,20 @@ def test_home_assistant_forgets_a_removed_product_and_everything_when_switched_o
                    slots=[{"slot": n, "product": "syringe-1ml", "capacity": 20, "low_at": 5}
                           for n in (1, 2, 3)])
     config.write_text(machine_toml("e2e-01", "sim", mqtt=mqtt, **no_foil))  # foil gone
-    daemon = DaemonProcess(config)
-    wait_online(sub, since=1)
-    sub.wait_for(lambda m: len(sub.payloads("stock")) >= 2)
-    assert daemon.terminate() == 0
+
+    def run_once_more(runs: int) -> None:
+        """Start the daemon, wait until it is online for the ``runs``-th time and has said
+        its stock (after its discovery), and stop it."""
+        stocks = len(sub.payloads("stock"))
+        daemon = DaemonProcess(config)
+        sub.wait_for(lambda m: sub.payloads("availability").count("online") >= runs
+                     and len(sub.payloads("stock")) > stocks)
+        assert daemon.terminate() == 0
+
+    run_once_more(2)
     after = retained()
     assert not [t for t in after if "foil" in t] and set(after) == set(before) - set(foil)
     config.write_text(machine_toml("e2e-01", "sim", mqtt={**mqtt, "homeassistant": False},
                                    **no_foil))
-    daemon = DaemonProcess(config)
-    wait_online(sub, since=2)
-    sub.wait_for(lambda m: len(sub.payloads("stock")) >= 3)
-    assert daemon.terminate() == 0
+    run_once_more(3)
     assert retained() == {}
