@@ -128,6 +128,7 @@ def test_the_board_says_the_login_ended_and_works_again_after_logging_in(hub, br
     banner = until(browser, lambda d: d.find_element(By.ID, "login-ended").is_displayed()
                    and d.find_element(By.ID, "login-ended"), "the board says the login ended")
     assert "Your login has ended" in banner.text and banner.get_attribute("role") == "alert"
+    banner.find_element(By.LINK_TEXT, "Log in again").click()  # or wait: it goes in 5 s
     until(browser, lambda d: "/login?ended=1" in d.current_url, "taken to the login page")
     assert "Your login ended" in browser.page_source
     log_in(browser, hub.base, "sam", PASSWORDS["sam"])
