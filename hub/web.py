@@ -538,8 +538,9 @@ class Web:
 
     async def command(self, mid: str, command: dict, user: str) -> tuple[int, dict]:
         """Send ``command`` to machine ``mid`` and wait for its answer: (HTTP status, body)."""
-        if not MACHINE_ID.fullmatch(mid):
-            return 404, {"error": f"no machine {mid[:64]!r}"}
+        if not MACHINE_ID.fullmatch(mid) or mid not in self.config.machines:
+            return 404, {"error": f"no machine {mid[:64]!r} is known to the hub (nspvend hub "
+                                  "machine add)"}
         if self.listener is None:
             return 503, {"error": "the hub is not connected to the broker"}
         sent = await asyncio.to_thread(self.listener.send_command, mid, command, user)

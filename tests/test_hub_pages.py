@@ -44,6 +44,15 @@ def hub(tmp_path):
     hub.close()
 
 
+def on_the_board(hub: Hub, browser) -> None:
+    """hub-a running and filled, sam logged in, and hub-a online on the board."""
+    hub.start_machine("hub-a")
+    hub.fill("hub-a")
+    log_in(browser, hub.base, "sam", PASSWORDS["sam"])
+    until(browser, lambda d: tile(d, "hub-a") is not None and tile(d, "hub-a").get_attribute(
+        "data-urgency") != "offline", "hub-a on the board")
+
+
 def jam_foil(hub: Hub) -> None:
     hub.world("hub-a", {"op": "fault", "kind": "jam", "slot": 3})
     hub.world("hub-a", {"op": "press", "button": 2})  # foil's only slot jams
@@ -112,11 +121,7 @@ def test_every_page_fits_a_phone_and_a_desk_and_axe_finds_nothing_wrong(hub, bro
 def test_the_board_says_the_login_ended_and_works_again_after_logging_in(hub, browser):
     from selenium.webdriver.common.by import By
 
-    hub.start_machine("hub-a")
-    hub.fill("hub-a")
-    log_in(browser, hub.base, "sam", PASSWORDS["sam"])
-    until(browser, lambda d: tile(d, "hub-a") is not None and tile(d, "hub-a").get_attribute(
-        "data-urgency") != "offline", "hub-a on the board")
+    on_the_board(hub, browser)
     board = browser.current_window_handle
     browser.switch_to.new_window("tab")  # a log out in another tab ends the login
     browser.get(f"{hub.base}/picklist")
@@ -141,11 +146,7 @@ def test_the_board_says_the_login_ended_and_works_again_after_logging_in(hub, br
 def test_focus_stays_changes_are_announced_and_a_jam_is_acknowledged(hub, browser):
     from selenium.webdriver.common.by import By
 
-    hub.start_machine("hub-a")
-    hub.fill("hub-a")
-    log_in(browser, hub.base, "sam", PASSWORDS["sam"])
-    until(browser, lambda d: tile(d, "hub-a") is not None and tile(d, "hub-a").get_attribute(
-        "data-urgency") != "offline", "hub-a on the board")
+    on_the_board(hub, browser)
     browser.execute_script("document.querySelector(\".tile[data-machine='hub-a'] h2 a\").focus()")
     jam_foil(hub)
     until(browser, lambda d: "Slot 3 (foil) jammed" in tile_text(d, "hub-a"), "the jam")
