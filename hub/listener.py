@@ -407,6 +407,8 @@ class Listener:
         self.skipped += 1
         self.skipped_by[leaf[:20]] = self.skipped_by.get(leaf[:20], 0) + 1
         now = time.monotonic()
+        if len(self._quiet) > 10000:  # a flood of made-up ids not like machine ids
+            self._quiet.clear()
         if now - self._quiet.get((machine, leaf), -QUIET_LOG_S) >= QUIET_LOG_S:
             self._quiet[(machine, leaf)] = now
             log.warning("skipped a %s message from %s that does not keep the contract: %s",
