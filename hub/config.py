@@ -3,6 +3,7 @@ a bad file is one line naming the file, the key and the problem, and exit 78."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import re
@@ -82,6 +83,13 @@ class HubConfig:
     catch_up_s: int = 86400  # how often each machine is asked for its recent buckets (0: never)
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     metrics_token_file: str | None = None
+    # the coverage figure: needle-syringes in a pack of each product, the estimated people
+    # who inject drugs in the area (with the estimate's source and year), injections a day
+    units: dict[str, int] = dataclasses.field(default_factory=dict)
+    people_who_inject: int | None = None
+    estimate_source: str | None = None
+    estimate_year: int | None = None
+    injections_per_day: float | None = None
 
     def metrics_token(self) -> str | None:
         """The bearer token /metrics takes without a login (the file's first line)."""
@@ -218,6 +226,20 @@ def parse_hub_config(data: dict, path: str = "<hub config>") -> HubConfig:
             raise web.fail("timezone", f"{timezone!r} differs from reports.timezone {older!r}: "
                                        "keep web.timezone only")
     timezone = timezone or older or "Europe/London"
+    units = reports.get("units", dict, {}, "a table of product ids and the needle-syringes "
+                                           "in one pack, such as { syringe-1ml = 10 }")
+    for product, n in units.items():
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 1000:
+            raise reports.fail(f"units.{product}", f"must be a whole number from 1 to 1000, "
+                                                   f"not {n!r}")
+    people = reports.integer("people_who_inject", None, 1, 10_000_000)
+    source = reports.text("estimate_source", None)
+    year = reports.integer("estimate_year", None, 1990, 2100)
+    injections = reports.number("injections_per_day", None, 0.1, 50)
+    if people is not None and (source is None or year is None):
+        raise reports.fail("estimate_source" if source is None else "estimate_year",
+                           "must be given with people_who_inject: the figure is printed with "
+                           "its source and year")
     web.finish()
     reports.finish()
 
@@ -244,6 +266,8 @@ def parse_hub_config(data: dict, path: str = "<hub config>") -> HubConfig:
         command_expires_s=command_expires_s, offline_after_s=offline_after_s,
         smtp_host=smtp_host, smtp_port=smtp_port, email_from=email_from, routes=tuple(routes),
         timezone=timezone, financial_year_start=(month, day), machines=machines,
+        units=dict(units), people_who_inject=people, estimate_source=source,
+        estimate_year=year, injections_per_day=injections,
         database_url=url, database_password_file=password_file,
         keep_events_days=keep_events_days, client_id=client_id, share_group=share_group,
         catch_up_s=catch_up_s, trusted_proxies=tuple(proxies),

@@ -165,7 +165,10 @@ def main(argv: list[str] | None = None) -> int:
                             f'path = "hub.db"\n\n[web]\nlisten = "127.0.0.1:{args.port}"\n\n'
                             f"[alerts]\noffline_after_s = 90\n\n[[alerts.routes]]\n"
                             f'types = {json.dumps(ALERT_TYPES)}\nwebhook = "{catcher.url}"\n'
-                            f'hours = "always"\n{machines}')
+                            f'hours = "always"\n\n[reports]\npeople_who_inject = 150\n'
+                            f'estimate_source = "made up for the demo"\nestimate_year = 2026\n'
+                            f'injections_per_day = 2\n\n[reports.units]\n"syringe-1ml" = 10\n'
+                            f'{machines}')
         nspvend = [sys.executable, "-m", "controller"]
         subprocess.run([*nspvend, "hub", "user", "add", LOGIN[0], "--role", "staff", "--config",
                         str(hub_toml)], input=LOGIN[1] + "\n", text=True, check=True, **quiet)

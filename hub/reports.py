@@ -12,6 +12,7 @@ import io
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from html import escape
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from controller.clock import iso
@@ -138,3 +139,56 @@ def bar_chart(spans: list[Period], title: str) -> str:
                     f'</span><span class="chart-figure">{figures}</span></li>')
     rows.append("</ol></figure>")
     return "".join(rows)
+
+
+# -- the coverage figure --------------------------------------------------------------------
+# WHO's bands for needle-syringes distributed per person who injects drugs per year (the
+# UNAIDS indicator): under 100 low, 100 to 200 medium, over 200 high; the 2030 target is 300.
+TARGET_2030 = 300
+
+
+def who_band(per_person_year: float) -> str:
+    """``low`` under 100, ``medium`` 100 to 200, ``high`` over 200."""
+    if per_person_year < 100:
+        return "low"
+    if per_person_year <= 200:
+        return "medium"
+    return "high"
+
+
+@dataclass
+class Coverage:
+    label: str
+    start: datetime
+    end: datetime
+    needles: int  # needle-syringes given out (confirmed packs times each pack's units)
+    per_person_year: float
+    band: str
+    per_injection: float | None  # needle-syringes per injection, where injections are given
+    so_far: bool  # a period not yet over: the figure is annualised from its days so far
+
+
+def coverage(store: HubStore, config: Any, now: datetime, years: int = 3) -> list[Coverage]:
+    """Needle-syringes per person who injects drugs per year, for the last 12 months and the
+    last ``years`` financial years (``[reports]`` units and people_who_inject; none without
+    them). Confirmed packs only: an unconfirmed pack may not have dropped."""
+    people, units = config.people_who_inject, config.units
+    if not people or not units:
+        return []
+    today = now.astimezone(config.tz).date()
+    rolling = Period("the last 12 months", now - timedelta(days=365), now)
+    spans = [rolling, *reversed(periods("year", today, years, config.financial_year_start,
+                                        config.tz))]
+    out = []
+    for span in spans:
+        end = min(span.end, now)
+        days = max(1.0, (end - span.start).total_seconds() / 86400)
+        needles = sum(confirmed * units.get(product, 0) for _, product, confirmed, _
+                      in store.period_counts(iso(span.start), iso(end)))
+        per_year = needles / people * (365 / days if days < 365 else 1)
+        per_injection = (needles / (people * config.injections_per_day * days)
+                         if config.injections_per_day else None)
+        out.append(Coverage(span.label if span is rolling else f"financial year {span.label}",
+                            span.start, span.end, needles, round(per_year, 1),
+                            who_band(per_year), per_injection, span.end > now))
+    return out

@@ -600,6 +600,8 @@ class Web:
             chart=reports.bar_chart(spans, "Packs given out, by "
                                     f"{'financial year' if kind == 'year' else kind}"),
             tz=self.config.timezone, product_names=self._product_names(),
+            coverage=reports.coverage(self.store, self.config, now), config=self.config,
+            target=reports.TARGET_2030,
             month_from=previous.isoformat(), month_to=first_of_month.isoformat())
 
     def _product_names(self) -> dict[str, str]:

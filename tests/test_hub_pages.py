@@ -38,7 +38,9 @@ ISO_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d|\d\d:\d\d:\d\dZ")
 
 @pytest.fixture
 def hub(tmp_path):
-    hub = Hub(tmp_path)
+    hub = Hub(tmp_path, reports={"units": {"syringe-1ml": 10}, "people_who_inject": 60,
+                                 "estimate_source": "a made-up estimate",
+                                 "estimate_year": 2025, "injections_per_day": 2})
     hub.base = f"http://127.0.0.1:{hub.web_port}"
     yield hub
     hub.close()
@@ -69,6 +71,11 @@ def test_every_page_fits_a_phone_and_a_desk_and_axe_finds_nothing_wrong(hub, bro
     log_in(browser, hub.base, "sam", PASSWORDS["sam"])
     until(browser, lambda d: "Slot 3 (foil) jammed" in tile_text(d, "hub-a"),
           "the jam on the board, in words with the product")
+    browser.get(f"{hub.base}/reports")
+    figure = browser.find_element(By.CSS_SELECTOR, "table.coverage").text
+    assert "The last 12 months" in figure and "a made-up estimate, 2025" in browser.page_source
+    browser.get(f"{hub.base}/")
+    until(browser, lambda d: "Slot 3 (foil) jammed" in tile_text(d, "hub-a"), "the board again")
     board = tile_text(browser, "hub-a")
     assert "1ml syringes" in board and "Foil" in board  # stock by product name
     assert re.search(r"1ml syringes\s+\d+ of \d+", board), board

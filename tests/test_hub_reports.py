@@ -480,3 +480,35 @@ def test_no_cell_of_the_usage_csv_is_a_formula_whatever_a_machine_names_its_prod
     assert not [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r")]
     assert sorted(r[1] for r in rows[1:]) == sorted(
         "'" + p if p[0] in "=+-@\t" else p for p in evil)
+
+
+def test_a_year_of_12000_syringes_for_60_people_is_200_a_person_medium_by_who_bands(new_store):
+    from hub.config import parse_hub_config
+
+    config = parse_hub_config({"mqtt": {"host": "127.0.0.1"}, "reports": {
+        "units": {"syringe-1ml": 10}, "people_who_inject": 60, "estimate_source": "JSNA",
+        "estimate_year": 2025, "injections_per_day": 2}})
+    store = new_store()
+    with store.transaction():
+        for k in range(1, 13):  # 100 packs of 10 a month, for a year
+            start = NOW - timedelta(days=30 * k)
+            store.record_usage("m1", usage(f"y{k}", iso(start), iso(start + timedelta(hours=1)),
+                                           100, unconfirmed=7), NOW)  # unconfirmed: not counted
+    rolling = reports.coverage(store, config, NOW)[0]
+    assert (rolling.label, rolling.needles, rolling.per_person_year, rolling.band) == (
+        "the last 12 months", 12000, 200.0, "medium")
+    assert round(rolling.per_injection, 3) == round(200 / 365 / 2, 3)
+    assert [reports.who_band(n) for n in (99.9, 100, 200, 200.1)] == [
+        "low", "medium", "medium", "high"]
+    unconfigured = parse_hub_config({"mqtt": {"host": "127.0.0.1"}})
+    assert reports.coverage(store, unconfigured, NOW) == []
+
+
+def test_the_coverage_estimate_needs_its_source_and_year():
+    from controller.config import ConfigError
+    from hub.config import parse_hub_config
+
+    with pytest.raises(ConfigError, match="reports.estimate_source: must be given with"):
+        parse_hub_config({"mqtt": {"host": "h"}, "reports": {"people_who_inject": 60}})
+    with pytest.raises(ConfigError, match="reports.units.foil: must be a whole number"):
+        parse_hub_config({"mqtt": {"host": "h"}, "reports": {"units": {"foil": "ten"}}})
