@@ -272,9 +272,11 @@ def test_a_store_from_a_newer_hub_is_refused(new_store):
 
 def test_a_store_from_the_hub_before_is_upgraded(new_store):
     """Schema 3 adds the indexes the hourly clearing out needs, to a store of schema 2;
-    schema 4 the alerts' log, with the alerts raised at the time."""
+    schema 4 the alerts' log, with the alerts raised at the time; schema 5 enrolment, every
+    machine heard before it counted as enrolled."""
     store = new_store()
     with store.transaction():
+        store.heard("m1", NOW)  # a machine heard before enrolment existed
         store.raise_alert("m1", "jam", "slot 1", "Slot 1 jammed", NOW)
         store.raise_alert("m1", "door_open", "", "Door open", NOW)
         store.clear_alert("m1", "door_open", "", NOW)
@@ -293,6 +295,7 @@ def test_a_store_from_the_hub_before_is_upgraded(new_store):
         assert again._x("SELECT version FROM nspvend_schema").fetchone()[0] == SCHEMA_VERSION
         assert again._x("SELECT count(*) FROM pg_indexes WHERE indexname = 'events_by_received'"
                         ).fetchone()[0] == 1
+    assert [(e[0], e[1]) for e in again.enrolled()] == [("m1", "m1")]  # still known
     [raised] = again.alert_log(NOW)
     assert (raised["type"], raised["subject"], raised["cleared"]) == ("jam", "slot 1", None)
     with again.transaction():
