@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import secrets
+import shlex
 import threading
 import time
 from datetime import datetime
@@ -66,7 +67,7 @@ def enrol(config: HubConfig, store: HubStore, machine: str, name: str, area: str
     for path, secret in ((password_file, secrets.token_urlsafe(24)),
                          (key_file, secrets.token_urlsafe(32))):
         if not path.exists():
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(secret + "\n")
     store.enrol(machine, name, area, place, str(key_file.resolve()), at)
@@ -91,7 +92,10 @@ def instructions(config: HubConfig, done: Enrolled, site: str | None = None) -> 
         *(['ca_file = "/etc/nspvend/ca.crt"'] if mqtt.ca_file else []),
         "",
         "# On the broker: its password (then reload mosquitto)",
-        f'mosquitto_passwd -b /etc/mosquitto/nspvend.passwd {m} "$(cat {done.password_file})"',
+        f"mosquitto_passwd -b /etc/mosquitto/nspvend.passwd {m} "
+        f'"$(cat {shlex.quote(str(done.password_file))})"',
+        f"# The hub reads {shlex.quote(str(done.key_file))} to sign its commands: if you are not",
+        "# the hub's user, give it the file: chown nspvend-hub: KEYFILE (keep mode 0600)",
         "# and in its ACL file, if it does not already have the pattern lines for every",
         "# machine (examples/mosquitto/nspvend.acl has them):",
         *acl_lines(mqtt.prefix, m),

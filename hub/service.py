@@ -23,6 +23,7 @@ import time
 from datetime import timedelta
 from typing import Any
 
+import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -47,18 +48,19 @@ FILES_WANTED = 16384
 
 class TimelyH11(H11Protocol):
     """uvicorn's HTTP/1.1, closing a connection that has not sent a whole request head within
-    :data:`REQUEST_TIMEOUT_S` (a thousand half-sent requests must not hold the port)."""
+    :data:`REQUEST_TIMEOUT_S` of opening, or of its last answer (a thousand half-sent
+    requests, or one dripped a byte at a time after a first, must not hold the port)."""
+
+    _head_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: Any) -> None:  # noqa: D102
         super().connection_made(transport)
-        self._head_timer: asyncio.TimerHandle | None = self.loop.call_later(
-            REQUEST_TIMEOUT_S, self._too_slow)
+        self._arm()
 
-    def handle_events(self) -> None:  # noqa: D102
-        super().handle_events()
-        if self.cycle is not None and self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+    def on_response_complete(self) -> None:  # noqa: D102
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm()  # the next request's head must come in time too
 
     def connection_lost(self, exc: Exception | None) -> None:  # noqa: D102
         if self._head_timer is not None:
@@ -66,9 +68,15 @@ class TimelyH11(H11Protocol):
             self._head_timer = None
         super().connection_lost(exc)
 
+    def _arm(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+        self._head_timer = self.loop.call_later(REQUEST_TIMEOUT_S, self._too_slow)
+
     def _too_slow(self) -> None:
         self._head_timer = None
-        if self.cycle is None and not self.transport.is_closing():
+        # still waiting for a head (h11's IDLE): a request being answered is left alone
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
             self.transport.close()
 
 

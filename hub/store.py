@@ -632,6 +632,12 @@ class HubStore:
     def unenrol(self, machine: str) -> bool:
         """``machine`` is no longer known (its history stays in the reports)."""
         with self.transaction():
+            # its raised alerts end with it: nothing more is said of a machine removed
+            now = iso(datetime.now(UTC))
+            self._x("UPDATE alerts SET cleared = ? WHERE machine = ? AND cleared IS NULL",
+                    (now, machine))
+            self._x("UPDATE alert_log SET cleared = ? WHERE machine = ? AND cleared IS NULL",
+                    (now, machine))
             return self._x("DELETE FROM enrolled WHERE id = ?", (machine,)).rowcount == 1
 
     def enrolled(self) -> list[tuple[str, str, str | None, str | None, str, str]]:

@@ -68,6 +68,7 @@ HASHER = PasswordHasher()
 _DUMMY_HASH = HASHER.hash("a password nobody has")
 COMMAND_NAMES = set(COMMANDS)
 MAX_BODY = 64 * 1024  # bytes a request may carry (a form or a command is a few hundred)
+BODY_TIMEOUT_S = 10.0  # for the whole body to arrive, once the head has
 # on every response: no inline script or style, no framing, no referrer, no sniffing
 SECURITY_HEADERS = [
     (b"content-security-policy", b"default-src 'self'; script-src 'self'; style-src 'self'; "
@@ -116,15 +117,20 @@ class Guard:
             return
         body = bytearray()
         more = True
-        while more:  # at most MAX_BODY + one chunk is ever held
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > MAX_BODY:
-                await _too_large(guarded)
-                return
+        try:
+            async with asyncio.timeout(BODY_TIMEOUT_S):  # a body dripped in is not waited for
+                while more:  # at most MAX_BODY + one chunk is ever held
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return
+                    body += message.get("body", b"")
+                    more = message.get("more_body", False)
+                    if len(body) > MAX_BODY:
+                        await _too_large(guarded)
+                        return
+        except TimeoutError:
+            await _refuse(guarded, 408, "The request's body took too long to come.\n")
+            return
         replayed = False
 
         async def replay() -> dict:
@@ -138,8 +144,12 @@ class Guard:
 
 
 async def _too_large(send: Callable) -> None:
-    text = f"Too large: at most {MAX_BODY // 1024} KiB may be sent.\n".encode()
-    await send({"type": "http.response.start", "status": 413, "headers": [
+    await _refuse(send, 413, f"Too large: at most {MAX_BODY // 1024} KiB may be sent.\n")
+
+
+async def _refuse(send: Callable, status: int, words: str) -> None:
+    text = words.encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
         (b"content-type", b"text/plain; charset=utf-8"),
         (b"content-length", str(len(text)).encode()), (b"connection", b"close")]})
     await send({"type": "http.response.body", "body": text})
@@ -222,6 +232,7 @@ class Web:
         self.answers = Answers()
         self.checks = PasswordChecks()
         self.logins_failed = 0
+        self._checking: set[str] = set()  # name@address with a password check under way
         self.registry = hub_metrics(self)
         self.secure = config.base_url.startswith("https://")
         self.templates = Environment(loader=FileSystemLoader(HERE / "templates"),
@@ -320,7 +331,7 @@ class Web:
         form = await form_of(request)
         if not same_token(form.get("csrf"), request.cookies.get(LOGIN_COOKIE)):
             return await self.login_page(request, "The form was too old: please try again.", 403)
-        name = form.get("username", "").strip()
+        name = form.get("username", "").strip()[:64]
         password = form.get("password", "")
         address = self.address_of(request)
         now = self.clock.now()
@@ -331,8 +342,15 @@ class Web:
         if wait > 0:
             return await self.login_page(
                 request, f"Too many wrong passwords: wait {wait} seconds and try again.", 429)
+        if as_name in self._checking:  # one check at a time for a name from an address:
+            return await self.login_page(  # a burst in parallel must not outrun the wait
+                request, "Another login for this name is being checked: try again.", 429)
         found = self.store.user(name) if name else None
-        ok = await self.checks.verify(found[1] if found else _DUMMY_HASH, password)
+        self._checking.add(as_name)
+        try:
+            ok = await self.checks.verify(found[1] if found else _DUMMY_HASH, password)
+        finally:
+            self._checking.discard(as_name)
         if ok is None:
             return await self.login_page(request, "The hub is busy checking other logins: try "
                                                   "again in a moment.", 503)
@@ -361,7 +379,9 @@ class Web:
         peer = request.client.host if request.client else "?"
         if not self.config.trusted(peer):
             return peer
-        hops = [h.strip() for h in request.headers.get("x-forwarded-for", "").split(",")]
+        # every X-Forwarded-For line (a proxy may add its own after the client's)
+        forwarded = ",".join(request.headers.getlist("x-forwarded-for"))
+        hops = [h.strip() for h in forwarded.split(",")]
         for hop in reversed([h for h in hops if h]):
             if not self.config.trusted(hop):
                 return hop[:64]
@@ -696,10 +716,16 @@ def hub_metrics(web: Web) -> Any:
                                     if listener else 0)
             yield GaugeMetricFamily("nspvend_hub_broker_connected", "1 when connected",
                                     value=int(bool(listener and listener.connected.is_set())))
-            yield GaugeMetricFamily("nspvend_hub_alerts_raised", "Alerts raised now",
-                                    value=len(web.store.raised_alerts()))
-            yield CounterMetricFamily("nspvend_hub_deliveries_failed", "Alert deliveries "
-                                      "given up", value=web.store.deliveries_given_up())
+            try:  # the store away: the listener's figures still come
+                raised, given_up = len(web.store.raised_alerts()), web.store.deliveries_given_up()
+            except Exception:  # whatever the database says, /metrics answers
+                raised = given_up = None
+            if raised is not None:
+                yield GaugeMetricFamily("nspvend_hub_alerts_raised", "Alerts raised now",
+                                        value=raised)
+                yield GaugeMetricFamily("nspvend_hub_deliveries_given_up", "Alert deliveries "
+                                        "given up (kept database.keep_events_days)",
+                                        value=given_up)
             yield CounterMetricFamily("nspvend_hub_logins_failed", "Wrong passwords",
                                       value=web.logins_failed)
 

@@ -218,7 +218,7 @@ def test_healthz_says_ok_without_a_login_and_metrics_need_one_or_the_token(hub):
     assert status == 200
     for name in ("nspvend_hub_messages_stored_total", "nspvend_hub_messages_skipped_total",
                  "nspvend_hub_lag_seconds", "nspvend_hub_batches_waiting",
-                 "nspvend_hub_alerts_raised", "nspvend_hub_deliveries_failed_total",
+                 "nspvend_hub_alerts_raised", "nspvend_hub_deliveries_given_up",
                  "nspvend_hub_logins_failed_total", "nspvend_hub_broker_connected 1.0"):
         assert name in text, name
     assert re.search(r'nspvend_hub_messages_skipped_total\{topic="state"\} [1-9]', text), text
@@ -229,3 +229,40 @@ def test_healthz_says_ok_without_a_login_and_metrics_need_one_or_the_token(hub):
     finally:
         hub.broker.start()
     wait_until(lambda: anonymous.get("/healthz")[0] == 200, "healthz ok again", timeout=40)
+
+
+def test_a_request_dripped_after_a_first_or_a_body_dripped_is_cut_off(hub):
+    with socket.create_connection(("127.0.0.1", hub.web_port), timeout=30) as kept, \
+            socket.create_connection(("127.0.0.1", hub.web_port), timeout=30) as dripped:
+        kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert kept.recv(4096).startswith(b"HTTP/1.1 200")
+        dripped.sendall(b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/"
+                        b"x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nu")
+        started = time.monotonic()
+        closed = {kept: None, dripped: None}
+        while None in closed.values() and time.monotonic() - started < 25:
+            for s in [s for s, v in closed.items() if v is None]:
+                try:  # a byte every second keeps neither alive
+                    s.sendall(b"x")
+                except OSError:
+                    closed[s] = time.monotonic() - started
+            time.sleep(1)
+        assert closed[kept] is not None and closed[dripped] is not None, closed
+        assert max(closed.values()) < 20
+
+
+def test_a_burst_of_passwords_at_once_gets_no_more_than_one_at_a_time(hub):
+    import concurrent.futures
+
+    def guess(n: int) -> int:
+        client = HubClient(f"http://127.0.0.1:{hub.web_port}")
+        client.headers = {"X-Forwarded-For": "203.0.113.200"}
+        return client.login("burst-target", f"guess {n}")[0]
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(guess, range(16)))
+    assert answers.count(401) <= 3 + 1, answers  # the free ones (and one racing the third)
+    db = sqlite3.connect(hub.tmp / "hub.db")
+    [(failures,)] = db.execute("SELECT failures FROM login_failures WHERE who = ?",
+                               ("user:burst-target@203.0.113.200",)).fetchall()
+    assert failures == answers.count(401)

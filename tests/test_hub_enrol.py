@@ -67,10 +67,13 @@ def test_a_machine_is_stored_once_enrolled_and_no_longer_once_removed(hub, tmp_p
         assert "Well Street" in staff.get("/?area=Hackney")[2]
         assert "Asking to join" not in staff.get("/")[2]
 
+        wait_until(lambda: 'data-type="jam"' in staff.get("/alerts")[2], "its jam raised")
         removed = hub_cli(hub.config, "machine", "remove", "well-st-01")
         assert removed.returncode == 0 and "history stays" in removed.stdout
         wait_until(lambda: "well-st-01" not in [m["id"] for m in staff.json("/api/machines")],
                    "gone from the board")
+        now_part = staff.get("/alerts")[2].split("The last 30 days")[0]
+        assert 'data-type="jam"' not in now_part  # its alerts ended with it
         again = hub_cli(hub.config, "machine", "remove", "hub-a")
         assert again.returncode == 64 and "remove its [[machines]] entry" in again.stderr
         bad = hub_cli(hub.config, "machine", "add", "Not An Id!", "--name", "x")
