@@ -563,7 +563,14 @@ class Web:
                                   "machine add)"}
         if self.listener is None:
             return 503, {"error": "the hub is not connected to the broker"}
-        sent = await asyncio.to_thread(self.listener.send_command, mid, command, user)
+        try:
+            sent = await asyncio.to_thread(self.listener.send_command, mid, command, user)
+        except (OSError, ValueError) as e:  # the machine's command key, unreadable
+            key = self.config.machines[mid].command_key_file
+            log.error("cannot sign a command to %s: cannot read its key %s: %s", mid, key,
+                      getattr(e, "strerror", None) or e)
+            return 503, {"error": f"the hub cannot read {mid}'s command key ({key}): give "
+                                  "the hub's user the file"}
         future = self.answers.expect(sent["id"])
         try:
             result = await asyncio.wait_for(future, ANSWER_TIMEOUT_S)

@@ -109,3 +109,16 @@ def test_ten_thousand_made_up_ids_store_nothing_and_the_board_stays_small(hub):
     assert page.count("<code>made-") == 100 and len(page) < 100_000
     log = "".join(hub.process.log)
     assert log.count("which nobody enrolled") <= 2  # a line a minute, not one a message
+
+
+def test_a_command_key_the_hub_cannot_read_is_said_in_words(hub, tmp_path):
+    keys = tmp_path / "keys"
+    assert hub_cli(hub.config, "machine", "add", "locked-01", "--name", "Locked", "--out",
+                   str(keys)).returncode == 0
+    (keys / "locked-01.key").unlink()  # as good as a file the hub's user cannot read
+    staff = hub.client("sam")
+    wait_until(lambda: "locked-01" in [m["id"] for m in staff.json("/api/machines")],
+               "known to the hub")
+    status, answer = staff.post_json("/api/machines/locked-01/commands", {"cmd": "status"})
+    assert status == 503 and "cannot read locked-01's command key" in answer["error"]
+    assert "Traceback" not in "".join(hub.process.log)
