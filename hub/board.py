@@ -101,9 +101,9 @@ class Tile:
 
 
 def tile_of(config: HubConfig, store: HubStore, m: Machine | None, mid: str, now: datetime,
-            last_pack: str | None, acknowledged: dict, days: bool = True) -> Tile:
-    """``days``: work out days until empty (a query a machine: the board does it for the
-    tiles it shows only, see :func:`with_days`)."""
+            last_pack: str | None, acknowledged: dict) -> Tile:
+    """One machine's tile; its products' days until empty are left to :func:`with_days` (a
+    query a machine: the board asks it for the tiles it shows only)."""
     info = config.machines.get(mid)
     name = info.name if info else mid
     place, area = (info.place, info.area) if info else (None, None)
@@ -136,12 +136,11 @@ def tile_of(config: HubConfig, store: HubStore, m: Machine | None, mid: str, now
         urgency = "door"  # not serving clients: above a low product
     products = []
     if stock is not None:
-        rates = store.recent_usage(mid, iso(now - timedelta(days=RATE_DAYS))) if days else {}
         for pid, p in stock.products.items():
             capacity = sum(s.capacity for s in stock.slots
                            if s.product == pid and s.status != "disabled")
             products.append(ProductLine(pid, humane.product_name(stock, pid), p.count,
-                                        capacity, p.status, days_left(p.count, rates.get(pid))))
+                                        capacity, p.status, None))
     return Tile(mid, name, place, area, look, urgency, m.last_heard, last_pack,
                 state.temperature_c if state else None, state.mode if state else None,
                 state.door if state else None, state.sharps_bin if state else None,
@@ -158,15 +157,15 @@ def days_left(count: int, recent: tuple[int, float] | None) -> float | None:
 PER_PAGE = 120  # tiles on one page of the board
 
 
-def tiles(config: HubConfig, store: HubStore, now: datetime, area: str | None = None,
-          days: bool = False) -> list[Tile]:
+def tiles(config: HubConfig, store: HubStore, now: datetime, area: str | None = None
+          ) -> list[Tile]:
     """One tile per machine the hub knows, most urgent first (``area``: that area's)."""
     known = config.machines
     machines = {m.id: m for m in store.machines(set(known))} if known else {}
     last_packs = store.last_packs()
     acknowledged = store.acknowledged()
     out = [tile_of(config, store, machines.get(mid), mid, now, last_packs.get(mid),
-                   acknowledged, days) for mid in known if not area or known[mid].area == area]
+                   acknowledged) for mid in known if not area or known[mid].area == area]
     return sorted(out, key=lambda t: (URGENCY.index(t.urgency), t.name.casefold()))
 
 
@@ -176,14 +175,19 @@ def page_of(config: HubConfig, store: HubStore, now: datetime, area: str | None,
     every = tiles(config, store, now, area)
     pages = max(1, -(-len(every) // PER_PAGE))
     page = min(max(1, page), pages)
-    shown = every[(page - 1) * PER_PAGE:page * PER_PAGE]
+    shown = with_days(store, every[(page - 1) * PER_PAGE:page * PER_PAGE], now)
+    return shown, page, pages
+
+
+def with_days(store: HubStore, shown: list[Tile], now: datetime) -> list[Tile]:
+    """``shown``, each product with its days until empty at the last 7 days' rate."""
     since = iso(now - timedelta(days=RATE_DAYS))
     for t in shown:
         if t.products:
             rates = store.recent_usage(t.id, since)
             for p in t.products:
                 p.days = days_left(p.count, rates.get(p.id))
-    return shown, page, pages
+    return shown
 
 
 def areas(config: HubConfig) -> list[str]:

@@ -8,6 +8,7 @@ docs/hub.md; a bucket belongs to the period its start falls in.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -48,21 +49,18 @@ def periods(kind: str, today: date, count: int, fy_start: tuple[int, int] = (4, 
     (a day in ``tz``), oldest first; labels as people write them (``18 Nov``, ``w/c 16 Nov``,
     ``Nov 2026``, ``2026/27``)."""
     out: list[Period] = []
-
-    def midnight(d: date) -> datetime:
-        return datetime(d.year, d.month, d.day, tzinfo=tz).astimezone(UTC)
-
+    day_start = functools.partial(midnight, tz=tz)  # a day of tz's start, in UTC
     if kind == "day":
         for i in range(count - 1, -1, -1):
             d = today - timedelta(days=i)
-            out.append(Period(humane.short_day(d), midnight(d),
-                              midnight(d + timedelta(days=1))))
+            out.append(Period(humane.short_day(d), day_start(d),
+                              day_start(d + timedelta(days=1))))
     elif kind == "week":
         monday = today - timedelta(days=today.weekday())
         for i in range(count - 1, -1, -1):
             d = monday - timedelta(weeks=i)
-            out.append(Period(f"w/c {humane.short_day(d)}", midnight(d),
-                              midnight(d + timedelta(weeks=1))))
+            out.append(Period(f"w/c {humane.short_day(d)}", day_start(d),
+                              day_start(d + timedelta(weeks=1))))
     elif kind == "month":
         year, month = today.year, today.month
         months = []
@@ -71,8 +69,8 @@ def periods(kind: str, today: date, count: int, fy_start: tuple[int, int] = (4, 
             year, month = (year, month - 1) if month > 1 else (year - 1, 12)
         for y, m in reversed(months):
             nxt = date(y + 1, 1, 1) if m == 12 else date(y, m + 1, 1)
-            out.append(Period(humane.month(date(y, m, 1)), midnight(date(y, m, 1)),
-                              midnight(nxt)))
+            out.append(Period(humane.month(date(y, m, 1)), day_start(date(y, m, 1)),
+                              day_start(nxt)))
     elif kind == "year":
         month, day = fy_start
         first = date(today.year, month, day)
@@ -81,7 +79,7 @@ def periods(kind: str, today: date, count: int, fy_start: tuple[int, int] = (4, 
         for i in range(count - 1, -1, -1):
             start = date(first.year - i, month, day)
             label = f"{start.year}/{(start.year + 1) % 100:02d}"
-            out.append(Period(label, midnight(start), midnight(date(start.year + 1, month, day))))
+            out.append(Period(label, day_start(start), day_start(date(start.year + 1, month, day))))
     else:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}")
     return out
