@@ -26,8 +26,8 @@ def test_demo_from_a_pipe_vends_on_a_key_and_signposts(tmp_path):
     assert "display | Sorry, cannot give foil pack right now." in out  # slot 3 jammed
 
 
-def read_until(fd: int, pattern: str, timeout: float = 20) -> str:
-    """Read a pty until ``pattern`` shows up on the screen (escape codes removed)."""
+def read_until(fd: int, *patterns: str, timeout: float = 20) -> str:
+    """Read a pty until every one of ``patterns`` shows up (escape codes removed)."""
     seen = b""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -42,9 +42,9 @@ def read_until(fd: int, pattern: str, timeout: float = 20) -> str:
             break
         seen += chunk
         text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", seen.decode(errors="replace"))
-        if pattern in text:
+        if all(pattern in text for pattern in patterns):
             return text
-    raise AssertionError(f"{pattern!r} never appeared; screen was:\n{seen.decode(errors='replace')}")
+    raise AssertionError(f"{patterns!r} never all appeared; screen was:\n{seen.decode(errors='replace')}")
 
 
 def test_demo_in_a_terminal_vends_when_a_key_is_pressed(tmp_path):
@@ -54,10 +54,10 @@ def test_demo_in_a_terminal_vends_when_a_key_is_pressed(tmp_path):
                             cwd=ROOT)
     os.close(slave)
     try:
-        screen = read_until(master, "Press a button for a pack.")
-        assert "[1] 1ml syringes x10" in screen
+        # a frame can come in more than one read: wait for the buttons below the display too
+        read_until(master, "Press a button for a pack.", "[1] 1ml syringes x10")
         os.write(master, b"1")
-        screen = read_until(master, "Take your pack below.")
+        read_until(master, "Take your pack below.")
         os.write(master, b"d")
         read_until(master, "Being restocked.")
         os.write(master, b"q")
