@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from controller.config import (
     _REQUIRED,
     MACHINE_ID,
+    PRODUCT_ID,
     ConfigError,
     MqttConfig,
     _Table,
@@ -31,6 +32,7 @@ DEFAULT_PATHS = ("./hub.toml", "/etc/nspvend/hub.toml")
 ALERT_TYPES = ("offline", "jam", "empty", "low_stock", "sharps_bin_full", "door_open", "silence",
                "storage_fault", "board_fault")
 CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+CHANNEL = re.compile(r"[a-z][a-z0-9-]{0,31}")  # a tally channel: counter, van, outreach-north
 LISTEN = re.compile(r"(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(?P<port>\d{1,5})")
 
 
@@ -90,6 +92,10 @@ class HubConfig:
     estimate_source: str | None = None
     estimate_year: int | None = None
     injections_per_day: float | None = None
+    # counts from people (the tally page): the channels besides the machines, and the
+    # products it offers (id -> name; empty: those the machines stock and [reports] units)
+    tally_channels: tuple[str, ...] = ("counter", "van")
+    tally_products: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def metrics_token(self) -> str | None:
         """The bearer token /metrics takes without a login (the file's first line)."""
@@ -243,6 +249,23 @@ def parse_hub_config(data: dict, path: str = "<hub config>") -> HubConfig:
     web.finish()
     reports.finish()
 
+    tally = top.table("tally")
+    channels = tally.strings("channels", ["counter", "van"])
+    for i, channel in enumerate(channels):
+        if not CHANNEL.fullmatch(channel) or channel.startswith("machine"):
+            raise tally.fail(f"channels[{i}]", f"{channel[:40]!r} must be a short name in lower "
+                                               "case letters, digits and '-' (not machine...), "
+                                               'such as "van"')
+    if len(set(channels)) != len(channels) or not 1 <= len(channels) <= 20:
+        raise tally.fail("channels", "must name 1 to 20 channels, each once")
+    tally_products = tally.get("products", dict, {}, 'a table of product ids and names, such '
+                               'as { "syringe-1ml" = "1ml syringes x10" }')
+    for product, name in tally_products.items():
+        if not PRODUCT_ID.fullmatch(product) or not isinstance(name, str) or not name.strip():
+            raise tally.fail(f"products.{product[:40]}", 'must be a product id like "syringe-1ml" '
+                                                         "with its name as text")
+    tally.finish()
+
     machines = {}
     for i, item in enumerate(top.get("machines", list, [], "a list of [[machines]]")):
         t = _Table(path, item, f"machines[{i}]")
@@ -271,7 +294,8 @@ def parse_hub_config(data: dict, path: str = "<hub config>") -> HubConfig:
         database_url=url, database_password_file=password_file,
         keep_events_days=keep_events_days, client_id=client_id, share_group=share_group,
         catch_up_s=catch_up_s, trusted_proxies=tuple(proxies),
-        metrics_token_file=metrics_token_file,
+        metrics_token_file=metrics_token_file, tally_channels=tuple(channels),
+        tally_products={k: v.strip() for k, v in tally_products.items()},
     )
 
 

@@ -2,17 +2,20 @@
 
 Starts a private mosquitto on a free port, three machines on the simulator (real daemons)
 that clients use now and then, a few months of made-up history (sent as machines send it,
-so the reports have something to show), and the hub on 127.0.0.1 with a demo login; prints
+and a counter's and a van's as the tally page sends them, so the reports have something to
+show), and the hub on 127.0.0.1 with a demo login; prints
 the address and runs until Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.cookiejar
 import http.server
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -21,6 +24,8 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
+import urllib.request
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -121,6 +126,42 @@ def history(port: int, days: int) -> None:
         client.loop_stop()
 
 
+def tallies(base: str, days: int) -> int:
+    """Made-up months at the counter (weekdays 10:00-17:00) and from the van (Tuesday,
+    Thursday and Saturday evenings), sent as the tally page sends them: logged in as the
+    demo's staff, hourly buckets to ``POST /tally``. Returns the packs sent."""
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    page = opener.open(f"{base}/login", timeout=30).read().decode()
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page)[1]
+    form = urllib.parse.urlencode({"username": LOGIN[0], "password": LOGIN[1], "csrf": csrf})
+    opener.open(f"{base}/login", form.encode(), timeout=30)
+    rng = random.Random(11)
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    hour, buckets, packs = now - timedelta(days=days), [], 0
+    while hour < now - timedelta(hours=1):
+        weekday, h = hour.weekday(), hour.hour  # UTC hours: near enough for made-up data
+        channel = ("counter" if weekday < 5 and 10 <= h < 17 else
+                   "van" if weekday in (1, 3, 5) and 18 <= h < 22 else None)
+        if channel:
+            busy = 2.5 if channel == "counter" else 4.0
+            counts = {p: max(0, round(rng.gauss(busy * weight / 2, 1.5)))
+                      for p, _, _, weight in PRODUCTS}
+            packs += sum(counts.values())
+            buckets.append({"id": uuid.uuid4().hex, "channel": channel,
+                            "start": hour.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                            "end": (hour + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                            "counts": counts, "version": 1})
+        hour += timedelta(hours=1)
+    for i in range(0, len(buckets), 200):
+        request = urllib.request.Request(f"{base}/tally", json.dumps(
+            {"buckets": buckets[i:i + 200]}).encode(), {"Content-Type": "application/json"})
+        answer = json.loads(opener.open(request, timeout=60).read())
+        if not answer["ok"]:
+            raise RuntimeError(f"the hub refused a made-up tally: {answer}")
+    return packs
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/hub-demo", description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, default=8080, help="the web page's port (8080)")
@@ -204,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         threading.Thread(target=lambda: [None for _ in hub.stderr], daemon=True).start()
         print("hub-demo: sending the made-up history...", flush=True)
         history(port, args.days)
+        tallies(f"http://127.0.0.1:{args.port}", args.days)
         print(f"\nThe hub: http://127.0.0.1:{args.port}/   log in as {LOGIN[0]} / {LOGIN[1]}\n"
               f"Three machines on the simulator; clients come by now and then, and a slot "
               f"jams now and again: its alert is printed here as the hub sends it. Ctrl-C stops "

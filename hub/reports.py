@@ -1,6 +1,9 @@
 """Commissioners' figures: packs per product per machine per day, week, month or financial
 year, confirmed and unconfirmed apart, with how much of each period the machine's buckets
-cover ("nothing heard" is not "nothing dispensed"). Nothing finer than a bucket exists here
+cover ("nothing heard" is not "nothing dispensed"); and the packs staff tallied at the
+counter, from the van or any other channel (``[tally] channels``), so that the whole service
+is in one count. Every count has a channel: ``machine:<id>`` for a machine's, the channel's
+name for people's. Nothing finer than a bucket (a machine's, or a tally's hour) exists here
 to be shown. Periods are days in the hub's time zone (``[web] timezone``), as the CSV of
 docs/hub.md; a bucket belongs to the period its start falls in.
 """
@@ -32,10 +35,24 @@ class Period:
     end: datetime
     counts: dict[str, dict[str, list[int]]] = field(default_factory=dict)  # machine->product->[c,u]
     covered: dict[str, float] = field(default_factory=dict)  # machine -> share of the period
+    tallied: dict[str, dict[str, int]] = field(default_factory=dict)  # channel->product->packs
 
     def total(self, product: str | None = None, unconfirmed: bool = False) -> int:
+        """Packs of ``product`` (or all), from machines and people (a tallied pack was seen
+        given, so it is confirmed)."""
+        machines = sum(v[int(unconfirmed)] for products in self.counts.values()
+                       for p, v in products.items() if product is None or p == product)
+        if unconfirmed:
+            return machines
+        return machines + sum(n for products in self.tallied.values()
+                              for p, n in products.items() if product is None or p == product)
+
+    def machine_total(self, unconfirmed: bool = False) -> int:
         return sum(v[int(unconfirmed)] for products in self.counts.values()
-                   for p, v in products.items() if product is None or p == product)
+                   for v in products.values())
+
+    def channel_total(self, channel: str) -> int:
+        return sum(self.tallied.get(channel, {}).values())
 
 
 def midnight(d: date, tz: ZoneInfo = UTC_ZONE) -> datetime:
@@ -99,42 +116,75 @@ def fill(store: HubStore, spans: list[Period], machines: list[str] | None = None
         period.covered = {machine: min(1.0, seconds / length)
                           for machine, seconds in store.period_cover(start, end)
                           if machines is None or machine in machines}
+        if machines is None:
+            for channel, product, packs in store.tally_totals(start, end)[0]:
+                period.tallied.setdefault(channel, {})[product] = packs
     return spans
 
 
+def channel_of(machine: str) -> str:
+    """The channel of a machine's counts."""
+    return f"machine:{machine}"
+
+
 def usage_csv(store: HubStore, start: date, end: date, tz: ZoneInfo = UTC_ZONE) -> str:
-    """The usage CSV (docs/hub.md): ``machine,product,confirmed,unconfirmed`` (then coverage
-    and bucket counts) for buckets starting in [start, end), days in ``tz``; each bucket
-    counted once."""
+    """The usage CSV (docs/hub.md): ``machine,product,confirmed,unconfirmed`` (then coverage,
+    bucket counts and the channel) for buckets starting in [start, end), days in ``tz``;
+    each bucket counted once. A machine's rows have the channel ``machine:<id>``; people's
+    (tallied) rows an empty machine, their packs as confirmed, and the channel's name."""
     span = Period("", midnight(start, tz), midnight(end, tz))
     fill(store, [span])
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["machine", "product", "confirmed", "unconfirmed", "coverage", "buckets"])
+    writer.writerow(["machine", "product", "confirmed", "unconfirmed", "coverage", "buckets",
+                     "channel"])
     for machine, product, confirmed, unconfirmed, buckets in store.usage_totals(
             iso(span.start), iso(span.end)):
         writer.writerow(humane.csv_row([machine, product, confirmed, unconfirmed,
-                                        f"{span.covered.get(machine, 0.0):.3f}", buckets]))
+                                        f"{span.covered.get(machine, 0.0):.3f}", buckets,
+                                        channel_of(machine)]))
+    rows, buckets_of = store.tally_totals(iso(span.start), iso(span.end))
+    for channel, product, packs in rows:
+        writer.writerow(humane.csv_row(["", product, packs, 0, "", buckets_of.get(channel, 0),
+                                        channel]))
     return out.getvalue()
 
 
-def bar_chart(spans: list[Period], title: str) -> str:
-    """A bar chart of confirmed (solid) and unconfirmed (pale) packs per period, as HTML: a
-    row a period with its label and figures as text, so it reads on a phone, in a screen
-    reader and on paper. Widths are classes (``w-0`` .. ``w-100``): no inline style."""
+def bar_chart(spans: list[Period], title: str, channels: tuple[str, ...] = ()) -> str:
+    """A bar chart of packs per period, as HTML: the machines' confirmed (solid) and
+    unconfirmed (pale), then each of ``channels`` (people's tallies, hatched, one pattern
+    each), a row a period with its label and figures as text, split by channel, so it reads
+    on a phone, in a screen reader and on paper. Widths are classes (``w-0`` .. ``w-100``):
+    no inline style."""
     top = max([p.total() + p.total(unconfirmed=True) for p in spans] + [1])
-    rows = [f'<figure class="chart"><figcaption>{escape(title)}</figcaption><ol>']
+    rows = [f'<figure class="chart"><figcaption>{escape(title)}</figcaption>']
+    if channels:
+        keys = "".join(f'<li><span class="key bar-ch-{i % 4}"></span>{escape(c.capitalize())}'
+                       "</li>" for i, c in enumerate(channels))
+        rows.append('<ul class="chart-key"><li><span class="key bar"></span>Machines</li>'
+                    f"{keys}</ul>")
+    rows.append("<ol>")
     for p in spans:
-        confirmed, unconfirmed = p.total(), p.total(unconfirmed=True)
-        solid = round(100 * confirmed / top)
-        pale = min(100 - solid, round(100 * unconfirmed / top))
-        figures = humane.number(confirmed) + (f" + {humane.number(unconfirmed)} unconfirmed"
-                                              if unconfirmed else "")
-        unsure = f'<span class="bar-unconfirmed w-{pale}"></span>' if pale else ""
+        confirmed, unconfirmed = p.machine_total(), p.total(unconfirmed=True)
+        parts = [("bar", confirmed), ("bar-unconfirmed", unconfirmed)]
+        parts += [(f"bar-ch-{i % 4}", p.channel_total(c)) for i, c in enumerate(channels)]
+        used = 0
+        bars = []
+        for css, n in parts:
+            width = min(100 - used, round(100 * n / top))
+            if width:
+                bars.append(f'<span class="{css} w-{width}"></span>')
+                used += width
+        figures = humane.number(p.total())
+        people = [f"{c} {humane.number(p.channel_total(c))}" for c in channels
+                  if p.channel_total(c)]
+        if people:  # split by channel when people's counts are in it
+            figures += f" (machines {humane.number(confirmed)}, {', '.join(people)})"
+        if unconfirmed:
+            figures += f" + {humane.number(unconfirmed)} unconfirmed"
         rows.append(f'<li><span class="chart-label">{escape(p.label)}</span>'
-                    f'<span class="chart-track" aria-hidden="true">'
-                    f'<span class="bar w-{solid}"></span>{unsure}'
-                    f'</span><span class="chart-figure">{figures}</span></li>')
+                    f'<span class="chart-track" aria-hidden="true">{"".join(bars)}</span>'
+                    f'<span class="chart-figure">{figures}</span></li>')
     rows.append("</ol></figure>")
     return "".join(rows)
 
@@ -169,7 +219,8 @@ class Coverage:
 def coverage(store: HubStore, config: Any, now: datetime, years: int = 3) -> list[Coverage]:
     """Needle-syringes per person who injects drugs per year, for the last 12 months and the
     last ``years`` financial years (``[reports]`` units and people_who_inject; none without
-    them). Confirmed packs only: an unconfirmed pack may not have dropped."""
+    them), from every channel: machines and people's tallies. Confirmed packs only: an
+    unconfirmed pack may not have dropped."""
     people, units = config.people_who_inject, config.units
     if not people or not units:
         return []
@@ -183,6 +234,8 @@ def coverage(store: HubStore, config: Any, now: datetime, years: int = 3) -> lis
         days = max(1.0, (end - span.start).total_seconds() / 86400)
         needles = sum(confirmed * units.get(product, 0) for _, product, confirmed, _
                       in store.period_counts(iso(span.start), iso(end)))
+        needles += sum(packs * units.get(product, 0) for _, product, packs
+                       in store.tally_totals(iso(span.start), iso(end))[0])
         per_year = needles / people * (365 / days if days < 365 else 1)
         per_injection = (needles / (people * config.injections_per_day * days)
                          if config.injections_per_day else None)

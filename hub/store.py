@@ -134,7 +134,25 @@ V5_KNOWN = ("INSERT INTO enrolled (id, name, enrolled) SELECT id, id, first_hear
             " WHERE id NOT IN (SELECT id FROM enrolled)")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5]
+def _v6(db: sqlite_utils.Database) -> None:
+    # counts from people (the tally page): a bucket per person, channel and hour, its counts
+    # replaced by each send of it (the page sends the hour's totals so far), never a tap's time
+    db["tallies"].create({"id": str, "channel": str, "start": str, "end": str, "user": str,
+                          "version": int}, pk="id", if_not_exists=True)
+    db["tally_counts"].create({"tally_id": str, "product": str, "count": int},
+                              pk=("tally_id", "product"), if_not_exists=True)
+    for statement in V6:
+        db.execute(statement)
+
+
+V6 = ["CREATE INDEX IF NOT EXISTS tallies_by_start ON tallies (start, channel)",
+      'CREATE INDEX IF NOT EXISTS tallies_by_user ON tallies ("user", start)',
+      # who did what: the commands and acknowledgements of the last days, without every row
+      "CREATE INDEX IF NOT EXISTS commands_by_sent ON commands (sent)",
+      "CREATE INDEX IF NOT EXISTS alert_log_acked ON alert_log (acked_at)"]
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 T = 'TEXT COLLATE "C"'  # ISO times and days compare as bytes, whatever the server's locale
@@ -180,12 +198,29 @@ PG_MIGRATIONS: list[list[str]] = [
      f" place TEXT, key_file TEXT, enrolled {T})",
      f"CREATE TABLE IF NOT EXISTS asking (id {T} PRIMARY KEY, first_heard {T},"
      f" last_heard {T})", V5_KNOWN],
+    [f'CREATE TABLE tallies (id {T} PRIMARY KEY, channel {T}, start {T}, "end" {T}, "user" {T},'
+     " version BIGINT)",
+     f"CREATE TABLE tally_counts (tally_id {T}, product {T}, count INTEGER,"
+     f" PRIMARY KEY (tally_id, product))", *V6],
 ]
 assert len(PG_MIGRATIONS) == SCHEMA_VERSION
 CATCH_UP = "hub (catch-up)"  # who the hub's own questions for buckets are recorded as
 LEADER_KEY = 0x6E737076  # "nspv": the advisory lock the hub process running the alerts holds
 MACHINE_COLUMNS = ("id, first_heard, last_heard, availability, availability_since, state, stock,"
                    " silence, state_at, stock_at, silence_at, last_pack")
+
+
+@dataclass(frozen=True)
+class Tally:
+    """A tally bucket as the page sends it: its id, channel, hour, the counts so far and
+    their version (one more at each change on the page)."""
+
+    id: str
+    channel: str
+    start: str
+    end: str
+    counts: dict[str, int]
+    version: int = 1
 
 
 @dataclass(frozen=True)
@@ -438,6 +473,61 @@ class HubStore:
         hours = sum((parse_iso(e) - parse_iso(s)).total_seconds() for s, e in spans) / 3600
         return {product: (packs, hours) for product, packs in rows}
 
+    # -- counts from people (the tally page) ----------------------------------------------
+    def record_tally(self, tally: Tally, user: str) -> str:
+        """Keep a tally bucket, its counts replacing what an earlier send of it said (the page
+        sends the hour's totals so far, each change a higher ``version``, so a resend counts
+        once and a send overtaken by a later one changes nothing): ``new``, ``updated`` or
+        ``same``; ``taken`` (nothing changed) when the id is another person's, channel's or
+        hour's."""
+        counts = sorted((p, n) for p, n in tally.counts.items() if n)
+        with self.transaction():
+            created = self._x('INSERT INTO tallies (id, channel, start, "end", "user", version)'
+                              " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                              (tally.id, tally.channel, tally.start, tally.end, user,
+                               tally.version)).rowcount
+            if created:
+                outcome = "new"
+            else:
+                # a no-op update takes the row's lock (PostgreSQL), so that two sends of one
+                # bucket at once take turns
+                self._x('UPDATE tallies SET "user" = "user" WHERE id = ?', (tally.id,))
+                row = self._x('SELECT channel, start, "end", "user", version FROM tallies'
+                              " WHERE id = ?", (tally.id,)).fetchone()
+                if tuple(row[:4]) != (tally.channel, tally.start, tally.end, user):
+                    return "taken"
+                if tally.version <= row[4]:
+                    return "same"
+                self._x("UPDATE tallies SET version = ? WHERE id = ?", (tally.version, tally.id))
+                self._x("DELETE FROM tally_counts WHERE tally_id = ?", (tally.id,))
+                outcome = "updated"
+            if counts:
+                marks = ", ".join(["(?, ?, ?)"] * len(counts))
+                self._x(f"INSERT INTO tally_counts (tally_id, product, count) VALUES {marks}",
+                        [v for p, n in counts for v in (tally.id, p, n)])
+        return outcome
+
+    def tally_totals(self, start: str, end: str) -> tuple[list[tuple[str, str, int]],
+                                                          dict[str, int]]:
+        """``(channel, product, count)`` for tally buckets starting in [start, end), and the
+        buckets per channel."""
+        rows = self._x("SELECT t.channel, c.product, sum(c.count) FROM tallies t JOIN"
+                       " tally_counts c ON c.tally_id = t.id WHERE t.start >= ? AND t.start < ?"
+                       " GROUP BY t.channel, c.product ORDER BY t.channel, c.product",
+                       (start, end)).fetchall()
+        buckets = self._x("SELECT channel, count(*) FROM tallies WHERE start >= ? AND start < ?"
+                          " GROUP BY channel", (start, end)).fetchall()
+        return [tuple(r) for r in rows], dict(buckets)
+
+    def tally_activity(self, since: str, limit: int = 500) -> list[tuple[str, str, str, str, int]]:
+        """Who tallied what: ``(user, hour start, hour end, channel, packs)``, latest first."""
+        rows = self._x('SELECT t."user", t.start, t."end", t.channel, sum(coalesce(c.count, 0))'
+                       " FROM tallies t LEFT JOIN tally_counts c ON c.tally_id = t.id"
+                       ' WHERE t.start >= ? GROUP BY t."user", t.start, t."end", t.channel'
+                       ' ORDER BY t.start DESC, t."user", t.channel LIMIT ?',
+                       (since, limit)).fetchall()
+        return [tuple(r) for r in rows]
+
     # -- commands ------------------------------------------------------------------------
     def record_command(self, command_id: str, machine: str, user: str, command: dict,
                        at: datetime) -> None:
@@ -454,6 +544,24 @@ class HubStore:
                        f" commands WHERE machine = ? ORDER BY sent DESC, {self._order} DESC"
                        " LIMIT ?", (machine, limit)).fetchall()
         return [_command(r) for r in rows]
+
+    def staff_actions(self, since: str, limit: int = 500) -> list[dict]:
+        """What people did since ``since``, latest first: commands sent (``command``) and
+        alerts acknowledged (``ack``), each with who and when. Tallies are by hour
+        (:meth:`tally_activity`)."""
+        commands = self._x('SELECT sent, "user", machine, command, ok, answered FROM commands'
+                           ' WHERE sent >= ? AND "user" <> ? ORDER BY sent DESC LIMIT ?',
+                           (since, CATCH_UP, limit)).fetchall()
+        acks = self._x("SELECT acked_at, acked_by, machine, type, subject FROM alert_log"
+                       " WHERE acked_at >= ? ORDER BY acked_at DESC LIMIT ?",
+                       (since, limit)).fetchall()
+        out = [{"kind": "command", "at": at, "user": user, "machine": machine,
+                "command": json.loads(command), "ok": None if ok is None else bool(ok),
+                "answered": answered}
+               for at, user, machine, command, ok, answered in commands]
+        out += [{"kind": "ack", "at": at, "user": user, "machine": machine, "type": kind,
+                 "subject": subject} for at, user, machine, kind, subject in acks]
+        return sorted(out, key=lambda a: a["at"], reverse=True)[:limit]
 
     # -- users and sessions --------------------------------------------------------------
     def set_user(self, name: str, role: str, password_hash: str, at: datetime) -> None:

@@ -42,11 +42,11 @@ from starlette.responses import (
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from controller.clock import Clock, SystemClock, parse_iso
+from controller.clock import Clock, SystemClock, iso, parse_iso
 from controller.commands import COMMANDS
 from controller.config import MACHINE_ID
 from controller.messages import MODES, CommandResult, compact
-from hub import alerts, board, humane, reports
+from hub import alerts, board, humane, reports, tally
 from hub.config import HubConfig
 from hub.listener import Heard, Listener
 from hub.store import HubStore
@@ -261,6 +261,12 @@ class Web:
             Route("/picklist.csv", self.page(self.picklist_csv, program=True)),
             Route("/reports", self.page(self.reports_page)),
             Route("/reports/usage.csv", self.page(self.usage_csv, program=True)),
+            Route("/tally", self.page(self.tally_page)),
+            Route("/tally", self.page(self.tally_send, program=True, staff=True),
+                  methods=["POST"]),
+            Route("/tally-worker.js", self.tally_worker),
+            Route("/tally/pictograms/{kind}.png", self.pictogram),
+            Route("/activity", self.page(self.activity_page)),
             Route("/api/machines", self.page(self.api_machines, program=True)),
             Route("/api/machines/{id}/commands", self.page(self.api_command, program=True,
                                                            staff=True), methods=["POST"]),
@@ -617,22 +623,30 @@ class Web:
                                                          self.config.financial_year_start,
                                                          self.config.tz),
                              now=now)
-        products = sorted({p for s in spans for ms in s.counts.values() for p in ms})
+        products = sorted({p for s in spans for ms in [*s.counts.values(), *s.tallied.values()]
+                           for p in ms})
         machines = sorted({m for s in spans for m in list(s.counts) + list(s.covered)})
+        channels = self.channels(spans)
         first_of_month = today.replace(day=1)
         previous = (first_of_month - timedelta(days=1)).replace(day=1)
         return self.render(
             "reports.html", user=user, here="/reports", kind=kind, kinds=reports.KINDS, spans=spans,
-            products=products, machines=machines,
+            products=products, machines=machines, channels=channels,
             chart=reports.bar_chart(spans, "Packs given out, by "
-                                    f"{'financial year' if kind == 'year' else kind}"),
+                                    f"{'financial year' if kind == 'year' else kind}", channels),
             tz=self.config.timezone, product_names=self._product_names(),
             coverage=reports.coverage(self.store, self.config, now), config=self.config,
             target=reports.TARGET_2030,
             month_from=previous.isoformat(), month_to=first_of_month.isoformat())
 
+    def channels(self, spans: list[reports.Period] = ()) -> tuple[str, ...]:
+        """People's channels: those configured, then any others the periods hold counts of
+        (a channel since taken out of ``[tally] channels`` keeps its history)."""
+        known = self.config.tally_channels
+        return known + tuple(sorted({c for s in spans for c in s.tallied} - set(known)))
+
     def _product_names(self) -> dict[str, str]:
-        names: dict[str, str] = {}
+        names: dict[str, str] = dict(self.config.tally_products)
         for m in self.store.machines():
             for pid, p in (m.stock.products.items() if m.stock else ()):
                 if p.name:
@@ -651,6 +665,86 @@ class Web:
             return PlainTextResponse("to must be after from", 400)
         text = await asyncio.to_thread(reports.usage_csv, self.store, start, end, self.config.tz)
         return _csv(text, f"nspvend-usage-{start}-{end}.csv")
+
+    # -- counts from people ------------------------------------------------------------------
+    async def tally_page(self, request: Request, user: dict) -> Response:
+        chosen = request.query_params.get("channel")
+        return self.render("tally.html", user=user, here="/tally",
+                           channels=self.config.tally_channels,
+                           chosen=chosen if chosen in self.config.tally_channels else None,
+                           products=tally.products(self.config, self._product_names()))
+
+    async def tally_send(self, request: Request, user: dict) -> Response:
+        """The page's waiting buckets: each kept (its counts replacing an earlier send of it)
+        or refused with the field named; one bad bucket does not stop the others."""
+        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            return JSONResponse({"ok": False, "error": "send the buckets as application/json"},
+                                415)
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            return JSONResponse({"ok": False, "error": "the body is not JSON"}, 400)
+        buckets = body.get("buckets") if isinstance(body, dict) else None
+        if not isinstance(buckets, list) or not 1 <= len(buckets) <= tally.MAX_BUCKETS:
+            return JSONResponse({"ok": False, "error": "buckets: must be a list of 1 to "
+                                                       f"{tally.MAX_BUCKETS} tally buckets"}, 400)
+        now = self.clock.now()
+        answers = []
+        for i, data in enumerate(buckets):
+            given = data.get("id") if isinstance(data, dict) else None
+            try:
+                bucket = tally.tally_of(data, self.config.tally_channels, now)
+            except tally.BadTally as e:
+                answers.append({"id": given if isinstance(given, str) else None, "ok": False,
+                                "error": f"buckets[{i}].{e}"[:300]})
+                continue
+            outcome = await asyncio.to_thread(self.store.record_tally, bucket, user["name"])
+            answer: dict[str, Any] = {"id": bucket.id, "ok": outcome != "taken",
+                                      "outcome": outcome}
+            if outcome == "taken":
+                answer["error"] = (f"buckets[{i}].id: is another bucket's (another person's, "
+                                   "channel's or hour's)")
+            answers.append(answer)
+        return JSONResponse({"ok": all(a["ok"] for a in answers), "buckets": answers})
+
+    async def tally_worker(self, request: Request) -> Response:
+        """The tally page's service worker: no secret in it, so no login (a browser fetches
+        it by itself); served from the top so that its scope may be /tally."""
+        return Response((HERE / "static" / "tally-worker.js").read_bytes(),
+                        media_type="text/javascript")
+
+    async def pictogram(self, request: Request) -> Response:
+        kind = request.path_params["kind"]
+        if kind not in tally.KINDS:
+            return PlainTextResponse("No such pictogram.", 404)
+        png = await asyncio.to_thread(tally.pictogram_png, kind)
+        return Response(png, media_type="image/png")
+
+    async def activity_page(self, request: Request, user: dict) -> Response:
+        """Who did what in the last 30 days: commands, acknowledgements, and tallies by person
+        and hour (never by tap)."""
+        now = self.clock.now()
+        since = iso(now - timedelta(days=ALERT_DAYS))
+        rows: list[dict] = []
+        machines = {m.id: m for m in self.store.machines()}
+        for a in self.store.staff_actions(since):
+            m = machines.get(a["machine"])
+            if a["kind"] == "command":
+                result = ("no answer yet" if a["answered"] is None else
+                          "done" if a["ok"] else "refused")
+                what = f"{command_words(a['command'], m.stock if m else None)} ({result})"
+            else:
+                product = alerts.product_of(m, a["type"], a["subject"])
+                what = ("On it: " + alerts.TYPE_WORDS.get(a["type"], a["type"].replace("_", " "))
+                        + (f", {product}" if product else ""))
+            rows.append({"at": a["at"], "who": a["user"], "what": what, "machine": a["machine"]})
+        for who, start, end, channel, packs in self.store.tally_activity(since):
+            rows.append({"at": start, "until": end, "who": who, "machine": None,
+                         "channel": channel,
+                         "what": f"Tallied {humane.number(packs)} pack{'' if packs == 1 else 's'}"})
+        rows.sort(key=lambda r: r["at"], reverse=True)
+        return self.render("activity.html", user=user, here="/activity", rows=rows,
+                           days=ALERT_DAYS)
 
     # -- JSON ------------------------------------------------------------------------------
     async def api_machines(self, request: Request, user: dict) -> Response:

@@ -41,7 +41,8 @@ class Hub:
 
     def __init__(self, tmp: Path, alerts: dict | None = None,
                  keys: dict[str, str] | None = None, web: dict | None = None,
-                 machines: tuple[str, ...] = (), reports: dict | None = None) -> None:
+                 machines: tuple[str, ...] = (), reports: dict | None = None,
+                 tally: dict | None = None) -> None:
         """``machines``: ids the hub knows besides hub-a and hub-b."""
         """``keys``: the command key the hub signs each machine's commands with, by id."""
         self.tmp = tmp
@@ -55,7 +56,8 @@ class Hub:
                   "machines": [{"id": "hub-a", "name": "Mare Street"},
                                {"id": "hub-b", "name": "Dalston Lane"},
                                *({"id": m, "name": m} for m in machines)],
-                  **({"reports": reports} if reports else {})}
+                  **({"reports": reports} if reports else {}),
+                  **({"tally": tally} if tally else {})}
         for machine in config["machines"]:
             if keys and machine["id"] in keys:
                 key_file = tmp / f"{machine['id']}.key"
