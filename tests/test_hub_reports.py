@@ -90,9 +90,9 @@ def test_report_days_are_the_hub_s_local_days_in_summer_too(new_store):
     assert [d.total() for d in days] == [1, 2 + 4, 8]
     assert days[1].covered == {"m1": 2 / 24}
     text = reports.usage_csv(store, date(2026, 7, 1), date(2026, 7, 3), london)
-    assert "m1,syringe-1ml,14,0,0.062,3" in text.splitlines()  # 2 + 4 + 8, 3 of 48 hours
+    assert "m1,syringe-1ml,14,0,0.062,3,machine:m1" in text.splitlines()  # 2 + 4 + 8, 3 of 48 hours
     text = reports.usage_csv(store, date(2026, 7, 1), date(2026, 7, 3))  # UTC days
-    assert "m1,syringe-1ml,28,0,0.062,3" in text.splitlines()  # 4 + 8 + 16
+    assert "m1,syringe-1ml,28,0,0.062,3,machine:m1" in text.splitlines()  # 4 + 8 + 16
 
 
 def test_two_hour_buckets_cover_a_whole_local_day_in_summer(new_store):
@@ -123,8 +123,9 @@ def test_counts_stay_apart_and_coverage_says_how_much_was_heard(new_store):
     assert days[1].covered == {"m1": 0.5}
     assert (days[1].total(), days[1].total(unconfirmed=True)) == (24, 1)
     text = reports.usage_csv(store, date(2026, 11, 24), date(2026, 11, 25))
-    assert text.splitlines() == ["machine,product,confirmed,unconfirmed,coverage,buckets",
-                                 "m1,foil,0,0,0.500,12", "m1,syringe-1ml,24,1,0.500,12"]
+    assert text.splitlines() == [
+        "machine,product,confirmed,unconfirmed,coverage,buckets,channel",
+        "m1,foil,0,0,0.500,12,machine:m1", "m1,syringe-1ml,24,1,0.500,12,machine:m1"]
     chart = reports.bar_chart(days, "by day")
     assert chart.startswith('<figure class="chart">')
     assert "<span class=\"chart-label\">24 Nov</span>" in chart and "24 + 1 unconfirmed" in chart
@@ -273,7 +274,7 @@ def test_a_store_from_a_newer_hub_is_refused(new_store):
 def test_a_store_from_the_hub_before_is_upgraded(new_store):
     """Schema 3 adds the indexes the hourly clearing out needs, to a store of schema 2;
     schema 4 the alerts' log, with the alerts raised at the time; schema 5 enrolment, every
-    machine heard before it counted as enrolled."""
+    machine heard before it counted as enrolled; schema 6 people's tallies."""
     store = new_store()
     with store.transaction():
         store.heard("m1", NOW)  # a machine heard before enrolment existed
@@ -283,13 +284,17 @@ def test_a_store_from_the_hub_before_is_upgraded(new_store):
     if store.kind == "sqlite":
         store.db.execute("DROP INDEX events_by_received")
         store.db.execute("DROP TABLE alert_log")
+        store.db.execute("DROP TABLE tallies")
+        store.db.execute("DROP TABLE tally_counts")
         store.db.execute("PRAGMA user_version = 2")
         again = SqliteStore(store.path)
-        assert again.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+        assert again.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
         assert "events_by_received" in {i.name for i in again.db["events"].indexes}
     else:
         store._x("DROP INDEX events_by_received")
         store._x("DROP TABLE alert_log")
+        store._x("DROP TABLE tallies")
+        store._x("DROP TABLE tally_counts")
         store._x("UPDATE nspvend_schema SET version = 2")
         again = PgStore(store.url)
         assert again._x("SELECT version FROM nspvend_schema").fetchone()[0] == SCHEMA_VERSION
@@ -302,6 +307,12 @@ def test_a_store_from_the_hub_before_is_upgraded(new_store):
         assert again.acknowledge(raised["id"], "sam", NOW)
         assert not again.acknowledge(raised["id"], "kim", NOW)  # someone is on it already
     assert again.acknowledged() == {("m1", "jam", "slot 1"): ("sam", iso(NOW))}
+    from hub.store import Tally
+
+    assert again.record_tally(Tally("tally-0001", "van", "2026-11-25T10:00:00Z",
+                                    "2026-11-25T11:00:00Z", {"foil": 2}), "sam") == "new"
+    assert again.tally_totals("2026-11-25T00:00:00Z", "2026-11-26T00:00:00Z") == (
+        [("van", "foil", 2)], {"van": 1})
     again.close()
 
 
@@ -478,7 +489,7 @@ def test_no_cell_of_the_usage_csv_is_a_formula_whatever_a_machine_names_its_prod
             clock_synced=True), NOW)
     text = reports.usage_csv(store, date(2026, 11, 24), date(2026, 11, 25))
     rows = list(csv.reader(io.StringIO(text)))
-    assert all(len(r) == 6 for r in rows)  # a comma or a quote in a name shifts nothing
+    assert all(len(r) == 7 for r in rows)  # a comma or a quote in a name shifts nothing
     cells = [c for r in rows[1:] for c in r]
     assert not [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r")]
     assert sorted(r[1] for r in rows[1:]) == sorted(
@@ -515,3 +526,81 @@ def test_the_coverage_estimate_needs_its_source_and_year():
         parse_hub_config({"mqtt": {"host": "h"}, "reports": {"people_who_inject": 60}})
     with pytest.raises(ConfigError, match="reports.units.foil: must be a whole number"):
         parse_hub_config({"mqtt": {"host": "h"}, "reports": {"units": {"foil": "ten"}}})
+
+
+def test_the_whole_service_adds_up_per_channel_and_in_total(new_store):
+    """A machine's buckets and staff's tallies at the counter and the van: the CSV, the report
+    periods and the coverage figure count each once, split by channel, and add up."""
+    from hub.config import parse_hub_config
+    from hub.store import Tally
+
+    config = parse_hub_config({"mqtt": {"host": "127.0.0.1"}, "reports": {
+        "units": {"syringe-1ml": 10}, "people_who_inject": 60,
+        "estimate_source": "JSNA", "estimate_year": 2025}})
+    store = new_store()
+    day = datetime(2026, 11, 24, tzinfo=UTC)
+    with store.transaction():
+        for k in range(3):  # 3 buckets of 20 syringe packs at the machine, 1 unconfirmed each
+            start = day + timedelta(hours=k)
+            store.record_usage("m1", usage(f"u{k}", iso(start), iso(start + timedelta(hours=1)),
+                                           20, unconfirmed=1), NOW)
+    hour = day + timedelta(hours=10)
+
+    def tally(tally_id, channel, counts, version=1, start=hour, user="sam"):
+        return store.record_tally(Tally(tally_id, channel, iso(start),
+                                        iso(start + timedelta(hours=1)), counts, version), user)
+
+    assert tally("counter-1", "counter", {"syringe-1ml": 30, "foil": 5}) == "new"
+    assert tally("counter-1", "counter", {"syringe-1ml": 30, "foil": 5}) == "same"  # resent
+    assert tally("counter-2", "counter", {"syringe-1ml": 10}, user="kim") == "new"
+    assert tally("van-1", "van", {"syringe-1ml": 4}) == "new"
+    assert tally("van-1", "van", {"syringe-1ml": 6}, version=3) == "updated"
+    assert tally("van-1", "van", {"syringe-1ml": 5}, version=2) == "same"  # overtaken: no change
+    assert tally("van-1", "counter", {"syringe-1ml": 99}, version=4) == "taken"
+
+    text = reports.usage_csv(store, date(2026, 11, 24), date(2026, 11, 25))
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert list(rows[0])[:4] == ["machine", "product", "confirmed", "unconfirmed"]
+    by_channel: dict[str, int] = {}
+    for r in rows:
+        by_channel[r["channel"]] = by_channel.get(r["channel"], 0) + int(r["confirmed"])
+    assert by_channel == {"machine:m1": 60, "counter": 45, "van": 6}
+    assert [r for r in rows if r["channel"] == "counter"] == [
+        {"machine": "", "product": "foil", "confirmed": "5", "unconfirmed": "0", "coverage": "",
+         "buckets": "2", "channel": "counter"},
+        {"machine": "", "product": "syringe-1ml", "confirmed": "40", "unconfirmed": "0",
+         "coverage": "", "buckets": "2", "channel": "counter"}]
+    assert sum(int(r["unconfirmed"]) for r in rows) == 3  # the machine's, kept apart
+
+    period = reports.fill(store, [reports.Period("24 Nov", day, day + timedelta(days=1))],
+                          now=NOW)[0]
+    assert (period.machine_total(), period.channel_total("counter"),
+            period.channel_total("van"), period.total()) == (60, 45, 6, 111)
+    assert period.total("syringe-1ml") == 60 + 40 + 6 and period.total(unconfirmed=True) == 3
+    chart = reports.bar_chart([period], "Packs", ("counter", "van"))
+    assert "111 (machines 60, counter 45, van 6) + 3 unconfirmed" in chart
+    # needle-syringes from every channel: (60 + 40 + 6) packs of 10, foil counts none
+    assert reports.coverage(store, config, NOW)[0].needles == 1060
+
+
+def test_a_year_from_the_machine_the_counter_and_the_van_is_one_coverage_figure(new_store):
+    from hub.config import parse_hub_config
+    from hub.store import Tally
+
+    config = parse_hub_config({"mqtt": {"host": "127.0.0.1"}, "reports": {
+        "units": {"syringe-1ml": 10}, "people_who_inject": 60, "estimate_source": "JSNA",
+        "estimate_year": 2025}})
+    store = new_store()
+    with store.transaction():
+        for k in range(1, 13):  # 12,000 needle-syringes a year: 50 packs a month at the
+            start = (NOW - timedelta(days=30 * k)).replace(minute=0)  # machine, 40 at the
+            store.record_usage("m1", usage(f"y{k}", iso(start),  # counter, 10 from the van
+                                           iso(start + timedelta(hours=1)), 50), NOW)
+    for k in range(1, 13):
+        start = (NOW - timedelta(days=30 * k)).replace(minute=0)
+        for channel, packs in (("counter", 40), ("van", 10)):
+            store.record_tally(Tally(f"{channel}-{k:04d}", channel, iso(start),
+                                     iso(start + timedelta(hours=1)), {"syringe-1ml": packs}),
+                               "sam")
+    rolling = reports.coverage(store, config, NOW)[0]
+    assert (rolling.needles, rolling.per_person_year, rolling.band) == (12000, 200.0, "medium")
