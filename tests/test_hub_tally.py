@@ -306,6 +306,8 @@ def test_a_phone_with_no_signal_keeps_the_taps_and_sends_them_once_when_it_is_ba
     assert channel_totals(sam) == totals
     browser.find_element("id", "tally-new-shift").click()
     assert browser.find_element("id", "tally-total").text == "0"
+    assert browser.find_element("id", "tally-last").text == "The shift before: 6 packs."
+    assert not browser.find_element("css selector", ".tally-undo[data-product=foil]").is_enabled()
     assert channel_totals(sam) == totals
     kept = json.loads(browser.execute_script("return localStorage.getItem('nspvend-tally')"))
     assert all(set(b) == {"id", "user", "channel", "start", "end", "counts", "sent", "version"}

@@ -18,7 +18,7 @@
   var SEND_AFTER_MS = 1500;  // after the last tap: a run of taps for one person goes as one
   var RETRY_MS = [3000, 5000, 10000, 15000];  // while the hub cannot be reached
   var KEEP_MS = 2 * 86400000;  // sent buckets are forgotten here two days after their hour
-  var MAX_SEND = 200;
+  var MAX_SEND = 100;  // buckets a send (the hub takes 200, and 64 KiB a request)
 
   var box = document.getElementById("tally");
   if (!box) { return; }
@@ -242,7 +242,13 @@
       total += n;
       el.textContent = n + " this shift";
     });
+    Array.prototype.forEach.call(box.querySelectorAll(".tally-undo"), function (b) {
+      b.disabled = !(sh[b.dataset.product] > 0);  // nothing of this shift to take back
+    });
     document.getElementById("tally-total").textContent = String(total);
+    var last = (s.lastShift || {})[user];
+    document.getElementById("tally-last").textContent =
+      last === undefined ? "" : "The shift before: " + plural(last, "pack", "packs") + ".";
     var n = pending(s), others = {}, badTaps = 0, id;
     for (id in s.buckets) {
       var b = s.buckets[id];
@@ -299,7 +305,13 @@
     if (button.classList.contains("tally-add")) { add(button.dataset.product); }
     else if (button.classList.contains("tally-undo")) { undo(button.dataset.product); }
     else if (button.id === "tally-new-shift") {
-      change(function (s) { s.shifts[user] = {}; });
+      change(function (s) {
+        var before = 0, p;
+        for (p in shift(s)) { before += s.shifts[user][p]; }
+        s.lastShift = s.lastShift || {};
+        s.lastShift[user] = before;
+        s.shifts[user] = {};
+      });
     }
   });
   box.addEventListener("change", function (event) {
