@@ -129,7 +129,8 @@ def history(port: int, days: int) -> None:
 def tallies(base: str, days: int) -> int:
     """Made-up months at the counter (weekdays 10:00-17:00) and from the van (Tuesday,
     Thursday and Saturday evenings), sent as the tally page sends them: logged in as the
-    demo's staff, hourly buckets to ``POST /tally``. Returns the packs sent."""
+    demo's staff, hourly buckets to ``POST /tally``; a fortnight at least, so that both are
+    in it. Returns the packs sent."""
     jar = http.cookiejar.CookieJar()
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
     page = opener.open(f"{base}/login", timeout=30).read().decode()
@@ -138,7 +139,7 @@ def tallies(base: str, days: int) -> int:
     opener.open(f"{base}/login", form.encode(), timeout=30)
     rng = random.Random(11)
     now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-    hour, buckets, packs = now - timedelta(days=days), [], 0
+    hour, buckets, packs = now - timedelta(days=max(days, 14)), [], 0
     while hour < now - timedelta(hours=1):
         weekday, h = hour.weekday(), hour.hour  # UTC hours: near enough for made-up data
         channel = ("counter" if weekday < 5 and 10 <= h < 17 else

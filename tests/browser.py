@@ -101,8 +101,8 @@ def axe_violations(driver) -> list[dict]:
 
 LOOK = """
     const small = [];
-    for (const e of document.querySelectorAll(
-            'a, button, select, input:not([type=hidden]):not([type=checkbox]):not([type=radio]), textarea, label.check')) {
+    for (const e of document.querySelectorAll('a, button, select, textarea, label.check, '
+            + 'input:not([type=hidden]):not([type=checkbox]):not([type=radio])')) {
         const r = e.getBoundingClientRect();
         if (r.width === 0 && r.height === 0) continue;  // not shown (the skip link until focused)
         if (getComputedStyle(e).visibility === 'hidden') continue;

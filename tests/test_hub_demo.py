@@ -17,6 +17,7 @@ import pytest
 
 from tests.broker import MOSQUITTO
 from tests.daemon_process import ask
+from tests.hub_client import HubClient
 from tests.test_hub import free_port
 
 pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto not installed")
@@ -47,6 +48,13 @@ def test_the_demo_prints_the_alerts_its_hub_sends(tmp_path):
         line_with(f"The hub: http://127.0.0.1:{port}/", 120)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/login", timeout=10) as page:
             assert page.status == 200
+        staff = HubClient(f"http://127.0.0.1:{port}")
+        staff.login("demo", "demo password")
+        channels = {row["channel"] for row in staff.csv(
+            "/reports/usage.csv?from=2000-01-01&to=2100-01-01")}
+        assert {"counter", "van", "machine:mare-street"} <= channels, channels
+        _, _, page = staff.get("/reports")
+        assert "A person a year" in page and "made up for the demo" in page
         assert ask(tmp_path / "mare-street" / "sim.sock", {"op": "door", "open": True})["ok"]
         line = line_with("hub-demo: alert raised: Mare Street, outside the Hub: Door open", 60)
         assert "not serving" in line
