@@ -198,8 +198,13 @@ class HubProcess:
         self.ready.set()
 
     def terminate(self, timeout: float = 30) -> int:
+        """SIGTERM, and the exit code once it has stopped (what it logged, if it does not)."""
         self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the hub did not stop within {timeout:.0f} s of SIGTERM; it "
+                                 "said:\n" + "".join(self.log[-30:])) from None
 
     def kill(self) -> None:
         self.proc.kill()
