@@ -102,7 +102,7 @@ def test_thousands_of_random_payloads_over_mqtt_are_answered_like_the_socket(fuz
     """One test, so it never depends on another having run first in the same process."""
     daemon, hub, reference = fuzz_rig
 
-    @settings(max_examples=150, deadline=None,
+    @settings(max_examples=110, deadline=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                      HealthCheck.function_scoped_fixture])
     @given(payloads=st.lists(PAYLOADS, min_size=8, max_size=24))

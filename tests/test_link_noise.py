@@ -22,7 +22,7 @@ from tests.serial_rig import DropFrames, SerialRig, serial_config
 from tests.wire import Noisy
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=9, deadline=None, suppress_health_check=list(HealthCheck))
 @given(
     rate=st.floats(min_value=0.0, max_value=0.03),
     seed=st.integers(0, 2**32),
