@@ -80,6 +80,11 @@ def _parser() -> argparse.ArgumentParser:
     refill.add_argument("slot", nargs="?", type=int, help="slot number")
     refill.add_argument("count", nargs="?", type=int, help="packs now in the slot")
     refill.add_argument("--all", action="store_true", help="every slot is full to capacity")
+    refill.add_argument("--expires", metavar="YYYY-MM",
+                        help="the month the packs put in expire at the end of (without it, "
+                             "the slot keeps no date)")
+    refill.add_argument("--expired", type=int, metavar="N",
+                        help="packs past their date taken out of the slot (for the reports)")
     slot = add("slot", _slot, "enable, disable, clear a fault or configure a slot", json_flag=True)
     slot.add_argument("action", choices=("enable", "disable", "clear", "configure"))
     slot.add_argument("slot", type=int)
@@ -234,9 +239,10 @@ def _reply(args: argparse.Namespace, command: dict, show: Any) -> int:
 
 
 def _print_stock(stock: dict) -> None:
-    print(f"{'slot':>4}  {'product':<14} {'count':>9}  status")
+    print(f"{'slot':>4}  {'product':<14} {'count':>9}  {'use by':<7}  status")
     for s in stock["slots"]:
         print(f"{s['slot']:>4}  {s['product']:<14} {s['count']:>4}/{s['capacity']:<4}  "
+              f"{s.get('expires') or '-':<7}  "
               f"{s['status']}{'  (low at ' + str(s['low_at']) + ')' if s['status'] == 'low' else ''}")
     print()
     for product, p in stock["products"].items():
@@ -265,7 +271,10 @@ def _stock(args: argparse.Namespace) -> int:
 
 def _print_slots(r: dict) -> None:
     for s in r.get("slots", [r]):
-        print(f"slot {s['slot']}: {s['product']} {s['count']}/{s['capacity']} (low at {s['low_at']})")
+        dated = f", use by end of {s['expires']}" if s.get("expires") else ""
+        taken = f"; {s['expired']} past their date taken out" if s.get("expired") else ""
+        print(f"slot {s['slot']}: {s['product']} {s['count']}/{s['capacity']} (low at "
+              f"{s['low_at']}{dated}){taken}")
 
 
 def _refill(args: argparse.Namespace) -> int:
@@ -280,6 +289,10 @@ def _refill(args: argparse.Namespace) -> int:
         return 2
     else:
         command = {"cmd": "refill", "slot": args.slot, "count": args.count}
+    if args.expires is not None:
+        command["expiry"] = args.expires
+    if args.expired is not None:
+        command["expired"] = args.expired
     return _reply(args, command, _print_slots)
 
 

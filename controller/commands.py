@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from controller.clock import iso, parse_iso
 from controller.ledger import COMMAND_MEMORY_LIMIT, Event, SlotState, StorageError
-from controller.messages import MODES, Mode, answer, read_key, refusal, signature_ok
+from controller.messages import MODES, MONTH, Mode, answer, read_key, refusal, signature_ok
 
 if TYPE_CHECKING:
     from controller.vending import VendingMachine
@@ -216,23 +216,49 @@ def _save(vm: VendingMachine, slot: SlotState, now: datetime, event: Event) -> d
 
 
 def _refill(vm: VendingMachine, args: _Args, origin: str) -> Apply:
+    """Staff say what a slot now holds (or every slot: full), and optionally the month its
+    packs expire at the end of (``expiry``; a refill without one leaves the slot undated)
+    and how many packs past their date they took out (``expired``)."""
+    expiry = _month(args, "expiry") if args.has("expiry") else None
     if args.flag("all"):
         if args.has("slot") or args.has("count"):
             raise BadCommand("all", "cannot be given with slot or count")
-        targets = [replace(s, count=s.capacity, known_empty=False) for s in vm.slots.values()]
+        if args.has("expired"):
+            raise BadCommand("expired", "is a slot's: give slot and count with it, not all")
+        targets = [replace(s, count=s.capacity, known_empty=False, expires=expiry)
+                   for s in vm.slots.values()]
+        expired = 0
     else:
         slot = _slot(vm, args)
         count = args.integer("count", 0, slot.capacity,
                              f"the packs now in slot {slot.slot}, 0 to {slot.capacity}")
-        targets = [replace(slot, count=count, known_empty=False)]
+        expired = args.integer("expired", 0, 10_000) if args.has("expired") else 0
+        targets = [replace(slot, count=count, known_empty=False, expires=expiry)]
 
     def apply(now: datetime) -> Any:
-        done = [_save(vm, s, now, Event("refilled", s.slot, s.product, f"count {s.count}"))
-                for s in targets]
+        done = []
+        for s in targets:
+            dated = f", use by end of {s.expires}" if s.expires else ""
+            done.append(_save(vm, s, now, Event("refilled", s.slot, s.product,
+                                                f"count {s.count}{dated}")))
+            if s.expires:
+                done[-1]["expires"] = s.expires
+        if expired:
+            vm.ledger.add_event(Event("expired_removed", targets[0].slot, targets[0].product,
+                                      f"{expired} packs past their date taken out",
+                                      count=expired), now)
+            done[-1]["expired"] = expired
         vm.recounted()
         return {"slots": done}
 
     return apply
+
+
+def _month(args: _Args, name: str) -> str:
+    value = args.text(name)
+    if not MONTH.fullmatch(value):
+        raise BadCommand(name, f"must be a month such as 2027-03, not {value[:20]!r}")
+    return value
 
 
 def _configure_slot(vm: VendingMachine, args: _Args, origin: str) -> Apply:

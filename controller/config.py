@@ -56,6 +56,7 @@ class Product:
     name: str
     button: int
     names: tuple[tuple[str, str], ...] = ()  # (language, name) where it differs from ``name``
+    shelf_life_months: int | None = None  # a fresh pack's life: the hub suggests a use-by date
 
     def name_in(self, language: str) -> str:
         return dict(self.names).get(language, self.name)
@@ -713,6 +714,7 @@ def _parse_products(path: str, items: list) -> list[Product]:
             name=t.text("name", _REQUIRED),
             button=t.integer("button", _REQUIRED, 1, 64),
             names=_names(t),
+            shelf_life_months=t.integer("shelf_life_months", None, 1, 120),
         )
         t.finish()
         if any(p.id == product.id for p in products):

@@ -49,6 +49,8 @@ class SlotState:
     fault: str | None = None
     known_empty: bool = False
     """Counted empty and a turn dropped nothing: not turned again until it may hold packs."""
+    expires: str | None = None
+    """The month its packs expire at the end of (``2027-03``), as given at the last refill."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class Event:
     slot: int | None = None
     product: str | None = None
     detail: str | None = None
+    count: int | None = None  # packs, where the event is about a number of them
 
 
 @dataclass
@@ -136,7 +139,13 @@ def _v3(db: sqlite_utils.Database) -> None:
                + ",".join("?" * len(VEND_CAUSED)) + ")", VEND_CAUSED)
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
+def _v4(db: sqlite_utils.Database) -> None:
+    """A slot's packs carry the month they expire at the end of (given at refill)."""
+    if "expires" not in db["slots"].columns_dict:
+        db["slots"].add_column("expires", str)
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -268,11 +277,12 @@ class Ledger:
     # -- slots -----------------------------------------------------------------
     def slots(self) -> dict[int, SlotState]:
         rows = self._x(
-            "SELECT slot, product, count, capacity, low_at, enabled, fault, known_empty FROM slots"
-            " ORDER BY slot"
+            "SELECT slot, product, count, capacity, low_at, enabled, fault, known_empty, expires"
+            " FROM slots ORDER BY slot"
         ).fetchall()
         return {
-            r[0]: SlotState(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], bool(r[7])) for r in rows
+            r[0]: SlotState(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], bool(r[7]), r[8])
+            for r in rows
         }
 
     def config_signatures(self) -> dict[int, str | None]:
@@ -282,13 +292,13 @@ class Ledger:
         """Write one slot (inside the caller's transaction)."""
         self._x(
             "INSERT INTO slots (slot, product, count, capacity, low_at, enabled, fault, known_empty,"
-            " config_sig) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(slot) DO UPDATE SET"
-            " product=excluded.product, count=excluded.count, capacity=excluded.capacity,"
-            " low_at=excluded.low_at, enabled=excluded.enabled, fault=excluded.fault,"
-            " known_empty=excluded.known_empty,"
+            " expires, config_sig) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(slot) DO"
+            " UPDATE SET product=excluded.product, count=excluded.count,"
+            " capacity=excluded.capacity, low_at=excluded.low_at, enabled=excluded.enabled,"
+            " fault=excluded.fault, known_empty=excluded.known_empty, expires=excluded.expires,"
             " config_sig=coalesce(excluded.config_sig, slots.config_sig)",
             (s.slot, s.product, s.count, s.capacity, s.low_at, int(s.enabled), s.fault,
-             int(s.known_empty), config_sig),
+             int(s.known_empty), s.expires, config_sig),
         )
 
     def delete_slot(self, slot: int) -> None:
@@ -443,7 +453,7 @@ class Ledger:
         """Log ``event`` at ``now`` and queue it for the hub (inside the caller's transaction)."""
         payload = EventMessage(id=event_id or uuid.uuid4().hex, ts=iso(now), type=event.type,
                                slot=event.slot, product=event.product,
-                               detail=event.detail).payload()
+                               detail=event.detail, count=event.count).payload()
         self._log_and_queue(payload)
         return payload
 
@@ -464,7 +474,7 @@ class Ledger:
         """Keep ``event``, caused by a vend, unsent and with no time until
         :meth:`release_held` (inside the caller's transaction)."""
         held = {"id": uuid.uuid4().hex, "type": event.type, "slot": event.slot,
-                "product": event.product, "detail": event.detail}
+                "product": event.product, "detail": event.detail, "count": event.count}
         self._x("INSERT INTO held_events (hold, payload) VALUES ('', ?)", (compact(held),))
 
     def held_events(self) -> list[Event]:

@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import json
 import math
+import re
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, ClassVar
@@ -98,6 +99,17 @@ def _name(value: str, name: str) -> str:
 def _take_name(data: dict, name: str, required: bool = True) -> str | None:
     value = _take(data, name, str, required)
     return None if value is None else _name(value, name)
+
+
+MONTH = re.compile(r"(20\d\d)-(0[1-9]|1[0-2])")
+
+
+def _month(data: dict, name: str) -> str | None:
+    """An optional month such as ``2027-03`` (the month packs expire at the end of)."""
+    value = _take(data, name, (str, type(None)), required=False)
+    if value is not None and not MONTH.fullmatch(value):
+        raise BadMessage(name, "must be a month such as 2027-03")
+    return value
 
 
 def _counts(data: dict, name: str) -> dict[str, int]:
@@ -202,6 +214,7 @@ class SlotStock:
     capacity: int
     low_at: int
     status: str
+    expires: str | None = optional()  # the month its packs expire at the end of: 2027-03
 
 
 @dataclass(frozen=True)
@@ -211,6 +224,7 @@ class ProductStock:
     count: int
     status: str
     name: str | None = optional()  # the product's display name (readers take it missing)
+    shelf_life_months: int | None = optional()  # a fresh pack's life, where configured
 
 
 @dataclass(frozen=True)
@@ -235,7 +249,8 @@ class StockMessage(Message):
                     slot=_take(s, "slot", int), product=_take_name(s, "product"),
                     count=_take(s, "count", int), capacity=_take(s, "capacity", int),
                     low_at=_take(s, "low_at", int),
-                    status=_take(s, "status", str, choices=SLOT_STATUSES)))
+                    status=_take(s, "status", str, choices=SLOT_STATUSES),
+                    expires=_month(s, "expires")))
             except BadMessage as e:
                 raise BadMessage(f"slots[{i}].{e.field}", str(e).split(": ", 1)[1]) from None
         products = {}
@@ -250,7 +265,9 @@ class StockMessage(Message):
                 products[product] = ProductStock(
                     count=_take(p, "count", int),
                     status=_take(p, "status", str, choices=SLOT_STATUSES),
-                    name=_take(p, "name", (str, type(None)), required=False))
+                    name=_take(p, "name", (str, type(None)), required=False),
+                    shelf_life_months=_take(p, "shelf_life_months", (int, type(None)),
+                                            required=False))
             except BadMessage as e:
                 raise BadMessage(f"products.{product}.{e.field}",
                                  str(e).split(": ", 1)[1]) from None
@@ -289,14 +306,18 @@ class EventMessage(Message):
     slot: int | None = optional()
     product: str | None = optional()
     detail: str | None = optional()
+    count: int | None = optional()  # packs, where the event is about a number of them
 
     @classmethod
     def read(cls, raw: bytes | str | dict) -> EventMessage:
         d = _object(raw)
+        count = _take(d, "count", int, required=False)
+        if count is not None and not 0 <= count <= MAX_INT:
+            raise BadMessage("count", "must be a whole number, 0 or more")
         return cls(id=_take_name(d, "id"), ts=_ts(d), type=_take_name(d, "type"),
                    slot=_take(d, "slot", int, required=False),
                    product=_take_name(d, "product", required=False),
-                   detail=_take(d, "detail", str, required=False))
+                   detail=_take(d, "detail", str, required=False), count=count)
 
 
 @dataclass(frozen=True)

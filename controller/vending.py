@@ -136,6 +136,7 @@ class VendingMachine:
         self._unconfirmed_raised = False  # latched while the drop sensor is blind
         self._in_vend = False  # a press is being served: what it changes waits for the close
         self._held_logs: list[tuple[int, str]] = []  # log lines told at the bucket's close
+        self._told_expired: set[int] = set()  # slots past their date used: told once a refill
         self.published = PublicView({})
         self.closed_at: datetime | None = None  # the end of the bucket closed last
         self.closed_news = False  # that close told what vends caused
@@ -284,8 +285,16 @@ class VendingMachine:
 
     def _vend_product(self, product: Product) -> bool:
         tried: set[int] = set()
-        while (slot := stock.choose_slot(self.slots.values(), product.id, tried)) is not None:
+        today = self.clock.now().astimezone(self.config.tz).date()
+        while (slot := stock.choose_slot(self.slots.values(), product.id, tried,
+                                         today)) is not None:
             tried.add(slot.slot)
+            if stock.expired(slot, today) and slot.slot not in self._told_expired:
+                # access first: the client gets the pack; staff hear of it with the bucket
+                self._told_expired.add(slot.slot)
+                self._cause(Event("expired_given", slot.slot, slot.product,
+                                  f"packs past their date ({slot.expires}) given out: no slot "
+                                  "in date had any"))
             turns = 0
             while True:
                 counted_empty = slot.count <= 0
@@ -877,7 +886,9 @@ class VendingMachine:
         counts as at the last bucket close with staff's changes since; stamped ``at`` or now."""
         slots = self.published.slots if public else self.slots
         return stock.stock_message(slots.values(), self.products, iso(at or self.clock.now()),
-                                   {p.id: p.name for p in self.products.values()}).payload()
+                                   {p.id: p.name for p in self.products.values()},
+                                   {p.id: p.shelf_life_months for p in self.products.values()
+                                    if p.shelf_life_months}).payload()
 
     # -- staff changes -------------------------------------------------------------
     def staff_change(self, change: Callable[[datetime], Any]) -> Any:
@@ -915,6 +926,7 @@ class VendingMachine:
                 if getattr(new, f.name) != getattr(old, f.name):
                     setattr(shown, f.name, getattr(new, f.name))
         self._mismatch_raised.discard(new.slot)
+        self._told_expired.discard(new.slot)
         self.ledger.save_slot(new)
 
     # -- slot layout -----------------------------------------------------------
@@ -938,6 +950,7 @@ class VendingMachine:
             else:
                 if current.product != cfg.product:
                     current.count = 0  # a different product: what is in there is unknown
+                    current.expires = None
                 current.product, current.capacity, current.low_at = (
                     cfg.product, cfg.capacity, cfg.low_at)
                 current.count = min(current.count, cfg.capacity)
@@ -956,7 +969,7 @@ def _set(**values: Any) -> Callable[[PublicView], None]:
 
 
 _LEVELS = {"jam": logging.WARNING, "sensor_fault": logging.ERROR, "empty": logging.WARNING,
-           "stock_mismatch": logging.WARNING}
+           "stock_mismatch": logging.WARNING, "expired_given": logging.WARNING}
 
 
 def _level(event: Event) -> int:

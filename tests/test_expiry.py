@@ -1,0 +1,114 @@
+"""Stock with dates, at the machine: a slot's packs carry the month they expire at the end of
+(given at refill), the soonest to expire is given first, a slot past its date is skipped while
+one in date has packs and used when none has (access first, and staff are told), and packs
+taken out past their date are told to the hub for the reports."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, timedelta
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from controller import stock
+from controller.clock import FakeClock
+from controller.ledger import SlotState
+from tests.conftest import BASE, Rig, make_config
+
+TWO_NALOXONE = [*BASE["slots"], {"slot": 5, "product": "naloxone", "capacity": 5, "low_at": 1}]
+NALOXONE = 3  # its button
+
+
+def told(rig: Rig, kind: str) -> list[dict]:
+    return [json.loads(p) for _, k, p in rig.ledger.outbox(10_000) if k == kind]
+
+
+def rig_with_two_naloxone_slots(tmp_path) -> Rig:
+    rig = Rig(make_config(tmp_path, slots=TWO_NALOXONE),
+              clock=FakeClock(datetime(2027, 2, 20, 22, 0, tzinfo=UTC)))
+    for slot, count, expiry in ((4, 3, "2027-03"), (5, 5, "2027-09")):
+        rig.model.load(slot, count)
+        answer = rig.command(cmd="refill", slot=slot, count=count, expiry=expiry)
+        assert answer["ok"] and answer["result"]["slots"][0]["expires"] == expiry, answer
+    return rig
+
+
+def test_the_soonest_to_expire_goes_first_and_a_slot_past_its_date_only_when_none_else_can(
+        tmp_path):
+    rig = rig_with_two_naloxone_slots(tmp_path)
+    rig.press(NALOXONE)  # slot 5 is fuller, but slot 4's packs expire sooner
+    assert rig.model.packs_dropped()[4] == 1 and rig.model.packs_dropped()[5] == 0
+    rig.clock.advance((datetime(2027, 4, 1, 0, 30, tzinfo=UTC) - rig.clock.now()).total_seconds())
+    rig.tick()
+    rig.press(NALOXONE)  # 1 April: slot 4's March packs are past their date
+    assert rig.model.packs_dropped()[4] == 1 and rig.model.packs_dropped()[5] == 1
+    for _ in range(4):  # slot 5 given out to the last pack
+        rig.press(NALOXONE)
+    assert rig.counts()[5] == 0 and rig.model.packs_dropped()[4] == 1
+    rig.close_bucket()
+    assert not [e for e in told(rig, "event") if e["type"] == "expired_given"]
+    rig.press(NALOXONE)  # nothing in date has a pack: the client still gets one
+    rig.press(NALOXONE)
+    assert rig.model.packs_dropped()[4] == 3 and rig.vm.screen == "thank_you"
+    assert not [e for e in told(rig, "event") if e["type"] == "expired_given"]  # held
+    rig.close_bucket()
+    [given_out] = [e for e in told(rig, "event") if e["type"] == "expired_given"]  # once
+    assert (given_out["slot"], given_out["product"]) == (4, "naloxone")
+    assert given_out["ts"] == told(rig, "usage")[-1]["end"]  # the bucket's end, not the press
+    assert rig.ledger.totals()["naloxone"]["confirmed"] == 8
+
+
+def test_a_slot_refilled_without_a_date_keeps_none_and_the_stock_says_each_slots_date(tmp_path):
+    rig = rig_with_two_naloxone_slots(tmp_path)
+    slots = {s["slot"]: s for s in rig.vm.stock_report()["slots"]}
+    assert (slots[4]["expires"], slots[5]["expires"]) == ("2027-03", "2027-09")
+    assert "expires" not in slots[1]  # undated: left out, as readers expect
+    rig.refill(4, 5)
+    assert "expires" not in {s["slot"]: s for s in rig.vm.stock_report()["slots"]}[4]
+    rig.restart()
+    assert rig.vm.slots[5].expires == "2027-09" and rig.vm.slots[4].expires is None
+
+
+def test_packs_taken_out_past_their_date_are_told_and_a_bad_date_changes_nothing(tmp_path):
+    rig = rig_with_two_naloxone_slots(tmp_path)
+    answer = rig.command(cmd="refill", slot=4, count=5, expiry="2028-01", expired=2)
+    assert answer["ok"] and answer["result"]["slots"][0]["expired"] == 2
+    [removed] = [e for e in told(rig, "event") if e["type"] == "expired_removed"]
+    assert (removed["slot"], removed["product"], removed["count"]) == (4, "naloxone", 2)
+    before = {n: (s.count, s.expires) for n, s in rig.vm.slots.items()}
+    for request, error in (
+            ({"slot": 4, "count": 1, "expiry": "2027-13"}, "expiry: must be a month such as"),
+            ({"slot": 4, "count": 1, "expiry": "March"}, "expiry: must be a month such as"),
+            ({"slot": 4, "count": 1, "expired": -1}, "expired: must be a whole number"),
+            ({"all": True, "expired": 3}, "expired: is a slot's"),
+            ({"slot": 4, "count": 1, "expiry": 202703}, "expiry: must be a string")):
+        answer = rig.command(cmd="refill", **request)
+        assert not answer["ok"] and answer["error"].startswith(error), (request, answer)
+    assert {n: (s.count, s.expires) for n, s in rig.vm.slots.items()} == before
+    answer = rig.command(cmd="refill", all=True, expiry="2027-12")
+    assert answer["ok"] and {s.expires for s in rig.vm.slots.values()} == {"2027-12"}
+
+
+@given(slots=st.lists(st.tuples(st.integers(0, 3), st.sampled_from([None, "2026-10", "2026-11",
+                                                                    "2027-01", "2027-06"]),
+                                st.booleans()), min_size=1, max_size=5))
+def test_a_slot_in_date_with_packs_is_always_chosen_before_one_past_its_date(slots):
+    today = date(2026, 12, 1)
+    states = [SlotState(n + 1, "naloxone", count, 5, 1, enabled=healthy, expires=expires)
+              for n, (count, expires, healthy) in enumerate(slots)]
+    chosen = stock.choose_slot(states, "naloxone", today=today)
+    serving = [s for s in states if s.enabled]
+    if not serving:
+        assert chosen is None
+        return
+    fresh = [s for s in serving if s.count > 0 and not stock.expired(s, today)]
+    if fresh:
+        soonest = min(s.expires or "9999-99" for s in fresh)
+        assert chosen in fresh and (chosen.expires or "9999-99") == soonest
+    elif any(s.count > 0 for s in serving):
+        assert chosen.count > 0  # past its date, but a pack: access first
+    assert stock.use_until("2026-11") == today and stock.expired(
+        SlotState(1, "n", 1, 5, 1, expires="2026-11"), today)
+    assert not stock.expired(SlotState(1, "n", 1, 5, 1, expires="2026-11"),
+                             today - timedelta(days=1))
