@@ -24,6 +24,7 @@ from email.message import EmailMessage
 from zoneinfo import ZoneInfo
 
 from controller.clock import Clock, SystemClock, iso, parse_iso
+from controller.stock import use_until
 from hub import humane
 from hub.config import HubConfig
 from hub.listener import Heard
@@ -44,9 +45,11 @@ def sentence(text: str) -> str:
 
 
 def conditions_of(machine: Machine, now: datetime, offline_after_s: int,
-                  tz: ZoneInfo | None = None) -> list[Condition]:
+                  tz: ZoneInfo | None = None, expiring_days: int = 30) -> list[Condition]:
     """What is wrong with ``machine`` as far as the hub can tell, each in words naming the
-    product (times in ``tz``)."""
+    product (times in ``tz``); a slot holding packs is ``expiring`` from ``expiring_days``
+    before the end of the month they expire at, and ``expired`` (as well) from the day
+    after it, both until a refill with a later date or none, or the slot runs out."""
     tz = tz or ZoneInfo("UTC")
     found: list[Condition] = []
     mid = machine.id
@@ -80,18 +83,36 @@ def conditions_of(machine: Machine, now: datetime, offline_after_s: int,
                 found.append((mid, "empty", product, f"{name}: none left"))
             elif p.status == "low":
                 found.append((mid, "low_stock", product, f"{name}: {humane.number(p.count)} left"))
+        today = now.astimezone(tz).date()
+        for s in stock.slots:
+            if not s.expires or s.count <= 0:
+                continue
+            until = use_until(s.expires)
+            words = humane.slot_words(stock, s.slot)
+            if today >= until - timedelta(days=expiring_days):
+                found.append((mid, "expiring", f"slot {s.slot}", f"{words}: use by end of "
+                                                                f"{humane.month_of(s.expires)}"))
+            if today >= until:
+                found.append((mid, "expired", f"slot {s.slot}", f"{words}: past its date (end "
+                                                               f"of {humane.month_of(s.expires)})"))
     return found
 
 
 TYPE_WORDS = {"offline": "Offline", "silence": "No packs given out", "jam": "Slot jammed",
               "storage_fault": "Cannot save counts", "board_fault": "Dispenser board fault",
               "sharps_bin_full": "Sharps bin full", "door_open": "Door open",
-              "empty": "None left", "low_stock": "Running low"}
+              "empty": "None left", "low_stock": "Running low",
+              "expiring": "Near its date", "expired": "Past its date"}
 ENDED = {"offline": "Back online", "silence": "Packs given out again",
          "jam": "{thing} working again", "storage_fault": "Writing its counts to disk again",
          "board_fault": "Dispenser board fault cleared", "sharps_bin_full": "Sharps bin emptied",
          "door_open": "Door closed", "empty": "{thing} restocked",
-         "low_stock": "{thing} no longer low"}
+         "low_stock": "{thing} no longer low",
+         "expiring": "{thing}: no packs near their date now",
+         "expired": "{thing}: no packs past their date now"}
+
+
+SLOT_KINDS = ("jam", "expiring", "expired")  # alerts about one slot: subject "slot N"
 
 
 def product_of(machine: Machine | None, kind: str, subject: str) -> str | None:
@@ -99,7 +120,7 @@ def product_of(machine: Machine | None, kind: str, subject: str) -> str | None:
     stock = machine.stock if machine else None
     if kind in ("empty", "low_stock") and subject:
         return humane.product_name(stock, subject)
-    if kind == "jam" and subject.startswith("slot ") and subject[5:].isdigit():
+    if kind in SLOT_KINDS and subject.startswith("slot ") and subject[5:].isdigit():
         product = humane.slot_product(stock, int(subject[5:]))
         return humane.product_name(stock, product) if product else None
     return None
@@ -107,7 +128,7 @@ def product_of(machine: Machine | None, kind: str, subject: str) -> str | None:
 
 def ended(machine: Machine | None, kind: str, subject: str, lasted_s: float) -> str:
     """What a cleared alert says: what ended, and after how long."""
-    if kind == "jam" and subject.startswith("slot ") and subject[5:].isdigit():
+    if kind in SLOT_KINDS and subject.startswith("slot ") and subject[5:].isdigit():
         thing = humane.slot_words(machine.stock if machine else None, int(subject[5:]))
     else:
         thing = sentence(product_of(machine, kind, subject) or subject or "it")
@@ -165,7 +186,8 @@ class Alerts:
             if machine.id not in self.config.machines:
                 continue  # removed (its history stays): nothing more is said of it
             current = {(m, t, s): d for m, t, s, d in
-                       conditions_of(machine, now, self.config.offline_after_s, self.config.tz)}
+                       conditions_of(machine, now, self.config.offline_after_s, self.config.tz,
+                                     self.config.expiring_days)}
             for key, detail in current.items():
                 self._gone.pop(key, None)
                 if key not in raised:

@@ -8,9 +8,11 @@ runs out, and who is on an alert. The alerts are raised from the same words
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from controller.clock import iso
+from controller.messages import SlotStock, StockMessage
+from controller.stock import use_until
 from hub import humane
 from hub.alerts import conditions_of
 from hub.config import HubConfig
@@ -29,7 +31,7 @@ STATES = {
 }
 LEVEL = {"offline": "offline", "silence": "fault", "jam": "fault", "storage_fault": "fault",
          "board_fault": "fault", "sharps_bin_full": "fault", "door_open": "door",
-         "empty": "empty", "low_stock": "low"}
+         "empty": "empty", "low_stock": "low", "expired": "fault", "expiring": "low"}
 # faults said through an alert's words already; any other (a new kind too) is said as it is
 ALERTED = ("storage_fault", "board_fault", "sharps_bin_full")
 SLOT_WORDS = {"ok": "", "low": "Low", "empty": "None left", "fault": "Jammed",
@@ -112,7 +114,8 @@ def tile_of(config: HubConfig, store: HubStore, m: Machine | None, mid: str, now
                     None)
     state, stock = m.state, m.stock
     problems = []
-    for _, kind, subject, detail in conditions_of(m, now, config.offline_after_s, config.tz):
+    for _, kind, subject, detail in conditions_of(m, now, config.offline_after_s, config.tz,
+                                                  config.expiring_days):
         key = (mid, kind, subject)
         who = acknowledged.get(key)
         problems.append(Problem(detail, LEVEL.get(kind, "fault"), key, who[0] if who else None))
@@ -213,10 +216,65 @@ class PickRow:
     need: int
     days: float | None
     stock_at: str | None
+    expires: str | None = None
+    dated: str = ""  # "expired" or "expiring": empty it and refill with fresh packs
 
     @property
     def words(self) -> str:
-        return PICK_WORDS.get(self.status, self.status)
+        said = PICK_WORDS.get(self.status, self.status)
+        if self.dated and self.expires:
+            when = humane.month_of(self.expires)
+            fresh = (f"past its date ({when}): empty it and refill with fresh packs"
+                     if self.dated == "expired" else
+                     f"use by end of {when}: empty it and refill with fresh packs")
+            return f"{said}; {fresh}" if said else fresh[:1].upper() + fresh[1:]
+        return said
+
+    @property
+    def order(self) -> int:
+        """Jammed and disabled first, then past its date, empty, near its date, low, OK."""
+        if self.status in ("fault", "disabled"):
+            return PICK_ORDER.index(self.status)
+        if self.dated == "expired":
+            return 2
+        if self.status == "empty":
+            return 3
+        if self.dated == "expiring":
+            return 4
+        return 5 + (PICK_ORDER.index(self.status) if self.status in PICK_ORDER else 0)
+
+
+@dataclass(frozen=True)
+class SlotDate:
+    """Where a slot's packs stand against their date, for a person."""
+
+    state: str  # "expired", "expiring" or "" (in date, or no date, or no packs)
+    words: str  # "Mar 2027", "Mar 2027: past its date", "Mar 2027: 12 days left"
+    suggest: str  # the month to put on a refill now: shelf life from today, else its own
+
+
+def slot_date(stock: StockMessage, s: SlotStock, today: date, expiring_days: int) -> SlotDate:
+    """``s``'s date in words, whether it is past or near it, and the use-by month a refill
+    now would suggest (the product's shelf life from this month, where the machine has one)."""
+    product = stock.products.get(s.product)
+    life = product.shelf_life_months if product else None
+    months = today.year * 12 + today.month - 1 + (life or 0)
+    suggest = f"{months // 12:04d}-{months % 12 + 1:02d}" if life else ""
+    if not s.expires:
+        return SlotDate("", "", suggest)
+    until = use_until(s.expires)
+    shown = humane.month_of(s.expires)
+    if not suggest and today < until:
+        suggest = s.expires
+    if s.count <= 0:
+        return SlotDate("", shown, suggest)
+    if today >= until:
+        return SlotDate("expired", f"{shown}: past its date", suggest)
+    left = (until - today).days
+    if left <= expiring_days:
+        return SlotDate("expiring", f"{shown}: {left} day{'' if left == 1 else 's'} left",
+                        suggest)
+    return SlotDate("", shown, suggest)
 
 
 def pick_list(config: HubConfig, store: HubStore, now: datetime, chosen: list[str] | None
@@ -226,19 +284,23 @@ def pick_list(config: HubConfig, store: HubStore, now: datetime, chosen: list[st
     packs to bring per product name for the machines chosen."""
     rows = []
     since = iso(now - timedelta(days=RATE_DAYS))
+    today = now.astimezone(config.tz).date()
     for m in store.machines():
         if m.stock is None or (chosen and m.id not in chosen):
             continue
         rates = store.recent_usage(m.id, since)
         for s in m.stock.slots:
             product = m.stock.products.get(s.product)
+            dated = slot_date(m.stock, s, today, config.expiring_days)
             need = max(0, s.capacity - s.count) if s.status != "disabled" else 0
+            if dated.state and s.status != "disabled":
+                need = s.capacity  # its packs come out: a slot's worth of fresh ones
             rows.append(PickRow(m.id, config.name_of(m.id), s.slot, s.product,
                                 humane.product_name(m.stock, s.product), s.count, s.capacity,
                                 s.status, need, days_left(product.count if product else s.count,
-                                                          rates.get(s.product)), m.stock_at))
-    rows.sort(key=lambda r: (PICK_ORDER.index(r.status) if r.status in PICK_ORDER else 0,
-                             r.days if r.days is not None else float("inf"), -r.need,
+                                                          rates.get(s.product)), m.stock_at,
+                                s.expires, dated.state))
+    rows.sort(key=lambda r: (r.order, r.days if r.days is not None else float("inf"), -r.need,
                              r.name.casefold(), r.slot))
     totals: dict[str, int] = {}
     for r in rows:

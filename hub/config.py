@@ -30,7 +30,7 @@ from controller.schedule import Window, parse_window
 
 DEFAULT_PATHS = ("./hub.toml", "/etc/nspvend/hub.toml")
 ALERT_TYPES = ("offline", "jam", "empty", "low_stock", "sharps_bin_full", "door_open", "silence",
-               "storage_fault", "board_fault")
+               "storage_fault", "board_fault", "expiring", "expired")
 CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 CHANNEL = re.compile(r"[a-z][a-z0-9-]{0,31}")  # a tally channel: counter, van, outreach-north
 LISTEN = re.compile(r"(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(?P<port>\d{1,5})")
@@ -94,6 +94,7 @@ class HubConfig:
     injections_per_day: float | None = None
     # counts from people (the tally page): the channels besides the machines, and the
     # products it offers (id -> name; empty: those the machines stock and [reports] units)
+    expiring_days: int = 30  # an "expiring" alert this many days before a slot's packs expire
     tally_channels: tuple[str, ...] = ("counter", "van")
     tally_products: dict[str, str] = dataclasses.field(default_factory=dict)
 
@@ -211,6 +212,7 @@ def parse_hub_config(data: dict, path: str = "<hub config>") -> HubConfig:
 
     alerts = top.table("alerts")
     offline_after_s = alerts.integer("offline_after_s", 600, 5, 7 * 86400)
+    expiring_days = alerts.integer("expiring_days", 30, 1, 365)
     smtp_host = alerts.text("smtp_host", None)
     smtp_port = alerts.integer("smtp_port", 25, 1, 65535)
     email_from = alerts.text("email_from", "nspvend@localhost")
@@ -295,6 +297,7 @@ def parse_hub_config(data: dict, path: str = "<hub config>") -> HubConfig:
         keep_events_days=keep_events_days, client_id=client_id, share_group=share_group,
         catch_up_s=catch_up_s, trusted_proxies=tuple(proxies),
         metrics_token_file=metrics_token_file, tally_channels=tuple(channels),
+        expiring_days=expiring_days,
         tally_products={k: v.strip() for k, v in tally_products.items()},
     )
 

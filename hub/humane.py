@@ -46,6 +46,14 @@ def month(d: date) -> str:
     return f"{d:%b %Y}"
 
 
+def month_of(expires: str) -> str:
+    """A use-by month as people write it: ``2027-03`` -> ``Mar 2027``."""
+    try:
+        return month(date(int(expires[:4]), int(expires[5:7]), 1))
+    except ValueError:
+        return expires
+
+
 def number(n: float | int | None) -> str:
     """``12,345``; a fraction to one place (``2.5``)."""
     if n is None:

@@ -36,6 +36,7 @@ class Period:
     counts: dict[str, dict[str, list[int]]] = field(default_factory=dict)  # machine->product->[c,u]
     covered: dict[str, float] = field(default_factory=dict)  # machine -> share of the period
     tallied: dict[str, dict[str, int]] = field(default_factory=dict)  # channel->product->packs
+    expired: dict[str, int] = field(default_factory=dict)  # product -> packs taken out past date
 
     def total(self, product: str | None = None, unconfirmed: bool = False) -> int:
         """Packs of ``product`` (or all), from machines and people (a tallied pack was seen
@@ -119,6 +120,7 @@ def fill(store: HubStore, spans: list[Period], machines: list[str] | None = None
         if machines is None:
             for channel, product, packs in store.tally_totals(start, end)[0]:
                 period.tallied.setdefault(channel, {})[product] = packs
+            period.expired = dict(store.expired_totals(start, end))
     return spans
 
 

@@ -152,7 +152,18 @@ V6 = ["CREATE INDEX IF NOT EXISTS tallies_by_start ON tallies (start, channel)",
       "CREATE INDEX IF NOT EXISTS alert_log_acked ON alert_log (acked_at)"]
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
+def _v7(db: sqlite_utils.Database) -> None:
+    # packs staff took out past their date (a machine's expired_removed event): the reports'
+    # waste, kept after the events themselves are cleared out
+    db["expired_removals"].create({"event_id": str, "machine": str, "ts": str, "product": str,
+                                   "packs": int}, pk="event_id", if_not_exists=True)
+    db.execute(V7)
+
+
+V7 = "CREATE INDEX IF NOT EXISTS expired_by_ts ON expired_removals (ts)"
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 T = 'TEXT COLLATE "C"'  # ISO times and days compare as bytes, whatever the server's locale
@@ -202,6 +213,8 @@ PG_MIGRATIONS: list[list[str]] = [
      " version BIGINT)",
      f"CREATE TABLE tally_counts (tally_id {T}, product {T}, count INTEGER,"
      f" PRIMARY KEY (tally_id, product))", *V6],
+    [f"CREATE TABLE expired_removals (event_id {T} PRIMARY KEY, machine {T}, ts {T},"
+     f" product {T}, packs INTEGER)", V7],
 ]
 assert len(PG_MIGRATIONS) == SCHEMA_VERSION
 CATCH_UP = "hub (catch-up)"  # who the hub's own questions for buckets are recorded as
@@ -347,6 +360,10 @@ class HubStore:
                          (event.id, machine, event.ts, event.type, event.slot, event.product,
                           event.detail, iso(at)))
         new = cursor.rowcount == 1
+        if new and event.type == "expired_removed" and event.count and event.product:
+            self._x("INSERT INTO expired_removals (event_id, machine, ts, product, packs) VALUES"
+                    " (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    (event.id, machine, event.ts, event.product, event.count))
         if new and event.type == "silence":  # until a pack comes after it
             self._x("UPDATE machines SET silence = ?, silence_at = ? WHERE id = ? AND"
                     " (last_pack IS NULL OR last_pack < ?)",
@@ -455,6 +472,12 @@ class HubStore:
         cover = self._cover(start, end)
         return [(m, p, c, u, cover.get(m, (0.0, 0))[1])
                 for m, p, c, u in self.period_counts(start, end)]
+
+    def expired_totals(self, start: str, end: str) -> list[tuple[str, int]]:
+        """``(product, packs)`` staff took out past their date in [start, end)."""
+        return [tuple(r) for r in self._x(
+            "SELECT product, sum(packs) FROM expired_removals WHERE ts >= ? AND ts < ?"
+            " GROUP BY product ORDER BY product", (start, end)).fetchall()]
 
     def last_packs(self) -> dict[str, str]:
         """Per machine, the end of its latest bucket that held a pack."""

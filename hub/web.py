@@ -523,8 +523,12 @@ class Web:
         commands = self.store.commands(mid, 30)
         for c in commands:
             c["words"] = command_words(c["command"], stock)
+        today = now.astimezone(self.config.tz).date()
+        dates = {s.slot: board.slot_date(stock, s, today, self.config.expiring_days)
+                 for s in stock.slots} if stock else {}
         return self.render_once(
             request, "machine.html", user=user, m=m, tile=tile, mid=mid, events=events,
+            dates=dates,
             commands=commands, modes=MODES, notice=self._notice(request),
             messages=board.current_messages(self.store, mid),
             until=board.expires_clock(self.config, now),
@@ -604,11 +608,11 @@ class Web:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(["machine", "slot", "product", "count", "capacity", "to_pack",
-                         "days_until_empty", "status"])
+                         "days_until_empty", "status", "expires", "dates"])
         for r in rows:
             writer.writerow(humane.csv_row([r.machine, r.slot, r.product, r.count, r.capacity,
                                             r.need, "" if r.days is None else r.days,
-                                            r.status]))
+                                            r.status, r.expires or "", r.dated]))
         return _csv(out.getvalue(), "picklist.csv")
 
     # -- reports ----------------------------------------------------------------------------
@@ -842,9 +846,13 @@ def command_words(command: dict, stock: Any) -> str:
     where = (humane.slot_words(stock, slot) if isinstance(slot, int)
              and not isinstance(slot, bool) else "A slot")
     if cmd == "refill":
+        dated = (f", use by end of {humane.month_of(str(command['expiry']))}"
+                 if command.get("expiry") else "")
         if command.get("all"):
-            return "Every slot refilled to capacity"
-        return f"{where} refilled to {command.get('count')}"
+            return f"Every slot refilled to capacity{dated}"
+        taken = (f"; {command['expired']} past their date taken out"
+                 if command.get("expired") else "")
+        return f"{where} refilled to {command.get('count')}{dated}{taken}"
     if cmd == "disable":
         return f"{where} disabled"
     if cmd == "enable":
@@ -888,6 +896,10 @@ def command_from_form(form: dict[str, str]) -> dict:
         command: dict[str, Any] = {"cmd": action, "slot": _int(form, "slot")}
         if action == "refill":
             command["count"] = _int(form, "count")
+            if form.get("expiry", "").strip():  # a month input: 2027-03
+                command["expiry"] = form["expiry"].strip()
+            if form.get("expired", "").strip() not in ("", "0"):
+                command["expired"] = _int(form, "expired")
         return command
     if action == "set_mode":
         return {"cmd": "set_mode", "mode": form.get("mode", "")}

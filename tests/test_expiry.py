@@ -112,3 +112,103 @@ def test_a_slot_in_date_with_packs_is_always_chosen_before_one_past_its_date(slo
         SlotState(1, "n", 1, 5, 1, expires="2026-11"), today)
     assert not stock.expired(SlotState(1, "n", 1, 5, 1, expires="2026-11"),
                              today - timedelta(days=1))
+
+
+# -- at the hub: alerts, the pick list, the machine page's words and the reports -------------
+def hub_with_naloxone(tmp_path, hook, clock):
+    from hub.alerts import Alerts
+    from hub.config import parse_hub_config
+    from hub.store import SqliteStore
+    from tests.machines import known
+
+    config = parse_hub_config({"mqtt": {"host": "127.0.0.1"}, "alerts": {"routes": [
+        {"types": ["expiring", "expired"], "webhook": hook.url}]}, "machines": known("m1")})
+    store = SqliteStore(tmp_path / "hub.db")
+    return config, Alerts(config, store, clock), store
+
+
+def tell_stock(store, clock, expires: dict[int, str | None], counts: dict[int, int]) -> None:
+    from controller.messages import StockMessage
+
+    slots = [{"slot": n, "product": "naloxone", "count": counts[n], "capacity": 5, "low_at": 1,
+              "status": "ok" if counts[n] > 1 else "low", **({"expires": e} if e else {})}
+             for n, e in expires.items()]
+    with store.transaction():
+        store.heard("m1", clock.now())
+        store.record_stock("m1", StockMessage.read({
+            "schema": 1, "ts": f"{clock.now():%Y-%m-%dT%H:%M:%SZ}", "slots": slots,
+            "products": {"naloxone": {"count": sum(counts.values()), "status": "ok",
+                                      "name": "naloxone kit", "shelf_life_months": 24}}}),
+            clock.now())
+
+
+def test_the_hub_says_expiring_30_days_before_and_expired_on_the_day_once_each(tmp_path):
+    from hub import board
+    from tests.test_hub import Webhook
+
+    hook = Webhook()
+    clock = FakeClock(datetime(2027, 2, 28, 12, 0, tzinfo=UTC))
+    try:
+        config, alerts, store = hub_with_naloxone(tmp_path, hook, clock)
+        tell_stock(store, clock, {4: "2027-03", 5: "2027-09"}, {4: 3, 5: 5})
+
+        def said() -> list[tuple[str, str, str]]:
+            alerts.deliver()
+            return [(b["type"], b["state"], b["detail"]) for b in hook.bodies]
+
+        alerts.check()
+        assert said() == []  # 1 Apr is 32 days off
+        clock.advance(2 * 86400)  # 2 Mar: 30 days before the first day past March
+        for _ in range(3):
+            alerts.check()
+            clock.advance(3600)
+        assert said() == [("expiring", "raised", "Slot 4 (naloxone kit): use by end of Mar 2027")]
+        rows, totals = board.pick_list(config, store, clock.now(), None)
+        [row] = [r for r in rows if r.slot == 4]
+        assert rows[0] is row and row.need == 5  # first, and a slot's worth of fresh packs
+        assert row.words == "Use by end of Mar 2027: empty it and refill with fresh packs"
+        clock.advance((datetime(2027, 4, 1, 0, 0, 5, tzinfo=UTC) - clock.now()).total_seconds())
+        for _ in range(3):
+            alerts.check()
+            clock.advance(60)
+        assert said()[1:] == [("expired", "raised",
+                               "Slot 4 (naloxone kit): past its date (end of Mar 2027)")]
+        [row] = [r for r in board.pick_list(config, store, clock.now(), None)[0] if r.slot == 4]
+        assert row.dated == "expired" and row.words.startswith("Past its date (Mar 2027): empty")
+        dated = board.slot_date(store.machine("m1").stock, store.machine("m1").stock.slots[0],
+                                clock.now().date(), 30)
+        assert (dated.state, dated.words, dated.suggest) == ("expired", "Mar 2027: past its date",
+                                                             "2029-04")  # 24 months on
+        # a refill with a later date clears both, once
+        tell_stock(store, clock, {4: "2029-04", 5: "2027-09"}, {4: 5, 5: 5})
+        for _ in range(3):
+            alerts.check()
+            clock.advance(10)
+        assert sorted((kind, state, detail.split(" after ")[0]) for kind, state, detail
+                      in said()[2:]) == [
+            ("expired", "cleared", "Slot 4 (naloxone kit): no packs past their date now"),
+            ("expiring", "cleared", "Slot 4 (naloxone kit): no packs near their date now")]
+        alerts.check()
+        assert len(said()) == 4  # nothing more
+        store.close()
+    finally:
+        hook.close()
+
+
+def test_packs_taken_out_past_their_date_are_in_the_reports_once(tmp_path):
+    from controller.messages import EventMessage
+    from hub import reports
+    from hub.store import SqliteStore
+
+    store = SqliteStore(tmp_path / "hub.db")
+    event = EventMessage(id="e1", ts="2027-04-02T10:15:00Z", type="expired_removed", slot=4,
+                         product="naloxone", detail="3 packs past their date taken out", count=3)
+    with store.transaction():
+        store.heard("m1", datetime(2027, 4, 2, tzinfo=UTC))
+        assert store.record_event("m1", event, datetime(2027, 4, 2, tzinfo=UTC))
+        assert not store.record_event("m1", event, datetime(2027, 4, 2, tzinfo=UTC))  # again
+    [april] = reports.fill(store, [reports.Period("Apr 2027", datetime(2027, 4, 1, tzinfo=UTC),
+                                                  datetime(2027, 5, 1, tzinfo=UTC))])
+    assert april.expired == {"naloxone": 3}
+    assert EventMessage.read(event.encode()).count == 3
+    store.close()

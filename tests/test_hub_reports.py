@@ -274,7 +274,8 @@ def test_a_store_from_a_newer_hub_is_refused(new_store):
 def test_a_store_from_the_hub_before_is_upgraded(new_store):
     """Schema 3 adds the indexes the hourly clearing out needs, to a store of schema 2;
     schema 4 the alerts' log, with the alerts raised at the time; schema 5 enrolment, every
-    machine heard before it counted as enrolled; schema 6 people's tallies."""
+    machine heard before it counted as enrolled; schema 6 people's tallies; schema 7 packs
+    taken out past their date."""
     store = new_store()
     with store.transaction():
         store.heard("m1", NOW)  # a machine heard before enrolment existed
@@ -286,15 +287,17 @@ def test_a_store_from_the_hub_before_is_upgraded(new_store):
         store.db.execute("DROP TABLE alert_log")
         store.db.execute("DROP TABLE tallies")
         store.db.execute("DROP TABLE tally_counts")
+        store.db.execute("DROP TABLE expired_removals")
         store.db.execute("PRAGMA user_version = 2")
         again = SqliteStore(store.path)
-        assert again.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+        assert again.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
         assert "events_by_received" in {i.name for i in again.db["events"].indexes}
     else:
         store._x("DROP INDEX events_by_received")
         store._x("DROP TABLE alert_log")
         store._x("DROP TABLE tallies")
         store._x("DROP TABLE tally_counts")
+        store._x("DROP TABLE expired_removals")
         store._x("UPDATE nspvend_schema SET version = 2")
         again = PgStore(store.url)
         assert again._x("SELECT version FROM nspvend_schema").fetchone()[0] == SCHEMA_VERSION
