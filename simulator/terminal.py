@@ -22,6 +22,7 @@ import threading
 import time
 import tty
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -34,7 +35,8 @@ from simulator.model import PhysicalMachine
 KEYS = """\
 keys: 1-6 press a product button   7 language   8 say it again   d door open/shut   b sharps bin
       j<N> jam slot N   e<N> empty slot N   m<N> kill slot N's motor   s stuck drop sensor
-      c clear physical faults   f<N> staff clear slot N's fault   r staff refill all   q quit"""
+      c clear physical faults   f<N> staff clear slot N's fault   r staff refill all
+      x<N> slot N's packs are past their date (staff record it)   q quit"""
 
 
 # The demo machine on the gpio backend: 23 inputs and outputs take most of the header
@@ -148,7 +150,7 @@ class FrontEnd:
             return False
         if ch.isdigit() and ch != "0":
             self.hw.press(int(ch))
-        elif ch in "jemf":
+        elif ch in "jemfx":
             self.pending = ch
         elif ch == "d":
             self.model.set_door(not self.model.door_open)
@@ -176,10 +178,28 @@ class FrontEnd:
                 self.note = (f"slot {slot} fault cleared" if answer["ok"]
                              else f"refused: {answer['error']}")
                 return
+            if kind == "x":
+                self._expire(slot)
+                return
             self.model.inject({"j": "jam", "e": "empty", "m": "motor_dead"}[kind], slot)
             self.note = f"slot {slot}: {({'j': 'jammed', 'e': 'emptied', 'm': 'motor dead'})[kind]}"
         except ValueError as e:
             self.note = str(e)
+
+    def _expire(self, slot: int) -> None:
+        """Staff record that slot ``slot``'s packs expired at the end of last month: the
+        machine gives them only when no slot in date has the product."""
+        stock = self.daemon.ask({"id": f"demo-{time.time_ns()}", "cmd": "stock"})
+        found = [s for s in stock.get("result", {}).get("slots", []) if s["slot"] == slot]
+        if not found:
+            self.note = f"there is no slot {slot}"
+            return
+        today = self.daemon.clock.now().astimezone(self.daemon.config.tz).date()
+        last = today.replace(day=1) - timedelta(days=1)
+        answer = self.daemon.ask({"id": f"demo-{time.time_ns()}", "cmd": "refill", "slot": slot,
+                                  "count": found[0]["count"], "expiry": f"{last:%Y-%m}"})
+        self.note = (f"slot {slot}: its packs expired at the end of {last:%b %Y}" if answer["ok"]
+                     else f"refused: {answer['error']}")
 
     def _run_lines(self) -> None:
         self._print_display_changes()
@@ -257,14 +277,14 @@ class FrontEnd:
         out.append("          " + "  ".join(f"[{p.button}] {p.name}"
                                              for p in self.daemon.config.products[3:]))
         out.append("")
-        out.append(" slot product        counted  really in  dropped  status")
+        out.append(" slot product        counted  really in  dropped  use by   status")
         physical = {s["slot"]: s for s in truth["slots"]}
         for s in stock["stock"]["slots"]:
             p = physical.get(s["slot"], {})
             mark = " JAMMED" if p.get("jammed") else (" MOTOR DEAD" if p.get("motor_dead") else "")
             out.append(f" {s['slot']:>4} {s['product']:<14} {s['count']:>3}/{s['capacity']:<4}"
                        f" {p.get('packs_left', '?'):>9} {p.get('packs_dropped', '?'):>8}  "
-                       f"{s['status']}{mark}")
+                       f"{s.get('expires') or '-':<7}  {s['status']}{mark}")
         out.append("")
         out.append(" recent events:")
         for e in events["events"]:
