@@ -114,8 +114,11 @@ def tile_of(config: HubConfig, store: HubStore, m: Machine | None, mid: str, now
                     None)
     state, stock = m.state, m.stock
     problems = []
-    for _, kind, subject, detail in conditions_of(m, now, config.offline_after_s, config.tz,
-                                                  config.expiring_days):
+    conditions = conditions_of(m, now, config.offline_after_s, config.tz, config.expiring_days)
+    past = {subject for _, kind, subject, _ in conditions if kind == "expired"}
+    for _, kind, subject, detail in conditions:
+        if kind == "expiring" and subject in past:
+            continue  # "past its date" says it: "near it" too would be said twice
         key = (mid, kind, subject)
         who = acknowledged.get(key)
         problems.append(Problem(detail, LEVEL.get(kind, "fault"), key, who[0] if who else None))

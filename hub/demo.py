@@ -62,6 +62,8 @@ def machine_config(machine_id: str, port: int) -> str:
              "[display]", 'messages = ["Naloxone saves lives: press 4 for a kit."]']
     for product, name, button, _ in PRODUCTS:
         lines += ["", "[[products]]", f'id = "{product}"', f'name = "{name}"', f"button = {button}"]
+        if product == "naloxone":
+            lines.append("shelf_life_months = 24")  # the hub suggests its date at refill
     for slot, (product, _, _, _) in enumerate(PRODUCTS, start=1):
         lines += ["", "[[slots]]", f"slot = {slot}", f'product = "{product}"', "capacity = 30",
                   "low_at = 6"]
@@ -205,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         catcher = AlertCatcher()
         hub_toml.write_text(f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\n\n[database]\n'
                             f'path = "hub.db"\n\n[web]\nlisten = "127.0.0.1:{args.port}"\n\n'
-                            f"[alerts]\noffline_after_s = 90\n\n[[alerts.routes]]\n"
+                            f"[alerts]\noffline_after_s = 90\nexpiring_days = 45\n\n"
+                            f"[[alerts.routes]]\n"
                             f'types = {json.dumps(ALERT_TYPES)}\nwebhook = "{catcher.url}"\n'
                             f'hours = "always"\n\n[reports]\npeople_who_inject = 150\n'
                             f'estimate_source = "made up for the demo"\nestimate_year = 2026\n'
@@ -231,6 +234,13 @@ def main(argv: list[str] | None = None) -> int:
             for slot in range(1, len(PRODUCTS) + 1):
                 world(folder / machine_id, {"op": "load", "slot": slot, "count": 24})
             staff(folder / machine_id, {"id": "fill", "cmd": "refill", "all": True})
+        # naloxone with dates: Mare Street's expire at the end of this month (near its
+        # date), Dalston Lane's at the end of last month (past it: the board says both)
+        today = datetime.now(UTC).date()
+        last_month = today.replace(day=1) - timedelta(days=1)
+        for machine_id, month in (("mare-street", today), ("dalston-lane", last_month)):
+            staff(folder / machine_id, {"id": "dates", "cmd": "refill", "slot": 4, "count": 24,
+                                        "expiry": f"{month:%Y-%m}"})
         hub = subprocess.Popen([*nspvend, "hub", "run", "--config", str(hub_toml)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         processes.append(hub)

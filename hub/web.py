@@ -551,13 +551,13 @@ class Web:
         status, answer = await self.command(mid, command, user["name"])
         words = command_words(command, stock)
         if status == 504:
-            text = (f"Sent, not answered yet: {words.lower()}. The machine may be offline; it "
+            text = (f"Sent, not answered yet: {lower_first(words)}. The machine may be offline; it "
                     f"will do it when it is back, until "
                     f"{board.expires_clock(self.config, self.clock.now())}.")
         elif status != 200:
             text = f"Not sent: {answer.get('error')}"
         elif answer.get("ok"):
-            text = f"Done: {words.lower()}."
+            text = f"Done: {lower_first(words)}."
         else:
             text = f"The machine refused it: {answer.get('error')}"
         return self._back(mid, text)
@@ -837,6 +837,12 @@ def hub_metrics(web: Web) -> Any:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(Collector())
     return registry
+
+
+def lower_first(words: str) -> str:
+    """``Slot 3 (Foil) refilled`` -> ``slot 3 (Foil) refilled``: only the first letter (a
+    month or a product's name keeps its capitals)."""
+    return words[:1].lower() + words[1:]
 
 
 def command_words(command: dict, stock: Any) -> str:

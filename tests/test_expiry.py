@@ -173,6 +173,9 @@ def test_the_hub_says_expiring_30_days_before_and_expired_on_the_day_once_each(t
             clock.advance(60)
         assert said()[1:] == [("expired", "raised",
                                "Slot 4 (naloxone kit): past its date (end of Mar 2027)")]
+        tile = board.tile_of(config, store, store.machine("m1"), "m1", clock.now(), None, {})
+        dates = [p.text for p in tile.problems if "Slot 4" in p.text]
+        assert dates == ["Slot 4 (naloxone kit): past its date (end of Mar 2027)"]  # not twice
         [row] = [r for r in board.pick_list(config, store, clock.now(), None)[0] if r.slot == 4]
         assert row.dated == "expired" and row.words.startswith("Past its date (Mar 2027): empty")
         dated = board.slot_date(store.machine("m1").stock, store.machine("m1").stock.slots[0],

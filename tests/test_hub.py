@@ -229,7 +229,7 @@ def test_login_attempts_are_slowed_after_failures(hub):
     assert other.login("sam", PASSWORDS["sam"])[0] == 429
 
 
-def test_a_form_without_the_csrf_token_is_refused(hub):
+def test_a_form_without_the_csrf_token_is_refused_and_a_refill_form_carries_dates(hub):
     hub.start_machine("hub-a")
     staff = hub.client("sam")
     wait(lambda: staff.get("/machines/hub-a")[0] == 200, what="the machine page")
@@ -240,6 +240,16 @@ def test_a_form_without_the_csrf_token_is_refused(hub):
     status, url, page = staff.post_form("/machines/hub-a/command", page, action="refill_all")
     assert status == 200 and "Done: every slot refilled to capacity." in page
     assert "Done:" not in staff.get("/machines/hub-a")[2]  # said once, not again on reload
+    # a slot refilled with the month its packs expire, and packs past their date taken out
+    status, url, page = staff.post_form("/machines/hub-a/command", page, action="refill",
+                                        slot="3", count="4", expiry="2030-03", expired="2")
+    assert status == 200, page
+    assert "Done: slot 3 (foil) refilled to 4, use by end of Mar 2030; 2 past their date " \
+           "taken out." in page
+    wait(lambda: '<td data-label="Use by" class="date ">Mar 2030</td>' in staff.get(
+        "/machines/hub-a")[2], what="the slot's date at the hub")
+    wait(lambda: "Packs taken out past their date" in (r := staff.get("/reports")[2])
+         and 'data-label="Foil">2</td>' in r, what="the packs taken out in the reports")
 
 
 def test_the_hub_signs_each_machine_s_commands_with_its_own_key(tmp_path):
