@@ -101,7 +101,7 @@ def _take_name(data: dict, name: str, required: bool = True) -> str | None:
     return None if value is None else _name(value, name)
 
 
-MONTH = re.compile(r"(20\d\d)-(0[1-9]|1[0-2])")
+MONTH = re.compile(r"(20[0-9][0-9])-(0[1-9]|1[0-2])")  # ASCII digits only (not \d)
 
 
 def _month(data: dict, name: str) -> str | None:

@@ -267,10 +267,10 @@ def slot_date(stock: StockMessage, s: SlotStock, today: date, expiring_days: int
         return SlotDate("", "", suggest)
     until = use_until(s.expires)
     shown = humane.month_of(s.expires)
+    if s.count <= 0:  # the dated packs are gone: the date was theirs
+        return SlotDate("", "", suggest)
     if not suggest and today < until:
         suggest = s.expires
-    if s.count <= 0:
-        return SlotDate("", shown, suggest)
     if today >= until:
         return SlotDate("expired", f"{shown}: past its date", suggest)
     left = (until - today).days
@@ -302,7 +302,7 @@ def pick_list(config: HubConfig, store: HubStore, now: datetime, chosen: list[st
                                 humane.product_name(m.stock, s.product), s.count, s.capacity,
                                 s.status, need, days_left(product.count if product else s.count,
                                                           rates.get(s.product)), m.stock_at,
-                                s.expires, dated.state))
+                                s.expires if s.count > 0 else None, dated.state))
     rows.sort(key=lambda r: (r.order, r.days if r.days is not None else float("inf"), -r.need,
                              r.name.casefold(), r.slot))
     totals: dict[str, int] = {}

@@ -20,10 +20,12 @@ from controller.config import PRODUCT_ID
 from hub.store import Tally
 
 TALLY_ID = re.compile(r"[A-Za-z0-9-]{8,64}")
-HOUR = re.compile(r"\d{4}-\d\d-\d\dT\d\d:00:00Z")
+HOUR = re.compile(r"(20[2-9][0-9])-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:00:00Z")
 MAX_BUCKETS = 200  # in one send (a phone a week without signal, every hour: 168)
 MAX_PRODUCTS = 50
-MAX_COUNT = 10_000  # packs of one product in one hour by one person
+MAX_COUNT = 1_000  # packs of one product in one hour by one person
+KEEP_DAYS = 90  # a phone left without signal this long still sends; older is refused
+AHEAD = timedelta(minutes=65)  # a phone's clock a little fast: its hour may not have begun
 PICTOGRAM_PX = 96
 
 
@@ -35,16 +37,18 @@ class BadTally(ValueError):
         self.field = field
 
 
-def tally_of(data: Any, channels: tuple[str, ...], now: datetime) -> Tally:
+def tally_of(data: Any, channels: tuple[str, ...], now: datetime,
+             offered: set[str] | None = None) -> Tally:
     """The bucket ``data`` (one item of the page's ``buckets``) describes, or
     :class:`BadTally` naming the field: an id, a configured channel, an hour starting on the
-    hour (UTC) and not ahead of ``now``, whole counts per product, and the version."""
+    hour (UTC) neither ahead of ``now`` (a fast phone's next hour aside) nor more than
+    :data:`KEEP_DAYS` behind, whole counts of the products ``offered``, and the version."""
     if not isinstance(data, dict):
         raise BadTally("bucket", "must be an object with id, channel, start, end, counts and "
                                  "version")
     extra = set(data) - {"id", "channel", "start", "end", "counts", "version"}
     if extra:
-        raise BadTally(sorted(extra)[0][:40], "is not part of a tally bucket")
+        raise BadTally(_said(sorted(extra)[0]), "is not part of a tally bucket")
     tally_id = data.get("id")
     if not isinstance(tally_id, str) or not TALLY_ID.fullmatch(tally_id):
         raise BadTally("id", "must be 8 to 64 letters, digits and '-'")
@@ -56,27 +60,38 @@ def tally_of(data: Any, channels: tuple[str, ...], now: datetime) -> Tally:
         raise BadTally("start", "must be the start of an hour in UTC, such as "
                                 "2026-12-01T14:00:00Z")
     try:
-        began = parse_iso(start)
+        began = parse_iso(start)  # the year is 2020 to 2099 (HOUR): no overflow below
     except ValueError:
         raise BadTally("start", "is not a real time") from None
     if end != iso(began + timedelta(hours=1)):
         raise BadTally("end", "must be an hour after start")
-    if began.year < 2020 or began > now + timedelta(minutes=5):
-        raise BadTally("start", "is ahead of the hub's clock (is the phone's clock right?)"
-                                if began > now else "is before 2020")
+    if began > now + AHEAD:
+        raise BadTally("start", "is ahead of the hub's clock (is the phone's clock right?)")
+    if began < now - timedelta(days=KEEP_DAYS):
+        raise BadTally("start", f"is more than {KEEP_DAYS} days ago")
     counts = data.get("counts")
     if not isinstance(counts, dict) or len(counts) > MAX_PRODUCTS:
         raise BadTally("counts", f"must be an object of at most {MAX_PRODUCTS} products and "
                                  "their packs")
     for product, n in counts.items():
-        if not PRODUCT_ID.fullmatch(product):
-            raise BadTally(f"counts.{product[:40]}", 'must be a product id like "syringe-1ml"')
+        if not PRODUCT_ID.fullmatch(product) or not product.isascii():
+            raise BadTally(f"counts.{_said(product)}", 'must be a product id like '
+                                                       '"syringe-1ml"')
+        if offered is not None and product not in offered:
+            raise BadTally(f"counts.{product}", "is not a product the tally offers")
         if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_COUNT:
             raise BadTally(f"counts.{product}", f"must be a whole number from 0 to {MAX_COUNT}")
     version = data.get("version")
     if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version < 2 ** 53:
         raise BadTally("version", "must be a whole number from 1, one more at each change")
     return Tally(tally_id, channel, start, end, dict(counts), version)
+
+
+def _said(name: str) -> str:
+    """A name from outside, as an answer may say it: plain if it is plain ASCII, else escaped
+    (a lone surrogate cannot be written in the JSON answer)."""
+    name = name[:40]
+    return name if name.isascii() and name.isprintable() else ascii(name)
 
 
 def products(config: Any, names: dict[str, str]) -> list[tuple[str, str, str]]:

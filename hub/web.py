@@ -686,20 +686,27 @@ class Web:
                                 415)
         try:
             body = json.loads(await request.body())
-        except ValueError:
+        except (ValueError, RecursionError):
             return JSONResponse({"ok": False, "error": "the body is not JSON"}, 400)
         buckets = body.get("buckets") if isinstance(body, dict) else None
         if not isinstance(buckets, list) or not 1 <= len(buckets) <= tally.MAX_BUCKETS:
             return JSONResponse({"ok": False, "error": "buckets: must be a list of 1 to "
                                                        f"{tally.MAX_BUCKETS} tally buckets"}, 400)
+        owner = body.get("user", user["name"])
+        if owner != user["name"]:  # a page left open from another login: not this person's
+            return JSONResponse({"ok": False, "error": f"user: these taps are "
+                                 f"{ascii(owner)[:70]}'s, and {user['name']} is logged in: "
+                                 "they are sent when that person logs in here"}, 409)
+        offered = {p for p, _, _ in tally.products(self.config, self._product_names())}
         now = self.clock.now()
         answers = []
         for i, data in enumerate(buckets):
             given = data.get("id") if isinstance(data, dict) else None
             try:
-                bucket = tally.tally_of(data, self.config.tally_channels, now)
+                bucket = tally.tally_of(data, self.config.tally_channels, now, offered)
             except tally.BadTally as e:
-                answers.append({"id": given if isinstance(given, str) else None, "ok": False,
+                known = isinstance(given, str) and tally.TALLY_ID.fullmatch(given)
+                answers.append({"id": given if known else None, "ok": False,
                                 "error": f"buckets[{i}].{e}"[:300]})
                 continue
             outcome = await asyncio.to_thread(self.store.record_tally, bucket, user["name"])

@@ -182,9 +182,16 @@ def test_a_bad_bucket_is_refused_naming_its_field_and_changes_nothing(hub):
             "bad-00002", start=HOUR + timedelta(minutes=17)),
         "buckets[0].end: must be an hour after start": bucket("bad-00003", end=iso(HOUR)),
         "buckets[0].start: is ahead of the hub's clock": bucket("bad-00004", start=future),
-        "buckets[0].counts.foil: must be a whole number from 0 to 10000": bucket(
+        "buckets[0].counts.foil: must be a whole number from 0 to 1000": bucket(
             "bad-00005", counts={"foil": -1}),
-        "buckets[0].counts.Foil!: must be a product id": bucket("bad-00006", counts={"Foil!": 1}),
+        "buckets[0].counts.Foil!: must be a product id": bucket("bad-00006",
+                                                                counts={"Foil!": 1}),
+        "buckets[0].counts.citric: is not a product the tally offers": bucket(
+            "bad-00010", counts={"citric": 1}),
+        "buckets[0].start: is more than 90 days ago": bucket(
+            "bad-00011", start=HOUR - timedelta(days=91)),
+        "buckets[0].start: must be the start of an hour in UTC": bucket(
+            "bad-00012", start=datetime(2019, 1, 1, tzinfo=UTC)),
         "buckets[0].id: must be 8 to 64 letters": bucket("short"),
         "buckets[0].version: must be a whole number from 1": bucket("bad-00007", version=0),
         "buckets[0].when: is not part of a tally bucket": bucket("bad-00008", when="14:37"),
@@ -197,6 +204,19 @@ def test_a_bad_bucket_is_refused_naming_its_field_and_changes_nothing(hub):
                         ([], "buckets: must be a list"), ({"buckets": "x"}, "buckets: must be")):
         status, answer = sam.post_json("/tally", body)
         assert status == 400 and answer["error"].startswith(error), answer
+    # odd shapes answer in words, never a 500: a far year, a lone surrogate, deep nesting
+    status, answer = sam.post_json("/tally", {"buckets": [bucket("far-00001", start=HOUR)
+                                                          | {"start": "9999-12-31T23:00:00Z"}]})
+    assert status == 200 and "start: must be the start of an hour" in answer["buckets"][0]["error"]
+    status, _, text = sam.request("/tally", b'{"buckets": [{"id": "\\udc00", "x\\udc01": 1}]}',
+                                  {"Content-Type": "application/json"})
+    assert status == 200 and json.loads(text)["buckets"][0]["id"] is None, text
+    status, _, text = sam.request("/tally", b"[" * 100_000 + b"]" * 100_000,
+                                  {"Content-Type": "application/json"})
+    assert status in (400, 413), (status, text[:200])
+    # a page left open from another login: the taps are not this person's
+    status, answer = sam.post_json("/tally", {"user": "kim", "buckets": [bucket("kims-0001")]})
+    assert status == 409 and answer["error"].startswith("user: these taps are"), answer
     status, _, _ = sam.request("/tally", b"buckets=1",
                                {"Content-Type": "application/x-www-form-urlencoded"})
     assert status == 415
@@ -259,12 +279,13 @@ def test_a_phone_with_no_signal_keeps_the_taps_and_sends_them_once_when_it_is_ba
     assert axe_violations(browser) == []
     until(browser, lambda d: d.execute_script("return !!navigator.serviceWorker.controller"),
           "the service worker looking after the page")
+    # at the counter: the taps wait for their hour to end (the same rule as the machine's)
     tap(browser, "tally-add", "syringe-1ml")
     tap(browser, "tally-add", "syringe-1ml")
     tap(browser, "tally-add", "foil")
-    until(browser, lambda d: channel_totals(sam) == {("counter", "syringe-1ml"): 2,
-                                                     ("counter", "foil"): 1}, "the counter's taps")
-    until(browser, lambda d: waiting(d) == 0, "nothing waiting")
+    until(browser, lambda d: waiting(d) == 3, "3 taps waiting")
+    assert "they go when this hour ends" in browser.find_element("id", "tally-waiting").text
+    assert channel_totals(sam) == {}
 
     # the van, out of signal: taps and a mistake taken back wait, and the page says so
     browser.find_element("css selector", "input[name=channel][value=van]").click()
@@ -273,12 +294,12 @@ def test_a_phone_with_no_signal_keeps_the_taps_and_sends_them_once_when_it_is_ba
     for _ in range(3):
         tap(browser, "tally-add", "syringe-1ml")
     tap(browser, "tally-undo", "syringe-1ml")
-    until(browser, lambda d: waiting(d) == 2 and "No connection" in d.find_element(
-        "id", "tally-waiting").text, "2 taps waiting with no connection")
-    assert "2 taps wait to be sent" in browser.find_element("id", "tally-waiting").text
-    assert ("van", "syringe-1ml") not in channel_totals(sam)
-    browser.delete_network_conditions()
-    until(browser, lambda d: waiting(d) == 0, "the van's taps sent when the signal is back")
+    until(browser, lambda d: waiting(d) == 5 and "No connection" in d.find_element(
+        "id", "tally-waiting").text, "5 taps waiting with no connection")
+    assert "5 taps wait to be sent" in browser.find_element("id", "tally-waiting").text
+    assert channel_totals(sam) == {}
+    browser.delete_network_conditions()  # back: everything waiting goes at once
+    until(browser, lambda d: waiting(d) == 0, "the taps sent when the signal is back")
     assert channel_totals(sam) == {("counter", "syringe-1ml"): 2, ("counter", "foil"): 1,
                                    ("van", "syringe-1ml"): 2}
 
@@ -293,22 +314,28 @@ def test_a_phone_with_no_signal_keeps_the_taps_and_sends_them_once_when_it_is_ba
     assert browser.find_element("id", "tally-total").text == "6"
     hub.process = HubProcess(hub.config)
     until(browser, lambda d: waiting(d) == 0, "the tap sent once the hub is back")
-
-    # every bucket sent again (a page that lost the hub's answers): nothing counts twice
-    browser.execute_script("""
-        const s = JSON.parse(localStorage.getItem('nspvend-tally'));
-        for (const id in s.buckets) { s.buckets[id].sent = {}; }
-        localStorage.setItem('nspvend-tally', JSON.stringify(s));""")
-    browser.refresh()
-    until(browser, lambda d: waiting(d) == 0, "the resend answered")
     totals = {("counter", "syringe-1ml"): 2, ("counter", "foil"): 1, ("van", "syringe-1ml"): 2,
               ("van", "foil"): 1}
     assert channel_totals(sam) == totals
-    browser.find_element("id", "tally-new-shift").click()
+
+    # every bucket sent again (a page that lost the hub's answers), and an hour ended and
+    # never sent: it goes as the page opens; nothing counts twice
+    browser.execute_script("""
+        const s = JSON.parse(localStorage.getItem('nspvend-tally'));
+        for (const id in s.buckets) { s.buckets[id].sent = {}; }
+        s.buckets['t-an-hour-gone-by'] = {id: 't-an-hour-gone-by', user: 'sam', channel: 'van',
+            start: arguments[0], end: arguments[1], counts: {foil: 4}, sent: {}, version: 1};
+        localStorage.setItem('nspvend-tally', JSON.stringify(s));""",
+        iso(HOUR), iso(HOUR + timedelta(hours=1)))
+    browser.refresh()
+    until(browser, lambda d: channel_totals(sam).get(("van", "foil")) == 5, "the hour gone by")
+    assert waiting(browser) == 6  # this hour's: they wait for it to end
+    browser.find_element("id", "tally-new-shift").click()  # the shift ends: they go now
+    until(browser, lambda d: waiting(d) == 0, "the resend answered")
+    assert channel_totals(sam) == {**totals, ("van", "foil"): 5}
     assert browser.find_element("id", "tally-total").text == "0"
     assert browser.find_element("id", "tally-last").text == "The shift before: 6 packs."
     assert not browser.find_element("css selector", ".tally-undo[data-product=foil]").is_enabled()
-    assert channel_totals(sam) == totals
     kept = json.loads(browser.execute_script("return localStorage.getItem('nspvend-tally')"))
     assert all(set(b) == {"id", "user", "channel", "start", "end", "counts", "sent", "version"}
                for b in kept["buckets"].values())  # no tap's time on the phone either

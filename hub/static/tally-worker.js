@@ -1,7 +1,8 @@
 // The tally page's service worker: it keeps the page and what the page loads, so that the
 // page opens in the van with no signal. The network first (a fresh page when there is one,
-// and the copy kept up to date), the kept copy when there is none. The page's sends
-// (POST /tally) are not touched: they go to the network, and the page keeps what fails.
+// and the copy kept up to date), the kept copy when there is none or it takes over 4 s.
+// The page's sends (POST /tally) are not touched: they go to the network, and the page
+// keeps what fails.
 "use strict";
 var CACHE = "nspvend-tally-1";
 
@@ -24,14 +25,22 @@ self.addEventListener("fetch", function (event) {
   var ours = url.pathname === "/tally" || url.pathname.indexOf("/tally/") === 0 ||
              url.pathname.indexOf("/static/") === 0;
   if (!ours) { return; }
-  event.respondWith(fetch(request).then(function (response) {
+  var fresh = fetch(request).then(function (response) {
     // only a real answer is kept: not the login page a lapsed session is sent to
     if (response.ok && response.type === "basic" && !response.redirected) {
       var copy = response.clone();
       caches.open(CACHE).then(function (cache) { return cache.put(url.pathname, copy); });
     }
     return response;
-  }).catch(function () {
-    return caches.match(url.pathname).then(function (kept) { return kept || Response.error(); });
+  });
+  var kept = function () {
+    return caches.match(url.pathname).then(function (copy) {
+      return copy || fresh;  // nothing kept: wait for the network after all
+    });
+  };
+  // a weak signal: after 4 s the kept copy, rather than a blank page
+  var slow = new Promise(function (resolve) { setTimeout(resolve, 4000); }).then(kept);
+  event.respondWith(Promise.race([fresh.catch(kept), slow]).catch(function () {
+    return Response.error();
   }));
 });

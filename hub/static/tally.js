@@ -2,30 +2,34 @@
 // the van or on foot. No framework.
 //
 // - Every tap is kept at once in this browser's local storage, in a bucket for this person,
-//   channel and hour (an id made here, the hour's counts so far), and a running total for
-//   the shift. No time of a tap is kept, here or at the hub: only the hour's counts.
-// - Buckets with taps the hub has not got are sent (POST /tally, JSON) a moment after the
-//   last tap, again when the connection comes back, and every few seconds while it is away.
-//   The hub keeps a bucket's latest counts (each change is one version more), so a bucket
-//   sent twice counts once, and a send overtaken by a later one changes nothing.
-// - The line under the channels says how many taps wait to be sent, and why.
+//   channel and hour (an id made here, the hour's counts so far, a version one more at each
+//   change), and a running total for the shift. No time of a tap is kept, here or at the hub.
+// - The same rule as the machine's: what a tap causes is told when its hour closes. A bucket
+//   is sent (POST /tally, JSON) once its hour has ended; before that only when staff start a
+//   new shift, or when the connection comes back after it was lost (so that taps made with
+//   no signal are safe at the hub as soon as it can have them). Never at a tap: the moment a
+//   send arrives must not say when a pack was given.
+// - The hub keeps a bucket's newest version, so a bucket sent twice counts once, and a send
+//   overtaken by a later one changes nothing.
+// - A light request every 5 s (/healthz) tells whether the hub can be reached; the line
+//   under the channels says how many taps wait to be sent, and why.
 // - A service worker (tally-worker.js) keeps the page, so it opens with no signal.
 (function () {
   "use strict";
   var KEY = "nspvend-tally";
   var CACHE = "nspvend-tally-1";  // as in tally-worker.js
   var HOUR_MS = 3600000;
-  var SEND_AFTER_MS = 1500;  // after the last tap: a run of taps for one person goes as one
-  var RETRY_MS = [3000, 5000, 10000, 15000];  // while the hub cannot be reached
+  var PING_MS = 5000;  // is the hub there? (never tied to a tap)
+  var RETRY_MS = [3000, 5000, 10000, 15000];  // a send that failed, again
   var KEEP_MS = 2 * 86400000;  // sent buckets are forgotten here two days after their hour
-  var MAX_SEND = 100;  // buckets a send (the hub takes 200, and 64 KiB a request)
+  var batch = 50;  // buckets a send (halved if the hub finds a send too large)
 
   var box = document.getElementById("tally");
   if (!box) { return; }
   var user = box.dataset.user;
   var waiting = document.getElementById("tally-waiting");
-  var timer = null, sending = false, again = false, failures = 0;
-  var away = !navigator.onLine, ended = false, refused = "";
+  var timer = null, sending = false, again = false, failures = 0, flush = false;
+  var away = !navigator.onLine, ended = "", refused = "";
 
   if ("serviceWorker" in navigator) {
     navigator.serviceWorker.register("/tally-worker.js", {scope: "/tally"})
@@ -93,10 +97,10 @@
     return s.shifts[user];
   }
 
+  function hourNow() { return Math.floor(Date.now() / HOUR_MS) * HOUR_MS; }
+
   function bucketNow(s, where) {
-    var start = Math.floor(Date.now() / HOUR_MS) * HOUR_MS;
-    var startIso = iso(start);
-    var id;
+    var start = hourNow(), startIso = iso(start), id;
     for (id in s.buckets) {
       var b = s.buckets[id];
       if (b.user === user && b.channel === where && b.start === startIso && !b.refused) {
@@ -110,8 +114,7 @@
   }
 
   function unsent(b) {
-    var n = 0, p;
-    var seen = {};
+    var n = 0, p, seen = {};
     for (p in b.counts) { seen[p] = true; }
     for (p in b.sent) { seen[p] = true; }
     for (p in seen) { n += Math.abs((b.counts[p] || 0) - (b.sent[p] || 0)); }
@@ -128,32 +131,27 @@
       var sh = shift(s);
       sh[product] = (sh[product] || 0) + 1;
     });
-    soon(SEND_AFTER_MS);
   }
 
-  // take back a tap of this shift: from this person's latest bucket holding one (this
-  // channel's first), which may already have been sent: it is sent again, corrected
+  // take back a tap of this shift: from this person's latest bucket holding one (of two
+  // hours alike, this channel's), which may have been sent already: it is sent again, right
   function undo(product) {
     var where = channel();
-    var taken = change(function (s) {
+    change(function (s) {
       var sh = shift(s);
-      if (!sh[product]) { return false; }
+      if (!sh[product]) { return; }
       var best = null, id;
       for (id in s.buckets) {
         var b = s.buckets[id];
         if (b.user !== user || b.refused || !(b.counts[product] > 0)) { continue; }
-        var rank = [b.channel === where ? 1 : 0, b.start];
-        if (!best || rank[0] > best[0] || (rank[0] === best[0] && rank[1] > best[1])) {
-          best = [rank[0], rank[1], b];
-        }
+        var rank = b.start + (b.channel === where ? "1" : "0");
+        if (!best || rank > best[0]) { best = [rank, b]; }
       }
-      if (!best) { return false; }
-      best[2].counts[product] -= 1;
-      best[2].version += 1;
+      if (!best) { return; }
+      best[1].counts[product] -= 1;
+      best[1].version += 1;
       sh[product] -= 1;
-      return true;
     });
-    if (taken) { soon(SEND_AFTER_MS); }
   }
 
   function soon(ms) {
@@ -161,27 +159,48 @@
     timer = setTimeout(send, ms);
   }
 
-  function send() {
-    timer = null;
-    if (ended) { return; }
-    if (sending) { again = true; return; }
-    var s = load();
-    var due = [], id;
+  // what may be sent now: closed hours, or everything after a new shift or the connection's
+  // return
+  function due(s) {
+    var out = [], now = iso(Date.now()), id;
     for (id in s.buckets) {
       var b = s.buckets[id];
-      if (b.user === user && !b.refused && unsent(b) && due.length < MAX_SEND) {
-        due.push({id: b.id, channel: b.channel, start: b.start, end: b.end,
-                  counts: JSON.parse(JSON.stringify(b.counts)), version: b.version});
-      }
+      if (b.user === user && !b.refused && unsent(b) && (flush || b.end <= now)) { out.push(b); }
     }
-    if (!due.length) { render(); return; }
+    return out;
+  }
+
+  function send() {
+    timer = null;
+    if (ended || refused) { return; }  // until the page is opened again, or shown again
+    if (sending) { again = true; return; }
+    var going = due(load()).slice(0, batch).map(function (b) {
+      return {id: b.id, channel: b.channel, start: b.start, end: b.end,
+              counts: JSON.parse(JSON.stringify(b.counts)), version: b.version};
+    });
+    if (!going.length) { flush = false; render(); return; }
     sending = true;
     fetch("/tally", {method: "POST", credentials: "same-origin", redirect: "manual",
                      headers: {"Content-Type": "application/json"},
-                     body: JSON.stringify({buckets: due})})
+                     body: JSON.stringify({user: user, buckets: going})})
       .then(function (r) {
-        if (r.status === 401 || r.type === "opaqueredirect") { ended = true; return null; }
-        if (r.status === 403 || r.status === 400) {
+        if (r.status === 401 || r.type === "opaqueredirect") {
+          ended = "Your login has ended.";
+          return null;
+        }
+        if (r.status === 409 || r.status === 403) {  // another person logged in; or not staff
+          return r.json().then(function (a) {
+            ended = r.status === 403 ? "Only staff may tally." :
+              "Someone else has logged in on this device since this page was opened.";
+            refused = a.error || "";
+            return null;
+          });
+        }
+        if (r.status === 413 && batch > 1) {
+          batch = Math.ceil(batch / 2);
+          return {again: true};
+        }
+        if (r.status === 400) {  // the hub cannot read what this page sends: say so, stop
           return r.json().then(function (a) { refused = a.error || "refused"; return null; });
         }
         if (!r.ok) { throw new Error("the hub answered " + r.status); }
@@ -189,29 +208,58 @@
       })
       .then(function (answer) {
         sending = false;
-        away = false;
         failures = 0;
+        back();
         if (answer && answer.buckets) {
           change(function (s) {
             answer.buckets.forEach(function (a, i) {
-              var b = s.buckets[due[i].id];
+              var b = s.buckets[going[i].id];
               if (!b) { return; }
-              if (a.ok) { b.sent = due[i].counts; } else { b.refused = a.error || "refused"; }
+              if (a.ok) { b.sent = going[i].counts; } else { b.refused = a.error || "refused"; }
             });
             forgetOld(s);
           });
         } else {
           render();
         }
-        if (again || pending(load())) { again = false; soon(SEND_AFTER_MS); }
+        if (!ended && !refused && (again || (answer && due(load()).length))) {
+          again = false;
+          soon(0);
+        } else if (!due(load()).length) {
+          flush = false;
+        }
       })
       .catch(function () {
         sending = false;
-        away = true;
+        lost();
         failures += 1;
-        render();
         soon(RETRY_MS[Math.min(failures, RETRY_MS.length) - 1]);
       });
+  }
+
+  function lost() {
+    if (!away) { away = true; }
+    render();
+  }
+
+  // the hub answered: if it could not be reached before, send everything now
+  function back() {
+    if (away) {
+      away = false;
+      flush = true;
+      soon(0);
+    }
+  }
+
+  function ping() {
+    fetch("/healthz", {credentials: "same-origin", cache: "no-store"})
+      .then(function () { back(); render(); }, lost);
+  }
+
+  // every hour's close: what it held goes now
+  function atTheHour() {
+    soon(0);
+    setTimeout(atTheHour, hourNow() + HOUR_MS - Date.now() + 2000);
   }
 
   function pending(s) {
@@ -232,6 +280,11 @@
   }
 
   function plural(n, one, many) { return n + " " + (n === 1 ? one : many); }
+
+  function clock(ms) {
+    var d = new Date(ms);
+    return ("0" + d.getHours()).slice(-2) + ":" + ("0" + d.getMinutes()).slice(-2);
+  }
 
   function render() {
     var s = load();
@@ -257,17 +310,20 @@
         others[b.user] = (others[b.user] || 0) + unsent(b);
       }
     }
-    var words;
+    var words, wait = plural(n, "tap waits", "taps wait") + " to be sent";
     if (n === 0) {
       words = "Nothing waiting to be sent: the hub has every tap.";
     } else if (ended) {
-      words = plural(n, "tap waits", "taps wait") + " to be sent: your login has ended. " +
-              "Log in again to send them; they are kept on this device.";
+      words = wait + ", kept on this device. " + ended + " Log in again to send them.";
     } else if (away) {
-      words = "No connection to the hub. " + plural(n, "tap waits", "taps wait") +
-              " to be sent, kept on this device; they go when the connection is back.";
-    } else {
+      words = "No connection to the hub. " + wait + ", kept on this device; they go when " +
+              "the connection is back.";
+    } else if (sending || due(s).length) {
       words = "Sending " + plural(n, "tap", "taps") + " to the hub…";
+    } else {
+      words = wait + ", kept on this device: they go when this hour ends, at " +
+              clock(hourNow() + HOUR_MS) + " (so that when they arrive does not say when " +
+              "a pack was given), or when you start a new shift.";
     }
     if (refused) { words += " The hub refused what was sent: " + refused; }
     if (badTaps) {
@@ -312,6 +368,8 @@
         s.lastShift[user] = before;
         s.shifts[user] = {};
       });
+      flush = true;  // the shift's taps go now, not at the hour
+      soon(0);
     }
   });
   box.addEventListener("change", function (event) {
@@ -319,9 +377,16 @@
       change(function (s) { s.channel = event.target.value; });
     }
   });
-  window.addEventListener("online", function () { away = false; soon(0); });
-  window.addEventListener("offline", function () { away = true; render(); });
+  window.addEventListener("online", ping);
+  window.addEventListener("offline", lost);
   window.addEventListener("storage", function (event) { if (event.key === KEY) { render(); } });
+  document.addEventListener("visibilitychange", function () {
+    if (document.visibilityState === "visible" && ended) {  // logged in again elsewhere?
+      ended = "";
+      refused = "";
+      soon(0);
+    }
+  });
 
   // the channel: as asked in the address, else as last chosen on this device
   var kept = load().channel;
@@ -330,5 +395,7 @@
     if (radio) { radio.checked = true; }
   }
   render();
-  soon(0);
+  setInterval(ping, PING_MS);
+  ping();
+  atTheHour();
 }());
