@@ -33,6 +33,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from hub.tally import KEEP_DAYS
+
 MACHINES = [("mare-street", "Mare Street, outside the Hub", 1.0),
             ("dalston-lane", "Dalston Lane pharmacy", 0.6),
             ("homerton-row", "Homerton Row clinic", 0.3)]
@@ -131,8 +133,7 @@ def history(port: int, days: int) -> None:
 def tallies(base: str, days: int) -> int:
     """Made-up months at the counter (weekdays 10:00-17:00) and from the van (Tuesday,
     Thursday and Saturday evenings), sent as the tally page sends them: logged in as the
-    demo's staff, hourly buckets to ``POST /tally``; a fortnight at least, so that both are
-    in it. Returns the packs sent."""
+    demo's staff, hourly buckets to ``POST /tally``. Returns the packs sent."""
     jar = http.cookiejar.CookieJar()
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
     page = opener.open(f"{base}/login", timeout=30).read().decode()
@@ -141,7 +142,8 @@ def tallies(base: str, days: int) -> int:
     opener.open(f"{base}/login", form.encode(), timeout=30)
     rng = random.Random(11)
     now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-    hour, buckets, packs = now - timedelta(days=max(days, 14)), [], 0
+    # a fortnight at least, so both are in it; at most what the hub takes from a phone
+    hour, buckets, packs = now - timedelta(days=min(max(days, 14), KEEP_DAYS - 1)), [], 0
     while hour < now - timedelta(hours=1):
         weekday, h = hour.weekday(), hour.hour  # UTC hours: near enough for made-up data
         channel = ("counter" if weekday < 5 and 10 <= h < 17 else
