@@ -57,8 +57,11 @@ class _Handler(socketserver.StreamRequestHandler):
 
     def handle(self) -> None:
         if not self.server.admit():
-            self._send(refusal(None, f"control: {MAX_CLIENTS} staff tools are connected "
-                                     "already; try again"))
+            try:
+                self._send(refusal(None, f"control: {MAX_CLIENTS} staff tools are connected "
+                                         "already; try again"))
+            except OSError:
+                pass  # it hung up before hearing so (a traceback in the journal otherwise)
             return
         try:
             self._serve(user_name(peer_uid(self.request)))
