@@ -525,7 +525,7 @@ class Ledger:
         return self._x("SELECT count(*) FROM commands").fetchone()[0]
 
 
-_EVENT_FIELDS = ("type", "slot", "product", "detail")
+_EVENT_FIELDS = ("type", "slot", "product", "detail", "count")
 
 
 SALVAGE = ("meta", "slots", "journal", "buckets", "bucket_counts", "outbox", "held_events",

@@ -215,3 +215,17 @@ def test_packs_taken_out_past_their_date_are_in_the_reports_once(tmp_path):
     assert april.expired == {"naloxone": 3}
     assert EventMessage.read(event.encode()).count == 3
     store.close()
+
+
+def test_a_held_event_keeps_its_count_until_its_bucket_closes(tmp_path):
+    from controller.ledger import Event, Ledger
+
+    ledger = Ledger(tmp_path / "nspvend.db", "m1")
+    with ledger.transaction():
+        ledger.hold_event(Event("expired_given", 4, "naloxone", "past its date", count=1))
+    with ledger.transaction():
+        ledger.release_held(datetime(2027, 4, 1, 1, 0, tzinfo=UTC))
+    [event] = [json.loads(p) for _, k, p in ledger.outbox(10) if k == "event"]
+    assert (event["type"], event["count"], event["ts"]) == ("expired_given", 1,
+                                                             "2027-04-01T01:00:00Z")
+    ledger.close()
