@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import sys
-from importlib.metadata import entry_points
 from typing import Any
 
 import controller
@@ -25,7 +24,10 @@ COMMANDS_GROUP = "nspvend.commands"  # entry points: add_command(add) for more s
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
+    argv = sys.argv[1:] if argv is None else argv
+    # the daemon needs none of the commands other packages add (the demo, the hub): finding
+    # them reads every installed package's metadata, some 4 MB a machine keeps for nothing
+    parser = _parser(plugins=_command_of(argv) != "run")
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
@@ -52,7 +54,25 @@ def _options(default: Any) -> argparse.ArgumentParser:
     return options
 
 
-def _parser() -> argparse.ArgumentParser:
+def _command_of(argv: list[str]) -> str | None:
+    """The command ``argv`` names (its first word that is not an option or an option's
+    value), or None."""
+    words = iter(argv)
+    for word in words:
+        if word in ("--config", "--socket"):
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
+def _plugins() -> Any:
+    from importlib.metadata import entry_points
+
+    return entry_points(group=COMMANDS_GROUP)
+
+
+def _parser(plugins: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nspvend", parents=[_options(None)], description=(
         "Controller of an out-of-hours needle-exchange vending machine."))
     p.add_argument("--version", action="version", version=f"nspvend {controller.__version__}")
@@ -67,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
         return sp
 
     add("run", _run, "run the daemon (systemd starts this)")
-    for plugin in entry_points(group=COMMANDS_GROUP):  # the demo (simulator/), the hub (hub/)
+    for plugin in _plugins() if plugins else ():  # the demo (simulator/), the hub (hub/)
         try:
             plugin.load()(add)
         except ImportError as e:  # a part not installed here (the hub on a Pi)

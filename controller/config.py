@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import ssl
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +16,9 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from controller.i18n import languages, translator
+from controller.i18n import codes as shipped_codes
+from controller.i18n import language as read_language
+from controller.i18n import translator
 from controller.messages import read_key
 from controller.schedule import Window, parse_window
 from hal import PIN_FACTORIES, WIRINGS
@@ -112,7 +113,7 @@ def log_in(client: Any, account: Any, password: str | None) -> None:
         client.username_pw_set(account.username, password)
     if account.ca_file:
         client.tls_set(ca_certs=account.ca_file, certfile=account.cert_file,
-                       keyfile=account.key_file, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+                       keyfile=account.key_file, tls_version=_tls_client())
 
 
 # Kept by older configs: what a vend causes was told after a random delay, then rounded.
@@ -655,14 +656,20 @@ def _parse_display(t: _Table, resolve: Any) -> DisplaySettings:
         rotate=t.integer("rotate", 0, 0, 3), file=resolve(path) if path else None)
 
 
+def _tls_client() -> int:
+    import ssl  # only where the broker is spoken to over TLS: 5 MB a machine may not need
+
+    return ssl.PROTOCOL_TLS_CLIENT
+
+
 def _check_languages(path: str, codes: tuple[str, ...], allow_unreviewed: bool,
                      display: DisplaySettings, hal: str) -> None:
-    shipped = languages()
+    shipped = shipped_codes()
     if not codes:
         raise ConfigError(path, "display.languages", "must name at least one language")
     for i, code in enumerate(codes):
         key = f"display.languages[{i}]"
-        language = shipped.get(code)
+        language = read_language(code)  # only the languages named are read
         if language is None:
             raise ConfigError(path, key, f"{code!r} is not a language nspvend has; it has "
                                          f"{', '.join(shipped)} (nspvend screens --languages)")
@@ -679,7 +686,7 @@ def _check_languages(path: str, codes: tuple[str, ...], allow_unreviewed: bool,
 
 
 def _translations(t: _Table, count: int) -> tuple[tuple[str, StaffTexts], ...]:
-    shipped = languages()
+    shipped = shipped_codes()
     out = []
     for code in t.data:
         if code not in shipped:
@@ -697,9 +704,9 @@ def _translations(t: _Table, count: int) -> tuple[tuple[str, StaffTexts], ...]:
 def _names(t: _Table) -> tuple[tuple[str, str], ...]:
     names = t.get("names", dict, {}, 'a table of names by language, like { tr = "..." }')
     for code, name in names.items():
-        if code not in languages():
+        if code not in shipped_codes():
             raise ConfigError(t.path, f"{t.key('names')}.{code}",
-                              f"is not a language nspvend has ({', '.join(languages())})")
+                              f"is not a language nspvend has ({', '.join(shipped_codes())})")
         if not isinstance(name, str) or not name.strip():
             raise ConfigError(t.path, f"{t.key('names')}.{code}", "must be a non-empty string")
     return tuple(sorted(names.items()))

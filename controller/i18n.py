@@ -13,9 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from babel import Locale
-from babel.messages.pofile import read_po
-
 from hal.screens import fold
 
 LOCALE = Path(__file__).resolve().parent / "locale"
@@ -37,20 +34,36 @@ class Language:
         return self.texts.get(text) or text
 
 
+def codes() -> list[str]:
+    """The shipped languages' codes, English first (no catalog is read)."""
+    return sorted((path.stem for path in LOCALE.glob("*.po")), key=lambda c: (c != SOURCE, c))
+
+
 @functools.cache
+def language(code: str) -> Language | None:
+    """One shipped language, its catalog read (with Babel) the first time it is asked for;
+    English is the source and needs none. None if nspvend has no such language."""
+    if code == SOURCE:
+        return Language(SOURCE, "English", True, True, {})
+    path = LOCALE / f"{code}.po"
+    if code not in codes():
+        return None
+    from babel import Locale
+    from babel.messages.pofile import read_po
+
+    with open(path, "rb") as f:
+        catalog = read_po(f, locale=code)
+    reviewed = _header(catalog, "X-Native-Speaker-Reviewed").lower().startswith("yes")
+    texts = {m.id: m.string for m in catalog if m.id and m.string}
+    sample = " ".join(texts.values())
+    name = Locale.parse(code).get_display_name(code) or code
+    return Language(code, name, reviewed, "?" not in fold(sample.replace("?", "")), texts)
+
+
 def languages() -> dict[str, Language]:
-    """Every shipped language, by code, English first."""
-    found: dict[str, Language] = {}
-    for path in sorted(LOCALE.glob("*.po"), key=lambda p: (p.stem != SOURCE, p.stem)):
-        with open(path, "rb") as f:
-            catalog = read_po(f, locale=path.stem)
-        reviewed = _header(catalog, "X-Native-Speaker-Reviewed").lower().startswith("yes")
-        texts = {m.id: m.string for m in catalog if m.id and m.string}
-        sample = " ".join(texts.values())
-        name = Locale.parse(path.stem).get_display_name(path.stem) or path.stem
-        found[path.stem] = Language(path.stem, name, reviewed or path.stem == SOURCE,
-                                    "?" not in fold(sample.replace("?", "")), texts)
-    return found
+    """Every shipped language, by code, English first (every catalog read: for listing
+    them all; a machine reads only those its config names, :func:`language`)."""
+    return {code: language(code) for code in codes()}
 
 
 def _header(catalog: object, name: str) -> str:
@@ -62,5 +75,4 @@ def _header(catalog: object, name: str) -> str:
 
 def translator(code: str) -> Callable[[str], str]:
     """The gettext of language ``code`` (English if there is no such catalog)."""
-    language = languages().get(code) or languages()[SOURCE]
-    return language.gettext
+    return (language(code) or language(SOURCE)).gettext

@@ -20,8 +20,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from controller.clock import iso, parse_iso
 from controller.messages import EventMessage, UsageMessage, compact
 
@@ -85,7 +83,7 @@ class OpenVend:
     board: str | None
 
 
-def _v1(db: sqlite_utils.Database) -> None:
+def _v1(db: Any) -> None:
     db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
     db["slots"].create(
         {"slot": int, "product": str, "count": int, "capacity": int, "low_at": int,
@@ -116,12 +114,12 @@ def _v1(db: sqlite_utils.Database) -> None:
     db["commands"].create({"id": str, "ts": str, "result": str}, pk="id", if_not_exists=True)
 
 
-def _v2(db: sqlite_utils.Database) -> None:
+def _v2(db: Any) -> None:
     if "known_empty" not in db["slots"].columns_dict:
         db["slots"].add_column("known_empty", int, not_null_default=0)
 
 
-def _v3(db: sqlite_utils.Database) -> None:
+def _v3(db: Any) -> None:
     """Promise 2: no row keeps the time of a vend. The journal and the outbox lose their
     time columns; events a vend caused are rounded to the hour; a command is remembered
     until its expiry; events a vend caused wait in ``held_events`` (no time) until their
@@ -139,13 +137,14 @@ def _v3(db: sqlite_utils.Database) -> None:
                + ",".join("?" * len(VEND_CAUSED)) + ")", VEND_CAUSED)
 
 
-def _v4(db: sqlite_utils.Database) -> None:
+def _v4(db: Any) -> None:
     """A slot's packs carry the month they expire at the end of (given at refill)."""
     if "expires" not in db["slots"].columns_dict:
         db["slots"].add_column("expires", str)
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4]
+# each step is given the file as a sqlite_utils.Database
+MIGRATIONS: list[Callable[[Any], None]] = [_v1, _v2, _v3, _v4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -161,17 +160,28 @@ class Ledger:
         self.machine_id = machine_id
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self.db = sqlite_utils.Database(conn)
-        self.db.execute("PRAGMA secure_delete=ON")  # deleted rows are overwritten, not left
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.execute("PRAGMA foreign_keys=ON")
-        self.db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
+        self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db: Any = None
+        self.conn.execute("PRAGMA secure_delete=ON")  # deleted rows are overwritten, not left
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")
+        self.conn.execute("PRAGMA foreign_keys=ON")
+        self.conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         self._migrate()
 
+    @property
+    def db(self) -> Any:
+        """The file through sqlite-utils (a ``sqlite_utils.Database`` on the same connection),
+        for schema changes and salvage: imported only then, since it brings click, dateutil
+        and pluggy with it (some 15 MB a machine has no use for while it vends)."""
+        if self._db is None:
+            import sqlite_utils
+
+            self._db = sqlite_utils.Database(self.conn)
+        return self._db
+
     def close(self) -> None:
-        self.db.close()
+        self.conn.close()
 
     def check(self) -> None:
         """Raise :class:`sqlite3.DatabaseError` unless every page of the file reads
@@ -184,7 +194,7 @@ class Ledger:
         """Copy the WAL into the database and cut it to nothing, so the page images it held
         (the order of the vends since the last time) are gone from the file."""
         try:
-            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as e:
             log.debug("WAL checkpoint failed: %s", e)
 
@@ -193,12 +203,12 @@ class Ledger:
     def transaction(self) -> Iterator[None]:
         """One atomic, durable commit; raises :class:`StorageError` if it cannot be written."""
         try:
-            self.db.execute("BEGIN IMMEDIATE")
+            self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as e:
             raise StorageError(str(e)) from e
         try:
             yield
-            self.db.execute("COMMIT")
+            self.conn.execute("COMMIT")
         except sqlite3.Error as e:
             self._rollback()
             raise StorageError(str(e)) from e
@@ -208,12 +218,12 @@ class Ledger:
 
     def _rollback(self) -> None:
         try:
-            self.db.execute("ROLLBACK")
+            self.conn.execute("ROLLBACK")
         except sqlite3.Error:
             pass
 
     def _migrate(self) -> None:
-        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise StorageError(
                 f"{self.path} was written by a newer nspvend (schema {version}, this one knows "
@@ -222,11 +232,11 @@ class Ledger:
             # sqlite-utils commits each schema change itself, so every step is written to
             # be re-run safely if a power cut stops it half-way.
             MIGRATIONS[step](self.db)
-            self.db.execute(f"PRAGMA user_version = {step + 1}")
+            self.conn.execute(f"PRAGMA user_version = {step + 1}")
             log.info("database %s migrated to schema %d", self.path, step + 1)
 
     def _x(self, sql: str, params: tuple | dict = ()) -> sqlite3.Cursor:
-        return self.db.execute(sql, params)
+        return self.conn.execute(sql, params)
 
     def salvage(self, old: str) -> dict[str, int]:
         """Copy into this (new, empty) ledger every row of ``old`` that still reads, table by
@@ -247,7 +257,7 @@ class Ledger:
                     names = ", ".join(f'"{c}"' for c in columns)
                     rows = source.execute(f"SELECT {names} FROM {table}").fetchall()
                     with self.transaction():
-                        self.db.conn.executemany(f"INSERT OR IGNORE INTO {table} ({names})"
+                        self.conn.executemany(f"INSERT OR IGNORE INTO {table} ({names})"
                                                  f" VALUES ({', '.join('?' * len(columns))})",
                                                  rows)
                     copied[table] = len(rows)

@@ -9,12 +9,12 @@ comes right after the headline; a small display turns pages, and leaves nothing 
 
 from __future__ import annotations
 
-from controller.i18n import Language, languages
+from controller.i18n import Language, codes, language
 from hal.screens import Screen
 
 
 def english() -> Language:
-    return languages()["en"]
+    return language("en")
 
 
 def _hints(t: Language, language_button: int | None, say_button: int | None
@@ -23,7 +23,7 @@ def _hints(t: Language, language_button: int | None, say_button: int | None
     buttons' numbers, which need no reading (a client who cannot read this language can
     still find the way out of it)."""
     words, symbols = [], []
-    if language_button is not None and len(languages()) > 1:
+    if language_button is not None and len(codes()) > 1:
         words.append(t.gettext("Language: button {button}").format(button=language_button))
         symbols.append(("language", language_button))
     if say_button is not None:

@@ -22,7 +22,7 @@ import controller
 from controller import stock, texts
 from controller.clock import Clock, iso
 from controller.config import Config, Product
-from controller.i18n import VOICES, Language, languages
+from controller.i18n import VOICES, Language, language
 from controller.ledger import Bucket, Event, Ledger, SlotState, StorageError, new_bucket_id
 from controller.messages import Mode, StateMessage, UsageMessage
 from controller.schedule import is_open
@@ -122,7 +122,7 @@ class VendingMachine:
         self._screen = "idle"
         self._shown: Screen | None = None
         self._build: Callable[[Language], Screen] | None = None
-        self.languages = [languages()[code] for code in config.languages]
+        self.languages = [language(code) for code in config.languages]
         self.language = self.languages[0]
         self._last_press: float | None = None
         self.speaker = speaker

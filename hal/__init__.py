@@ -13,7 +13,6 @@ import enum
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from typing import Any, Protocol
 
 from hal.screens import Screen
@@ -201,15 +200,35 @@ class RequestMemory:
         return None
 
 
+# nspvend's own backends, as pyproject.toml's entry points name them (a test keeps the two
+# equal): found without reading the installed packages' metadata, which costs a machine
+# some 4 MB of imports (email, zipfile, csv) it has no other use for
+OWN_BACKENDS = {"serial": "hal.serial:open_hardware", "gpio": "hal.gpio:open_hardware",
+                "sim": "simulator.backend:open_hardware",
+                "gpio-mock": "simulator.gpio_world:open_hardware"}
+
+
+def _entry_points() -> Any:
+    from importlib.metadata import entry_points
+
+    return entry_points(group=BACKEND_GROUP)
+
+
 def backends() -> list[str]:
-    """The names of the backends installed (entry points of ``nspvend.hal``)."""
-    return sorted(ep.name for ep in entry_points(group=BACKEND_GROUP))
+    """The names of the backends installed (nspvend's own, and entry points of
+    ``nspvend.hal``)."""
+    return sorted(set(OWN_BACKENDS) | {ep.name for ep in _entry_points()})
 
 
 def open_hardware(backend: str, settings: Any) -> Hardware:
     """Open the backend called ``backend`` with its own ``settings`` (``Config.backend`` and
     ``Config.hardware_settings`` say which, for a config)."""
-    found = [ep for ep in entry_points(group=BACKEND_GROUP) if ep.name == backend]
+    if backend in OWN_BACKENDS:
+        import importlib
+
+        module, name = OWN_BACKENDS[backend].split(":")
+        return getattr(importlib.import_module(module), name)(settings)
+    found = [ep for ep in _entry_points() if ep.name == backend]
     if not found:
         raise ValueError(f"no hal backend {backend!r}; installed: {', '.join(backends())} "
                          "(is nspvend installed? scripts/setup installs it)")

@@ -116,3 +116,39 @@ def test_the_packages_do_not_need_each_other_both_ways():
 
 def test_the_check_finds_a_cycle_when_there_is_one():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_nspvend_s_own_backends_are_the_entry_points_pyproject_names():
+    import tomllib
+
+    import hal
+
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        project = tomllib.load(f)["project"]
+    assert hal.OWN_BACKENDS == project["entry-points"]["nspvend.hal"]
+
+
+def test_a_machine_in_english_loads_no_catalog_no_sqlite_utils_and_no_plugins(tmp_path):
+    """The footprint (bench/run.py): what the config does not use is not imported."""
+    import subprocess
+    import sys
+
+    from tests.machines import write_machine
+
+    config = write_machine(tmp_path, "lean-01", "sim", sim={"control": "sim.sock"},
+                           database={"path": "nspvend.db"}, control={"socket": "c.sock"})
+    made = (f"from controller.ledger import Ledger; Ledger({str(tmp_path / 'nspvend.db')!r},"
+            " 'lean-01').close()")  # a first start makes the file (sqlite-utils migrates it)
+    subprocess.run([sys.executable, "-c", made], cwd=ROOT, check=True, timeout=60)
+    probe = ("import sys, threading, os, time\n"
+             "def look():\n"
+             "    time.sleep(3)\n"
+             "    print(sorted({m.split('.')[0] for m in sys.modules} & {'babel', 'sqlite_utils',"
+             " 'click', 'hub', 'PIL', 'luma', 'RPLCD'}), flush=True)\n"
+             "    os._exit(0)\n"
+             "threading.Thread(target=look, daemon=True).start()\n"
+             "from controller.cli import main\n"
+             f"main(['run', '--config', {str(config)!r}])\n")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert done.stdout.strip() == "[]", (done.stdout, done.stderr[-2000:])
