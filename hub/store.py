@@ -292,9 +292,17 @@ class HubStore:
     # -- what machines say ---------------------------------------------------------------
     def heard(self, machine: str, at: datetime) -> None:
         """Any message from ``machine`` (inside a transaction)."""
-        self._x("INSERT INTO machines (id, first_heard, last_heard) VALUES (?, ?, ?)"
-                " ON CONFLICT(id) DO UPDATE SET last_heard = excluded.last_heard",
-                (machine, iso(at), iso(at)))
+        self.heard_from([machine], at)
+
+    def heard_from(self, machines: list[str], at: datetime) -> None:
+        """Messages from each of ``machines`` (each once, in one order for every process, so
+        that two processes' batches never wait for each other in a circle; inside a
+        transaction): a statement for up to 500."""
+        for chunk in _chunks(sorted(set(machines)), 500):
+            marks = ", ".join(["(?, ?, ?)"] * len(chunk))
+            self._x(f"INSERT INTO machines (id, first_heard, last_heard) VALUES {marks}"
+                    " ON CONFLICT(id) DO UPDATE SET last_heard = excluded.last_heard",
+                    [v for m in chunk for v in (m, iso(at), iso(at))])
 
     def record_availability(self, machine: str, value: str, at: datetime) -> None:
         self._x("UPDATE machines SET availability_since = CASE WHEN coalesce(availability, '')"
@@ -311,48 +319,82 @@ class HubStore:
 
     def record_usage(self, machine: str, usage: UsageMessage, at: datetime) -> bool:
         """Keep a bucket once: True if it was new, False if heard before (not counted again)."""
-        cursor = self._x('INSERT INTO buckets (id, machine, start, "end", clock_synced,'
-                         " received) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                         (usage.id, machine, usage.start, usage.end, int(usage.clock_synced),
-                          iso(at)))
-        if cursor.rowcount == 0:
-            return False
-        # a handful of statements a bucket, whatever its products: each is a round trip to
-        # a database server
-        if any(usage.counts.values()) or any(usage.unconfirmed.values()):
-            self._x("UPDATE machines SET"
-                    " last_pack = CASE WHEN last_pack IS NULL OR last_pack < ? THEN ?"
-                    " ELSE last_pack END,"
-                    " silence = CASE WHEN silence_at < ? THEN NULL ELSE silence END,"
-                    " silence_at = CASE WHEN silence_at < ? THEN NULL ELSE silence_at END"
-                    " WHERE id = ?", (usage.end, usage.end, usage.end, usage.end, machine))
-        day = usage.start[:10]
-        rows = [(product, usage.counts.get(product, 0), usage.unconfirmed.get(product, 0))
-                for product in sorted(set(usage.counts) | set(usage.unconfirmed))]
-        if rows:
-            marks = ", ".join(["(?, ?, ?, ?)"] * len(rows))
+        return self.record_usages([(machine, usage)], at)[0]
+
+    def record_usages(self, items: list[tuple[str, UsageMessage]], at: datetime) -> list[bool]:
+        """Keep each ``(machine, bucket)`` once (inside the caller's transaction): for each,
+        True if it was new, False if heard before, or earlier in ``items``. A handful of
+        statements however many buckets (each a round trip to a database server): the new
+        ones found by one insert that says which it inserted, then their counts, the daily
+        roll-ups (added up here first, a row per key) and each machine's last pack."""
+        if not items:
+            return []
+        inserted: set[str] = set()
+        rows = [(u.id, m, u.start, u.end, int(u.clock_synced), iso(at)) for m, u in items]
+        for chunk in _chunks(rows, 400):
+            marks = ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk))
+            inserted |= {r[0] for r in self._x(
+                f'INSERT INTO buckets (id, machine, start, "end", clock_synced, received)'
+                f" VALUES {marks} ON CONFLICT DO NOTHING RETURNING id",
+                [v for row in chunk for v in row]).fetchall()}
+        flags: list[bool] = []
+        fresh: list[tuple[str, UsageMessage]] = []
+        for machine, usage in items:
+            new = usage.id in inserted
+            inserted.discard(usage.id)  # the same bucket twice in one batch: the first counts
+            flags.append(new)
+            if new:
+                fresh.append((machine, usage))
+        if not fresh:
+            return flags
+        counts: list[tuple[str, str, int, int]] = []
+        daily: dict[tuple[str, str, str], list[int]] = {}
+        cover: dict[tuple[str, str], list[float]] = {}
+        last: dict[str, str] = {}
+        for machine, usage in fresh:
+            products = sorted(set(usage.counts) | set(usage.unconfirmed))
+            day = usage.start[:10]
+            for product in products:
+                c, u = usage.counts.get(product, 0), usage.unconfirmed.get(product, 0)
+                counts.append((usage.id, product, c, u))
+                total = daily.setdefault((machine, day, product), [0, 0])
+                total[0] += c
+                total[1] += u
+            if any(usage.counts.values()) or any(usage.unconfirmed.values()):
+                last[machine] = max(last.get(machine, usage.end), usage.end)
+            for cover_day, seconds, first in _days_covered(usage.start, usage.end):
+                share = cover.setdefault((machine, cover_day), [0.0, 0])
+                share[0] += seconds
+                share[1] += first
+        for chunk in _chunks(counts, 500):
+            marks = ", ".join(["(?, ?, ?, ?)"] * len(chunk))
             self._x(f"INSERT INTO bucket_counts (bucket_id, product, confirmed, unconfirmed)"
-                    f" VALUES {marks}", [v for row in rows for v in (usage.id, *row)])
-            marks = ", ".join(["(?, ?, ?, ?, ?)"] * len(rows))
+                    f" VALUES {marks}", [v for row in chunk for v in row])
+        for chunk in _chunks(sorted(daily.items()), 400):
+            marks = ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk))
             self._x(f"INSERT INTO daily_counts (machine, day, product, confirmed, unconfirmed)"
                     f" VALUES {marks} ON CONFLICT (machine, day, product) DO UPDATE SET"
                     " confirmed = daily_counts.confirmed + excluded.confirmed,"
                     " unconfirmed = daily_counts.unconfirmed + excluded.unconfirmed",
-                    [v for row in rows for v in (machine, day, *row)])
-        start, end = parse_iso(usage.start), parse_iso(usage.end)
-        day_start = datetime(start.year, start.month, start.day, tzinfo=UTC)
-        for n in range(3):  # a bucket across midnight covers its share of the next day too
-            midnight = day_start + timedelta(days=1)
-            seconds = max(0.0, (min(end, midnight) - max(start, day_start)).total_seconds())
-            self._x("INSERT INTO daily_cover (machine, day, seconds, buckets) VALUES (?, ?, ?, ?)"
+                    [v for key, (c, u) in chunk for v in (*key, c, u)])
+        for chunk in _chunks(sorted(cover.items()), 400):
+            marks = ", ".join(["(?, ?, ?, ?)"] * len(chunk))
+            self._x(f"INSERT INTO daily_cover (machine, day, seconds, buckets) VALUES {marks}"
                     " ON CONFLICT (machine, day) DO UPDATE SET"
                     " seconds = daily_cover.seconds + excluded.seconds,"
                     " buckets = daily_cover.buckets + excluded.buckets",
-                    (machine, f"{day_start:%Y-%m-%d}", seconds, int(n == 0)))
-            if end <= midnight:
-                break
-            day_start = midnight
-        return True
+                    [v for key, (sec, n) in chunk for v in (*key, sec, int(n))])
+        for chunk in _chunks(sorted(last.items()), 400):
+            # a pack ends a silence told before it; the latest bucket with a pack is kept
+            values = " UNION ALL ".join(["SELECT ? AS id, ? AS e"] * len(chunk))
+            self._x("UPDATE machines SET"
+                    " last_pack = CASE WHEN last_pack IS NULL OR last_pack < v.e THEN v.e"
+                    " ELSE last_pack END,"
+                    " silence = CASE WHEN silence_at < v.e THEN NULL ELSE silence END,"
+                    " silence_at = CASE WHEN silence_at < v.e THEN NULL ELSE silence_at END"
+                    f" FROM ({values}) AS v WHERE machines.id = v.id",
+                    [x for row in chunk for x in row])
+        return flags
 
     def record_event(self, machine: str, event: EventMessage, at: datetime) -> bool:
         cursor = self._x("INSERT INTO events (id, machine, ts, type, slot, product, detail,"
@@ -1028,6 +1070,27 @@ def first_line(e: BaseException) -> str:
 
 class StoreError(Exception):
     """The store cannot be opened or used as asked (one line for a person)."""
+
+
+def _chunks(rows: list, size: int) -> Iterator[list]:
+    """``rows`` a ``size`` at a time (a statement's parameters are limited)."""
+    for i in range(0, len(rows), size):
+        yield rows[i:i + size]
+
+
+def _days_covered(start: str, end: str) -> Iterator[tuple[str, float, int]]:
+    """``(UTC day, seconds of [start, end) in it, 1 for the day the bucket starts in)``: a
+    bucket across midnight covers its share of the next day too (buckets last at most a
+    day; three days at most are looked at)."""
+    a, b = parse_iso(start), parse_iso(end)
+    day_start = datetime(a.year, a.month, a.day, tzinfo=UTC)
+    for n in range(3):
+        midnight = day_start + timedelta(days=1)
+        yield (f"{day_start:%Y-%m-%d}",
+               max(0.0, (min(b, midnight) - max(a, day_start)).total_seconds()), int(n == 0))
+        if b <= midnight:
+            break
+        day_start = midnight
 
 
 def _split(start: str, end: str) -> tuple[tuple[str, str] | None, list[tuple[str, str]]]:

@@ -9,6 +9,8 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from controller.clock import iso
 from controller.messages import EventMessage, StateMessage, StockMessage, UsageMessage
@@ -607,3 +609,41 @@ def test_a_year_from_the_machine_the_counter_and_the_van_is_one_coverage_figure(
                                "sam")
     rolling = reports.coverage(store, config, NOW)[0]
     assert (rolling.needles, rolling.per_person_year, rolling.band) == (12000, 200.0, "medium")
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sends=st.lists(st.tuples(st.sampled_from(["m1", "m2", "m3"]), st.integers(0, 12),
+                                st.integers(0, 60), st.integers(0, 3), st.integers(0, 2)),
+                      min_size=1, max_size=40),
+       cuts=st.lists(st.integers(1, 40), max_size=5))
+def test_buckets_stored_in_batches_count_as_if_stored_one_by_one(tmp_path_factory, sends, cuts):
+    """A backlog's buckets stored a batch at a time (a few statements each, repeats inside
+    a batch and across batches) leave what storing them one by one leaves."""
+    folder = tmp_path_factory.mktemp("batches")
+    one, many = SqliteStore(folder / "one.db"), SqliteStore(folder / "many.db")
+    items = []
+    for machine, n, hour_, syringes, unconfirmed in sends:
+        start = datetime(2026, 11, 24, tzinfo=UTC) + timedelta(hours=hour_ % 48, minutes=30 * (
+            hour_ % 2))  # some across midnight
+        items.append((machine, usage(f"b{n}-{machine}", iso(start), iso(start + timedelta(hours=1)),
+                                     syringes, unconfirmed)))
+    with one.transaction():
+        one.heard_from(["m1", "m2", "m3"], NOW)
+        singly = [one.record_usage(m, u, NOW) for m, u in items]
+    batched: list[bool] = []
+    bounds = sorted({0, len(items), *(c for c in cuts if c < len(items))})
+    with many.transaction():
+        many.heard_from(["m1", "m2", "m3"], NOW)
+        for a, b in zip(bounds, bounds[1:], strict=False):
+            batched += many.record_usages(items[a:b], NOW)
+    assert batched == singly
+    span = ("2026-11-23T00:00:00Z", "2026-11-27T00:00:00Z")
+    assert many.usage_totals(*span) == one.usage_totals(*span)
+    assert many.period_cover(*span) == one.period_cover(*span)
+    assert many.last_packs() == one.last_packs()
+    for table in ("daily_counts", "daily_cover", "bucket_counts"):
+        assert sorted(many.db.execute(f"SELECT * FROM {table}").fetchall()) == sorted(
+            one.db.execute(f"SELECT * FROM {table}").fetchall()), table
+    one.close()
+    many.close()
