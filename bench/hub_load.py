@@ -251,7 +251,7 @@ def run(n: int, kind: str, hubs: int, pg: Postgres | None, quick: bool) -> dict:
         "mqtt": {"host": "127.0.0.1", "port": broker.port, "protocol": "5",
                  "catch_up_s": 0,  # its asking comes 10 minutes in: a load of its own
                  **({"share_group": "hubs"} if hubs > 1 else {})},
-        "machines": known(*ids),  # the hub stores only the machines it knows
+        "machines": known(*ids, "probe-0"),  # the hub stores only the machines it knows
         "database": database, "web": {"listen": f"127.0.0.1:{web}"}}))
     assert hub_cli(config, "user", "add", "bench", "--role", "viewer",
                    stdin=PASSWORD + "\n").returncode == 0
