@@ -58,11 +58,14 @@ if __name__ == "__main__":
 sys.path.insert(0, str(ROOT))
 
 from controller.clock import iso  # noqa: E402
+from hub.store import V8  # noqa: E402
 from simulator.fleet import PRODUCTS, Fleet, bucket, state, stock  # noqa: E402
 from tests.broker import Broker  # noqa: E402
 from tests.daemon_process import HubProcess  # noqa: E402
 from tests.hub_client import HubClient  # noqa: E402
 from tests.machines import known, to_toml  # noqa: E402
+
+MONTHLY_FROM_DAILY = [statement for statement in V8 if statement.startswith("INSERT")]
 from tests.postgres import WHY_NOT, Postgres  # noqa: E402
 from tests.test_hub import free_port, hub_cli  # noqa: E402
 
@@ -113,6 +116,8 @@ class Store:
             self.conn.execute("BEGIN")
             self.conn.executemany("INSERT INTO daily_counts VALUES (?, ?, ?, ?, ?)", counts())
             self.conn.executemany("INSERT INTO daily_cover VALUES (?, ?, ?, ?)", cover())
+            for statement in MONTHLY_FROM_DAILY:  # the monthly roll-ups the same days leave
+                self.conn.execute(statement)
             self.conn.execute("COMMIT")
         else:
             with self.conn.cursor() as cur:
@@ -123,6 +128,8 @@ class Store:
                 with cur.copy("COPY daily_cover (machine, day, seconds, buckets) FROM STDIN") as copy:
                     for row in cover():
                         copy.write_row(row)
+                for statement in MONTHLY_FROM_DAILY:
+                    cur.execute(statement)
             self.conn.execute("ANALYZE")
         return time.perf_counter() - t
 

@@ -163,7 +163,30 @@ def _v7(db: sqlite_utils.Database) -> None:
 V7 = "CREATE INDEX IF NOT EXISTS expired_by_ts ON expired_removals (ts)"
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
+def _v8(db: sqlite_utils.Database) -> None:
+    # per machine and UTC month, as the daily roll-ups: a year's report adds up twelve rows a
+    # machine and product, not 365 (filled from the daily ones on upgrade)
+    db["monthly_counts"].create({"machine": str, "month": str, "product": str, "confirmed": int,
+                                 "unconfirmed": int}, pk=("machine", "month", "product"),
+                                if_not_exists=True)
+    db["monthly_cover"].create({"machine": str, "month": str, "seconds": float, "buckets": int},
+                               pk=("machine", "month"), if_not_exists=True)
+    for statement in V8:
+        db.execute(statement)
+
+
+V8 = ["CREATE INDEX IF NOT EXISTS monthly_by_month ON monthly_counts (month)",
+      "CREATE INDEX IF NOT EXISTS monthly_cover_by_month ON monthly_cover (month)",
+      "INSERT INTO monthly_counts (machine, month, product, confirmed, unconfirmed)"
+      " SELECT machine, substr(day, 1, 7), product, sum(confirmed), sum(unconfirmed)"
+      " FROM daily_counts GROUP BY machine, substr(day, 1, 7), product",
+      "INSERT INTO monthly_cover (machine, month, seconds, buckets) SELECT machine,"
+      " substr(day, 1, 7), sum(seconds), sum(buckets) FROM daily_cover"
+      " GROUP BY machine, substr(day, 1, 7)"]
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7,
+                                                            _v8]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 T = 'TEXT COLLATE "C"'  # ISO times and days compare as bytes, whatever the server's locale
@@ -215,6 +238,11 @@ PG_MIGRATIONS: list[list[str]] = [
      f" PRIMARY KEY (tally_id, product))", *V6],
     [f"CREATE TABLE expired_removals (event_id {T} PRIMARY KEY, machine {T}, ts {T},"
      f" product {T}, packs INTEGER)", V7],
+    # INTEGER as the daily ones (sum() of a BIGINT is a numeric, which Python reads as Decimal)
+    [f"CREATE TABLE monthly_counts (machine {T}, month {T}, product {T}, confirmed INTEGER,"
+     f" unconfirmed INTEGER, PRIMARY KEY (machine, month, product))",
+     f"CREATE TABLE monthly_cover (machine {T}, month {T}, seconds DOUBLE PRECISION,"
+     f" buckets INTEGER, PRIMARY KEY (machine, month))", *V8],
 ]
 assert len(PG_MIGRATIONS) == SCHEMA_VERSION
 CATCH_UP = "hub (catch-up)"  # who the hub's own questions for buckets are recorded as
@@ -384,6 +412,30 @@ class HubStore:
                     " seconds = daily_cover.seconds + excluded.seconds,"
                     " buckets = daily_cover.buckets + excluded.buckets",
                     [v for key, (sec, n) in chunk for v in (*key, sec, int(n))])
+        monthly: dict[tuple[str, str, str], list[int]] = {}
+        for (machine, day, product), (c, u) in daily.items():
+            total = monthly.setdefault((machine, day[:7], product), [0, 0])
+            total[0] += c
+            total[1] += u
+        for chunk in _chunks(sorted(monthly.items()), 400):
+            marks = ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk))
+            self._x(f"INSERT INTO monthly_counts (machine, month, product, confirmed,"
+                    f" unconfirmed) VALUES {marks} ON CONFLICT (machine, month, product) DO"
+                    " UPDATE SET confirmed = monthly_counts.confirmed + excluded.confirmed,"
+                    " unconfirmed = monthly_counts.unconfirmed + excluded.unconfirmed",
+                    [v for key, (c, u) in chunk for v in (*key, c, u)])
+        month_cover: dict[tuple[str, str], list[float]] = {}
+        for (machine, day), (sec, n) in cover.items():
+            share = month_cover.setdefault((machine, day[:7]), [0.0, 0])
+            share[0] += sec
+            share[1] += n
+        for chunk in _chunks(sorted(month_cover.items()), 400):
+            marks = ", ".join(["(?, ?, ?, ?)"] * len(chunk))
+            self._x(f"INSERT INTO monthly_cover (machine, month, seconds, buckets) VALUES"
+                    f" {marks} ON CONFLICT (machine, month) DO UPDATE SET"
+                    " seconds = monthly_cover.seconds + excluded.seconds,"
+                    " buckets = monthly_cover.buckets + excluded.buckets",
+                    [v for key, (sec, n) in chunk for v in (*key, sec, int(n))])
         for chunk in _chunks(sorted(last.items()), 400):
             # a pack ends a silence told before it; the latest bucket with a pack is kept
             values = " UNION ALL ".join(["SELECT ? AS id, ? AS e"] * len(chunk))
@@ -452,10 +504,10 @@ class HubStore:
     def period_counts(self, start: str, end: str, machines: list[str] | None = None
                       ) -> list[tuple[str, str, int, int]]:
         """``(machine, product, confirmed, unconfirmed)`` for buckets that start in [start,
-        end) (ISO instants): the whole UTC days inside from the daily roll-ups, added up by
-        the database, and the hours at either edge (a local day is not a UTC day in summer)
-        from the buckets themselves."""
-        days, edges = _split(start, end)
+        end) (ISO instants): the whole UTC months inside from the monthly roll-ups, the whole
+        days left from the daily ones, added up by the database, and the hours at either edge
+        (a local day is not a UTC day in summer) from the buckets themselves."""
+        months, days, edges = _split(start, end)
         only = ""
         extra: list[Any] = []
         if machines is not None:
@@ -463,10 +515,14 @@ class HubStore:
             extra = list(machines)
         found: dict[tuple[str, str], list[int]] = {}
         rows: list[tuple] = []
-        if days:
+        if months:
+            rows += self._x("SELECT machine, product, sum(confirmed), sum(unconfirmed) FROM"
+                            f" monthly_counts WHERE month >= ? AND month < ?{only}"
+                            " GROUP BY machine, product", [*months, *extra]).fetchall()
+        for span in days:
             rows += self._x("SELECT machine, product, sum(confirmed), sum(unconfirmed) FROM"
                             f" daily_counts WHERE day >= ? AND day < ?{only}"
-                            " GROUP BY machine, product", [*days, *extra]).fetchall()
+                            " GROUP BY machine, product", [*span, *extra]).fetchall()
         for a, b in edges:
             rows += self._x("SELECT b.machine, c.product, sum(c.confirmed), sum(c.unconfirmed)"
                             " FROM buckets b JOIN bucket_counts c ON c.bucket_id = b.id"
@@ -484,17 +540,22 @@ class HubStore:
         return [(m, seconds) for m, (seconds, _) in sorted(self._cover(start, end).items())]
 
     def _cover(self, start: str, end: str) -> dict[str, tuple[float, int]]:
-        days, edges = _split(start, end)
+        months, days, edges = _split(start, end)
         found: dict[str, tuple[float, int]] = {}
 
         def add(machine: str, seconds: float, buckets: int) -> None:
             was = found.get(machine, (0.0, 0))
             found[machine] = (was[0] + (seconds or 0.0), was[1] + (buckets or 0))
 
-        if days:
+        if months:
+            for machine, seconds, buckets in self._x(
+                    "SELECT machine, sum(seconds), sum(buckets) FROM monthly_cover WHERE"
+                    " month >= ? AND month < ? GROUP BY machine", months).fetchall():
+                add(machine, seconds, buckets)
+        for span in days:
             for machine, seconds, buckets in self._x(
                     "SELECT machine, sum(seconds), sum(buckets) FROM daily_cover WHERE day >= ?"
-                    " AND day < ? GROUP BY machine", days).fetchall():
+                    " AND day < ? GROUP BY machine", span).fetchall():
                 add(machine, seconds, buckets)
         for a, b in edges:
             # the part of each bucket inside [a, b), as the roll-ups count a bucket across
@@ -1093,8 +1154,10 @@ def _days_covered(start: str, end: str) -> Iterator[tuple[str, float, int]]:
         day_start = midnight
 
 
-def _split(start: str, end: str) -> tuple[tuple[str, str] | None, list[tuple[str, str]]]:
-    """[start, end) as the whole UTC days inside it (first day, day after the last) and the
+def _split(start: str, end: str) -> tuple[tuple[str, str] | None, list[tuple[str, str]],
+                                         list[tuple[str, str]]]:
+    """[start, end) as the whole UTC months inside it (first month, the month after the last),
+    the whole UTC days left at either side of them (first day, day after the last), and the
     instants left at either edge."""
     a, b = parse_iso(start), parse_iso(end)
     first = datetime(a.year, a.month, a.day, tzinfo=UTC)
@@ -1102,9 +1165,19 @@ def _split(start: str, end: str) -> tuple[tuple[str, str] | None, list[tuple[str
         first += timedelta(days=1)
     last = datetime(b.year, b.month, b.day, tzinfo=UTC)
     if last <= first:
-        return None, [(start, end)] if a < b else []
-    edges = [(x, y) for x, y in ((a, first), (last, b)) if x < y]
-    return (f"{first:%Y-%m-%d}", f"{last:%Y-%m-%d}"), [(iso(x), iso(y)) for x, y in edges]
+        return None, [], [(start, end)] if a < b else []
+    edges = [(iso(x), iso(y)) for x, y in ((a, first), (last, b)) if x < y]
+    month_in = first if first.day == 1 else _next_month(first)
+    month_out = datetime(last.year, last.month, 1, tzinfo=UTC)
+    if month_in >= month_out:
+        return None, [(f"{first:%Y-%m-%d}", f"{last:%Y-%m-%d}")], edges
+    days = [(f"{x:%Y-%m-%d}", f"{y:%Y-%m-%d}") for x, y in ((first, month_in),
+                                                             (month_out, last)) if x < y]
+    return (f"{month_in:%Y-%m}", f"{month_out:%Y-%m}"), days, edges
+
+
+def _next_month(d: datetime) -> datetime:
+    return datetime(d.year + d.month // 12, d.month % 12 + 1, 1, tzinfo=UTC)
 
 
 @functools.cache

@@ -277,10 +277,12 @@ def test_a_store_from_the_hub_before_is_upgraded(new_store):
     """Schema 3 adds the indexes the hourly clearing out needs, to a store of schema 2;
     schema 4 the alerts' log, with the alerts raised at the time; schema 5 enrolment, every
     machine heard before it counted as enrolled; schema 6 people's tallies; schema 7 packs
-    taken out past their date."""
+    taken out past their date; schema 8 monthly roll-ups, filled from the daily ones."""
     store = new_store()
     with store.transaction():
         store.heard("m1", NOW)  # a machine heard before enrolment existed
+        store.record_usage("m1", usage("before", "2026-10-03T10:00:00Z", "2026-10-03T11:00:00Z",
+                                       5, 1), NOW)  # its month's roll-up is made from the days
         store.raise_alert("m1", "jam", "slot 1", "Slot 1 jammed", NOW)
         store.raise_alert("m1", "door_open", "", "Door open", NOW)
         store.clear_alert("m1", "door_open", "", NOW)
@@ -290,9 +292,11 @@ def test_a_store_from_the_hub_before_is_upgraded(new_store):
         store.db.execute("DROP TABLE tallies")
         store.db.execute("DROP TABLE tally_counts")
         store.db.execute("DROP TABLE expired_removals")
+        store.db.execute("DROP TABLE monthly_counts")
+        store.db.execute("DROP TABLE monthly_cover")
         store.db.execute("PRAGMA user_version = 2")
         again = SqliteStore(store.path)
-        assert again.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
+        assert again.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
         assert "events_by_received" in {i.name for i in again.db["events"].indexes}
     else:
         store._x("DROP INDEX events_by_received")
@@ -300,6 +304,8 @@ def test_a_store_from_the_hub_before_is_upgraded(new_store):
         store._x("DROP TABLE tallies")
         store._x("DROP TABLE tally_counts")
         store._x("DROP TABLE expired_removals")
+        store._x("DROP TABLE monthly_counts")
+        store._x("DROP TABLE monthly_cover")
         store._x("UPDATE nspvend_schema SET version = 2")
         again = PgStore(store.url)
         assert again._x("SELECT version FROM nspvend_schema").fetchone()[0] == SCHEMA_VERSION
@@ -312,6 +318,11 @@ def test_a_store_from_the_hub_before_is_upgraded(new_store):
         assert again.acknowledge(raised["id"], "sam", NOW)
         assert not again.acknowledge(raised["id"], "kim", NOW)  # someone is on it already
     assert again.acknowledged() == {("m1", "jam", "slot 1"): ("sam", iso(NOW))}
+    assert [tuple(r) for r in again._x("SELECT machine, month, product, confirmed, unconfirmed"
+                                       " FROM monthly_counts WHERE product = 'syringe-1ml'"
+                                       ).fetchall()] == [("m1", "2026-10", "syringe-1ml", 5, 1)]
+    assert again.period_counts("2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z") == [
+        ("m1", "foil", 0, 0), ("m1", "syringe-1ml", 5, 1)]
     from hub.store import Tally
 
     assert again.record_tally(Tally("tally-0001", "van", "2026-11-25T10:00:00Z",
@@ -359,14 +370,14 @@ def test_a_message_the_store_refuses_is_left_out_and_the_rest_of_its_batch_store
     """One message the contract's checks let through but the database will not keep must not
     hold up the others (retried for ever, the broker's queue would overflow)."""
     store = new_store()
-    record = store.record_usage
+    record = store.record_usages
 
-    def refusing(machine, message, at):
-        if message.id == "refused":
+    def refusing(items, at):
+        if any(message.id == "refused" for _, message in items):
             raise ValueError("the database will not keep this")
-        return record(machine, message, at)
+        return record(items, at)
 
-    store.record_usage = refusing
+    store.record_usages = refusing
     listener = _listener(store)
     batch = [_usage_item("b1", 1, 3, 1), _usage_item("refused", 2, 100, 2),
              _usage_item("b3", 3, 4, 3)]
@@ -647,3 +658,31 @@ def test_buckets_stored_in_batches_count_as_if_stored_one_by_one(tmp_path_factor
             one.db.execute(f"SELECT * FROM {table}").fetchall()), table
     one.close()
     many.close()
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(hours=st.lists(st.integers(0, 24 * 120), min_size=1, max_size=60, unique=True),
+       a=st.integers(0, 24 * 130 * 4), b=st.integers(0, 24 * 130 * 4))
+def test_months_days_and_edges_add_up_to_the_buckets_themselves(tmp_path_factory, hours, a, b):
+    """Whatever the span, the monthly roll-ups for the whole months in it, the daily ones for
+    the days left and the buckets at its edges count what the buckets starting in it hold."""
+    store = SqliteStore(tmp_path_factory.mktemp("months") / "hub.db")
+    origin = datetime(2026, 8, 20, tzinfo=UTC)
+    buckets = []
+    with store.transaction():
+        store.heard("m1", NOW)
+        for n, h in enumerate(hours):
+            start = origin + timedelta(hours=h, minutes=30 * (n % 2))  # some across midnight
+            buckets.append((start, n % 5 + 1))
+            store.record_usage("m1", usage(f"b{n}", iso(start), iso(start + timedelta(hours=1)),
+                                           n % 5 + 1), NOW)
+    since, until = sorted((origin + timedelta(minutes=15 * a), origin + timedelta(minutes=15 * b)))
+    want = sum(n for start, n in buckets if since <= start < until)
+    got = {p: c for _, p, c, _ in store.period_counts(iso(since), iso(until))}
+    assert got.get("syringe-1ml", 0) == want
+    inside = sum(max(0.0, (min(start + timedelta(hours=1), until) - max(start, since))
+                     .total_seconds()) for start, _ in buckets
+                 if since - timedelta(days=1) <= start < until)
+    assert abs(dict(store.period_cover(iso(since), iso(until))).get("m1", 0.0) - inside) < 1e-6
+    store.close()
