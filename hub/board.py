@@ -175,6 +175,20 @@ def tiles(config: HubConfig, store: HubStore, now: datetime, area: str | None = 
     return sorted(out, key=lambda t: (URGENCY.index(t.urgency), t.name.casefold()))
 
 
+def tiles_by_id(config: HubConfig, store: HubStore, now: datetime, after: str, limit: int
+                ) -> tuple[list[Tile], bool]:
+    """The tiles of the first ``limit`` machines the hub knows whose id sorts after
+    ``after``, by id, and whether more follow: only those are worked out, whatever the
+    fleet (the JSON API's pages)."""
+    ids = sorted(mid for mid in config.machines if mid > after)
+    chosen = ids[:limit]
+    machines = {m.id: m for m in store.machines(set(chosen))} if chosen else {}
+    last_packs = store.last_packs()
+    acknowledged = store.acknowledged()
+    return ([tile_of(config, store, machines.get(mid), mid, now, last_packs.get(mid),
+                     acknowledged) for mid in chosen], len(ids) > limit)
+
+
 def page_of(config: HubConfig, store: HubStore, now: datetime, area: str | None, page: int
             ) -> tuple[list[Tile], int, int]:
     """The board's ``page``: its tiles (with days until empty), the page and how many."""

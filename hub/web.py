@@ -759,15 +759,36 @@ class Web:
 
     # -- JSON ------------------------------------------------------------------------------
     async def api_machines(self, request: Request, user: dict) -> Response:
-        machines = {m.id: m for m in self.store.machines()}
+        """Every machine, most urgent first; or, with ``?limit=N`` (1 to 1000) and
+        ``?after=ID``, a page of them by id, a ``Link: <...>; rel="next"`` header saying
+        where the next page is, while there is one."""
+        paged = "limit" in request.query_params or "after" in request.query_params
+        link = None
+        if paged:
+            try:
+                limit = int(request.query_params.get("limit", "100"))
+            except ValueError:
+                limit = 0
+            if not 1 <= limit <= 1000:
+                return JSONResponse({"error": "limit: must be a whole number from 1 to 1000"},
+                                    400)
+            after = request.query_params.get("after", "")[:64]
+            shown, more = board.tiles_by_id(self.config, self.store, self.clock.now(), after,
+                                            limit)
+            if more and shown:
+                link = (f'</api/machines?limit={limit}&after='
+                        f'{urllib.parse.quote(shown[-1].id)}>; rel="next"')
+        else:
+            shown = self.tiles()
+        machines = {m.id: m for m in self.store.machines({t.id for t in shown})}
         body = []
-        for tile in self.tiles():
+        for tile in shown:
             m = machines.get(tile.id)
             body.append({"id": tile.id, "name": tile.name, "online": tile.online,
                          "last_heard": tile.last_heard, "mode": tile.mode,
                          "faults": list(m.state.faults) if m and m.state else [],
                          "stock": m.stock.payload() if m and m.stock else None})
-        return JSONResponse(body)
+        return JSONResponse(body, headers={"Link": link} if link else None)
 
     async def api_command(self, request: Request, user: dict) -> Response:
         mid = request.path_params["id"]

@@ -532,3 +532,30 @@ def test_the_pick_list_puts_the_urgent_first_in_words_with_packs_to_bring(hub):
     totals = dict(re.findall(r"<tr><td>([^<]+)</td><td>([\d,]+)</td></tr>", page))
     assert set(totals) == {"1ml syringes", "Foil"}, totals  # by name
     assert "syringe-1ml" not in page.split("<h2>To bring</h2>")[1].split("</table>")[0]
+
+
+def test_the_machines_json_pages_by_id_and_says_where_the_next_page_is(tmp_path):
+    """``?limit=&after=``: pages by id, a Link header to the next while there is one; without
+    them, every machine as before."""
+    hub = Hub(tmp_path, machines=tuple(f"site-{n:02d}" for n in range(5)))
+    try:
+        client = hub.client("val")
+        everyone = {m["id"] for m in client.json("/api/machines")}
+        assert everyone == {"hub-a", "hub-b", *(f"site-{n:02d}" for n in range(5))}
+        seen, after, pages = [], "", 0
+        while True:
+            with client.opener.open(f"{client.base}/api/machines?limit=3&after={after}",
+                                    timeout=30) as answer:
+                page = json.loads(answer.read())
+                link = answer.headers.get("Link")
+            pages += 1
+            seen += [m["id"] for m in page]
+            if not link:
+                break
+            assert link.endswith('>; rel="next"')
+            after = link.split("after=")[1].split(">")[0]
+        assert seen == sorted(everyone) and pages == 3
+        assert client.get("/api/machines?limit=0")[0] == 400
+        assert client.get("/api/machines?limit=lots")[0] == 400
+    finally:
+        hub.close()
