@@ -92,6 +92,17 @@ def test_strangers_behind_the_proxy_cannot_slow_a_person_s_login(hub):
 
     for i in range(36):  # wrong passwords for made-up names and for sam, from elsewhere
         assert login(f"203.0.113.{i % 3}", f"nobody{i}" if i % 2 else "sam", "guess") in (401, 429)
+    # that address has had its ten free: right after one more is counted, even the right
+    # password waits (under a loaded run the last wait may be over: the page says how long
+    # is left, and that is waited out first; a made-up name, so that only the address waits)
+    while True:
+        client = HubClient(f"http://127.0.0.1:{hub.web_port}")
+        client.headers = {"X-Forwarded-For": "198.51.100.9, 203.0.113.0"}
+        status, _, page = client.login("nobody-last", "guess")
+        if status != 429:
+            break
+        time.sleep(int(re.search(r"wait (\d+) seconds", page)[1]))
+    assert status == 401
     assert login("203.0.113.0", "sam", PASSWORDS["sam"]) == 429  # that address waits
     assert login("192.0.2.44", "sam", PASSWORDS["sam"]) == 200  # sam, from sam's, does not
     # a header from anyone but the proxy is not believed: the peer is who asks
