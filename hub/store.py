@@ -398,44 +398,23 @@ class HubStore:
             marks = ", ".join(["(?, ?, ?, ?)"] * len(chunk))
             self._x(f"INSERT INTO bucket_counts (bucket_id, product, confirmed, unconfirmed)"
                     f" VALUES {marks}", [v for row in chunk for v in row])
-        for chunk in _chunks(sorted(daily.items()), 400):
-            marks = ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk))
-            self._x(f"INSERT INTO daily_counts (machine, day, product, confirmed, unconfirmed)"
-                    f" VALUES {marks} ON CONFLICT (machine, day, product) DO UPDATE SET"
-                    " confirmed = daily_counts.confirmed + excluded.confirmed,"
-                    " unconfirmed = daily_counts.unconfirmed + excluded.unconfirmed",
-                    [v for key, (c, u) in chunk for v in (*key, c, u)])
-        for chunk in _chunks(sorted(cover.items()), 400):
-            marks = ", ".join(["(?, ?, ?, ?)"] * len(chunk))
-            self._x(f"INSERT INTO daily_cover (machine, day, seconds, buckets) VALUES {marks}"
-                    " ON CONFLICT (machine, day) DO UPDATE SET"
-                    " seconds = daily_cover.seconds + excluded.seconds,"
-                    " buckets = daily_cover.buckets + excluded.buckets",
-                    [v for key, (sec, n) in chunk for v in (*key, sec, int(n))])
         monthly: dict[tuple[str, str, str], list[int]] = {}
         for (machine, day, product), (c, u) in daily.items():
             total = monthly.setdefault((machine, day[:7], product), [0, 0])
             total[0] += c
             total[1] += u
-        for chunk in _chunks(sorted(monthly.items()), 400):
-            marks = ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk))
-            self._x(f"INSERT INTO monthly_counts (machine, month, product, confirmed,"
-                    f" unconfirmed) VALUES {marks} ON CONFLICT (machine, month, product) DO"
-                    " UPDATE SET confirmed = monthly_counts.confirmed + excluded.confirmed,"
-                    " unconfirmed = monthly_counts.unconfirmed + excluded.unconfirmed",
-                    [v for key, (c, u) in chunk for v in (*key, c, u)])
         month_cover: dict[tuple[str, str], list[float]] = {}
         for (machine, day), (sec, n) in cover.items():
             share = month_cover.setdefault((machine, day[:7]), [0.0, 0])
             share[0] += sec
             share[1] += n
-        for chunk in _chunks(sorted(month_cover.items()), 400):
-            marks = ", ".join(["(?, ?, ?, ?)"] * len(chunk))
-            self._x(f"INSERT INTO monthly_cover (machine, month, seconds, buckets) VALUES"
-                    f" {marks} ON CONFLICT (machine, month) DO UPDATE SET"
-                    " seconds = monthly_cover.seconds + excluded.seconds,"
-                    " buckets = monthly_cover.buckets + excluded.buckets",
-                    [v for key, (sec, n) in chunk for v in (*key, sec, int(n))])
+        self._add_up("daily_counts", ("machine", "day", "product"), ("confirmed", "unconfirmed"),
+                     daily)
+        self._add_up("daily_cover", ("machine", "day"), ("seconds", "buckets"), cover)
+        self._add_up("monthly_counts", ("machine", "month", "product"),
+                     ("confirmed", "unconfirmed"), monthly)
+        self._add_up("monthly_cover", ("machine", "month"), ("seconds", "buckets"),
+                     month_cover)
         for chunk in _chunks(sorted(last.items()), 400):
             # a pack ends a silence told before it; the latest bucket with a pack is kept
             values = " UNION ALL ".join(["SELECT ? AS id, ? AS e"] * len(chunk))
@@ -447,6 +426,17 @@ class HubStore:
                     f" FROM ({values}) AS v WHERE machines.id = v.id",
                     [x for row in chunk for x in row])
         return flags
+
+    def _add_up(self, table: str, keys: tuple[str, ...], values: tuple[str, ...],
+                rows: dict[tuple, list]) -> None:
+        """Add ``rows`` (key -> values, one row a key) to the roll-up ``table``."""
+        added = ", ".join(f"{v} = {table}.{v} + excluded.{v}" for v in values)
+        width = len(keys) + len(values)
+        for chunk in _chunks(sorted(rows.items()), 400):
+            marks = ", ".join(["(" + ", ".join("?" * width) + ")"] * len(chunk))
+            self._x(f"INSERT INTO {table} ({', '.join(keys + values)}) VALUES {marks}"
+                    f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {added}",
+                    [v for key, numbers in chunk for v in (*key, *numbers)])
 
     def record_event(self, machine: str, event: EventMessage, at: datetime) -> bool:
         cursor = self._x("INSERT INTO events (id, machine, ts, type, slot, product, detail,"
