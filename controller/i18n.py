@@ -34,9 +34,12 @@ class Language:
         return self.texts.get(text) or text
 
 
-def codes() -> list[str]:
-    """The shipped languages' codes, English first (no catalog is read)."""
-    return sorted((path.stem for path in LOCALE.glob("*.po")), key=lambda c: (c != SOURCE, c))
+@functools.cache
+def codes() -> tuple[str, ...]:
+    """The shipped languages' codes, English first (no catalog is read; the folder is looked
+    at once: every screen's hints ask)."""
+    stems = (path.stem for path in LOCALE.glob("*.po"))
+    return tuple(sorted(stems, key=lambda c: (c != SOURCE, c)))
 
 
 @functools.cache
