@@ -737,8 +737,9 @@ class Web:
         now = self.clock.now()
         since = iso(now - timedelta(days=ALERT_DAYS))
         rows: list[dict] = []
-        machines = {m.id: m for m in self.store.machines()}
-        for a in self.store.staff_actions(since):
+        actions = self.store.staff_actions(since)
+        machines = {m.id: m for m in self.store.machines({a["machine"] for a in actions})}
+        for a in actions:
             m = machines.get(a["machine"])
             if a["kind"] == "command":
                 result = ("no answer yet" if a["answered"] is None else
