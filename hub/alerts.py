@@ -19,11 +19,12 @@ import threading
 import urllib.error
 import urllib.request
 from collections import deque
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
 from zoneinfo import ZoneInfo
 
 from controller.clock import Clock, SystemClock, iso, parse_iso
+from controller.messages import SlotStock
 from controller.stock import use_until
 from hub import humane
 from hub.config import HubConfig
@@ -85,17 +86,27 @@ def conditions_of(machine: Machine, now: datetime, offline_after_s: int,
                 found.append((mid, "low_stock", product, f"{name}: {humane.number(p.count)} left"))
         today = now.astimezone(tz).date()
         for s in stock.slots:
-            if not s.expires or s.count <= 0:
+            dated = date_state(s, today, expiring_days)
+            if not dated:
                 continue
-            until = use_until(s.expires)
-            words = humane.slot_words(stock, s.slot)
-            if today >= until - timedelta(days=expiring_days):
-                found.append((mid, "expiring", f"slot {s.slot}", f"{words}: use by end of "
-                                                                f"{humane.month_of(s.expires)}"))
-            if today >= until:
-                found.append((mid, "expired", f"slot {s.slot}", f"{words}: past its date (end "
-                                                               f"of {humane.month_of(s.expires)})"))
+            words, month = humane.slot_words(stock, s.slot), humane.month_of(s.expires)
+            found.append((mid, "expiring", f"slot {s.slot}", f"{words}: use by end of {month}"))
+            if dated == "expired":
+                found.append((mid, "expired", f"slot {s.slot}",
+                              f"{words}: past its date (end of {month})"))
     return found
+
+
+def date_state(s: SlotStock, today: date, expiring_days: int) -> str:
+    """``expired`` for a slot holding packs past their date on ``today``, ``expiring`` for
+    one within ``expiring_days`` of it, else "" (no date, no packs, or in date): the one
+    place the board, the pick list and the alerts ask."""
+    if not s.expires or s.count <= 0:
+        return ""
+    until = use_until(s.expires)
+    if today >= until:
+        return "expired"
+    return "expiring" if today >= until - timedelta(days=expiring_days) else ""
 
 
 TYPE_WORDS = {"offline": "Offline", "silence": "No packs given out", "jam": "Slot jammed",

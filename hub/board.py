@@ -14,7 +14,7 @@ from controller.clock import iso
 from controller.messages import SlotStock, StockMessage
 from controller.stock import use_until
 from hub import humane
-from hub.alerts import conditions_of
+from hub.alerts import conditions_of, date_state
 from hub.config import HubConfig
 from hub.store import HubStore, Machine
 
@@ -285,12 +285,12 @@ def slot_date(stock: StockMessage, s: SlotStock, today: date, expiring_days: int
         return SlotDate("", "", suggest)
     if not suggest and today < until:
         suggest = s.expires
-    if today >= until:
-        return SlotDate("expired", f"{shown}: past its date", suggest)
-    left = (until - today).days
-    if left <= expiring_days:
-        return SlotDate("expiring", f"{shown}: {left} day{'' if left == 1 else 's'} left",
-                        suggest)
+    state = date_state(s, today, expiring_days)
+    if state == "expired":
+        return SlotDate(state, f"{shown}: past its date", suggest)
+    if state == "expiring":
+        left = (until - today).days
+        return SlotDate(state, f"{shown}: {left} day{'' if left == 1 else 's'} left", suggest)
     return SlotDate("", shown, suggest)
 
 
