@@ -128,22 +128,22 @@ def pages(days: int) -> dict:
     for m in range(MACHINES):
         machine = f"bench-m{m:02d}"
         with store.transaction():
-            store.heard(machine, heard)
-            store.record_availability(machine, "online", heard)
-            store.record_state(machine, StateMessage(
+            store.fleet.heard(machine, heard)
+            store.fleet.record_availability(machine, "online", heard)
+            store.fleet.record_state(machine, StateMessage(
                 mode="in_service", door="closed", sharps_bin="ok", temperature_c=12.0, faults=(),
                 version="bench", uptime_s=1, clock_synced=True,
                 ts=now.strftime("%Y-%m-%dT%H:%M:%SZ")), heard)
-            store.record_stock(machine, StockMessage.read({
+            store.fleet.record_stock(machine, StockMessage.read({
                 "schema": 1, "ts": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "slots": [{"slot": i + 1, "product": p, "count": 10, "capacity": 30,
                            "low_at": 5, "status": "ok"} for i, p in enumerate(PRODUCTS)],
                 "products": {p: {"count": 10, "status": "ok"} for p in PRODUCTS}}), heard)
             hour = first
             while hour < now:
-                store.record_usage(machine, bucket(m, hour), heard)
+                store.usage.record_usage(machine, bucket(m, hour), heard)
                 hour += timedelta(hours=1)
-    buckets = store._x("SELECT count(*) FROM buckets").fetchone()[0]
+    buckets = store.db.x("SELECT count(*) FROM buckets").fetchone()[0]
     store.close()
     fill_s = time.perf_counter() - t
     hub = HubProcess(config)

@@ -273,7 +273,7 @@ def run(n: int, kind: str, hubs: int, pg: Postgres | None, quick: bool) -> dict:
     try:
         t0 = time.perf_counter()
         fleet.hello(now)
-        hello = wait_until(lambda: store.machines() >= n, 600, 0.2)
+        hello = wait_until(lambda: store.fleet.machines() >= n, 600, 0.2)
         result["hello_s"] = hello if hello is not None else float("nan")
         phase = PHASE_S / 4 if quick else PHASE_S
         for factor in (1, 100):

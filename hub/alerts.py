@@ -192,8 +192,8 @@ class Alerts:
 
     def _check(self, machines: set[str] | None) -> None:
         now = self.clock.now()
-        raised = self.store.raised_alerts()
-        for machine in self.store.machines(machines):
+        raised = self.store.alerts.raised_alerts()
+        for machine in self.store.fleet.machines(machines):
             if machine.id not in self.config.machines:
                 continue  # removed (its history stays): nothing more is said of it
             current = {(m, t, s): d for m, t, s, d in
@@ -216,24 +216,24 @@ class Alerts:
     def _raise(self, condition: Condition, at: datetime) -> None:
         machine, kind, subject, detail = condition
         with self.store.transaction():
-            if not self.store.raise_alert(machine, kind, subject, detail, at):
+            if not self.store.alerts.raise_alert(machine, kind, subject, detail, at):
                 return
         log.warning("alert raised: %s %s %s: %s", machine, kind, subject, detail)
 
     def _clear(self, key: tuple[str, str, str], at: datetime) -> None:
         with self.store.transaction():
-            row = self.store.raised_alerts().get(key)
-            if row is None or not self.store.clear_alert(*key, max(at, parse_iso(row["raised"]))):
+            row = self.store.alerts.raised_alerts().get(key)
+            if row is None or not self.store.alerts.clear_alert(*key, max(at, parse_iso(row["raised"]))):
                 return
             lasted = (at - parse_iso(row["raised"])).total_seconds()
-            text = ended(self.store.machine(key[0]), key[1], key[2], lasted)
+            text = ended(self.store.fleet.machine(key[0]), key[1], key[2], lasted)
             for route in json.loads(row["told"] or "[]"):
                 self._queue(route, key[0], key[1], key[2], "cleared", at, text)
         log.info("alert cleared: %s %s %s", *key)
 
     def _tell_raised(self, now: datetime) -> None:
         """Tell each route of every raised alert it wants and has not heard, in its hours."""
-        for (machine, kind, subject), row in self.store.raised_alerts().items():
+        for (machine, kind, subject), row in self.store.alerts.raised_alerts().items():
             was = row["told"]
             told = set(json.loads(was or "[]"))
             for i, route in enumerate(self.config.routes):
@@ -241,7 +241,7 @@ class Alerts:
                     continue
                 told.add(i)
                 with self.store.transaction():
-                    if not self.store.set_told(machine, kind, subject, sorted(told), was):
+                    if not self.store.alerts.set_told(machine, kind, subject, sorted(told), was):
                         break  # told already, by the process that ran the alerts before us
                     self._queue(i, machine, kind, subject, "raised", parse_iso(row["raised"]),
                                 row["detail"])
@@ -258,7 +258,7 @@ class Alerts:
                at: datetime, detail: str) -> None:
         body = {"schema": 1, "machine": machine, "name": self.config.name_of(machine),
                 "type": kind, "state": state, "ts": iso(at), "detail": detail,
-                "product": product_of(self.store.machine(machine), kind, subject),
+                "product": product_of(self.store.fleet.machine(machine), kind, subject),
                 "url": f"{self.config.base_url}machines/{machine}"}
         r = self.config.routes[route]
         now = self.clock.now()
@@ -276,23 +276,23 @@ class Alerts:
         # queued as at the alert's own time (due at once): nothing finer than the machine said
         at = min(at, now)
         for address in r.email:
-            self.store.queue_delivery(route, "email", address, body, at)
+            self.store.alerts.queue_delivery(route, "email", address, body, at)
         if r.webhook:
-            self.store.queue_delivery(route, "webhook", r.webhook, body, at)
+            self.store.alerts.queue_delivery(route, "webhook", r.webhook, body, at)
 
     # -- delivery ---------------------------------------------------------------------------
     def deliver(self) -> int:
         """Send what is due; returns how many were sent."""
         now = self.clock.now()
         sent = 0
-        for delivery, channel, target, body, attempts in self.store.due_deliveries(now, 100):
-            route = self.store.delivery_route(delivery)
+        for delivery, channel, target, body, attempts in self.store.alerts.due_deliveries(now, 100):
+            route = self.store.alerts.delivery_route(delivery)
             recent = self._sent.setdefault(route, deque())
             while recent and (now - recent[0]).total_seconds() >= 60:
                 recent.popleft()
             if len(recent) >= ROUTE_PER_MINUTE:  # in any 60 s, not in each round
                 retry = recent[0] + timedelta(seconds=60)
-                self.store.delivery_failed(delivery, "held back: too many in a minute",
+                self.store.alerts.delivery_failed(delivery, "held back: too many in a minute",
                                            retry, now, count=False)
                 continue
             recent.append(now)
@@ -304,11 +304,11 @@ class Alerts:
             except (OSError, smtplib.SMTPException, urllib.error.URLError, ValueError) as e:
                 retry = (now + timedelta(seconds=RETRIES[attempts])
                          if attempts < len(RETRIES) else None)
-                self.store.delivery_failed(delivery, str(e), retry, now)
+                self.store.alerts.delivery_failed(delivery, str(e), retry, now)
                 log.warning("could not deliver an alert to %s (%s): %s%s", target, channel, e,
                             "; will retry" if retry else "; giving up")
                 continue
-            self.store.delivered(delivery, now)
+            self.store.alerts.delivered(delivery, now)
             sent += 1
         return sent
 

@@ -167,9 +167,9 @@ def tiles(config: HubConfig, store: HubStore, now: datetime, area: str | None = 
           ) -> list[Tile]:
     """One tile per machine the hub knows, most urgent first (``area``: that area's)."""
     known = config.machines
-    machines = {m.id: m for m in store.machines(set(known))} if known else {}
-    last_packs = store.last_packs()
-    acknowledged = store.acknowledged()
+    machines = {m.id: m for m in store.fleet.machines(set(known))} if known else {}
+    last_packs = store.usage.last_packs()
+    acknowledged = store.alerts.acknowledged()
     out = [tile_of(config, store, machines.get(mid), mid, now, last_packs.get(mid),
                    acknowledged) for mid in known if not area or known[mid].area == area]
     return sorted(out, key=lambda t: (URGENCY.index(t.urgency), t.name.casefold()))
@@ -182,9 +182,9 @@ def tiles_by_id(config: HubConfig, store: HubStore, now: datetime, after: str, l
     fleet (the JSON API's pages)."""
     ids = sorted(mid for mid in config.machines if mid > after)
     chosen = ids[:limit]
-    machines = {m.id: m for m in store.machines(set(chosen))} if chosen else {}
-    last_packs = store.last_packs()
-    acknowledged = store.acknowledged()
+    machines = {m.id: m for m in store.fleet.machines(set(chosen))} if chosen else {}
+    last_packs = store.usage.last_packs()
+    acknowledged = store.alerts.acknowledged()
     return ([tile_of(config, store, machines.get(mid), mid, now, last_packs.get(mid),
                      acknowledged) for mid in chosen], len(ids) > limit)
 
@@ -204,7 +204,7 @@ def with_days(store: HubStore, shown: list[Tile], now: datetime) -> list[Tile]:
     since = iso(now - timedelta(days=RATE_DAYS))
     for t in shown:
         if t.products:
-            rates = store.recent_usage(t.id, since)
+            rates = store.usage.recent_usage(t.id, since)
             for p in t.products:
                 p.days = days_left(p.count, rates.get(p.id))
     return shown
@@ -302,10 +302,10 @@ def pick_list(config: HubConfig, store: HubStore, now: datetime, chosen: list[st
     rows = []
     since = iso(now - timedelta(days=RATE_DAYS))
     today = now.astimezone(config.tz).date()
-    for m in store.machines():
+    for m in store.fleet.machines():
         if m.stock is None or (chosen and m.id not in chosen):
             continue
-        rates = store.recent_usage(m.id, since)
+        rates = store.usage.recent_usage(m.id, since)
         for s in m.stock.slots:
             product = m.stock.products.get(s.product)
             dated = slot_date(m.stock, s, today, config.expiring_days)
@@ -327,7 +327,7 @@ def pick_list(config: HubConfig, store: HubStore, now: datetime, chosen: list[st
 
 def current_messages(store: HubStore, mid: str) -> list[str] | None:
     """The signposting messages staff last set on ``mid`` from the hub (None: never)."""
-    for c in store.commands(mid, 200):
+    for c in store.commands.recent(mid, 200):
         if c["command"].get("cmd") == "set_messages" and c["ok"]:
             answer = c["answer"] or {}
             result = answer.get("result") if isinstance(answer, dict) else None

@@ -234,8 +234,8 @@ def _user_add(args: argparse.Namespace) -> int:
         return EX_USAGE
     store = _store(args)
     try:
-        existed = store.user(args.name) is not None
-        store.set_user(args.name, args.role, hash_password(password), datetime.now(UTC))
+        existed = store.people.user(args.name) is not None
+        store.people.set_user(args.name, args.role, hash_password(password), datetime.now(UTC))
     finally:
         store.close()
     print(f"{'changed' if existed else 'added'} {args.name} ({args.role})")
@@ -245,7 +245,7 @@ def _user_add(args: argparse.Namespace) -> int:
 def _user_remove(args: argparse.Namespace) -> int:
     store = _store(args)
     try:
-        removed = store.remove_user(args.name)
+        removed = store.people.remove_user(args.name)
     finally:
         store.close()
     if not removed:
@@ -258,7 +258,7 @@ def _user_remove(args: argparse.Namespace) -> int:
 def _user_list(args: argparse.Namespace) -> int:
     store = _store(args)
     try:
-        for name, role, created in store.users():
+        for name, role, created in store.people.users():
             print(f"{name:<24} {role:<7} since {created}")
     finally:
         store.close()
@@ -311,7 +311,7 @@ def _machine_remove(args: argparse.Namespace) -> int:
         return EX_USAGE
     store = _store_of(config)
     try:
-        removed = store.unenrol(args.id)
+        removed = store.fleet.unenrol(args.id)
     finally:
         store.close()
     if not removed:
@@ -326,8 +326,8 @@ def _machine_list(args: argparse.Namespace) -> int:
     config = _config(args)
     store = _store_of(config)
     try:
-        enrolled = store.enrolled()
-        asking = store.asking()
+        enrolled = store.fleet.enrolled()
+        asking = store.fleet.asking()
     finally:
         store.close()
     for mid, info in sorted(config.machines.items()):

@@ -42,7 +42,7 @@ class Directory:
                 return
             self._at = time.monotonic()
             known: dict[str, MachineInfo] = {}
-            for mid, name, area, place, key_file, _ in self.store.enrolled():
+            for mid, name, area, place, key_file, _ in self.store.fleet.enrolled():
                 known[mid] = MachineInfo(id=mid, name=name, place=place,
                                          command_key_file=key_file, area=area)
             known.update(self.from_file)
@@ -70,7 +70,7 @@ def enrol(config: HubConfig, store: HubStore, machine: str, name: str, area: str
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(secret + "\n")
-    store.enrol(machine, name, area, place, str(key_file.resolve()), at)
+    store.fleet.enrol(machine, name, area, place, str(key_file.resolve()), at)
     return Enrolled(machine, password_file.resolve(), key_file.resolve())
 
 

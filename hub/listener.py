@@ -305,11 +305,11 @@ class Listener:
         with self.store.transaction():
             # each machine's row first, in one order for every process: two hub processes'
             # batches then never wait for each other in a circle
-            self.store.heard_from([machine for machine, _, _ in read], now)
+            self.store.fleet.heard_from([machine for machine, _, _ in read], now)
             # the buckets together, in a few statements however many (a backlog drains as
             # fast into a database server as into a file); the rest message by message
             usages = [(machine, message) for machine, leaf, message in read if leaf == "usage"]
-            new = iter(self.store.record_usages(usages, now))
+            new = iter(self.store.usage.record_usages(usages, now))
             for machine, leaf, message in read:
                 heard.append(Heard(machine, leaf, message, next(new)) if leaf == "usage"
                              else self._record(machine, leaf, message, now))
@@ -353,17 +353,17 @@ class Listener:
     def _record(self, machine: str, leaf: str, message: Any, now: datetime) -> Heard:
         new = True
         if leaf == "availability":
-            self.store.record_availability(machine, message, now)
+            self.store.fleet.record_availability(machine, message, now)
         elif leaf == "state":
-            self.store.record_state(machine, message, told_at(message.ts, now))
+            self.store.fleet.record_state(machine, message, told_at(message.ts, now))
         elif leaf == "stock":
-            self.store.record_stock(machine, message, told_at(message.ts, now))
+            self.store.fleet.record_stock(machine, message, told_at(message.ts, now))
         elif leaf == "usage":
-            new = self.store.record_usage(machine, message, now)
+            new = self.store.usage.record_usage(machine, message, now)
         elif leaf == "event":
-            new = self.store.record_event(machine, message, told_at(message.ts, now))
+            new = self.store.fleet.record_event(machine, message, told_at(message.ts, now))
         elif leaf == "cmd/result":
-            self.store.record_result(machine, message, now)
+            self.store.commands.record_result(machine, message, now)
             self._recover(machine, message, now)
         return Heard(machine, leaf, message, new)
 
@@ -381,7 +381,7 @@ class Listener:
                 continue
             if parse_iso(bucket.end) > now + timedelta(seconds=AHEAD_S):
                 continue  # dated ahead: it would silence the silence alert for ever
-            found += self.store.record_usage(machine, bucket, now)
+            found += self.store.usage.record_usage(machine, bucket, now)
         if found:
             log.warning("stored %d usage buckets from %s that had not reached the hub (asked "
                         "the machine for them)", found, machine)
@@ -398,7 +398,7 @@ class Listener:
         if last is None or now - last >= QUIET_LOG_S:
             self._asking[machine] = now
             try:
-                self.store.ask_to_join(machine, self.clock.now())
+                self.store.fleet.ask_to_join(machine, self.clock.now())
             except Exception as e:  # the store away: the id is asked for again later
                 if not self.store.unavailable(e):
                     raise
@@ -430,7 +430,7 @@ class Listener:
         if info is not None and info.command_key_file:
             sent = sign_command(sent, read_key(info.command_key_file))
         with self.store.transaction():
-            self.store.record_command(sent["id"], machine, user,
+            self.store.commands.record(sent["id"], machine, user,
                                       {k: v for k, v in sent.items() if k != "sig"}, now)
         info_ = self.client.publish(f"{self.prefix}/{machine}/cmd", compact(sent), qos=1)
         if info_.rc != mqtt.MQTT_ERR_SUCCESS:

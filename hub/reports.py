@@ -111,16 +111,16 @@ def fill(store: HubStore, spans: list[Period], machines: list[str] | None = None
     now = now or datetime.now(UTC)
     for period in spans:
         start, end = iso(period.start), iso(period.end)
-        for machine, product, confirmed, unconfirmed in store.period_counts(start, end, machines):
+        for machine, product, confirmed, unconfirmed in store.usage.period_counts(start, end, machines):
             period.counts.setdefault(machine, {})[product] = [confirmed, unconfirmed]
         length = max(1.0, (min(period.end, max(now, period.start)) - period.start).total_seconds())
         period.covered = {machine: min(1.0, seconds / length)
-                          for machine, seconds in store.period_cover(start, end)
+                          for machine, seconds in store.usage.period_cover(start, end)
                           if machines is None or machine in machines}
         if machines is None:
-            for channel, product, packs in store.tally_totals(start, end)[0]:
+            for channel, product, packs in store.tallies.totals(start, end)[0]:
                 period.tallied.setdefault(channel, {})[product] = packs
-            period.expired = dict(store.expired_totals(start, end))
+            period.expired = dict(store.usage.expired_totals(start, end))
     return spans
 
 
@@ -140,12 +140,12 @@ def usage_csv(store: HubStore, start: date, end: date, tz: ZoneInfo = UTC_ZONE) 
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["machine", "product", "confirmed", "unconfirmed", "coverage", "buckets",
                      "channel"])
-    for machine, product, confirmed, unconfirmed, buckets in store.usage_totals(
+    for machine, product, confirmed, unconfirmed, buckets in store.usage.usage_totals(
             iso(span.start), iso(span.end)):
         writer.writerow(humane.csv_row([machine, product, confirmed, unconfirmed,
                                         f"{span.covered.get(machine, 0.0):.3f}", buckets,
                                         channel_of(machine)]))
-    rows, buckets_of = store.tally_totals(iso(span.start), iso(span.end))
+    rows, buckets_of = store.tallies.totals(iso(span.start), iso(span.end))
     for channel, product, packs in rows:
         writer.writerow(humane.csv_row(["", product, packs, 0, "", buckets_of.get(channel, 0),
                                         channel]))
@@ -235,9 +235,9 @@ def coverage(store: HubStore, config: Any, now: datetime, years: int = 3) -> lis
         end = min(span.end, now)
         days = max(1.0, (end - span.start).total_seconds() / 86400)
         needles = sum(confirmed * units.get(product, 0) for _, product, confirmed, _
-                      in store.period_counts(iso(span.start), iso(end)))
+                      in store.usage.period_counts(iso(span.start), iso(end)))
         needles += sum(packs * units.get(product, 0) for _, product, packs
-                       in store.tally_totals(iso(span.start), iso(end))[0])
+                       in store.tallies.totals(iso(span.start), iso(end))[0])
         per_year = needles / people * (365 / days if days < 365 else 1)
         per_injection = (needles / (people * config.injections_per_day * days)
                          if config.injections_per_day else None)

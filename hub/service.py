@@ -158,7 +158,7 @@ class HubService:
             self._asked = time.monotonic() - every + min(FIRST_ASK_S, every)
         if not self._to_ask and time.monotonic() - self._asked >= every:
             self._asked = time.monotonic()
-            self._to_ask = self.store.online()
+            self._to_ask = self.store.fleet.online()
             self._since = iso(self.alerts.clock.now()
                               - max(timedelta(days=CATCH_UP_DAYS), timedelta(seconds=2 * every)))
         asking, self._to_ask = self._to_ask[:ASK_PER_CHECK], self._to_ask[ASK_PER_CHECK:]

@@ -310,12 +310,12 @@ class Web:
         token = request.cookies.get(COOKIE)
         if not token:
             return None
-        found = self.store.session(token)
+        found = self.store.people.session(token)
         if found is None:
             return None
         name, role, csrf, created = found
         if self.clock.now() - parse_iso(created) > timedelta(hours=SESSION_HOURS):
-            self.store.end_session(token)
+            self.store.people.end_session(token)
             return None
         return {"name": name, "role": role, "csrf": csrf, "token": token}
 
@@ -351,7 +351,7 @@ class Web:
         if as_name in self._checking:  # one check at a time for a name from an address:
             return await self.login_page(  # a burst in parallel must not outrun the wait
                 request, "Another login for this name is being checked: try again.", 429)
-        found = self.store.user(name) if name else None
+        found = self.store.people.user(name) if name else None
         self._checking.add(as_name)
         try:
             ok = await self.checks.verify(found[1] if found else _DUMMY_HASH, password)
@@ -364,14 +364,14 @@ class Web:
         if not ok:
             self.logins_failed += 1
             for who in (as_name, f"ip:{address}"):
-                self.store.login_failed(who, now)
+                self.store.people.login_failed(who, now)
             log.warning("failed login for %r from %s", name[:40], address)
             return await self.login_page(request, "That name and password do not match.", 401)
         for who in (as_name, f"ip:{address}"):
-            self.store.login_succeeded(who)
+            self.store.people.login_succeeded(who)
         token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
-        self.store.new_session(token, name, csrf, now)
-        self.store.end_sessions_before(now - timedelta(hours=SESSION_HOURS))
+        self.store.people.new_session(token, name, csrf, now)
+        self.store.people.end_sessions_before(now - timedelta(hours=SESSION_HOURS))
         log.info("%s logged in from %s", name, address)
         response = RedirectResponse(_safe_next(form.get("next")) or "/", 303)
         response.set_cookie(COOKIE, token, httponly=True, samesite="strict", secure=self.secure,
@@ -394,7 +394,7 @@ class Web:
         return peer
 
     def _wait(self, who: str, now: datetime) -> int:
-        failures, last = self.store.login_failures(who)
+        failures, last = self.store.people.login_failures(who)
         # an address is allowed more: several people may share one (a hostel, a phone mast)
         free = FREE_FAILURES if who.startswith("user:") else FREE_FAILURES_PER_ADDRESS
         if failures < free or last is None:
@@ -406,7 +406,7 @@ class Web:
         """End the session, whatever the form carries (at worst someone is logged out)."""
         user = self.user_of(request)
         if user:
-            self.store.end_session(user["token"])
+            self.store.people.end_session(user["token"])
         response = RedirectResponse("/login", 303)
         response.delete_cookie(COOKIE)
         return response
@@ -456,7 +456,7 @@ class Web:
 
     async def fleet(self, request: Request, user: dict) -> Response:
         return self.render("fleet.html", user=user, here="/", areas=board.areas(self.config),
-                           asking=self.store.asking(), **self._board(request))
+                           asking=self.store.fleet.asking(), **self._board(request))
 
     async def fleet_tiles(self, request: Request, user: dict) -> Response:
         return self.render("_tiles.html", **self._board(request))
@@ -464,8 +464,8 @@ class Web:
     # -- alerts -----------------------------------------------------------------------------
     async def alerts_page(self, request: Request, user: dict) -> Response:
         now = self.clock.now()
-        rows = self.store.alert_log(now - timedelta(days=ALERT_DAYS))
-        machines = {m.id: m for m in self.store.machines({r["machine"] for r in rows})}
+        rows = self.store.alerts.alert_log(now - timedelta(days=ALERT_DAYS))
+        machines = {m.id: m for m in self.store.fleet.machines({r["machine"] for r in rows})}
         for r in rows:
             m = machines.get(r["machine"])
             r["product"] = alerts.product_of(m, r["type"], r["subject"])
@@ -485,7 +485,7 @@ class Web:
         if not 0 < alert < 2 ** 62:
             return PlainTextResponse("No such alert.", 404)
         with self.store.transaction():
-            took = self.store.acknowledge(alert, user["name"], self.clock.now())
+            took = self.store.alerts.acknowledge(alert, user["name"], self.clock.now())
         text = ("Noted: you are on it. Others see \u201csomeone is on it\u201d." if took else
                 "Not changed: someone is on it already, or it has ended.")
         target = _safe_next(request.state.form.get("next")) or "/alerts"
@@ -510,17 +510,17 @@ class Web:
     # -- one machine ----------------------------------------------------------------------
     async def machine_page(self, request: Request, user: dict) -> Response:
         mid = request.path_params["id"]
-        m = self.store.machine(mid)
+        m = self.store.fleet.machine(mid)
         if m is None and mid not in self.config.machines:
             return PlainTextResponse(f"No machine {mid} has been heard.", 404)
         now = self.clock.now()
         tile = board.tile_of(self.config, self.store, m, mid, now,
-                             self.store.last_packs().get(mid), self.store.acknowledged())
+                             self.store.usage.last_packs().get(mid), self.store.alerts.acknowledged())
         stock = m.stock if m else None
-        events = self.store.events(mid, 30)
+        events = self.store.fleet.events(mid, 30)
         for e in events:
             e["product_name"] = humane.product_name(stock, e["product"]) if e["product"] else ""
-        commands = self.store.commands(mid, 30)
+        commands = self.store.commands.recent(mid, 30)
         for c in commands:
             c["words"] = command_words(c["command"], stock)
         today = now.astimezone(self.config.tz).date()
@@ -537,7 +537,7 @@ class Web:
     async def machine_command(self, request: Request, user: dict) -> Response:
         mid = request.path_params["id"]
         form = request.state.form
-        m = self.store.machine(mid)
+        m = self.store.fleet.machine(mid)
         stock = m.stock if m else None
         try:
             command = command_from_form(form)
@@ -596,7 +596,7 @@ class Web:
         chosen = request.query_params.getlist("machine")
         now = self.clock.now()
         rows, totals = board.pick_list(self.config, self.store, now, chosen)
-        machines = [(m.id, self.config.name_of(m.id)) for m in self.store.machines()
+        machines = [(m.id, self.config.name_of(m.id)) for m in self.store.fleet.machines()
                     if m.stock is not None]
         return self.render("picklist.html", user=user, here="/picklist", rows=rows,
                            totals=totals, machines=machines, chosen=chosen,
@@ -651,7 +651,7 @@ class Web:
 
     def _product_names(self) -> dict[str, str]:
         names: dict[str, str] = dict(self.config.tally_products)
-        for m in self.store.machines():
+        for m in self.store.fleet.machines():
             for pid, p in (m.stock.products.items() if m.stock else ()):
                 if p.name:
                     names.setdefault(pid, p.name)
@@ -709,7 +709,7 @@ class Web:
                 answers.append({"id": given if known else None, "ok": False,
                                 "error": f"buckets[{i}].{e}"[:300]})
                 continue
-            outcome = await asyncio.to_thread(self.store.record_tally, bucket, user["name"])
+            outcome = await asyncio.to_thread(self.store.tallies.record, bucket, user["name"])
             answer: dict[str, Any] = {"id": bucket.id, "ok": outcome != "taken",
                                       "outcome": outcome}
             if outcome == "taken":
@@ -737,8 +737,8 @@ class Web:
         now = self.clock.now()
         since = iso(now - timedelta(days=ALERT_DAYS))
         rows: list[dict] = []
-        actions = self.store.staff_actions(since)
-        machines = {m.id: m for m in self.store.machines({a["machine"] for a in actions})}
+        actions = self.store.commands.staff_actions(since)
+        machines = {m.id: m for m in self.store.fleet.machines({a["machine"] for a in actions})}
         for a in actions:
             m = machines.get(a["machine"])
             if a["kind"] == "command":
@@ -750,7 +750,7 @@ class Web:
                 what = ("On it: " + alerts.TYPE_WORDS.get(a["type"], a["type"].replace("_", " "))
                         + (f", {product}" if product else ""))
             rows.append({"at": a["at"], "who": a["user"], "what": what, "machine": a["machine"]})
-        for who, start, end, channel, packs in self.store.tally_activity(since):
+        for who, start, end, channel, packs in self.store.tallies.activity(since):
             rows.append({"at": start, "until": end, "who": who, "machine": None,
                          "channel": channel,
                          "what": f"Tallied {humane.number(packs)} pack{'' if packs == 1 else 's'}"})
@@ -781,7 +781,7 @@ class Web:
                         f'{urllib.parse.quote(shown[-1].id)}>; rel="next"')
         else:
             shown = self.tiles()
-        machines = {m.id: m for m in self.store.machines({t.id for t in shown})}
+        machines = {m.id: m for m in self.store.fleet.machines({t.id for t in shown})}
         body = []
         for tile in shown:
             m = machines.get(tile.id)
@@ -851,7 +851,8 @@ def hub_metrics(web: Web) -> Any:
             yield GaugeMetricFamily("nspvend_hub_broker_connected", "1 when connected",
                                     value=int(bool(listener and listener.connected.is_set())))
             try:  # the store away: the listener's figures still come
-                raised, given_up = len(web.store.raised_alerts()), web.store.deliveries_given_up()
+                raised = len(web.store.alerts.raised_alerts())
+                given_up = web.store.alerts.deliveries_given_up()
             except Exception:  # whatever the database says, /metrics answers
                 raised = given_up = None
             if raised is not None:

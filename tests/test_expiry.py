@@ -134,8 +134,8 @@ def tell_stock(store, clock, expires: dict[int, str | None], counts: dict[int, i
               "status": "ok" if counts[n] > 1 else "low", **({"expires": e} if e else {})}
              for n, e in expires.items()]
     with store.transaction():
-        store.heard("m1", clock.now())
-        store.record_stock("m1", StockMessage.read({
+        store.fleet.heard("m1", clock.now())
+        store.fleet.record_stock("m1", StockMessage.read({
             "schema": 1, "ts": f"{clock.now():%Y-%m-%dT%H:%M:%SZ}", "slots": slots,
             "products": {"naloxone": {"count": sum(counts.values()), "status": "ok",
                                       "name": "naloxone kit", "shelf_life_months": 24}}}),
@@ -173,12 +173,12 @@ def test_the_hub_says_expiring_30_days_before_and_expired_on_the_day_once_each(t
             clock.advance(60)
         assert said()[1:] == [("expired", "raised",
                                "Slot 4 (naloxone kit): past its date (end of Mar 2027)")]
-        tile = board.tile_of(config, store, store.machine("m1"), "m1", clock.now(), None, {})
+        tile = board.tile_of(config, store, store.fleet.machine("m1"), "m1", clock.now(), None, {})
         dates = [p.text for p in tile.problems if "Slot 4" in p.text]
         assert dates == ["Slot 4 (naloxone kit): past its date (end of Mar 2027)"]  # not twice
         [row] = [r for r in board.pick_list(config, store, clock.now(), None)[0] if r.slot == 4]
         assert row.dated == "expired" and row.words.startswith("Past its date (Mar 2027): empty")
-        dated = board.slot_date(store.machine("m1").stock, store.machine("m1").stock.slots[0],
+        dated = board.slot_date(store.fleet.machine("m1").stock, store.fleet.machine("m1").stock.slots[0],
                                 clock.now().date(), 30)
         assert (dated.state, dated.words, dated.suggest) == ("expired", "Mar 2027: past its date",
                                                              "2029-04")  # 24 months on
@@ -207,9 +207,9 @@ def test_packs_taken_out_past_their_date_are_in_the_reports_once(tmp_path):
     event = EventMessage(id="e1", ts="2027-04-02T10:15:00Z", type="expired_removed", slot=4,
                          product="naloxone", detail="3 packs past their date taken out", count=3)
     with store.transaction():
-        store.heard("m1", datetime(2027, 4, 2, tzinfo=UTC))
-        assert store.record_event("m1", event, datetime(2027, 4, 2, tzinfo=UTC))
-        assert not store.record_event("m1", event, datetime(2027, 4, 2, tzinfo=UTC))  # again
+        store.fleet.heard("m1", datetime(2027, 4, 2, tzinfo=UTC))
+        assert store.fleet.record_event("m1", event, datetime(2027, 4, 2, tzinfo=UTC))
+        assert not store.fleet.record_event("m1", event, datetime(2027, 4, 2, tzinfo=UTC))  # again
     [april] = reports.fill(store, [reports.Period("Apr 2027", datetime(2027, 4, 1, tzinfo=UTC),
                                                   datetime(2027, 5, 1, tzinfo=UTC))])
     assert april.expired == {"naloxone": 3}

@@ -36,8 +36,8 @@ def hub(tmp_path, hook: Webhook, clock: FakeClock, **route) -> tuple[Alerts, Sql
 def jammed(store: SqliteStore, clock: FakeClock, *slots: int, machine: str = "m1") -> None:
     """``machine`` says (now) that ``slots`` are jammed."""
     with store.transaction():
-        store.heard(machine, clock.now())
-        store.record_state(machine, StateMessage.read({
+        store.fleet.heard(machine, clock.now())
+        store.fleet.record_state(machine, StateMessage.read({
             "schema": 1, "mode": "in_service", "door": "closed", "sharps_bin": "ok",
             "temperature_c": None, "faults": [f"slot {n}: jam" for n in slots], "version": "t",
             "uptime_s": 1, "clock_synced": True, "ts": f"{clock.now():%Y-%m-%dT%H:%M:%SZ}"}),
@@ -61,7 +61,7 @@ def test_a_failed_delivery_is_tried_again_on_its_schedule_and_then_delivered(tmp
     assert alerts.deliver() == 1
     [body] = hook.bodies
     assert (body["type"], body["state"], body["machine"]) == ("jam", "raised", "m1")
-    [delivery] = store.deliveries()
+    [delivery] = store.alerts.deliveries()
     assert delivery["attempts"] == 3 and delivery["done"] and delivery["error"] is None
     clock.advance(3600)
     assert alerts.deliver() == 0 and len(hook.bodies) == 1  # delivered once
@@ -77,7 +77,7 @@ def test_a_delivery_that_keeps_failing_is_given_up_after_the_last_retry(tmp_path
         clock.advance(wait)
         alerts.deliver()
     assert hook.refused == len(RETRIES) + 1
-    [delivery] = store.deliveries()
+    [delivery] = store.alerts.deliveries()
     assert delivery["done"].startswith("gave up") and "503" in delivery["error"]
     clock.advance(86400)
     alerts.deliver()
@@ -171,7 +171,7 @@ def test_one_machine_s_alerts_are_capped_an_hour_and_the_rest_stay_on_the_page(t
         clock.advance(60)
         alerts.deliver()
     assert len(hook.bodies) == MACHINE_PER_HOUR
-    assert len(store.alert_log(TUESDAY_NIGHT)) == 40  # every one on /alerts
+    assert len(store.alerts.alert_log(TUESDAY_NIGHT)) == 40  # every one on /alerts
 
 
 def test_what_a_machine_names_a_product_reaches_email_on_one_line_and_the_webhook_whole(
@@ -188,8 +188,8 @@ def test_what_a_machine_names_a_product_reaches_email_on_one_line_and_the_webhoo
         store = SqliteStore(tmp_path / "hub.db")
         alerts = Alerts(config, store, clock)
         with store.transaction():
-            store.heard("m1", clock.now())
-            store.record_stock("m1", StockMessage.read({
+            store.fleet.heard("m1", clock.now())
+            store.fleet.record_stock("m1", StockMessage.read({
                 "schema": 1, "ts": "2026-12-01T23:00:00Z",
                 "slots": [{"slot": 1, "product": "foil", "count": 0, "capacity": 10,
                            "low_at": 2, "status": "empty"}],
@@ -223,5 +223,5 @@ def test_a_clearing_is_stamped_with_the_message_that_showed_it_not_a_later_one(t
     for _ in range(5):
         clock.advance(2)
         alerts.check()
-    [row] = store.alert_log(TUESDAY_NIGHT)
+    [row] = store.alerts.alert_log(TUESDAY_NIGHT)
     assert row["cleared"] == f"{mended_at:%Y-%m-%dT%H:%M:%SZ}"

@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+import sqlite_utils
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -51,14 +52,14 @@ def usage(bucket: str, start: str, end: str, syringes: int, unconfirmed: int = 0
 def test_a_bucket_heard_twice_is_kept_once(new_store):
     store = new_store()
     with store.transaction():
-        store.heard("m1", NOW)
-        assert store.record_usage("m1", usage("b1", "2026-11-24T01:00:00Z",
+        store.fleet.heard("m1", NOW)
+        assert store.usage.record_usage("m1", usage("b1", "2026-11-24T01:00:00Z",
                                               "2026-11-24T02:00:00Z", 3), NOW)
-        assert not store.record_usage("m1", usage("b1", "2026-11-24T01:00:00Z",
+        assert not store.usage.record_usage("m1", usage("b1", "2026-11-24T01:00:00Z",
                                                   "2026-11-24T02:00:00Z", 3), NOW)
-    assert store.usage_totals("2026-11-24T00:00:00Z", "2026-11-25T00:00:00Z") == [
+    assert store.usage.usage_totals("2026-11-24T00:00:00Z", "2026-11-25T00:00:00Z") == [
         ("m1", "foil", 0, 0, 1), ("m1", "syringe-1ml", 3, 0, 1)]
-    assert store.last_packs() == {"m1": "2026-11-24T02:00:00Z"}
+    assert store.usage.last_packs() == {"m1": "2026-11-24T02:00:00Z"}
 
 
 def test_periods_by_day_week_month_and_financial_year():
@@ -85,7 +86,7 @@ def test_report_days_are_the_hub_s_local_days_in_summer_too(new_store):
                          ("2026-07-01T12:00:00Z", 4), ("2026-07-01T23:00:00Z", 8),
                          ("2026-07-02T23:00:00Z", 16)):
             end = iso(datetime.fromisoformat(start) + timedelta(hours=1))
-            store.record_usage("m1", usage(start, start, end, n), NOW)
+            store.usage.record_usage("m1", usage(start, start, end, n), NOW)
     days = reports.fill(store, reports.periods("day", date(2026, 7, 2), 3, tz=london), now=NOW)
     assert [d.label for d in days] == ["30 Jun", "1 Jul", "2 Jul"]
     assert days[1].start == datetime(2026, 6, 30, 23, tzinfo=UTC)
@@ -103,7 +104,7 @@ def test_two_hour_buckets_cover_a_whole_local_day_in_summer(new_store):
     with store.transaction():
         for i in range(36):
             start = datetime(2026, 6, 30, tzinfo=UTC) + timedelta(hours=2 * i)
-            store.record_usage("m1", usage(f"b{i}", iso(start), iso(start + timedelta(hours=2)),
+            store.usage.record_usage("m1", usage(f"b{i}", iso(start), iso(start + timedelta(hours=2)),
                                            1), NOW)
     london = ZoneInfo("Europe/London")
     [day] = reports.fill(store, reports.periods("day", date(2026, 7, 1), 1, tz=london), now=NOW)
@@ -114,10 +115,10 @@ def test_two_hour_buckets_cover_a_whole_local_day_in_summer(new_store):
 def test_counts_stay_apart_and_coverage_says_how_much_was_heard(new_store):
     store = new_store()
     with store.transaction():
-        store.heard("m1", NOW)
+        store.fleet.heard("m1", NOW)
         for hour in range(12):  # half of the 24th heard, and nothing of the 23rd
             start = datetime(2026, 11, 24, hour, tzinfo=UTC)
-            store.record_usage("m1", usage(f"b{hour}", f"{start:%Y-%m-%dT%H:%M:%SZ}",
+            store.usage.record_usage("m1", usage(f"b{hour}", f"{start:%Y-%m-%dT%H:%M:%SZ}",
                                            f"{start + timedelta(hours=1):%Y-%m-%dT%H:%M:%SZ}",
                                            2, unconfirmed=1 if hour == 3 else 0), NOW)
     days = reports.fill(store, reports.periods("day", date(2026, 11, 24), 2), now=NOW)
@@ -137,16 +138,16 @@ def machine(new_store, state: dict | None = None, stock: dict | None = None,
             availability: str = "online", heard: datetime = NOW):
     store = new_store()
     with store.transaction():
-        store.heard("m1", heard)
-        store.record_availability("m1", availability, heard)
+        store.fleet.heard("m1", heard)
+        store.fleet.record_availability("m1", availability, heard)
         if state:
-            store.record_state("m1", StateMessage.read({
+            store.fleet.record_state("m1", StateMessage.read({
                 "schema": 1, "mode": "in_service", "door": "closed", "sharps_bin": "ok",
                 "temperature_c": None, "faults": [], "version": "t", "uptime_s": 1,
                 "clock_synced": True, "ts": "2026-11-25T12:00:00Z", **state}), heard)
         if stock:
-            store.record_stock("m1", StockMessage.read(stock), heard)
-    return store.machine("m1")
+            store.fleet.record_stock("m1", StockMessage.read(stock), heard)
+    return store.fleet.machine("m1")
 
 
 def test_alert_conditions_come_from_what_was_heard(new_store):
@@ -183,51 +184,51 @@ def silence(event_id: str, ts: str) -> EventMessage:
 def test_silence_stays_until_a_pack_comes_after_it(new_store):
     store = new_store()
     with store.transaction():
-        store.heard("m1", NOW)
-        store.record_usage("m1", usage("b1", *hour(1), 2), NOW)  # a pack before the silence
-        store.record_event("m1", silence("e1", "2026-11-24T14:00:00Z"), NOW)
-    assert store.machine("m1").silence == "no pack for 12 h"
-    assert ("m1", "silence", "", "No pack for 12 h") in conditions_of(store.machine("m1"), NOW, 600)
+        store.fleet.heard("m1", NOW)
+        store.usage.record_usage("m1", usage("b1", *hour(1), 2), NOW)  # a pack before the silence
+        store.fleet.record_event("m1", silence("e1", "2026-11-24T14:00:00Z"), NOW)
+    assert store.fleet.machine("m1").silence == "no pack for 12 h"
+    assert ("m1", "silence", "", "No pack for 12 h") in conditions_of(store.fleet.machine("m1"), NOW, 600)
     with store.transaction():  # a bucket heard late, from before the silence: still silent
-        store.record_usage("m1", usage("b2", *hour(2), 1), NOW)
-    assert store.machine("m1").silence is not None
+        store.usage.record_usage("m1", usage("b2", *hour(2), 1), NOW)
+    assert store.fleet.machine("m1").silence is not None
     with store.transaction():
-        store.record_usage("m1", usage("b3", *hour(15), 0), NOW)  # nothing dispensed
-    assert store.machine("m1").silence is not None
+        store.usage.record_usage("m1", usage("b3", *hour(15), 0), NOW)  # nothing dispensed
+    assert store.fleet.machine("m1").silence is not None
     with store.transaction():
-        store.record_usage("m1", usage("b4", *hour(16), 1), NOW)
-    assert store.machine("m1").silence is None
+        store.usage.record_usage("m1", usage("b4", *hour(16), 1), NOW)
+    assert store.fleet.machine("m1").silence is None
     with store.transaction():  # a silence event older than the last pack, heard late
-        store.record_event("m1", silence("e0", "2026-11-24T10:00:00Z"), NOW)
-    assert store.machine("m1").silence is None
+        store.fleet.record_event("m1", silence("e0", "2026-11-24T10:00:00Z"), NOW)
+    assert store.fleet.machine("m1").silence is None
 
 
 def test_old_events_are_forgotten_and_usage_is_kept(new_store):
     store = new_store()
     with store.transaction():
-        store.heard("m1", NOW)
-        store.record_usage("m1", usage("b1", *hour(1), 2), NOW - timedelta(days=500))
+        store.fleet.heard("m1", NOW)
+        store.usage.record_usage("m1", usage("b1", *hour(1), 2), NOW - timedelta(days=500))
         for i, days in enumerate((500, 401, 399, 1)):
-            store.record_event("m1", EventMessage.read({
+            store.fleet.record_event("m1", EventMessage.read({
                 "schema": 1, "id": f"e{i}", "ts": "2025-01-01T00:00:00Z", "type": "jam",
                 "slot": 1, "product": "foil", "detail": None}), NOW - timedelta(days=days))
     assert store.forget_before(NOW - timedelta(days=400)) == 2
-    assert sorted(e["id"] for e in store.events("m1")) == ["e2", "e3"]
-    assert store.usage_totals("2026-11-24T00:00:00Z", "2026-11-25T00:00:00Z")[1][2] == 2
+    assert sorted(e["id"] for e in store.fleet.events("m1")) == ["e2", "e3"]
+    assert store.usage.usage_totals("2026-11-24T00:00:00Z", "2026-11-25T00:00:00Z")[1][2] == 2
 
 
 def test_raising_a_raised_alert_again_changes_nothing(new_store):
     store = new_store()
     with store.transaction():
-        store.raise_alert("m1", "jam", "slot 3", "jammed", NOW)
-        assert store.set_told("m1", "jam", "slot 3", [0], "[]")
-        assert not store.set_told("m1", "jam", "slot 3", [0], "[]")  # told by another first
-        store.raise_alert("m1", "jam", "slot 3", "jammed", NOW + timedelta(minutes=5))
-    assert store.raised_alerts()[("m1", "jam", "slot 3")]["told"] == "[0]"
+        store.alerts.raise_alert("m1", "jam", "slot 3", "jammed", NOW)
+        assert store.alerts.set_told("m1", "jam", "slot 3", [0], "[]")
+        assert not store.alerts.set_told("m1", "jam", "slot 3", [0], "[]")  # told by another first
+        store.alerts.raise_alert("m1", "jam", "slot 3", "jammed", NOW + timedelta(minutes=5))
+    assert store.alerts.raised_alerts()[("m1", "jam", "slot 3")]["told"] == "[0]"
     with store.transaction():
-        store.clear_alert("m1", "jam", "slot 3", NOW + timedelta(minutes=6))
-        store.raise_alert("m1", "jam", "slot 3", "jammed again", NOW + timedelta(minutes=7))
-    assert store.raised_alerts()[("m1", "jam", "slot 3")] == {
+        store.alerts.clear_alert("m1", "jam", "slot 3", NOW + timedelta(minutes=6))
+        store.alerts.raise_alert("m1", "jam", "slot 3", "jammed again", NOW + timedelta(minutes=7))
+    assert store.alerts.raised_alerts()[("m1", "jam", "slot 3")] == {
         "raised": "2026-11-25T12:07:00Z", "detail": "jammed again", "told": "[]"}
 
 
@@ -235,7 +236,7 @@ def test_two_writers_storing_the_same_buckets_at_once_keep_each_once(new_store):
     import threading
 
     first = new_store()
-    url_or_path = getattr(first, "url", None) or first.path
+    url_or_path = getattr(first.db, "url", None) or first.db.path
     second = PgStore(url_or_path) if first.kind == "postgresql" else SqliteStore(url_or_path)
     buckets = [usage(f"b{n}", *hour(n), 1) for n in range(60)]
     go = threading.Barrier(2)
@@ -244,8 +245,8 @@ def test_two_writers_storing_the_same_buckets_at_once_keep_each_once(new_store):
         go.wait()
         for n in order:  # small transactions, as a hub's batches
             with store.transaction():
-                store.heard("m1", NOW)
-                store.record_usage("m1", buckets[n], NOW)
+                store.fleet.heard("m1", NOW)
+                store.usage.record_usage("m1", buckets[n], NOW)
 
     threads = [threading.Thread(target=write, args=(first, range(60))),
                threading.Thread(target=write, args=(second, reversed(range(60))))]
@@ -254,7 +255,7 @@ def test_two_writers_storing_the_same_buckets_at_once_keep_each_once(new_store):
     for t in threads:
         t.join(60)
     second.close()
-    totals = first.usage_totals("2026-11-24T00:00:00Z", "2026-11-28T00:00:00Z")
+    totals = first.usage.usage_totals("2026-11-24T00:00:00Z", "2026-11-28T00:00:00Z")
     assert [(product, confirmed, count) for _, product, confirmed, _, count in totals] == [
         ("foil", 0, 60), ("syringe-1ml", 60, 60)]
 
@@ -264,13 +265,13 @@ def test_a_store_from_a_newer_hub_is_refused(new_store):
 
     store = new_store()
     if store.kind == "sqlite":
-        store.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+        store.db.x(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
         with pytest.raises(StoreError, match="newer nspvend hub"):
-            SqliteStore(store.path)
+            SqliteStore(store.db.path)
     else:
-        store._x("UPDATE nspvend_schema SET version = ?", (SCHEMA_VERSION + 1,))
+        store.db.x("UPDATE nspvend_schema SET version = ?", (SCHEMA_VERSION + 1,))
         with pytest.raises(StoreError, match="newer nspvend hub"):
-            PgStore(store.url)
+            PgStore(store.db.url)
 
 
 def test_a_store_from_the_hub_before_is_upgraded(new_store):
@@ -280,54 +281,55 @@ def test_a_store_from_the_hub_before_is_upgraded(new_store):
     taken out past their date; schema 8 monthly roll-ups, filled from the daily ones."""
     store = new_store()
     with store.transaction():
-        store.heard("m1", NOW)  # a machine heard before enrolment existed
-        store.record_usage("m1", usage("before", "2026-10-03T10:00:00Z", "2026-10-03T11:00:00Z",
+        store.fleet.heard("m1", NOW)  # a machine heard before enrolment existed
+        store.usage.record_usage("m1", usage("before", "2026-10-03T10:00:00Z", "2026-10-03T11:00:00Z",
                                        5, 1), NOW)  # its month's roll-up is made from the days
-        store.raise_alert("m1", "jam", "slot 1", "Slot 1 jammed", NOW)
-        store.raise_alert("m1", "door_open", "", "Door open", NOW)
-        store.clear_alert("m1", "door_open", "", NOW)
+        store.alerts.raise_alert("m1", "jam", "slot 1", "Slot 1 jammed", NOW)
+        store.alerts.raise_alert("m1", "door_open", "", "Door open", NOW)
+        store.alerts.clear_alert("m1", "door_open", "", NOW)
     if store.kind == "sqlite":
-        store.db.execute("DROP INDEX events_by_received")
-        store.db.execute("DROP TABLE alert_log")
-        store.db.execute("DROP TABLE tallies")
-        store.db.execute("DROP TABLE tally_counts")
-        store.db.execute("DROP TABLE expired_removals")
-        store.db.execute("DROP TABLE monthly_counts")
-        store.db.execute("DROP TABLE monthly_cover")
-        store.db.execute("PRAGMA user_version = 2")
-        again = SqliteStore(store.path)
-        assert again.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
-        assert "events_by_received" in {i.name for i in again.db["events"].indexes}
+        store.db.x("DROP INDEX events_by_received")
+        store.db.x("DROP TABLE alert_log")
+        store.db.x("DROP TABLE tallies")
+        store.db.x("DROP TABLE tally_counts")
+        store.db.x("DROP TABLE expired_removals")
+        store.db.x("DROP TABLE monthly_counts")
+        store.db.x("DROP TABLE monthly_cover")
+        store.db.x("PRAGMA user_version = 2")
+        again = SqliteStore(store.db.path)
+        assert again.db.x("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
+        indexes = sqlite_utils.Database(again.db.conn)["events"].indexes
+        assert "events_by_received" in {i.name for i in indexes}
     else:
-        store._x("DROP INDEX events_by_received")
-        store._x("DROP TABLE alert_log")
-        store._x("DROP TABLE tallies")
-        store._x("DROP TABLE tally_counts")
-        store._x("DROP TABLE expired_removals")
-        store._x("DROP TABLE monthly_counts")
-        store._x("DROP TABLE monthly_cover")
-        store._x("UPDATE nspvend_schema SET version = 2")
-        again = PgStore(store.url)
-        assert again._x("SELECT version FROM nspvend_schema").fetchone()[0] == SCHEMA_VERSION
-        assert again._x("SELECT count(*) FROM pg_indexes WHERE indexname = 'events_by_received'"
+        store.db.x("DROP INDEX events_by_received")
+        store.db.x("DROP TABLE alert_log")
+        store.db.x("DROP TABLE tallies")
+        store.db.x("DROP TABLE tally_counts")
+        store.db.x("DROP TABLE expired_removals")
+        store.db.x("DROP TABLE monthly_counts")
+        store.db.x("DROP TABLE monthly_cover")
+        store.db.x("UPDATE nspvend_schema SET version = 2")
+        again = PgStore(store.db.url)
+        assert again.db.x("SELECT version FROM nspvend_schema").fetchone()[0] == SCHEMA_VERSION
+        assert again.db.x("SELECT count(*) FROM pg_indexes WHERE indexname = 'events_by_received'"
                         ).fetchone()[0] == 1
-    assert [(e[0], e[1]) for e in again.enrolled()] == [("m1", "m1")]  # still known
-    [raised] = again.alert_log(NOW)
+    assert [(e[0], e[1]) for e in again.fleet.enrolled()] == [("m1", "m1")]  # still known
+    [raised] = again.alerts.alert_log(NOW)
     assert (raised["type"], raised["subject"], raised["cleared"]) == ("jam", "slot 1", None)
     with again.transaction():
-        assert again.acknowledge(raised["id"], "sam", NOW)
-        assert not again.acknowledge(raised["id"], "kim", NOW)  # someone is on it already
-    assert again.acknowledged() == {("m1", "jam", "slot 1"): ("sam", iso(NOW))}
-    assert [tuple(r) for r in again._x("SELECT machine, month, product, confirmed, unconfirmed"
+        assert again.alerts.acknowledge(raised["id"], "sam", NOW)
+        assert not again.alerts.acknowledge(raised["id"], "kim", NOW)  # someone is on it already
+    assert again.alerts.acknowledged() == {("m1", "jam", "slot 1"): ("sam", iso(NOW))}
+    assert [tuple(r) for r in again.db.x("SELECT machine, month, product, confirmed, unconfirmed"
                                        " FROM monthly_counts WHERE product = 'syringe-1ml'"
                                        ).fetchall()] == [("m1", "2026-10", "syringe-1ml", 5, 1)]
-    assert again.period_counts("2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z") == [
+    assert again.usage.period_counts("2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z") == [
         ("m1", "foil", 0, 0), ("m1", "syringe-1ml", 5, 1)]
     from hub.store import Tally
 
-    assert again.record_tally(Tally("tally-0001", "van", "2026-11-25T10:00:00Z",
+    assert again.tallies.record(Tally("tally-0001", "van", "2026-11-25T10:00:00Z",
                                     "2026-11-25T11:00:00Z", {"foil": 2}), "sam") == "new"
-    assert again.tally_totals("2026-11-25T00:00:00Z", "2026-11-26T00:00:00Z") == (
+    assert again.tallies.totals("2026-11-25T00:00:00Z", "2026-11-26T00:00:00Z") == (
         [("van", "foil", 2)], {"van": 1})
     again.close()
 
@@ -335,18 +337,18 @@ def test_a_store_from_the_hub_before_is_upgraded(new_store):
 def test_a_backup_taken_while_the_hub_writes_gives_the_same_report(tmp_path):
     store = SqliteStore(tmp_path / "hub.db")
     with store.transaction():
-        store.heard("m1", NOW)
+        store.fleet.heard("m1", NOW)
         for n in range(48):
-            store.record_usage("m1", usage(f"b{n}", *hour(n), n % 3), NOW)
+            store.usage.record_usage("m1", usage(f"b{n}", *hour(n), n % 3), NOW)
     store.backup(str(tmp_path / "copy.db"))
     with store.transaction():  # after the copy: not in it
-        store.record_usage("m1", usage("late", *hour(30), 9), NOW)
+        store.usage.record_usage("m1", usage("late", *hour(30), 9), NOW)
     copy = SqliteStore(tmp_path / "copy.db")
     want = reports.usage_csv(store, date(2026, 11, 24), date(2026, 11, 26))
     got = reports.usage_csv(copy, date(2026, 11, 24), date(2026, 11, 26))
     assert got != want and "m1,syringe-1ml,48,0" in got and "m1,syringe-1ml,57,0" in want
     with copy.transaction():
-        copy.record_usage("m1", usage("late", *hour(30), 9), NOW)
+        copy.usage.record_usage("m1", usage("late", *hour(30), 9), NOW)
     assert reports.usage_csv(copy, date(2026, 11, 24), date(2026, 11, 26)) == want
     copy.close()
     store.close()
@@ -370,20 +372,20 @@ def test_a_message_the_store_refuses_is_left_out_and_the_rest_of_its_batch_store
     """One message the contract's checks let through but the database will not keep must not
     hold up the others (retried for ever, the broker's queue would overflow)."""
     store = new_store()
-    record = store.record_usages
+    record = store.usage.record_usages
 
     def refusing(items, at):
         if any(message.id == "refused" for _, message in items):
             raise ValueError("the database will not keep this")
         return record(items, at)
 
-    store.record_usages = refusing
+    store.usage.record_usages = refusing
     listener = _listener(store)
     batch = [_usage_item("b1", 1, 3, 1), _usage_item("refused", 2, 100, 2),
              _usage_item("b3", 3, 4, 3)]
     heard = listener._store_until_stored(batch)
     assert [h.message.id for h in heard if h.leaf == "usage"] == ["b1", "b3"]
-    assert store.usage_totals("2026-11-24T00:00:00Z", "2026-11-25T00:00:00Z") == [
+    assert store.usage.usage_totals("2026-11-24T00:00:00Z", "2026-11-25T00:00:00Z") == [
         ("m1", "foil", 0, 0, 2), ("m1", "syringe-1ml", 7, 0, 2)]
     assert listener.skipped == 1
 
@@ -398,14 +400,14 @@ def test_a_batch_is_held_while_the_database_is_busy_and_stored_after(new_store):
     if store.kind == "sqlite":
         import sqlite3
 
-        store.db.execute("PRAGMA busy_timeout = 50")
-        other = sqlite3.connect(store.path, isolation_level=None)
+        store.db.x("PRAGMA busy_timeout = 50")
+        other = sqlite3.connect(store.db.path, isolation_level=None)
         other.execute("BEGIN EXCLUSIVE")
     else:
         import psycopg
 
-        store.conn.execute("SET lock_timeout = '50ms'")
-        other = psycopg.connect(store.url)
+        store.db.conn.execute("SET lock_timeout = '50ms'")
+        other = psycopg.connect(store.db.url)
         other.execute("LOCK TABLE machines IN ACCESS EXCLUSIVE MODE")
     result: list = []
     worker = threading.Thread(target=lambda: result.append(
@@ -424,10 +426,10 @@ def test_the_machines_online_are_those_whose_last_word_was_online(new_store):
     store = new_store()
     with store.transaction():
         for machine, word in (("m2", "online"), ("m1", "online"), ("m3", "offline")):
-            store.heard(machine, NOW)
-            store.record_availability(machine, word, NOW)
-        store.heard("m4", NOW)  # heard, but never said
-    assert store.online() == ["m1", "m2"]
+            store.fleet.heard(machine, NOW)
+            store.fleet.record_availability(machine, word, NOW)
+        store.fleet.heard("m4", NOW)  # heard, but never said
+    assert store.fleet.online() == ["m1", "m2"]
 
 
 def test_what_a_bucket_close_told_is_kept_at_its_ts_not_when_it_arrived(new_store):
@@ -456,11 +458,11 @@ def test_what_a_bucket_close_told_is_kept_at_its_ts_not_when_it_arrived(new_stor
              for i, (leaf, body) in enumerate((("event", jam), ("state", state), ("stock", stock)))]
     heard = Listener(config, store, clock=clock).store_batch(batch)
     Alerts(config, store, clock).heard(heard)
-    assert [tuple(r) for r in store._x("SELECT ts, received FROM events").fetchall()] == [
+    assert [tuple(r) for r in store.db.x("SELECT ts, received FROM events").fetchall()] == [
         (close, close)]
-    m = store.machine("m1")
+    m = store.fleet.machine("m1")
     assert (m.state_at, m.stock_at) == (close, close)
-    raised = store.raised_alerts()
+    raised = store.alerts.raised_alerts()
     assert {k[1]: v["raised"] for k, v in raised.items()} == {"jam": close, "empty": close}
     # a stamp the hub cannot believe (a clock not yet set, a backlog days old): the arrival
     now = clock.now()
@@ -480,16 +482,16 @@ def test_a_bucket_across_midnight_counts_on_its_first_day_and_covers_each_day_it
     empty = UsageMessage(id="b2", start="2026-11-25T00:30:00Z", end="2026-11-25T00:30:00Z",
                          counts={"foil": 0}, unconfirmed={}, clock_synced=True)
     with store.transaction():
-        store.heard("m1", NOW)
-        store.record_usage("m1", across, NOW)
-        store.record_usage("m1", empty, NOW)
-    assert store.usage_totals("2026-11-24T00:00:00Z", "2026-11-26T00:00:00Z") == [
+        store.fleet.heard("m1", NOW)
+        store.usage.record_usage("m1", across, NOW)
+        store.usage.record_usage("m1", empty, NOW)
+    assert store.usage.usage_totals("2026-11-24T00:00:00Z", "2026-11-26T00:00:00Z") == [
         ("m1", "foil", 2, 0, 2), ("m1", "water", 0, 1, 2)]
-    daily = [tuple(r) for r in store._x(
+    daily = [tuple(r) for r in store.db.x(
         "SELECT day, product, confirmed, unconfirmed FROM daily_counts ORDER BY day, product")]
     assert daily == [("2026-11-24", "foil", 2, 0), ("2026-11-24", "water", 0, 1),
                      ("2026-11-25", "foil", 0, 0)]
-    cover = [tuple(r) for r in store._x("SELECT day, seconds, buckets FROM daily_cover"
+    cover = [tuple(r) for r in store.db.x("SELECT day, seconds, buckets FROM daily_cover"
                                         " ORDER BY day")]
     assert cover == [("2026-11-24", 1800.0, 1), ("2026-11-25", 1800.0, 1)]
 
@@ -499,7 +501,7 @@ def test_no_cell_of_the_usage_csv_is_a_formula_whatever_a_machine_names_its_prod
     evil = ['=HYPERLINK("http://evil.example","x")', "+cmd|' /C calc'!A0", "@SUM(1+1)",
             "-2+3", '\tx', 'a,b"c']
     with store.transaction():
-        store.record_usage("m1", UsageMessage(
+        store.usage.record_usage("m1", UsageMessage(
             id="b1", start="2026-11-24T01:00:00Z", end="2026-11-24T02:00:00Z",
             counts={p: 1 for p in evil}, unconfirmed={p: 0 for p in evil},
             clock_synced=True), NOW)
@@ -522,7 +524,7 @@ def test_a_year_of_12000_syringes_for_60_people_is_200_a_person_medium_by_who_ba
     with store.transaction():
         for k in range(1, 13):  # 100 packs of 10 a month, for a year
             start = NOW - timedelta(days=30 * k)
-            store.record_usage("m1", usage(f"y{k}", iso(start), iso(start + timedelta(hours=1)),
+            store.usage.record_usage("m1", usage(f"y{k}", iso(start), iso(start + timedelta(hours=1)),
                                            100, unconfirmed=7), NOW)  # unconfirmed: not counted
     rolling = reports.coverage(store, config, NOW)[0]
     assert (rolling.label, rolling.needles, rolling.per_person_year, rolling.band) == (
@@ -558,12 +560,12 @@ def test_the_whole_service_adds_up_per_channel_and_in_total(new_store):
     with store.transaction():
         for k in range(3):  # 3 buckets of 20 syringe packs at the machine, 1 unconfirmed each
             start = day + timedelta(hours=k)
-            store.record_usage("m1", usage(f"u{k}", iso(start), iso(start + timedelta(hours=1)),
+            store.usage.record_usage("m1", usage(f"u{k}", iso(start), iso(start + timedelta(hours=1)),
                                            20, unconfirmed=1), NOW)
     hour = day + timedelta(hours=10)
 
     def tally(tally_id, channel, counts, version=1, start=hour, user="sam"):
-        return store.record_tally(Tally(tally_id, channel, iso(start),
+        return store.tallies.record(Tally(tally_id, channel, iso(start),
                                         iso(start + timedelta(hours=1)), counts, version), user)
 
     assert tally("counter-1", "counter", {"syringe-1ml": 30, "foil": 5}) == "new"
@@ -610,12 +612,12 @@ def test_a_year_from_the_machine_the_counter_and_the_van_is_one_coverage_figure(
     with store.transaction():
         for k in range(1, 13):  # 12,000 needle-syringes a year: 50 packs a month at the
             start = (NOW - timedelta(days=30 * k)).replace(minute=0)  # machine, 40 at the
-            store.record_usage("m1", usage(f"y{k}", iso(start),  # counter, 10 from the van
+            store.usage.record_usage("m1", usage(f"y{k}", iso(start),  # counter, 10 from the van
                                            iso(start + timedelta(hours=1)), 50), NOW)
     for k in range(1, 13):
         start = (NOW - timedelta(days=30 * k)).replace(minute=0)
         for channel, packs in (("counter", 40), ("van", 10)):
-            store.record_tally(Tally(f"{channel}-{k:04d}", channel, iso(start),
+            store.tallies.record(Tally(f"{channel}-{k:04d}", channel, iso(start),
                                      iso(start + timedelta(hours=1)), {"syringe-1ml": packs}),
                                "sam")
     rolling = reports.coverage(store, config, NOW)[0]
@@ -640,22 +642,23 @@ def test_buckets_stored_in_batches_count_as_if_stored_one_by_one(tmp_path_factor
         items.append((machine, usage(f"b{n}-{machine}", iso(start), iso(start + timedelta(hours=1)),
                                      syringes, unconfirmed)))
     with one.transaction():
-        one.heard_from(["m1", "m2", "m3"], NOW)
-        singly = [one.record_usage(m, u, NOW) for m, u in items]
+        one.fleet.heard_from(["m1", "m2", "m3"], NOW)
+        singly = [one.usage.record_usage(m, u, NOW) for m, u in items]
     batched: list[bool] = []
     bounds = sorted({0, len(items), *(c for c in cuts if c < len(items))})
     with many.transaction():
-        many.heard_from(["m1", "m2", "m3"], NOW)
+        many.fleet.heard_from(["m1", "m2", "m3"], NOW)
         for a, b in zip(bounds, bounds[1:], strict=False):
-            batched += many.record_usages(items[a:b], NOW)
+            batched += many.usage.record_usages(items[a:b], NOW)
     assert batched == singly
     span = ("2026-11-23T00:00:00Z", "2026-11-27T00:00:00Z")
-    assert many.usage_totals(*span) == one.usage_totals(*span)
-    assert many.period_cover(*span) == one.period_cover(*span)
-    assert many.last_packs() == one.last_packs()
-    for table in ("daily_counts", "daily_cover", "bucket_counts"):
-        assert sorted(many.db.execute(f"SELECT * FROM {table}").fetchall()) == sorted(
-            one.db.execute(f"SELECT * FROM {table}").fetchall()), table
+    assert many.usage.usage_totals(*span) == one.usage.usage_totals(*span)
+    assert many.usage.period_cover(*span) == one.usage.period_cover(*span)
+    assert many.usage.last_packs() == one.usage.last_packs()
+    for table in ("daily_counts", "daily_cover", "monthly_counts", "monthly_cover",
+                  "bucket_counts", "machines"):
+        assert sorted(many.db.x(f"SELECT * FROM {table}").fetchall()) == sorted(
+            one.db.x(f"SELECT * FROM {table}").fetchall()), table
     one.close()
     many.close()
 
@@ -671,18 +674,18 @@ def test_months_days_and_edges_add_up_to_the_buckets_themselves(tmp_path_factory
     origin = datetime(2026, 8, 20, tzinfo=UTC)
     buckets = []
     with store.transaction():
-        store.heard("m1", NOW)
+        store.fleet.heard("m1", NOW)
         for n, h in enumerate(hours):
             start = origin + timedelta(hours=h, minutes=30 * (n % 2))  # some across midnight
             buckets.append((start, n % 5 + 1))
-            store.record_usage("m1", usage(f"b{n}", iso(start), iso(start + timedelta(hours=1)),
+            store.usage.record_usage("m1", usage(f"b{n}", iso(start), iso(start + timedelta(hours=1)),
                                            n % 5 + 1), NOW)
     since, until = sorted((origin + timedelta(minutes=15 * a), origin + timedelta(minutes=15 * b)))
     want = sum(n for start, n in buckets if since <= start < until)
-    got = {p: c for _, p, c, _ in store.period_counts(iso(since), iso(until))}
+    got = {p: c for _, p, c, _ in store.usage.period_counts(iso(since), iso(until))}
     assert got.get("syringe-1ml", 0) == want
     inside = sum(max(0.0, (min(start + timedelta(hours=1), until) - max(start, since))
                      .total_seconds()) for start, _ in buckets
                  if since - timedelta(days=1) <= start < until)
-    assert abs(dict(store.period_cover(iso(since), iso(until))).get("m1", 0.0) - inside) < 1e-6
+    assert abs(dict(store.usage.period_cover(iso(since), iso(until))).get("m1", 0.0) - inside) < 1e-6
     store.close()

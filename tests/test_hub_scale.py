@@ -195,9 +195,9 @@ def test_backup_restore_and_the_database_settings_from_the_command_line(tmp_path
     add_user(config, "sam", "staff", PASSWORD)
     store = SqliteStore(tmp_path / "hub.db")
     with store.transaction():
-        store.heard("m1", START)
+        store.fleet.heard("m1", START)
         for hour in range(72):
-            store.record_usage("m1", bucket(START + timedelta(hours=hour), {"foil": hour % 3}),
+            store.usage.record_usage("m1", bucket(START + timedelta(hours=hour), {"foil": hour % 3}),
                                START)
     backed = hub_cli(config, "backup", str(tmp_path / "copy.db"))
     assert backed.returncode == 0 and "backed up" in backed.stdout, backed.stderr
@@ -240,9 +240,9 @@ def test_a_postgresql_store_dumped_with_pg_dump_restores_to_the_same_reports(
     store = PgStore(url)
     sent = [bucket(START + timedelta(hours=hour), {"foil": hour % 3}) for hour in range(72)]
     with store.transaction():
-        store.heard("m1", START)
+        store.fleet.heard("m1", START)
         for u in sent:
-            store.record_usage("m1", u, START)
+            store.usage.record_usage("m1", u, START)
     dump = tmp_path / "nspvend.dump"
     subprocess.run([f"{BIN}/pg_dump", "-Fc", "-f", str(dump), url], check=True,
                    capture_output=True)
@@ -255,8 +255,8 @@ def test_a_postgresql_store_dumped_with_pg_dump_restores_to_the_same_reports(
                 == reports.usage_csv(store, date(2026, 11, 1), date(2026, 11, 5)))
         later = bucket(START + timedelta(hours=72), {"foil": 2})
         with copy.transaction():
-            assert copy.record_usage("m1", later, START)
-            assert not copy.record_usage("m1", sent[0], START)  # heard before the dump
+            assert copy.usage.record_usage("m1", later, START)
+            assert not copy.usage.record_usage("m1", sent[0], START)  # heard before the dump
     finally:
         copy.close()
         store.close()

@@ -84,7 +84,7 @@ class TallySends(RuleBasedStateMachine):
         tally = self.in_flight[pick % len(self.in_flight)]
         if not again:
             self.in_flight.remove(tally)
-        outcome = self.store.record_tally(tally, "sam")
+        outcome = self.store.tallies.record(tally, "sam")
         had = self.newest_arrived.get(tally.id)
         if had is None or tally.version > had.version:
             assert outcome in ("new", "updated")
@@ -99,7 +99,7 @@ class TallySends(RuleBasedStateMachine):
 
     @invariant()
     def the_store_holds_the_newest_send_it_got(self) -> None:
-        rows, buckets = self.store.tally_totals("2026-12-01T00:00:00Z", "2026-12-02T00:00:00Z")
+        rows, buckets = self.store.tallies.totals("2026-12-01T00:00:00Z", "2026-12-02T00:00:00Z")
         expected: dict[str, int] = {}
         for tally in self.newest_arrived.values():
             for product, n in tally.counts.items():
@@ -111,10 +111,10 @@ class TallySends(RuleBasedStateMachine):
     def teardown(self) -> None:
         # the page sends what the hub has not got until it has: the newest of each bucket
         for tally_id, b in self.page.items():
-            self.store.record_tally(Tally(tally_id, "van", "2026-12-01T14:00:00Z",
+            self.store.tallies.record(Tally(tally_id, "van", "2026-12-01T14:00:00Z",
                                           "2026-12-01T15:00:00Z", dict(b["counts"]),
                                           b["version"]), "sam")
-        rows, _ = self.store.tally_totals("2026-12-01T00:00:00Z", "2026-12-02T00:00:00Z")
+        rows, _ = self.store.tallies.totals("2026-12-01T00:00:00Z", "2026-12-02T00:00:00Z")
         page: dict[str, int] = {}
         for b in self.page.values():
             for product, n in b["counts"].items():
@@ -130,9 +130,9 @@ test_a_bucket_counts_once_whatever_the_network_does = TallySends.TestCase
 
 def test_the_store_keeps_no_time_finer_than_the_hour(tmp_path):
     store = SqliteStore(tmp_path / "hub.db")
-    store.record_tally(Tally("tally-0001", "van", "2026-12-01T14:00:00Z", "2026-12-01T15:00:00Z",
+    store.tallies.record(Tally("tally-0001", "van", "2026-12-01T14:00:00Z", "2026-12-01T15:00:00Z",
                              {"foil": 1}, 1), "sam")
-    store.record_tally(Tally("tally-0001", "van", "2026-12-01T14:00:00Z", "2026-12-01T15:00:00Z",
+    store.tallies.record(Tally("tally-0001", "van", "2026-12-01T14:00:00Z", "2026-12-01T15:00:00Z",
                              {"foil": 2}, 2), "sam")
     store.close()
     db = sqlite3.connect(tmp_path / "hub.db")

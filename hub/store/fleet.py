@@ -1,0 +1,167 @@
+"""Machines and their latest word: each machine heard (online or not, its state, stock and
+silence), its events, and the machines staff enrolled or that ask to join."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from controller.clock import iso
+from controller.messages import ONLINE, EventMessage, StateMessage, StockMessage
+from hub.store.db import Db
+from hub.store.schema import MACHINE_COLUMNS
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What the hub knows of one machine."""
+
+    id: str
+    first_heard: str | None
+    last_heard: str | None
+    availability: str | None
+    availability_since: str | None
+    state: StateMessage | None
+    stock: StockMessage | None
+    silence: str | None = None  # the detail of a silence event not yet followed by a pack
+    # when the latest state, stock and silence were told (their ``ts``, see hub.listener),
+    # and the end of the latest bucket with a pack
+    state_at: str | None = None
+    stock_at: str | None = None
+    silence_at: str | None = None
+    last_pack: str | None = None
+
+
+
+class Fleet:
+    """The machines (``store.fleet``)."""
+
+    def __init__(self, db: Db) -> None:
+        self.db = db
+
+    def heard(self, machine: str, at: datetime) -> None:
+        """Any message from ``machine`` (inside a transaction)."""
+        self.heard_from([machine], at)
+
+    def heard_from(self, machines: list[str], at: datetime) -> None:
+        """Messages from each of ``machines`` (each once, in one order for every process, so
+        that two processes' batches never wait for each other in a circle; inside a
+        transaction): a statement for up to 500."""
+        for source, params in self.db.rows((("id", "text"),), [(m,) for m in sorted(set(machines))]):
+            self.db.x(f"INSERT INTO machines (id, first_heard, last_heard) SELECT v.id, ?, ? FROM"
+                      f" {source} WHERE true ON CONFLICT(id) DO UPDATE SET"
+                      " last_heard = excluded.last_heard", [iso(at), iso(at), *params])
+
+    def record_availability(self, machine: str, value: str, at: datetime) -> None:
+        self.db.x("UPDATE machines SET availability_since = CASE WHEN coalesce(availability, '')"
+                " = ? THEN availability_since ELSE ? END, availability = ? WHERE id = ?",
+                (value, iso(at), value, machine))
+
+    def record_state(self, machine: str, state: StateMessage, at: datetime) -> None:
+        self.db.x("UPDATE machines SET state = ?, state_at = ? WHERE id = ?",
+                (state.encode(), iso(at), machine))
+
+    def record_stock(self, machine: str, stock: StockMessage, at: datetime) -> None:
+        self.db.x("UPDATE machines SET stock = ?, stock_at = ? WHERE id = ?",
+                (stock.encode(), iso(at), machine))
+
+
+    def record_event(self, machine: str, event: EventMessage, at: datetime) -> bool:
+        cursor = self.db.x("INSERT INTO events (id, machine, ts, type, slot, product, detail,"
+                         " received) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                         (event.id, machine, event.ts, event.type, event.slot, event.product,
+                          event.detail, iso(at)))
+        new = cursor.rowcount == 1
+        if new and event.type == "expired_removed" and event.count and event.product:
+            self.db.x("INSERT INTO expired_removals (event_id, machine, ts, product, packs) VALUES"
+                    " (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    (event.id, machine, event.ts, event.product, event.count))
+        if new and event.type == "silence":  # until a pack comes after it
+            self.db.x("UPDATE machines SET silence = ?, silence_at = ? WHERE id = ? AND"
+                    " (last_pack IS NULL OR last_pack < ?)",
+                    (event.detail or "no pack dispensed", event.ts, machine, event.ts))
+        return new
+
+    def machines(self, ids: set[str] | None = None) -> list[Machine]:
+        """Every machine heard (or those of ``ids``), by id."""
+        if ids is None:
+            rows = self.db.x(f"SELECT {MACHINE_COLUMNS} FROM machines ORDER BY id").fetchall()
+        else:
+            rows = []
+            wanted = sorted(ids)
+            for i in range(0, len(wanted), 500):
+                chunk = wanted[i:i + 500]
+                rows += self.db.x(f"SELECT {MACHINE_COLUMNS} FROM machines WHERE id IN"
+                                f" ({','.join('?' * len(chunk))}) ORDER BY id", chunk).fetchall()
+        return [_machine(row) for row in rows]
+
+    def online(self) -> list[str]:
+        """The machines whose last word was that they are online, by id."""
+        return [row[0] for row in self.db.x("SELECT id FROM machines WHERE availability = ?"
+                                          " ORDER BY id", (ONLINE,)).fetchall()]
+
+    def machine(self, machine_id: str) -> Machine | None:
+        row = self.db.x(f"SELECT {MACHINE_COLUMNS} FROM machines WHERE id = ?",
+                      (machine_id,)).fetchone()
+        return _machine(row) if row else None
+
+    def events(self, machine: str | None = None, limit: int = 50) -> list[dict]:
+        where, params = ("WHERE machine = ?", [machine]) if machine else ("", [])
+        rows = self.db.x(f"SELECT id, machine, ts, type, slot, product, detail FROM events {where}"
+                       " ORDER BY ts DESC, received DESC LIMIT ?", [*params, limit]).fetchall()
+        keys = ("id", "machine", "ts", "type", "slot", "product", "detail")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+    def enrol(self, machine: str, name: str, area: str | None, place: str | None,
+              key_file: str, at: datetime) -> None:
+        """Staff enrolled ``machine`` (or changed its name, area or key)."""
+        with self.db.transaction():
+            self.db.x("INSERT INTO enrolled (id, name, area, place, key_file, enrolled) VALUES"
+                    " (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET name = excluded.name,"
+                    " area = excluded.area, place = excluded.place,"
+                    " key_file = excluded.key_file", (machine, name, area, place, key_file,
+                                                      iso(at)))
+            self.db.x("DELETE FROM asking WHERE id = ?", (machine,))
+
+    def unenrol(self, machine: str) -> bool:
+        """``machine`` is no longer known (its history stays in the reports)."""
+        with self.db.transaction():
+            # its raised alerts end with it: nothing more is said of a machine removed
+            now = iso(datetime.now(UTC))
+            self.db.x("UPDATE alerts SET cleared = ? WHERE machine = ? AND cleared IS NULL",
+                    (now, machine))
+            self.db.x("UPDATE alert_log SET cleared = ? WHERE machine = ? AND cleared IS NULL",
+                    (now, machine))
+            return self.db.x("DELETE FROM enrolled WHERE id = ?", (machine,)).rowcount == 1
+
+    def enrolled(self) -> list[tuple[str, str, str | None, str | None, str, str]]:
+        """``(id, name, area, place, key_file, enrolled)`` of every enrolled machine."""
+        return [tuple(r) for r in self.db.x("SELECT id, name, area, place, key_file, enrolled"
+                                          " FROM enrolled ORDER BY id").fetchall()]
+
+    ASKING_AT_MOST = 100
+
+    def ask_to_join(self, machine: str, at: datetime) -> bool:
+        """A message under ``machine``'s root, which nobody enrolled: kept among at most
+        :attr:`ASKING_AT_MOST` such ids (first and last heard), so that a typo shows and a
+        flood of made-up ids grows nothing. True if kept."""
+        with self.db.transaction():
+            if self.db.x("UPDATE asking SET last_heard = ? WHERE id = ?",
+                       (iso(at), machine)).rowcount == 1:
+                return True
+            if self.db.x("SELECT count(*) FROM asking").fetchone()[0] >= self.ASKING_AT_MOST:
+                return False
+            self.db.x("INSERT INTO asking (id, first_heard, last_heard) VALUES (?, ?, ?)"
+                    " ON CONFLICT (id) DO NOTHING", (machine, iso(at), iso(at)))
+            return True
+
+    def asking(self) -> list[tuple[str, str, str]]:
+        """``(id, first heard, last heard)`` of the ids asking to join, latest first."""
+        return [tuple(r) for r in self.db.x("SELECT id, first_heard, last_heard FROM asking"
+                                          " ORDER BY last_heard DESC, id").fetchall()]
+
+
+
+def _machine(row: tuple) -> Machine:
+    state = StateMessage.read(row[5]) if row[5] else None
+    stock = StockMessage.read(row[6]) if row[6] else None
+    return Machine(row[0], row[1], row[2], row[3], row[4], state, stock, *row[7:12])
