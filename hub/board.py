@@ -16,10 +16,11 @@ from controller.stock import use_until
 from hub import humane
 from hub.alerts import conditions_of, date_state
 from hub.config import HubConfig
+from hub.rank import SHOW, URGENCY, rank, shows
 from hub.store import HubStore, Machine
 
-# most urgent first: the board's order and each tile's mark
-URGENCY = ("offline", "fault", "empty", "door", "low", "ok")
+__all__ = ["SHOW", "URGENCY"]
+
 STATES = {
     "never": "Never heard",
     "offline": "Offline",
@@ -163,16 +164,46 @@ def days_left(count: int, recent: tuple[int, float] | None) -> float | None:
 PER_PAGE = 120  # tiles on one page of the board
 
 
+def order(config: HubConfig, store: HubStore, now: datetime, area: str | None = None,
+          show: str = "", search: str = "") -> list[str]:
+    """The ids of the machines the board shows, most urgent first, then by name: those of
+    ``area``, those ``show`` keeps (a key of :data:`hub.rank.SHOW`), those whose id, name,
+    place or area holds ``search`` (any case). From the store's short summary of each
+    machine (:mod:`hub.rank`), not its words: fast whatever the fleet."""
+    ranks = store.fleet.ranks()
+    today = now.astimezone(config.tz).date()
+    wanted = search.strip().casefold()
+    keyed = []
+    for mid, info in config.machines.items():
+        if area and info.area != area:
+            continue
+        if wanted and not any(wanted in (x or "").casefold()
+                              for x in (mid, info.name, info.place, info.area)):
+            continue
+        summary = ranks.get(mid)
+        urgency = rank(*summary, now, config.offline_after_s, today,
+                       config.expiring_days)[0] if summary else 0
+        if shows(show, urgency):
+            keyed.append((urgency, info.name.casefold(), mid))
+    return [mid for *_, mid in sorted(keyed)]
+
+
+def tiles_of(config: HubConfig, store: HubStore, now: datetime, ids: list[str]) -> list[Tile]:
+    """The tiles of the machines ``ids``, in that order: each one's words read and worked out
+    (its products' days until empty are left to :func:`with_days`)."""
+    machines = {m.id: m for m in store.fleet.machines(set(ids))} if ids else {}
+    acknowledged = store.alerts.acknowledged()
+    out = []
+    for mid in ids:
+        m = machines.get(mid)
+        out.append(tile_of(config, store, m, mid, now, m.last_pack if m else None, acknowledged))
+    return out
+
+
 def tiles(config: HubConfig, store: HubStore, now: datetime, area: str | None = None
           ) -> list[Tile]:
     """One tile per machine the hub knows, most urgent first (``area``: that area's)."""
-    known = config.machines
-    machines = {m.id: m for m in store.fleet.machines(set(known))} if known else {}
-    last_packs = store.usage.last_packs()
-    acknowledged = store.alerts.acknowledged()
-    out = [tile_of(config, store, machines.get(mid), mid, now, last_packs.get(mid),
-                   acknowledged) for mid in known if not area or known[mid].area == area]
-    return sorted(out, key=lambda t: (URGENCY.index(t.urgency), t.name.casefold()))
+    return tiles_of(config, store, now, order(config, store, now, area))
 
 
 def tiles_by_id(config: HubConfig, store: HubStore, now: datetime, after: str, limit: int
@@ -181,32 +212,41 @@ def tiles_by_id(config: HubConfig, store: HubStore, now: datetime, after: str, l
     ``after``, by id, and whether more follow: only those are worked out, whatever the
     fleet (the JSON API's pages)."""
     ids = sorted(mid for mid in config.machines if mid > after)
-    chosen = ids[:limit]
-    machines = {m.id: m for m in store.fleet.machines(set(chosen))} if chosen else {}
-    last_packs = store.usage.last_packs()
-    acknowledged = store.alerts.acknowledged()
-    return ([tile_of(config, store, machines.get(mid), mid, now, last_packs.get(mid),
-                     acknowledged) for mid in chosen], len(ids) > limit)
+    return tiles_of(config, store, now, ids[:limit]), len(ids) > limit
 
 
-def page_of(config: HubConfig, store: HubStore, now: datetime, area: str | None, page: int
-            ) -> tuple[list[Tile], int, int]:
-    """The board's ``page``: its tiles (with days until empty), the page and how many."""
-    every = tiles(config, store, now, area)
-    pages = max(1, -(-len(every) // PER_PAGE))
+@dataclass
+class Page:
+    """A page of the board: its tiles, which page of how many, and how many machines the
+    filters kept (of how many the hub knows)."""
+
+    tiles: list[Tile]
+    page: int
+    pages: int
+    kept: int
+    known: int
+
+
+def page_of(config: HubConfig, store: HubStore, now: datetime, area: str | None, page: int,
+            show: str = "", search: str = "") -> Page:
+    """The board's ``page`` of the machines the filters keep (see :func:`order`): only its
+    tiles are worked out, with days until empty."""
+    ids = order(config, store, now, area, show, search)
+    pages = max(1, -(-len(ids) // PER_PAGE))
     page = min(max(1, page), pages)
-    shown = with_days(store, every[(page - 1) * PER_PAGE:page * PER_PAGE], now)
-    return shown, page, pages
+    chosen = ids[(page - 1) * PER_PAGE:page * PER_PAGE]
+    shown = with_days(store, tiles_of(config, store, now, chosen), now)
+    return Page(shown, page, pages, len(ids), len(config.machines))
 
 
 def with_days(store: HubStore, shown: list[Tile], now: datetime) -> list[Tile]:
-    """``shown``, each product with its days until empty at the last 7 days' rate."""
+    """``shown``, each product with its days until empty at the rate of the last 7 days
+    (the UTC days from the one 7 days ago)."""
     since = iso(now - timedelta(days=RATE_DAYS))
+    rates = store.usage.recent_usage([t.id for t in shown if t.products], since)
     for t in shown:
-        if t.products:
-            rates = store.usage.recent_usage(t.id, since)
-            for p in t.products:
-                p.days = days_left(p.count, rates.get(p.id))
+        for p in t.products:
+            p.days = days_left(p.count, rates.get(t.id, {}).get(p.id))
     return shown
 
 
@@ -302,10 +342,11 @@ def pick_list(config: HubConfig, store: HubStore, now: datetime, chosen: list[st
     rows = []
     since = iso(now - timedelta(days=RATE_DAYS))
     today = now.astimezone(config.tz).date()
-    for m in store.fleet.machines():
-        if m.stock is None or (chosen and m.id not in chosen):
-            continue
-        rates = store.usage.recent_usage(m.id, since)
+    machines = [m for m in store.fleet.machines(set(chosen) if chosen else None)
+                if m.stock is not None]
+    every_rate = store.usage.recent_usage([m.id for m in machines], since)
+    for m in machines:
+        rates = every_rate.get(m.id, {})
         for s in m.stock.slots:
             product = m.stock.products.get(s.product)
             dated = slot_date(m.stock, s, today, config.expiring_days)

@@ -26,6 +26,9 @@ from hub.store import HubStore
 UTC_ZONE = ZoneInfo("UTC")
 
 KINDS = ("day", "week", "month", "year")
+# the reports page has a row per machine up to this many machines; a bigger fleet's is by
+# period, each machine's rows in the CSV
+BY_MACHINE_AT_MOST = 30
 
 
 @dataclass
@@ -37,20 +40,26 @@ class Period:
     covered: dict[str, float] = field(default_factory=dict)  # machine -> share of the period
     tallied: dict[str, dict[str, int]] = field(default_factory=dict)  # channel->product->packs
     expired: dict[str, int] = field(default_factory=dict)  # product -> packs taken out past date
+    fleet: dict[str, list[int]] = field(default_factory=dict)  # product -> [c, u], every machine
+    fleet_seconds: float = 0.0  # of the period every machine's buckets cover, added up
 
     def total(self, product: str | None = None, unconfirmed: bool = False) -> int:
         """Packs of ``product`` (or all), from machines and people (a tallied pack was seen
         given, so it is confirmed)."""
-        machines = sum(v[int(unconfirmed)] for products in self.counts.values()
-                       for p, v in products.items() if product is None or p == product)
+        machines = sum(v[int(unconfirmed)] for p, v in self.fleet.items()
+                       if product is None or p == product)
         if unconfirmed:
             return machines
         return machines + sum(n for products in self.tallied.values()
                               for p, n in products.items() if product is None or p == product)
 
     def machine_total(self, unconfirmed: bool = False) -> int:
-        return sum(v[int(unconfirmed)] for products in self.counts.values()
-                   for v in products.values())
+        return sum(v[int(unconfirmed)] for v in self.fleet.values())
+
+    def fleet_covered(self, machines: int, now: datetime) -> float:
+        """How much of the period (up to ``now``) ``machines`` machines' buckets cover."""
+        length = (min(self.end, max(now, self.start)) - self.start).total_seconds()
+        return min(1.0, self.fleet_seconds / max(1.0, length * machines)) if machines else 0.0
 
     def channel_total(self, channel: str) -> int:
         return sum(self.tallied.get(channel, {}).values())
@@ -104,23 +113,35 @@ def periods(kind: str, today: date, count: int, fy_start: tuple[int, int] = (4, 
 
 
 def fill(store: HubStore, spans: list[Period], machines: list[str] | None = None,
-         now: datetime | None = None) -> list[Period]:
-    """Count each period's packs and coverage from the store (buckets by their start). The
-    database adds up each period: what comes back is a row per machine and product, however
-    many days the period holds."""
+         now: datetime | None = None, by_machine: bool = True) -> list[Period]:
+    """Count each period's packs and coverage from the store (buckets by their start): the
+    whole fleet's (or ``machines``'), and each machine's apart unless ``by_machine`` is
+    False. The database adds up each period: what comes back is a row per product (and per
+    machine and product when asked), however many days the period holds."""
     now = now or datetime.now(UTC)
     for period in spans:
         start, end = iso(period.start), iso(period.end)
-        for machine, product, confirmed, unconfirmed in store.usage.period_counts(start, end, machines):
-            period.counts.setdefault(machine, {})[product] = [confirmed, unconfirmed]
-        length = max(1.0, (min(period.end, max(now, period.start)) - period.start).total_seconds())
-        period.covered = {machine: min(1.0, seconds / length)
-                          for machine, seconds in store.usage.period_cover(start, end)
-                          if machines is None or machine in machines}
+        if by_machine or machines is not None:
+            for machine, product, confirmed, unconfirmed in store.usage.period_counts(
+                    start, end, machines):
+                period.counts.setdefault(machine, {})[product] = [confirmed, unconfirmed]
+            length = max(1.0, (min(period.end, max(now, period.start)) - period.start
+                               ).total_seconds())
+            period.covered = {machine: min(1.0, seconds / length)
+                              for machine, seconds in store.usage.period_cover(start, end)
+                              if machines is None or machine in machines}
         if machines is None:
+            period.fleet = {p: [c, u] for p, c, u in store.usage.fleet_counts(start, end)}
+            period.fleet_seconds = store.usage.fleet_cover(start, end)
             for channel, product, packs in store.tallies.totals(start, end)[0]:
                 period.tallied.setdefault(channel, {})[product] = packs
             period.expired = dict(store.usage.expired_totals(start, end))
+        else:
+            for products in period.counts.values():
+                for p, (c, u) in products.items():
+                    total = period.fleet.setdefault(p, [0, 0])
+                    total[0] += c
+                    total[1] += u
     return spans
 
 
@@ -234,8 +255,8 @@ def coverage(store: HubStore, config: Any, now: datetime, years: int = 3) -> lis
     for span in spans:
         end = min(span.end, now)
         days = max(1.0, (end - span.start).total_seconds() / 86400)
-        needles = sum(confirmed * units.get(product, 0) for _, product, confirmed, _
-                      in store.usage.period_counts(iso(span.start), iso(end)))
+        needles = sum(confirmed * units.get(product, 0) for product, confirmed, _
+                      in store.usage.fleet_counts(iso(span.start), iso(end)))
         needles += sum(packs * units.get(product, 0) for _, product, packs
                        in store.tallies.totals(iso(span.start), iso(end))[0])
         per_year = needles / people * (365 / days if days < 365 else 1)

@@ -233,6 +233,7 @@ class Web:
         self.checks = PasswordChecks()
         self.logins_failed = 0
         self._checking: set[str] = set()  # name@address with a password check under way
+        self._names: tuple[float, dict[str, str]] | None = None  # see _product_names
         self.registry = hub_metrics(self)
         self.secure = config.base_url.startswith("https://")
         self.templates = Environment(loader=FileSystemLoader(HERE / "templates"),
@@ -443,16 +444,27 @@ class Web:
         return board.tiles(self.config, self.store, self.clock.now(), area)
 
     def _board(self, request: Request) -> dict:
-        area = request.query_params.get("area") or None
+        params = request.query_params
+        area = params.get("area") or None
+        if area not in board.areas(self.config):
+            area = None
+        show = params.get("show", "")
+        if show not in board.SHOW:
+            show = ""
+        search = params.get("q", "").strip()[:100]
         try:
-            page = int(request.query_params.get("page", "1"))
+            page = int(params.get("page", "1"))
         except ValueError:
             page = 1
-        shown, page, pages = board.page_of(self.config, self.store, self.clock.now(), area,
-                                           page)
-        query = urllib.parse.urlencode({k: v for k, v in (("area", area), ("page", page))
-                                        if v and (k != "page" or pages > 1)})
-        return {"tiles": shown, "area": area, "page": page, "pages": pages, "query": query}
+        found = board.page_of(self.config, self.store, self.clock.now(), area, page, show,
+                              search)
+        filters = [(k, v) for k, v in (("area", area), ("show", show), ("q", search)) if v]
+        query = urllib.parse.urlencode(
+            filters + ([("page", found.page)] if found.pages > 1 else []))
+        return {"tiles": found.tiles, "area": area, "show": show, "search": search,
+                "shows": board.SHOW, "page": found.page, "pages": found.pages,
+                "kept": found.kept, "known": found.known, "query": query,
+                "filters": urllib.parse.urlencode(filters)}
 
     async def fleet(self, request: Request, user: dict) -> Response:
         return self.render("fleet.html", user=user, here="/", areas=board.areas(self.config),
@@ -514,8 +526,8 @@ class Web:
         if m is None and mid not in self.config.machines:
             return PlainTextResponse(f"No machine {mid} has been heard.", 404)
         now = self.clock.now()
-        tile = board.tile_of(self.config, self.store, m, mid, now,
-                             self.store.usage.last_packs().get(mid), self.store.alerts.acknowledged())
+        tile = board.tile_of(self.config, self.store, m, mid, now, m.last_pack if m else None,
+                             self.store.alerts.acknowledged())
         stock = m.stock if m else None
         events = self.store.fleet.events(mid, 30)
         for e in events:
@@ -623,12 +635,14 @@ class Web:
         count = {"day": 14, "week": 12, "month": 12, "year": 3}[kind]
         now = self.clock.now()
         today = now.astimezone(self.config.tz).date()
+        fleet = len(self.config.machines)
+        by_machine = fleet <= reports.BY_MACHINE_AT_MOST
         spans = reports.fill(self.store, reports.periods(kind, today, count,
                                                          self.config.financial_year_start,
                                                          self.config.tz),
-                             now=now)
-        products = sorted({p for s in spans for ms in [*s.counts.values(), *s.tallied.values()]
-                           for p in ms})
+                             now=now, by_machine=by_machine)
+        products = sorted({p for s in spans for p in [*s.fleet, *(p for ms in s.tallied.values()
+                                                                   for p in ms)]})
         machines = sorted({m for s in spans for m in list(s.counts) + list(s.covered)})
         channels = self.channels(spans)
         first_of_month = today.replace(day=1)
@@ -640,6 +654,7 @@ class Web:
                                     f"{'financial year' if kind == 'year' else kind}", channels),
             tz=self.config.timezone, product_names=self._product_names(),
             coverage=reports.coverage(self.store, self.config, now), config=self.config,
+            by_machine=by_machine, fleet=fleet, now=now, at_most=reports.BY_MACHINE_AT_MOST,
             target=reports.TARGET_2030,
             month_from=previous.isoformat(), month_to=first_of_month.isoformat())
 
@@ -650,12 +665,17 @@ class Web:
         return known + tuple(sorted({c for s in spans for c in s.tallied} - set(known)))
 
     def _product_names(self) -> dict[str, str]:
-        names: dict[str, str] = dict(self.config.tally_products)
-        for m in self.store.fleet.machines():
-            for pid, p in (m.stock.products.items() if m.stock else ()):
-                if p.name:
-                    names.setdefault(pid, p.name)
-        return names
+        """Each product's name as ``[tally] products`` or the machines' stock say: worked out
+        from every machine's stock at most once a minute (a fleet's worth of words to read)."""
+        now = time.monotonic()
+        if self._names is None or now - self._names[0] > 60:
+            names: dict[str, str] = dict(self.config.tally_products)
+            for m in self.store.fleet.machines():
+                for pid, p in (m.stock.products.items() if m.stock else ()):
+                    if p.name:
+                        names.setdefault(pid, p.name)
+            self._names = (now, names)
+        return self._names[1]
 
     async def usage_csv(self, request: Request, user: dict) -> Response:
         try:

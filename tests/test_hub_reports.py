@@ -17,7 +17,9 @@ from controller.clock import iso
 from controller.messages import EventMessage, StateMessage, StockMessage, UsageMessage
 from hub import reports
 from hub.alerts import conditions_of
+from hub.rank import URGENCY
 from hub.store import SCHEMA_VERSION, PgStore, SqliteStore
+from simulator import fleet
 from tests.machines import known
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -287,6 +289,12 @@ def test_a_store_from_the_hub_before_is_upgraded(new_store):
         store.alerts.raise_alert("m1", "jam", "slot 1", "Slot 1 jammed", NOW)
         store.alerts.raise_alert("m1", "door_open", "", "Door open", NOW)
         store.alerts.clear_alert("m1", "door_open", "", NOW)
+        store.fleet.record_state("m1", fleet.state(NOW, door="open"), NOW)
+        store.fleet.record_stock("m1", fleet.stock(NOW, count=2), NOW)
+    for table in ("fleet_daily", "fleet_monthly", "fleet_daily_cover", "fleet_monthly_cover"):
+        store.db.x(f"DROP TABLE {table}")
+    for column in ("state_rank", "look", "stock_rank", "use_by"):
+        store.db.x(f"ALTER TABLE machines DROP COLUMN {column}")
     if store.kind == "sqlite":
         store.db.x("DROP INDEX events_by_received")
         store.db.x("DROP TABLE alert_log")
@@ -297,7 +305,7 @@ def test_a_store_from_the_hub_before_is_upgraded(new_store):
         store.db.x("DROP TABLE monthly_cover")
         store.db.x("PRAGMA user_version = 2")
         again = SqliteStore(store.db.path)
-        assert again.db.x("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
+        assert again.db.x("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 9
         indexes = sqlite_utils.Database(again.db.conn)["events"].indexes
         assert "events_by_received" in {i.name for i in indexes}
     else:
@@ -325,6 +333,13 @@ def test_a_store_from_the_hub_before_is_upgraded(new_store):
                                        ).fetchall()] == [("m1", "2026-10", "syringe-1ml", 5, 1)]
     assert again.usage.period_counts("2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z") == [
         ("m1", "foil", 0, 0), ("m1", "syringe-1ml", 5, 1)]
+    # the fleet's roll-ups made from the machines', the board's summary from the words kept
+    assert again.usage.fleet_counts("2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z") == [
+        ("foil", 0, 0), ("syringe-1ml", 5, 1)]
+    assert again.usage.fleet_counts("2026-10-03T00:00:00Z", "2026-10-04T00:00:00Z") == [
+        ("foil", 0, 0), ("syringe-1ml", 5, 1)]
+    assert again.fleet.ranks()["m1"][3:] == (URGENCY.index("door"), "door_open",
+                                            URGENCY.index("low"), None)
     from hub.store import Tally
 
     assert again.tallies.record(Tally("tally-0001", "van", "2026-11-25T10:00:00Z",
@@ -655,7 +670,19 @@ def test_buckets_stored_in_batches_count_as_if_stored_one_by_one(tmp_path_factor
     assert many.usage.usage_totals(*span) == one.usage.usage_totals(*span)
     assert many.usage.period_cover(*span) == one.usage.period_cover(*span)
     assert many.usage.last_packs() == one.usage.last_packs()
+    # the fleet's roll-ups add up to the machines', whole days or ragged hours
+    for whole in (span, ("2026-11-23T05:00:00Z", "2026-11-26T19:00:00Z")):
+        by_product: dict[str, list[int]] = {}
+        for _, product, confirmed, unconfirmed, _ in one.usage.usage_totals(*whole):
+            by_product.setdefault(product, [0, 0])
+            by_product[product][0] += confirmed
+            by_product[product][1] += unconfirmed
+        assert many.usage.fleet_counts(*whole) == [(p, c, u) for p, (c, u)
+                                                   in sorted(by_product.items())]
+        assert many.usage.fleet_cover(*whole) == pytest.approx(
+            sum(seconds for _, seconds in one.usage.period_cover(*whole)))
     for table in ("daily_counts", "daily_cover", "monthly_counts", "monthly_cover",
+                  "fleet_daily", "fleet_monthly", "fleet_daily_cover", "fleet_monthly_cover",
                   "bucket_counts", "machines"):
         assert sorted(many.db.x(f"SELECT * FROM {table}").fetchall()) == sorted(
             one.db.x(f"SELECT * FROM {table}").fetchall()), table

@@ -53,6 +53,8 @@ class HubStore:
         self.commands = Commands(db)
         self.people = People(db)
         self.alerts = Alerts(db)
+        with db.transaction():
+            self.fleet.fill_ranks()
 
     @property
     def kind(self) -> str:

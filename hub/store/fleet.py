@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 
 from controller.clock import iso
 from controller.messages import ONLINE, EventMessage, StateMessage, StockMessage
+from hub import rank
 from hub.store.db import Db
-from hub.store.schema import MACHINE_COLUMNS
+from hub.store.schema import MACHINE_COLUMNS, RANK_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -58,12 +59,35 @@ class Fleet:
                 (value, iso(at), value, machine))
 
     def record_state(self, machine: str, state: StateMessage, at: datetime) -> None:
-        self.db.x("UPDATE machines SET state = ?, state_at = ? WHERE id = ?",
-                (state.encode(), iso(at), machine))
+        """The machine's latest state, and the board's summary of it (:func:`hub.rank.of_state`)."""
+        self.db.x("UPDATE machines SET state = ?, state_at = ?, state_rank = ?, look = ?"
+                  " WHERE id = ?", (state.encode(), iso(at), *rank.of_state(state), machine))
 
     def record_stock(self, machine: str, stock: StockMessage, at: datetime) -> None:
-        self.db.x("UPDATE machines SET stock = ?, stock_at = ? WHERE id = ?",
-                (stock.encode(), iso(at), machine))
+        """The machine's latest stock, and the board's summary of it (:func:`hub.rank.of_stock`)."""
+        self.db.x("UPDATE machines SET stock = ?, stock_at = ?, stock_rank = ?, use_by = ?"
+                  " WHERE id = ?", (stock.encode(), iso(at), *rank.of_stock(stock), machine))
+
+    def ranks(self) -> dict[str, tuple]:
+        """Every machine's summary for the board, by id: ``(availability, last_heard,
+        silence, state_rank, look, stock_rank, use_by)`` (:func:`hub.rank.rank` reads it)."""
+        return {row[0]: tuple(row[1:]) for row in self.db.x(
+            f"SELECT {RANK_COLUMNS} FROM machines").fetchall()}
+
+    def fill_ranks(self) -> int:
+        """Summaries for machines whose words were kept before there were any (a store just
+        upgraded): how many were filled."""
+        rows = self.db.x("SELECT id, state, stock FROM machines WHERE (state IS NOT NULL AND"
+                         " state_rank IS NULL) OR (stock IS NOT NULL AND stock_rank IS NULL)"
+                         ).fetchall()
+        for mid, state, stock in rows:
+            if state:
+                self.db.x("UPDATE machines SET state_rank = ?, look = ? WHERE id = ?",
+                          (*rank.of_state(StateMessage.read(state)), mid))
+            if stock:
+                self.db.x("UPDATE machines SET stock_rank = ?, use_by = ? WHERE id = ?",
+                          (*rank.of_stock(StockMessage.read(stock)), mid))
+        return len(rows)
 
 
     def record_event(self, machine: str, event: EventMessage, at: datetime) -> bool:

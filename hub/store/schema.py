@@ -150,8 +150,38 @@ V8 = ["CREATE INDEX IF NOT EXISTS monthly_by_month ON monthly_counts (month)",
       " GROUP BY machine, substr(day, 1, 7)"]
 
 
+def _v9(db: sqlite_utils.Database) -> None:
+    # the board's summary of each machine (hub.rank): how urgent its latest state and stock
+    # are alone, what it is doing, and the first day its packs must be used by, so that a
+    # page of the board reads a few short columns, not every machine's words; and the whole
+    # fleet's roll-ups by product, so that a year's report is a dozen rows, not a dozen a
+    # machine (filled from the per-machine ones on upgrade)
+    for column, kind in (("state_rank", int), ("look", str), ("stock_rank", int),
+                         ("use_by", str)):
+        if column not in db["machines"].columns_dict:
+            db["machines"].add_column(column, kind)
+    for grain in ("day", "month"):
+        table = "daily" if grain == "day" else "monthly"
+        db[f"fleet_{table}"].create({grain: str, "product": str, "confirmed": int,
+                                     "unconfirmed": int}, pk=(grain, "product"),
+                                    if_not_exists=True)
+        db[f"fleet_{table}_cover"].create({grain: str, "seconds": float, "buckets": int},
+                                          pk=grain, if_not_exists=True)
+    for statement in V9:
+        db.execute(statement)
+
+
+V9 = ["INSERT INTO fleet_daily (day, product, confirmed, unconfirmed) SELECT day, product,"
+      " sum(confirmed), sum(unconfirmed) FROM daily_counts GROUP BY day, product",
+      "INSERT INTO fleet_monthly (month, product, confirmed, unconfirmed) SELECT month,"
+      " product, sum(confirmed), sum(unconfirmed) FROM monthly_counts GROUP BY month, product",
+      "INSERT INTO fleet_daily_cover (day, seconds, buckets) SELECT day, sum(seconds),"
+      " sum(buckets) FROM daily_cover GROUP BY day",
+      "INSERT INTO fleet_monthly_cover (month, seconds, buckets) SELECT month, sum(seconds),"
+      " sum(buckets) FROM monthly_cover GROUP BY month"]
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7,
-                                                            _v8]
+                                                            _v8, _v9]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 T = 'TEXT COLLATE "C"'  # ISO times and days compare as bytes, whatever the server's locale
@@ -208,10 +238,22 @@ PG_MIGRATIONS: list[list[str]] = [
      f" unconfirmed INTEGER, PRIMARY KEY (machine, month, product))",
      f"CREATE TABLE monthly_cover (machine {T}, month {T}, seconds DOUBLE PRECISION,"
      f" buckets INTEGER, PRIMARY KEY (machine, month))", *V8],
+    [f"ALTER TABLE machines ADD COLUMN IF NOT EXISTS state_rank INTEGER, ADD COLUMN IF NOT"
+     f" EXISTS look {T}, ADD COLUMN IF NOT EXISTS stock_rank INTEGER,"
+     " ADD COLUMN IF NOT EXISTS use_by TEXT",
+     f"CREATE TABLE fleet_daily (day {T}, product {T}, confirmed INTEGER, unconfirmed INTEGER,"
+     " PRIMARY KEY (day, product))",
+     f"CREATE TABLE fleet_monthly (month {T}, product {T}, confirmed INTEGER,"
+     " unconfirmed INTEGER, PRIMARY KEY (month, product))",
+     f"CREATE TABLE fleet_daily_cover (day {T} PRIMARY KEY, seconds DOUBLE PRECISION,"
+     " buckets INTEGER)",
+     f"CREATE TABLE fleet_monthly_cover (month {T} PRIMARY KEY, seconds DOUBLE PRECISION,"
+     " buckets INTEGER)", *V9],
 ]
 assert len(PG_MIGRATIONS) == SCHEMA_VERSION
 CATCH_UP = "hub (catch-up)"  # who the hub's own questions for buckets are recorded as
 LEADER_KEY = 0x6E737076  # "nspv": the advisory lock the hub process running the alerts holds
 MACHINE_COLUMNS = ("id, first_heard, last_heard, availability, availability_since, state, stock,"
                    " silence, state_at, stock_at, silence_at, last_pack")
+RANK_COLUMNS = "id, availability, last_heard, silence, state_rank, look, stock_rank, use_by"
 

@@ -95,6 +95,16 @@ class Usage:
                      (("confirmed", "int"), ("unconfirmed", "int")), monthly)
         self._add_up("monthly_cover", (("machine", "text"), ("month", "text")),
                      (("seconds", "real"), ("buckets", "int")), month_cover)
+        # the whole fleet's, by product: what a report of every machine adds up
+        for grain, table, rows_by_machine in (("day", "fleet_daily", daily),
+                                              ("month", "fleet_monthly", monthly)):
+            self._add_up(table, ((grain, "text"), ("product", "text")),
+                         (("confirmed", "int"), ("unconfirmed", "int")),
+                         _without_machine(rows_by_machine))
+        for grain, table, rows_by_machine in (("day", "fleet_daily_cover", cover),
+                                              ("month", "fleet_monthly_cover", month_cover)):
+            self._add_up(table, ((grain, "text"),), (("seconds", "real"), ("buckets", "int")),
+                         _without_machine(rows_by_machine))
         # a pack ends a silence told before it; the latest bucket with a pack is kept
         for source, params in self.db.rows((("id", "text"), ("e", "text")), sorted(last.items())):
             self.db.x("UPDATE machines SET"
@@ -149,6 +159,46 @@ class Usage:
             total[1] += unconfirmed or 0
         return [(m, p, c, u) for (m, p), (c, u) in sorted(found.items())]
 
+    def fleet_counts(self, start: str, end: str) -> list[tuple[str, int, int]]:
+        """``(product, confirmed, unconfirmed)`` of every machine's buckets that start in
+        [start, end), from the fleet's own roll-ups: a dozen rows for a year, whatever the
+        fleet (the hours at either edge from the buckets)."""
+        months, days, edges = _split(start, end)
+        rows: list[tuple] = []
+        if months:
+            rows += self.db.x("SELECT product, sum(confirmed), sum(unconfirmed) FROM"
+                              " fleet_monthly WHERE month >= ? AND month < ? GROUP BY product",
+                              months).fetchall()
+        for span in days:
+            rows += self.db.x("SELECT product, sum(confirmed), sum(unconfirmed) FROM"
+                              " fleet_daily WHERE day >= ? AND day < ? GROUP BY product",
+                              span).fetchall()
+        for a, b in edges:
+            rows += self.db.x("SELECT c.product, sum(c.confirmed), sum(c.unconfirmed) FROM"
+                              " buckets b JOIN bucket_counts c ON c.bucket_id = b.id"
+                              " WHERE b.start >= ? AND b.start < ? GROUP BY c.product",
+                              (a, b)).fetchall()
+        found: dict[str, list[int]] = {}
+        for product, confirmed, unconfirmed in rows:
+            total = found.setdefault(product, [0, 0])
+            total[0] += confirmed or 0
+            total[1] += unconfirmed or 0
+        return [(p, c, u) for p, (c, u) in sorted(found.items())]
+
+    def fleet_cover(self, start: str, end: str) -> float:
+        """Seconds of [start, end) every machine's buckets cover, added up."""
+        months, days, edges = _split(start, end)
+        seconds = 0.0
+        if months:
+            seconds += self.db.x("SELECT sum(seconds) FROM fleet_monthly_cover WHERE"
+                                 " month >= ? AND month < ?", months).fetchone()[0] or 0.0
+        for span in days:
+            seconds += self.db.x("SELECT sum(seconds) FROM fleet_daily_cover WHERE day >= ?"
+                                 " AND day < ?", span).fetchone()[0] or 0.0
+        for a, b in edges:
+            seconds += sum(s for s, _ in self._edge_cover(a, b).values())
+        return seconds
+
     def period_cover(self, start: str, end: str) -> list[tuple[str, float]]:
         """``(machine, seconds)``: how much of [start, end) the machine's buckets cover (a
         bucket across a UTC midnight, or across either end, counts its part on each side)."""
@@ -173,15 +223,22 @@ class Usage:
                     " AND day < ? GROUP BY machine", span).fetchall():
                 add(machine, seconds, buckets)
         for a, b in edges:
-            # the part of each bucket inside [a, b), as the roll-ups count a bucket across
-            # midnight; a bucket is counted where it starts (buckets last at most a day)
-            since, until = parse_iso(a), parse_iso(b)
-            for machine, s, e in self.db.x(
-                    'SELECT machine, start, "end" FROM buckets WHERE start >= ? AND start < ?'
-                    ' AND "end" > ?', (iso(since - timedelta(days=1)), b, a)).fetchall():
-                began = parse_iso(s)
-                inside = (min(parse_iso(e), until) - max(began, since)).total_seconds()
-                add(machine, max(0.0, inside), int(began >= since))
+            for machine, (seconds, buckets) in self._edge_cover(a, b).items():
+                add(machine, seconds, buckets)
+        return found
+
+    def _edge_cover(self, a: str, b: str) -> dict[str, tuple[float, int]]:
+        """Per machine, the part of each bucket inside [a, b), as the roll-ups count a bucket
+        across midnight; a bucket is counted where it starts (buckets last at most a day)."""
+        since, until = parse_iso(a), parse_iso(b)
+        found: dict[str, tuple[float, int]] = {}
+        for machine, s, e in self.db.x(
+                'SELECT machine, start, "end" FROM buckets WHERE start >= ? AND start < ?'
+                ' AND "end" > ?', (iso(since - timedelta(days=1)), b, a)).fetchall():
+            began = parse_iso(s)
+            inside = (min(parse_iso(e), until) - max(began, since)).total_seconds()
+            was = found.get(machine, (0.0, 0))
+            found[machine] = (was[0] + max(0.0, inside), was[1] + int(began >= since))
         return found
 
     def usage_totals(self, start: str, end: str) -> list[tuple[str, str, int, int, int]]:
@@ -202,17 +259,26 @@ class Usage:
         return dict(self.db.x("SELECT id, last_pack FROM machines WHERE last_pack IS NOT NULL"
                             ).fetchall())
 
-    def recent_usage(self, machine: str, since: str) -> dict[str, tuple[int, float]]:
-        """Per product: packs (confirmed + unconfirmed) since ``since``, and the hours of
-        buckets they came in."""
-        rows = self.db.x("SELECT c.product, sum(c.confirmed + c.unconfirmed) FROM buckets b"
-                       " JOIN bucket_counts c ON c.bucket_id = b.id"
-                       " WHERE b.machine = ? AND b.start >= ? GROUP BY c.product",
-                       (machine, since)).fetchall()
-        spans = self.db.x('SELECT start, "end" FROM buckets WHERE machine = ? AND start >= ?',
-                        (machine, since)).fetchall()
-        hours = sum((parse_iso(e) - parse_iso(s)).total_seconds() for s, e in spans) / 3600
-        return {product: (packs, hours) for product, packs in rows}
+    def recent_usage(self, machines: list[str], since: str) -> dict[str, dict[str, tuple[int, float]]]:
+        """Per machine of ``machines`` and product: packs (confirmed + unconfirmed) in the
+        buckets of the UTC days from the one holding ``since``, and the hours those buckets
+        cover (the daily roll-ups: a few rows a machine, whatever the hour)."""
+        day = since[:10]
+        out: dict[str, dict[str, tuple[int, float]]] = {}
+        hours: dict[str, float] = {}
+        for i in range(0, len(machines), 500):
+            chunk = machines[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            for machine, seconds in self.db.x(
+                    f"SELECT machine, sum(seconds) FROM daily_cover WHERE machine IN ({marks})"
+                    " AND day >= ? GROUP BY machine", [*chunk, day]).fetchall():
+                hours[machine] = (seconds or 0.0) / 3600
+            for machine, product, packs in self.db.x(
+                    "SELECT machine, product, sum(confirmed + unconfirmed) FROM daily_counts"
+                    f" WHERE machine IN ({marks}) AND day >= ? GROUP BY machine, product",
+                    [*chunk, day]).fetchall():
+                out.setdefault(machine, {})[product] = (packs, hours.get(machine, 0.0))
+        return out
 
 
 def _days_covered(start: str, end: str) -> Iterator[tuple[str, float, int]]:
@@ -228,6 +294,16 @@ def _days_covered(start: str, end: str) -> Iterator[tuple[str, float, int]]:
         if b <= midnight:
             break
         day_start = midnight
+
+
+def _without_machine(rows: dict[tuple, list]) -> dict[tuple, list]:
+    """Roll-ups keyed ``(machine, *rest)`` added up by ``rest``."""
+    out: dict[tuple, list] = {}
+    for (_, *rest), values in rows.items():
+        total = out.setdefault(tuple(rest), [0] * len(values))
+        for i, v in enumerate(values):
+            total[i] += v
+    return out
 
 
 def _split(start: str, end: str) -> tuple[tuple[str, str] | None, list[tuple[str, str]],
