@@ -305,11 +305,13 @@ class Listener:
         with self.store.transaction():
             # each machine's row first, in one order for every process: two hub processes'
             # batches then never wait for each other in a circle
-            self.store.fleet.heard_from([machine for machine, _, _ in read], now)
-            # the buckets together, in a few statements however many (a backlog drains as
-            # fast into a database server as into a file); the rest message by message
+            # the buckets together, in a few statements however many, sent to a database
+            # server with the machines' rows in a few round trips (a backlog drains as fast
+            # into PostgreSQL as into a file); the rest message by message
             usages = [(machine, message) for machine, leaf, message in read if leaf == "usage"]
-            new = iter(self.store.usage.record_usages(usages, now))
+            with self.store.pipeline():
+                self.store.fleet.heard_from([machine for machine, _, _ in read], now)
+                new = iter(self.store.usage.record_usages(usages, now))
             for machine, leaf, message in read:
                 heard.append(Heard(machine, leaf, message, next(new)) if leaf == "usage"
                              else self._record(machine, leaf, message, now))

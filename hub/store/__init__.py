@@ -69,6 +69,12 @@ class HubStore:
         with self.db.transaction():
             yield
 
+    @contextmanager
+    def pipeline(self) -> Iterator[None]:
+        """Statements sent together (:meth:`Db.pipeline`)."""
+        with self.db.pipeline():
+            yield
+
     def lead(self) -> bool:
         """Whether this process runs the alerts (:meth:`Db.lead`)."""
         return self.db.lead()

@@ -55,6 +55,13 @@ class Db:
         time). Nothing when there are no rows."""
         raise NotImplementedError
 
+    @contextmanager
+    def pipeline(self) -> Iterator[None]:
+        """Statements whose results nobody reads sent together (PostgreSQL's pipeline mode:
+        one round trip for them all, not one each; the first error is raised at the end of
+        the block). Nothing for SQLite, which has no round trips."""
+        yield
+
     def lead(self) -> bool:
         """Whether this process runs the alerts: it holds (or has just taken) the lease that
         one process of several holds at a time. Taken again by another when this one dies."""
@@ -237,6 +244,11 @@ class PgDb(Db):
                     yield
             finally:
                 self._depth -= 1
+
+    @contextmanager
+    def pipeline(self) -> Iterator[None]:
+        with self.lock, self.conn.pipeline():
+            yield
 
     def _reconnect_if_lost(self) -> None:
         """A new connection for one that was lost, never inside a transaction (the rest of it

@@ -73,9 +73,6 @@ class Usage:
                 share = cover.setdefault((machine, cover_day), [0.0, 0])
                 share[0] += seconds
                 share[1] += first
-        for source, params in self.db.rows(COUNTS, counts):
-            self.db.x("INSERT INTO bucket_counts (bucket_id, product, confirmed, unconfirmed)"
-                      f" SELECT * FROM {source} WHERE true", params)
         monthly: dict[tuple[str, str, str], list[int]] = {}
         for (machine, day, product), (c, u) in daily.items():
             total = monthly.setdefault((machine, day[:7], product), [0, 0])
@@ -86,33 +83,37 @@ class Usage:
             share = month_cover.setdefault((machine, day[:7]), [0.0, 0])
             share[0] += sec
             share[1] += n
-        self._add_up("daily_counts", (("machine", "text"), ("day", "text"), ("product", "text")),
-                     (("confirmed", "int"), ("unconfirmed", "int")), daily)
-        self._add_up("daily_cover", (("machine", "text"), ("day", "text")),
-                     (("seconds", "real"), ("buckets", "int")), cover)
-        self._add_up("monthly_counts", (("machine", "text"), ("month", "text"),
-                                        ("product", "text")),
-                     (("confirmed", "int"), ("unconfirmed", "int")), monthly)
-        self._add_up("monthly_cover", (("machine", "text"), ("month", "text")),
-                     (("seconds", "real"), ("buckets", "int")), month_cover)
-        # the whole fleet's, by product: what a report of every machine adds up
-        for grain, table, rows_by_machine in (("day", "fleet_daily", daily),
-                                              ("month", "fleet_monthly", monthly)):
-            self._add_up(table, ((grain, "text"), ("product", "text")),
-                         (("confirmed", "int"), ("unconfirmed", "int")),
-                         _without_machine(rows_by_machine))
-        for grain, table, rows_by_machine in (("day", "fleet_daily_cover", cover),
-                                              ("month", "fleet_monthly_cover", month_cover)):
-            self._add_up(table, ((grain, "text"),), (("seconds", "real"), ("buckets", "int")),
-                         _without_machine(rows_by_machine))
-        # a pack ends a silence told before it; the latest bucket with a pack is kept
-        for source, params in self.db.rows((("id", "text"), ("e", "text")), sorted(last.items())):
-            self.db.x("UPDATE machines SET"
-                      " last_pack = CASE WHEN last_pack IS NULL OR last_pack < v.e THEN v.e"
-                      " ELSE last_pack END,"
-                      " silence = CASE WHEN silence_at < v.e THEN NULL ELSE silence END,"
-                      " silence_at = CASE WHEN silence_at < v.e THEN NULL ELSE silence_at END"
-                      f" FROM {source} WHERE machines.id = v.id", params)
+        counted = (("confirmed", "int"), ("unconfirmed", "int"))
+        covered = (("seconds", "real"), ("buckets", "int"))
+        text = "text"
+        # what follows is written, never read back: sent in one go
+        with self.db.pipeline():
+            for source, params in self.db.rows(COUNTS, counts):
+                self.db.x("INSERT INTO bucket_counts (bucket_id, product, confirmed, unconfirmed)"
+                          f" SELECT * FROM {source} WHERE true", params)
+            self._add_up("daily_counts", (("machine", text), ("day", text), ("product", text)),
+                         counted, daily)
+            self._add_up("daily_cover", (("machine", text), ("day", text)), covered, cover)
+            self._add_up("monthly_counts", (("machine", text), ("month", text),
+                                            ("product", text)), counted, monthly)
+            self._add_up("monthly_cover", (("machine", text), ("month", text)), covered,
+                         month_cover)
+            # the whole fleet's, by product: what a report of every machine adds up
+            self._add_up("fleet_daily", (("day", text), ("product", text)), counted,
+                         _without_machine(daily))
+            self._add_up("fleet_monthly", (("month", text), ("product", text)), counted,
+                         _without_machine(monthly))
+            self._add_up("fleet_daily_cover", (("day", text),), covered, _without_machine(cover))
+            self._add_up("fleet_monthly_cover", (("month", text),), covered,
+                         _without_machine(month_cover))
+            # a pack ends a silence told before it; the latest bucket with a pack is kept
+            for source, params in self.db.rows((("id", text), ("e", text)), sorted(last.items())):
+                self.db.x("UPDATE machines SET"
+                          " last_pack = CASE WHEN last_pack IS NULL OR last_pack < v.e THEN v.e"
+                          " ELSE last_pack END,"
+                          " silence = CASE WHEN silence_at < v.e THEN NULL ELSE silence END,"
+                          " silence_at = CASE WHEN silence_at < v.e THEN NULL ELSE silence_at END"
+                          f" FROM {source} WHERE machines.id = v.id", params)
         return flags
 
     def _add_up(self, table: str, keys: tuple[tuple[str, str], ...],
