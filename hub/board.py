@@ -16,7 +16,7 @@ from controller.stock import use_until
 from hub import humane
 from hub.alerts import conditions_of, date_state
 from hub.config import HubConfig
-from hub.rank import SHOW, URGENCY, rank, shows
+from hub.rank import SHOW, URGENCY, ranker, shows
 from hub.store import HubStore, Machine
 
 __all__ = ["SHOW", "URGENCY"]
@@ -161,7 +161,7 @@ def days_left(count: int, recent: tuple[int, float] | None) -> float | None:
     return round(count / (recent[0] / recent[1] * 24), 1)
 
 
-PER_PAGE = 120  # tiles on one page of the board
+PER_PAGE = 60  # tiles on one page of the board
 
 
 def order(config: HubConfig, store: HubStore, now: datetime, area: str | None = None,
@@ -171,7 +171,8 @@ def order(config: HubConfig, store: HubStore, now: datetime, area: str | None = 
     place or area holds ``search`` (any case). From the store's short summary of each
     machine (:mod:`hub.rank`), not its words: fast whatever the fleet."""
     ranks = store.fleet.ranks()
-    today = now.astimezone(config.tz).date()
+    rank = ranker(now, config.offline_after_s, now.astimezone(config.tz).date(),
+                  config.expiring_days)
     wanted = search.strip().casefold()
     keyed = []
     for mid, info in config.machines.items():
@@ -181,8 +182,7 @@ def order(config: HubConfig, store: HubStore, now: datetime, area: str | None = 
                               for x in (mid, info.name, info.place, info.area)):
             continue
         summary = ranks.get(mid)
-        urgency = rank(*summary, now, config.offline_after_s, today,
-                       config.expiring_days)[0] if summary else 0
+        urgency = rank(*summary)[0] if summary else 0
         if shows(show, urgency):
             keyed.append((urgency, info.name.casefold(), mid))
     return [mid for *_, mid in sorted(keyed)]

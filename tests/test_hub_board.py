@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from controller.messages import ProductStock, SlotStock, StockMessage
 from hub import board
 from hub.config import parse_hub_config
-from hub.rank import URGENCY, rank
+from hub.rank import URGENCY, ranker
 from hub.store import SqliteStore
 from simulator import fleet
 
@@ -38,7 +38,7 @@ def stock_of(counts: list[int], statuses: list[str], expires: list[str | None]) 
     return StockMessage(ts="2026-12-01T20:00:00Z", slots=slots, products=products)
 
 
-TROUBLES = ["never", "long ago", "said offline", "availability unknown", "no state",
+TROUBLES = ["never", "long ago", "silent just now", "said offline", "availability unknown", "no state",
             "out_of_service", "service", "door open", "bin full", "jam", "storage_fault",
             "new fault", "no stock", "low", "empty", "slot fault", "disabled", "expired",
             "expiring", "expires later", "expired but none left", "silence"]
@@ -47,7 +47,8 @@ TROUBLES = ["never", "long ago", "said offline", "availability unknown", "no sta
 def build(troubles: list[str]) -> dict:
     """A machine in service with nothing wrong, and then ``troubles``."""
     counts, statuses, expires = [10, 10, 10, 10], ["ok"] * 4, [None] * 4
-    m = {"heard": None if "never" in troubles else 3600 if "long ago" in troubles else 60,
+    m = {"heard": None if "never" in troubles else 3600 if "long ago" in troubles
+         else OFFLINE_AFTER_S if "silent just now" in troubles else 60,
          "availability": "offline" if "said offline" in troubles
          else None if "availability unknown" in troubles else "online",
          "state": None if "no state" in troubles else {
@@ -101,12 +102,12 @@ def test_the_summary_ranks_each_machine_as_its_tile_does(tmp_path_factory, machi
                 store.fleet.record_event(mid, fleet.event(at, "silence", detail="no pack"), at)
     summaries = store.fleet.ranks()
     tiles = {t.id: t for t in board.tiles_of(cfg, store, NOW, ids)}
-    today = NOW.astimezone(cfg.tz).date()
+    rank = ranker(NOW, OFFLINE_AFTER_S, NOW.astimezone(cfg.tz).date(), 30)
     for mid in ids:
         if mid not in summaries:
             assert tiles[mid].state == "never" and tiles[mid].urgency == "offline"
             continue
-        urgency, state = rank(*summaries[mid], NOW, OFFLINE_AFTER_S, today, 30)
+        urgency, state = rank(*summaries[mid])
         assert (URGENCY[urgency], state) == (tiles[mid].urgency, tiles[mid].state), mid
     # and the board's order is the tiles' own: most urgent first, then by name
     expected = sorted(tiles.values(), key=lambda t: (URGENCY.index(t.urgency), t.name, t.id))
@@ -131,12 +132,14 @@ def test_the_board_pages_and_filters_by_area_state_and_name(tmp_path):
             store.fleet.record_stock(m["id"], fleet.stock(NOW, count=2 if i % 10 == 2 else 10),
                                      NOW)
     first = board.page_of(cfg, store, NOW, None, 1)
-    assert (first.page, first.pages, first.kept, first.known) == (1, 3, 300, 300)
+    pages = -(-300 // board.PER_PAGE)
+    assert (first.page, first.pages, first.kept, first.known) == (1, pages, 300, 300)
     assert len(first.tiles) == board.PER_PAGE
     assert [t.state for t in first.tiles[:30]] == ["never"] * 30  # offline first
-    every = [t.id for p in (1, 2, 3) for t in board.page_of(cfg, store, NOW, None, p).tiles]
+    every = [t.id for p in range(1, pages + 1)
+             for t in board.page_of(cfg, store, NOW, None, p).tiles]
     assert sorted(every) == sorted(m["id"] for m in machines)  # each once across the pages
-    assert board.page_of(cfg, store, NOW, None, 99).page == 3  # past the end: the last page
+    assert board.page_of(cfg, store, NOW, None, 99).page == pages  # past the end: the last
 
     door = board.page_of(cfg, store, NOW, None, 1, show="door")
     assert door.kept == 30 and {t.state for t in door.tiles} == {"door_open"}
