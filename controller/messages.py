@@ -102,6 +102,7 @@ def _take_name(data: dict, name: str, required: bool = True) -> str | None:
 
 
 MONTH = re.compile(r"(20[0-9][0-9])-(0[1-9]|1[0-2])")  # ASCII digits only (not \d)
+VERSION_TEXT = re.compile(r"[A-Za-z0-9.+-]{1,40}")
 _UTC_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")  # ASCII digits
 
 
@@ -122,6 +123,14 @@ def _counts(data: dict, name: str) -> dict[str, int]:
         if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_INT:
             raise BadMessage(f"{name}.{product}", "must be a whole number, 0 or more")
     return dict(value)
+
+
+def _version(data: dict, name: str) -> str | None:
+    """An optional version: a short text of letters, digits, dots, dashes and pluses."""
+    value = _take(data, name, str, required=False)
+    if value is not None and not VERSION_TEXT.fullmatch(value):
+        raise BadMessage(name, "must be a version like 4 or 0.3.0 (at most 40 characters)")
+    return value
 
 
 def _ts(data: dict, name: str = "ts", required: bool = True) -> str | None:
@@ -190,6 +199,7 @@ class StateMessage(Message):
     uptime_s: int
     clock_synced: bool
     ts: str
+    board_firmware: str | None = optional()  # the dispenser board's firmware version, when known
 
     @classmethod
     def read(cls, raw: bytes | str | dict) -> StateMessage:
@@ -204,7 +214,7 @@ class StateMessage(Message):
                    temperature_c=_take(d, "temperature_c", (int, float, type(None))),
                    faults=tuple(faults), version=_take(d, "version", str),
                    uptime_s=_take(d, "uptime_s", int), clock_synced=_take(d, "clock_synced", bool),
-                   ts=_ts(d))
+                   ts=_ts(d), board_firmware=_version(d, "board_firmware"))
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from controller.clock import Clock, iso
 from controller.config import Config, Product
 from controller.i18n import VOICES, Language, language
 from controller.ledger import Bucket, Event, Ledger, SlotState, StorageError, new_bucket_id
-from controller.messages import Mode, StateMessage, UsageMessage
+from controller.messages import VERSION_TEXT, Mode, StateMessage, UsageMessage
 from controller.schedule import is_open
 from controller.writebehind import WriteBehind
 from hal import (
@@ -75,6 +75,7 @@ class PublicView:
     sensor_fault: bool = False
     storage_fault: str | None = None
     board_fault: str | None = None
+    board_outdated: bool = False  # the board's firmware is older than this host's link
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,7 @@ class VendingMachine:
         self.bin_full = False
         self.board_online = True
         self.board_fault: str | None = None
+        self.board_outdated = False
         self.messages: list[str] = list(config.messages)
         self.bucket: Bucket | None = None
         self._bucket_opened = 0.0
@@ -227,7 +229,7 @@ class VendingMachine:
         elif isinstance(event, SharpsBinChanged):
             self._sharps_bin(event.full)
         elif isinstance(event, BoardLink):
-            self._board_link(event.online, event.detail)
+            self._board_link(event.online, event.detail, event.outdated)
         elif isinstance(event, BoardFault):
             self._board_fault(event.detail)
         else:
@@ -523,10 +525,12 @@ class VendingMachine:
             self._record(Event("sharps_bin_full"))
         self._changed(Change.STATE)
 
-    def _board_link(self, online: bool, detail: str) -> None:
+    def _board_link(self, online: bool, detail: str, outdated: bool = False) -> None:
         self.board_online = online
-        self._record(Event("board_online" if online else "board_offline", detail=detail or None))
-        self._reveal(_set(board_online=online))
+        self.board_outdated = outdated and not online
+        kind = "board_online" if online else "board_outdated" if outdated else "board_offline"
+        self._record(Event(kind, detail=detail or None))
+        self._reveal(_set(board_online=online, board_outdated=self.board_outdated))
         if online:
             self.reconcile()
         self.hw.led.set(self._led_state())
@@ -590,7 +594,8 @@ class VendingMachine:
     def _public_now(self) -> PublicView:
         """Everything as it is now: what the hub may see once a bucket has closed."""
         return PublicView({n: replace(s) for n, s in self.slots.items()}, self.board_online,
-                          self.sensor_fault, self.storage_fault, self.board_fault)
+                          self.sensor_fault, self.storage_fault, self.board_fault,
+                          self.board_outdated)
 
     # -- time ------------------------------------------------------------------
     def tick(self) -> None:
@@ -856,7 +861,9 @@ class VendingMachine:
         """What is wrong now, or (``public``) as far as the hub may know yet."""
         view = self.published if public else self._public_now()
         faults = [f"slot {s.slot}: {s.fault}" for s in view.slots.values() if s.fault]
-        if not view.board_online:
+        if view.board_outdated:  # there, but its firmware wants updating: says what to do
+            faults.append("board_outdated")
+        elif not view.board_online:
             faults.append("board_offline")
         if view.board_fault:
             faults.append("board_fault")
@@ -879,7 +886,15 @@ class VendingMachine:
             sharps_bin="full" if self.bin_full else "ok", temperature_c=temperature,
             faults=tuple(self.faults(public)), version=controller.__version__,
             uptime_s=int(self.clock.monotonic() - self.started_mono),
-            clock_synced=self.clock.synced(), ts=iso(at or self.clock.now())).payload()
+            clock_synced=self.clock.synced(), ts=iso(at or self.clock.now()),
+            board_firmware=self.board_firmware()).payload()
+
+    def board_firmware(self) -> str | None:
+        """The dispenser board's firmware version, as its hello said (None: no board of its
+        own, or none heard; a backend may not say)."""
+        said = getattr(self.hw, "board_firmware", None)
+        firmware = said() if callable(said) else None
+        return firmware if isinstance(firmware, str) and VERSION_TEXT.fullmatch(firmware) else None
 
     def stock_report(self, public: bool = False, at: datetime | None = None) -> dict:
         """The ``stock`` message: live counts for staff at the machine, or (``public``) the
@@ -989,4 +1004,5 @@ def _describe(event: Event) -> str:
 def _news(view: PublicView) -> tuple:
     """What in a public view is worth telling at once (its counts are not)."""
     return (tuple((n, stock.slot_status(s), s.fault) for n, s in sorted(view.slots.items())),
-            view.board_online, view.sensor_fault, view.storage_fault, view.board_fault)
+            view.board_online, view.sensor_fault, view.storage_fault, view.board_fault,
+            view.board_outdated)

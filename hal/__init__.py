@@ -71,10 +71,13 @@ class SharpsBinChanged(HardwareEvent):
 
 @dataclass(frozen=True)
 class BoardLink(HardwareEvent):
-    """The dispenser board went away or came back (serial wiring)."""
+    """The dispenser board went away or came back (serial wiring); ``outdated``: it is there
+    but its firmware speaks an older link protocol than this host (``nspvend board update``
+    brings it up to date)."""
 
     online: bool
     detail: str = ""
+    outdated: bool = False
 
 
 @dataclass(frozen=True)

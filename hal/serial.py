@@ -274,14 +274,21 @@ class BoardConnection:
             inbox.put((name, fields))
 
     def _wrong_protocol(self, theirs: str) -> None:
-        """A board speaking another version of the link: refuse it, say so once, use nothing."""
-        detail = (f"the board speaks link protocol {theirs[:20]!r}, this host speaks "
-                  f"{PROTOCOL}: put the same nspvend version's firmware_py/ on the board")
+        """A board speaking another version of the link: refuse it, say so once, use nothing.
+        One of an older version is "outdated": its firmware wants updating from this host
+        (``nspvend board update``); one of a newer, this host's software does."""
+        older = theirs.isdigit() and int(theirs) < PROTOCOL
+        if older:
+            detail = (f"the board's firmware speaks link protocol {theirs}, older than this "
+                      f"host's {PROTOCOL}: run nspvend board update")
+        else:
+            detail = (f"the board speaks link protocol {theirs[:20]!r}, this host speaks "
+                      f"{PROTOCOL}: update this machine's software to the board's version")
         if self.protocol_problem != detail:
             self.protocol_problem = detail
             log.error("%s", detail)
-            self.online, self.boot = False, None
-            self._emit(BoardLink(online=False, detail=detail))
+            self.online, self.boot, self.firmware = False, None, None
+            self._emit(BoardLink(online=False, detail=detail, outdated=older))
 
     def _hello(self, fields: dict[str, Any]) -> None:
         self.protocol_problem = None
@@ -497,6 +504,10 @@ class SerialHardware:
 
     def temperature_c(self) -> float | None:
         return self.link.temperature
+
+    def board_firmware(self) -> str | None:
+        """The firmware version the board's last hello said (None: none heard yet)."""
+        return self.link.firmware
 
     def close(self) -> None:
         self.link.close()

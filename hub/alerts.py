@@ -73,6 +73,8 @@ def conditions_of(machine: Machine, now: datetime, offline_after_s: int,
             found.append((mid, "storage_fault", "", humane.FAULTS["storage_fault"]))
         if "board_fault" in state.faults:
             found.append((mid, "board_fault", "", humane.FAULTS["board_fault"]))
+        if "board_outdated" in state.faults:
+            found.append((mid, "board_outdated", "", humane.FAULTS["board_outdated"]))
         if state.sharps_bin == "full":
             found.append((mid, "sharps_bin_full", "", "Sharps bin full"))
         if state.door == "open":
@@ -111,12 +113,14 @@ def date_state(s: SlotStock, today: date, expiring_days: int) -> str:
 
 TYPE_WORDS = {"offline": "Offline", "silence": "No packs given out", "jam": "Slot jammed",
               "storage_fault": "Cannot save counts", "board_fault": "Dispenser board fault",
+              "board_outdated": "Board firmware out of date",
               "sharps_bin_full": "Sharps bin full", "door_open": "Door open",
               "empty": "None left", "low_stock": "Running low",
               "expiring": "Near its date", "expired": "Past its date"}
 ENDED = {"offline": "Back online", "silence": "Packs given out again",
          "jam": "{thing} working again", "storage_fault": "Writing its counts to disk again",
-         "board_fault": "Dispenser board fault cleared", "sharps_bin_full": "Sharps bin emptied",
+         "board_fault": "Dispenser board fault cleared",
+         "board_outdated": "Dispenser board's firmware updated", "sharps_bin_full": "Sharps bin emptied",
          "door_open": "Door closed", "empty": "{thing} restocked",
          "low_stock": "{thing} no longer low",
          "expiring": "{thing}: no packs near their date now",
@@ -147,7 +151,8 @@ def ended(machine: Machine | None, kind: str, subject: str, lasted_s: float) -> 
     return f"{text.format(thing=thing)} after {humane.duration(lasted_s)}"
 
 
-STATE_KINDS = ("jam", "storage_fault", "board_fault", "sharps_bin_full", "door_open")
+STATE_KINDS = ("jam", "storage_fault", "board_fault", "board_outdated", "sharps_bin_full",
+               "door_open")
 
 
 def told(machine: Machine, kind: str, now: datetime) -> datetime:

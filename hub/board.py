@@ -16,10 +16,10 @@ from controller.stock import use_until
 from hub import humane
 from hub.alerts import conditions_of, date_state
 from hub.config import HubConfig
-from hub.rank import SHOW, URGENCY, ranker, shows
+from hub.rank import SHOW, URGENCY, behind, newest, ranker, shows
 from hub.store import HubStore, Machine
 
-__all__ = ["SHOW", "URGENCY"]
+__all__ = ["SHOW", "URGENCY", "newest"]
 
 STATES = {
     "never": "Never heard",
@@ -31,10 +31,10 @@ STATES = {
     "unknown": "Heard, state not told yet",
 }
 LEVEL = {"offline": "offline", "silence": "fault", "jam": "fault", "storage_fault": "fault",
-         "board_fault": "fault", "sharps_bin_full": "fault", "door_open": "door",
+         "board_fault": "fault", "board_outdated": "fault", "sharps_bin_full": "fault", "door_open": "door",
          "empty": "empty", "low_stock": "low", "expired": "fault", "expiring": "low"}
 # faults said through an alert's words already; any other (a new kind too) is said as it is
-ALERTED = ("storage_fault", "board_fault", "sharps_bin_full")
+ALERTED = ("storage_fault", "board_fault", "board_outdated", "sharps_bin_full")
 SLOT_WORDS = {"ok": "", "low": "Low", "empty": "None left", "fault": "Jammed",
               "disabled": "Disabled"}
 RATE_DAYS = 7
@@ -84,6 +84,9 @@ class Tile:
     problems: list[Problem] = field(default_factory=list)
     products: list[ProductLine] = field(default_factory=list)
     stock_at: str | None = None
+    version: str | None = None  # its software's
+    firmware: str | None = None  # its dispenser board's
+    updates: list[str] = field(default_factory=list)  # what needs updating, in words
 
     @property
     def online(self) -> bool:
@@ -104,7 +107,8 @@ class Tile:
 
 
 def tile_of(config: HubConfig, store: HubStore, m: Machine | None, mid: str, now: datetime,
-            last_pack: str | None, acknowledged: dict) -> Tile:
+            last_pack: str | None, acknowledged: dict,
+            latest: tuple[str | None, str | None] = (None, None)) -> Tile:
     """One machine's tile; its products' days until empty are left to :func:`with_days` (a
     query a machine: the board asks it for the tiles it shows only)."""
     info = config.machines.get(mid)
@@ -148,10 +152,13 @@ def tile_of(config: HubConfig, store: HubStore, m: Machine | None, mid: str, now
                            if s.product == pid and s.status != "disabled")
             products.append(ProductLine(pid, humane.product_name(stock, pid), p.count,
                                         capacity, p.status, None))
+    version = state.version if state else None
+    firmware = state.board_firmware if state else None
+    updates = behind(version, firmware, state and "board_outdated" in state.faults, latest)
     return Tile(mid, name, place, area, look, urgency, m.last_heard, last_pack,
                 state.temperature_c if state else None, state.mode if state else None,
                 state.door if state else None, state.sharps_bin if state else None,
-                problems, products, m.stock_at)
+                problems, products, m.stock_at, version, firmware, updates)
 
 
 def days_left(count: int, recent: tuple[int, float] | None) -> float | None:
@@ -173,6 +180,7 @@ def order(config: HubConfig, store: HubStore, now: datetime, area: str | None = 
     ranks = store.fleet.ranks()
     rank = ranker(now, config.offline_after_s, now.astimezone(config.tz).date(),
                   config.expiring_days)
+    latest = newest(ranks.values()) if show == "outdated" else (None, None)
     wanted = search.strip().casefold()
     keyed = []
     for mid, info in config.machines.items():
@@ -183,20 +191,25 @@ def order(config: HubConfig, store: HubStore, now: datetime, area: str | None = 
             continue
         summary = ranks.get(mid)
         urgency = rank(*summary)[0] if summary else 0
-        if shows(show, urgency):
+        outdated = bool(summary and behind(*summary[7:10], latest)) if show == "outdated" \
+            else False
+        if shows(show, urgency, outdated):
             keyed.append((urgency, info.name.casefold(), mid))
     return [mid for *_, mid in sorted(keyed)]
 
 
 def tiles_of(config: HubConfig, store: HubStore, now: datetime, ids: list[str]) -> list[Tile]:
     """The tiles of the machines ``ids``, in that order: each one's words read and worked out
-    (its products' days until empty are left to :func:`with_days`)."""
+    (its products' days until empty are left to :func:`with_days`), and what of it is behind
+    the newest versions the hub has heard of."""
     machines = {m.id: m for m in store.fleet.machines(set(ids))} if ids else {}
     acknowledged = store.alerts.acknowledged()
+    latest = newest(store.fleet.ranks().values()) if ids else (None, None)
     out = []
     for mid in ids:
         m = machines.get(mid)
-        out.append(tile_of(config, store, m, mid, now, m.last_pack if m else None, acknowledged))
+        out.append(tile_of(config, store, m, mid, now, m.last_pack if m else None, acknowledged,
+                           latest))
     return out
 
 

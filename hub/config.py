@@ -30,7 +30,7 @@ from controller.schedule import Window, parse_window
 
 DEFAULT_PATHS = ("./hub.toml", "/etc/nspvend/hub.toml")
 ALERT_TYPES = ("offline", "jam", "empty", "low_stock", "sharps_bin_full", "door_open", "silence",
-               "storage_fault", "board_fault", "expiring", "expired")
+               "storage_fault", "board_fault", "board_outdated", "expiring", "expired")
 CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 CHANNEL = re.compile(r"[a-z][a-z0-9-]{0,31}")  # a tally channel: counter, van, outreach-north
 LISTEN = re.compile(r"(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(?P<port>\d{1,5})")

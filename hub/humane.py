@@ -123,6 +123,8 @@ def slot_words(stock: StockMessage | None, slot: int) -> str:
 FAULTS = {
     "board_offline": "The dispenser board is not answering",
     "board_fault": "The dispenser board reports impossible things",
+    "board_outdated": ("Not serving: the dispenser board's firmware is older than the machine's "
+                       "software. At the machine: nspvend board update"),
     "sharps_bin_full": "Sharps bin full",
     "storage_fault": "Cannot write its counts to disk",
     "drop_sensor": "Drop sensor not working (packs given out unconfirmed)",

@@ -11,8 +11,9 @@ time (offline, a silence, a date drawing near) is added when the board is drawn
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from controller.clock import iso
 from controller.messages import StateMessage, StockMessage
@@ -30,6 +31,7 @@ SHOW = {
     "door": "Door open or not serving",
     "low": "Running low",
     "ok": "Nothing wrong",
+    "outdated": "Needing an update",
 }
 ALERTED_FAULTS = ("storage_fault", "board_fault")
 
@@ -71,7 +73,7 @@ def ranker(now: datetime, offline_after_s: int, today: date, expiring_days: int
 
     def rank(availability: str | None, last_heard: str | None, silence: str | None,
              state_rank: int | None, look: str | None, stock_rank: int | None,
-             use_by: str | None) -> tuple[int, str]:
+             use_by: str | None, *versions: Any) -> tuple[int, str]:
         if availability != "online" or (last_heard is not None and last_heard <= silent_before):
             return 0, "offline"
         urgency = ok if state_rank is None else state_rank
@@ -89,10 +91,56 @@ def ranker(now: datetime, offline_after_s: int, today: date, expiring_days: int
     return rank
 
 
-def shows(show: str, urgency: int) -> bool:
-    """Whether the board's filter ``show`` (a key of :data:`SHOW`) keeps a tile this urgent."""
+def shows(show: str, urgency: int, outdated: bool = False) -> bool:
+    """Whether the board's filter ``show`` (a key of :data:`SHOW`) keeps a tile this urgent
+    (``outdated``: its software or board firmware needs updating, see :func:`behind`)."""
     if not show:
         return True
     if show == "attention":
         return URGENCY[urgency] != "ok"
+    if show == "outdated":
+        return outdated
     return URGENCY[urgency] == show
+
+
+# -- versions --------------------------------------------------------------------------------
+def versions_of(state: StateMessage) -> tuple[str, str | None, int]:
+    """``(software version, board firmware version, 1 if the board is too old for the
+    software)`` from a machine's state."""
+    return state.version, state.board_firmware, int("board_outdated" in state.faults)
+
+
+def order_key(version: str | None) -> tuple[int, ...] | None:
+    """A version as numbers to compare (``0.3.0`` -> (0, 3, 0)); None for one that is not
+    digits and dots (a developer's build: never "newest", never "behind")."""
+    if not version or not all(part.isdigit() for part in version.split(".")):
+        return None
+    return tuple(int(part) for part in version.split("."))
+
+
+def newest(summaries: Iterable[tuple]) -> tuple[str | None, str | None]:
+    """The newest software and board firmware versions among machines' summaries (as
+    :meth:`hub.store.fleet.Fleet.ranks` gives them)."""
+    found: list[str | None] = [None, None]
+    for summary in summaries:
+        for i, version in enumerate(summary[7:9]):
+            key = order_key(version)
+            if key is not None and (found[i] is None or key > order_key(found[i])):
+                found[i] = version
+    return found[0], found[1]
+
+
+def behind(version: str | None, firmware: str | None, board_outdated: Any,
+           latest: tuple[str | None, str | None]) -> list[str]:
+    """What a machine needs updating, in words (empty: nothing): its software behind the
+    newest the hub has heard of, its board's firmware behind the newest, or too old for its
+    software (the machine cannot serve until it is updated)."""
+    out = []
+    for what, mine, top in (("Software", version, latest[0]),
+                            ("Board firmware", firmware, latest[1])):
+        if order_key(mine) is not None and order_key(top) is not None \
+                and order_key(mine) < order_key(top):
+            out.append(f"{what} {mine}: {top} is out")
+    if board_outdated:
+        out.append("Board firmware older than its software: run nspvend board update")
+    return out

@@ -527,7 +527,8 @@ class Web:
             return PlainTextResponse(f"No machine {mid} has been heard.", 404)
         now = self.clock.now()
         tile = board.tile_of(self.config, self.store, m, mid, now, m.last_pack if m else None,
-                             self.store.alerts.acknowledged())
+                             self.store.alerts.acknowledged(),
+                             board.newest(self.store.fleet.ranks().values()))
         stock = m.stock if m else None
         events = self.store.fleet.events(mid, 30)
         for e in events:

@@ -123,3 +123,23 @@ def test_a_board_fault_event_is_one_event_and_one_fault(rig):
     assert rig.vm.faults() == []
     types = [e["type"] for e in rig.ledger.events(10)]
     assert types[:2] == ["fault_cleared", "board_fault"]
+
+
+def test_a_board_with_older_firmware_is_board_outdated_with_the_command_until_it_is_updated(rig):
+    """A board that answers in an older link protocol is not just offline: the state says
+    board_outdated (the hub raises it as an alert), an event says both versions and what to
+    run, and once the updated board says hello the fault ends."""
+    from hal import BoardLink
+
+    detail = ("the board's firmware speaks link protocol 1, older than this host's 2: run "
+              "nspvend board update")
+    rig.vm.handle(BoardLink(online=False, detail=detail, outdated=True))
+    assert rig.vm.faults() == ["board_outdated"]
+    state = rig.vm.state_report(public=True)
+    assert "board_outdated" in state["faults"] and "board_offline" not in state["faults"]
+    [event] = rig.ledger.events(1)
+    assert (event["type"], event["detail"]) == ("board_outdated", detail)
+    rig.vm.handle(BoardLink(online=True, detail="board b2 (firmware 4) with 4 slots"))
+    assert rig.vm.faults() == []
+    rig.press(2)  # and it serves again
+    assert rig.model.packs_dropped()[3] == 1

@@ -143,12 +143,16 @@ def test_a_board_reboot_mid_vend_is_seen_and_the_vend_cannot_be_learnt(rigged):
     assert rigged.bench.ask({"op": "state"})["motor_running"] == []
 
 
-def test_a_board_speaking_another_protocol_version_is_refused_with_a_clear_event():
-    rigged = Rigged(protocol=1)
+@pytest.mark.parametrize(("theirs", "outdated", "words"), [
+    (1, True, "link protocol 1, older than this host's 2: run nspvend board update"),
+    (3, False, "link protocol '3', this host speaks 2: update this machine's software")])
+def test_a_board_speaking_another_protocol_version_is_refused_with_a_clear_event(
+        theirs, outdated, words):
+    rigged = Rigged(protocol=theirs)
     try:
         refused = rigged.next_event(BoardLink)
-        assert not refused.online
-        assert "link protocol '1'" in refused.detail and "this host speaks 2" in refused.detail
+        assert not refused.online and refused.outdated is outdated  # older: board_outdated
+        assert words in refused.detail
         assert rigged.link.boot is None and not rigged.link.online  # nothing it said was used
         rigged.bench.ask({"op": "load", "slot": 1, "count": 3})
         assert rigged.dispenser.vend(1, 5) is VendOutcome.UNKNOWN  # and it is not asked to turn

@@ -189,3 +189,34 @@ def test_a_big_fleet_s_report_adds_its_machines_up_by_period(tmp_path):
     assert "site-03" not in page.split("<h2>Packs by product</h2>")[1]  # no row per machine
     assert "each machine’s packs, coverage and buckets are in the CSV" in page
     store.close()
+
+
+def test_the_board_says_which_machines_need_updating_and_filters_them(tmp_path):
+    """Each tile says its software and board firmware; one behind the newest the hub has
+    heard of, or whose board is too old for its software (board_outdated), says what needs
+    updating, and the "Needing an update" filter keeps just those."""
+    machines = [{"id": f"m{i}", "name": f"Site {i}"} for i in range(4)]
+    cfg = config(machines)
+    store = SqliteStore(tmp_path / "hub.db")
+    said = {"m0": ("0.3.0", "4", ()), "m1": ("0.2.0", "4", ()),  # software behind
+            "m2": ("0.3.0", "3", ()),  # board firmware behind
+            "m3": ("0.3.0", None, ("board_outdated",))}  # its board refused: too old
+    with store.transaction():
+        for mid, (version, firmware, faults) in said.items():
+            store.fleet.heard(mid, NOW)
+            store.fleet.record_availability(mid, "online", NOW)
+            store.fleet.record_state(mid, fleet.state(NOW, faults, version=version,
+                                                      board_firmware=firmware), NOW)
+    tiles = {t.id: t for t in board.tiles_of(cfg, store, NOW, ["m0", "m1", "m2", "m3"])}
+    assert (tiles["m0"].version, tiles["m0"].firmware, tiles["m0"].updates) == ("0.3.0", "4", [])
+    assert tiles["m1"].updates == ["Software 0.2.0: 0.3.0 is out"]
+    assert tiles["m2"].updates == ["Board firmware 3: 4 is out"]
+    assert tiles["m3"].updates == [
+        "Board firmware older than its software: run nspvend board update"]
+    assert tiles["m3"].urgency == "fault"  # not serving: an alert too
+    assert [p.text for p in tiles["m3"].problems] == [
+        "Not serving: the dispenser board's firmware is older than the machine's software. At "
+        "the machine: nspvend board update"]  # the alert's words
+    found = board.page_of(cfg, store, NOW, None, 1, show="outdated")
+    assert sorted(t.id for t in found.tiles) == ["m1", "m2", "m3"] and found.kept == 3
+    store.close()

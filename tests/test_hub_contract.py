@@ -126,3 +126,18 @@ def test_a_client_written_from_the_spec_is_kept_counted_once_and_read_back(tmp_p
             c.loop_stop()
     finally:
         hub.close()
+
+
+def test_a_state_may_say_its_board_firmware_and_only_as_a_short_version():
+    from controller.messages import BadMessage, StateMessage
+
+    base = {"schema": 1, "mode": "in_service", "door": "closed", "sharps_bin": "ok",
+            "temperature_c": None, "faults": [], "version": "0.3.0", "uptime_s": 1,
+            "clock_synced": True, "ts": "2026-12-01T10:00:00Z"}
+    assert StateMessage.read(base).board_firmware is None  # older machines say nothing
+    said = StateMessage.read({**base, "board_firmware": "4"})
+    assert said.board_firmware == "4" and StateMessage.read(said.encode()) == said
+    assert "board_firmware" not in StateMessage.read(base).payload()
+    for bad in ("", "x" * 41, "4; rm -rf", 4):
+        with pytest.raises(BadMessage, match="board_firmware"):
+            StateMessage.read({**base, "board_firmware": bad})

@@ -78,6 +78,9 @@ def test_a_vend_whose_replies_are_lost_is_settled_while_the_daemon_runs(tmp_path
         time.sleep(1.2)  # four pings: the link hears the board all along
         rig.pump()
         assert rig.link.online and "board_offline" not in rig.vm.faults()
+        from firmware_py.board import VERSION
+
+        assert rig.vm.state_report()["board_firmware"] == VERSION  # as its hello said
         rig.tick(SETTLE_FIRST_S - 1)
         assert len(rig.ledger.open_vends()) == 1  # not asked yet
         rig.tick(1)  # asked, but its answer is lost too: asked again in 10 s

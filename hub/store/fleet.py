@@ -60,8 +60,10 @@ class Fleet:
 
     def record_state(self, machine: str, state: StateMessage, at: datetime) -> None:
         """The machine's latest state, and the board's summary of it (:func:`hub.rank.of_state`)."""
-        self.db.x("UPDATE machines SET state = ?, state_at = ?, state_rank = ?, look = ?"
-                  " WHERE id = ?", (state.encode(), iso(at), *rank.of_state(state), machine))
+        self.db.x("UPDATE machines SET state = ?, state_at = ?, state_rank = ?, look = ?,"
+                  " version = ?, firmware = ?, board_outdated = ? WHERE id = ?",
+                  (state.encode(), iso(at), *rank.of_state(state), *rank.versions_of(state),
+                   machine))
 
     def record_stock(self, machine: str, stock: StockMessage, at: datetime) -> None:
         """The machine's latest stock, and the board's summary of it (:func:`hub.rank.of_stock`)."""
@@ -70,7 +72,8 @@ class Fleet:
 
     def ranks(self) -> dict[str, tuple]:
         """Every machine's summary for the board, by id: ``(availability, last_heard,
-        silence, state_rank, look, stock_rank, use_by)`` (:func:`hub.rank.rank` reads it)."""
+        silence, state_rank, look, stock_rank, use_by, version, firmware, board_outdated)``
+        (:func:`hub.rank.ranker` and :func:`hub.rank.newest` read it)."""
         return {row[0]: tuple(row[1:]) for row in self.db.x(
             f"SELECT {RANK_COLUMNS} FROM machines").fetchall()}
 
@@ -78,12 +81,14 @@ class Fleet:
         """Summaries for machines whose words were kept before there were any (a store just
         upgraded): how many were filled."""
         rows = self.db.x("SELECT id, state, stock FROM machines WHERE (state IS NOT NULL AND"
-                         " state_rank IS NULL) OR (stock IS NOT NULL AND stock_rank IS NULL)"
-                         ).fetchall()
+                         " (state_rank IS NULL OR board_outdated IS NULL)) OR"
+                         " (stock IS NOT NULL AND stock_rank IS NULL)").fetchall()
         for mid, state, stock in rows:
             if state:
-                self.db.x("UPDATE machines SET state_rank = ?, look = ? WHERE id = ?",
-                          (*rank.of_state(StateMessage.read(state)), mid))
+                said = StateMessage.read(state)
+                self.db.x("UPDATE machines SET state_rank = ?, look = ?, version = ?,"
+                          " firmware = ?, board_outdated = ? WHERE id = ?",
+                          (*rank.of_state(said), *rank.versions_of(said), mid))
             if stock:
                 self.db.x("UPDATE machines SET stock_rank = ?, use_by = ? WHERE id = ?",
                           (*rank.of_stock(StockMessage.read(stock)), mid))

@@ -180,8 +180,16 @@ V9 = ["INSERT INTO fleet_daily (day, product, confirmed, unconfirmed) SELECT day
       "INSERT INTO fleet_monthly_cover (month, seconds, buckets) SELECT month, sum(seconds),"
       " sum(buckets) FROM monthly_cover GROUP BY month"]
 
+def _v10(db: sqlite_utils.Database) -> None:
+    # each machine's software and board firmware versions, and whether its board is too old
+    # for its software, for the board's "needs updating" (filled from the kept states)
+    for column, kind in (("version", str), ("firmware", str), ("board_outdated", int)):
+        if column not in db["machines"].columns_dict:
+            db["machines"].add_column(column, kind)
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7,
-                                                            _v8, _v9]
+                                                            _v8, _v9, _v10]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 T = 'TEXT COLLATE "C"'  # ISO times and days compare as bytes, whatever the server's locale
@@ -249,11 +257,14 @@ PG_MIGRATIONS: list[list[str]] = [
      " buckets INTEGER)",
      f"CREATE TABLE fleet_monthly_cover (month {T} PRIMARY KEY, seconds DOUBLE PRECISION,"
      " buckets INTEGER)", *V9],
+    [f"ALTER TABLE machines ADD COLUMN IF NOT EXISTS version {T}, ADD COLUMN IF NOT EXISTS"
+     f" firmware {T}, ADD COLUMN IF NOT EXISTS board_outdated INTEGER"],
 ]
 assert len(PG_MIGRATIONS) == SCHEMA_VERSION
 CATCH_UP = "hub (catch-up)"  # who the hub's own questions for buckets are recorded as
 LEADER_KEY = 0x6E737076  # "nspv": the advisory lock the hub process running the alerts holds
 MACHINE_COLUMNS = ("id, first_heard, last_heard, availability, availability_since, state, stock,"
                    " silence, state_at, stock_at, silence_at, last_pack")
-RANK_COLUMNS = "id, availability, last_heard, silence, state_rank, look, stock_rank, use_by"
+RANK_COLUMNS = ("id, availability, last_heard, silence, state_rank, look, stock_rank, use_by,"
+                " version, firmware, board_outdated")
 
