@@ -137,7 +137,76 @@ def _parser(plugins: bool = True) -> argparse.ArgumentParser:
     check = add("check-config", _check_config, "check a config file and exit 0, or 78 with "
                                                "the problem")
     check.add_argument("file")
+    board = add("board", _board_update, "write this package's firmware to the dispenser board "
+                                        "(vending paused meanwhile)")
+    board.add_argument("action", choices=("update",))
+    board.add_argument("--port", help="the board's serial port (default: the config's "
+                                      "[serial] port)")
     return p
+
+
+def _board_update(args: argparse.Namespace) -> int:
+    """``nspvend board update``: a running daemon pauses vending and lets go of the port;
+    mpremote writes the firmware, each file checked on the board; the board is reset, and
+    the daemon opens the port again and waits for its hello (hal/boardupdate.py)."""
+    from hal.boardupdate import UpdateError, firmware_version, write_firmware
+
+    port = args.port
+    daemon = True
+    try:
+        released, code = _ask(args, {"id": _command_id(), "cmd": "board", "action": "release"})
+        if code:
+            return code
+        port = port or released["result"]["port"]
+    except DaemonUnavailable:
+        daemon = False  # nobody has the port: write to it directly
+    if port is None:
+        config: Config = load_config(find_config(args.config))
+        if config.hal != "serial":
+            print(f"nspvend: board update: hal is {config.hal!r}: this machine has no "
+                  "dispenser board of its own", file=sys.stderr)
+            return EX_REFUSED
+        port = config.serial.port
+    print(f"nspvend: writing firmware {firmware_version()} to the board on {port}"
+          + (" (vending paused: the screen says it is being restocked)" if daemon else ""))
+    failed = None
+    try:
+        write_firmware(port, say=lambda line: print(f"  {line}"))
+    except UpdateError as e:
+        failed = e
+    if daemon:
+        resumed, code = _ask(args, {"id": _command_id(), "cmd": "board", "action": "resume"})
+        if code:
+            return code
+        online, firmware = resumed["result"]["online"], resumed["result"]["firmware"]
+    else:
+        online, firmware = _hello_of(port)
+    if failed is not None:
+        print(f"nspvend: board update: {failed}", file=sys.stderr)
+        return EX_REFUSED
+    if not online:
+        print(f"nspvend: the firmware is written but the board has not answered on {port} "
+              "yet; nspvend status says when it does", file=sys.stderr)
+        return EX_REFUSED
+    print(f"nspvend: the board answers with firmware {firmware}"
+          + ("; vending again" if daemon else ""))
+    return 0
+
+
+def _command_id() -> str:
+    return "board-" + os.urandom(6).hex()
+
+
+def _hello_of(port: str, wait: float = 20.0) -> tuple[bool, str | None]:
+    """With no daemon: open the port ourselves and wait for the board's hello."""
+    from hal.serial import BoardConnection
+
+    link = BoardConnection(port)
+    try:
+        link.open(wait=wait)
+        return link.online, link.firmware
+    finally:
+        link.close()
 
 
 def _missing(name: str, why: str) -> int:

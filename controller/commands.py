@@ -370,6 +370,32 @@ def _events(vm: VendingMachine, args: _Args, origin: str) -> Apply:
     return lambda now: {"events": vm.ledger.events(limit)}
 
 
+def _board(vm: VendingMachine, args: _Args, origin: str) -> Apply:
+    """``nspvend board update``'s steps: ``release`` (pause vending, let go of the board's
+    port) and ``resume`` (open it again, wait for the board's hello, serve as before). Only
+    over the control socket: nobody away from the machine takes its board away."""
+    action = args.text("action", ("release", "resume"))
+    if origin != "local":
+        raise BadCommand("cmd", "board: only at the machine (nspvend board update)")
+    hw = vm.hw
+    if not hasattr(hw, "release_board"):
+        raise BadCommand("action", "this machine has no dispenser board of its own (hal is "
+                                   "not serial)")
+
+    def apply(now: datetime) -> Any:
+        if action == "release":
+            vm.pause_for_update()
+            hw.release_board()
+            return {"port": hw.board_port()}
+        online = hw.resume_board()
+        firmware = hw.board_firmware()
+        vm.resume_after_update(f"the board answered: firmware {firmware}" if online else
+                               "the board has not answered yet")
+        return {"online": online, "firmware": firmware}
+
+    return apply
+
+
 # name -> (handler, whether it changes the machine)
 COMMANDS: dict[str, tuple[Handler, bool]] = {
     "refill": (_refill, True),
@@ -383,4 +409,5 @@ COMMANDS: dict[str, tuple[Handler, bool]] = {
     "stock": (_stock, False),
     "usage": (_usage, False),
     "events": (_events, False),
+    "board": (_board, False),
 }

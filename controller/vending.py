@@ -117,6 +117,7 @@ class VendingMachine:
         self.board_online = True
         self.board_fault: str | None = None
         self.board_outdated = False
+        self._mode_before_update: Mode | None = None  # see pause_for_update
         self.messages: list[str] = list(config.messages)
         self.bucket: Bucket | None = None
         self._bucket_opened = 0.0
@@ -855,6 +856,23 @@ class VendingMachine:
     @property
     def screen(self) -> str:
         return self._screen
+
+    # -- a firmware update -----------------------------------------------------------
+    def pause_for_update(self) -> None:
+        """Stop serving while ``nspvend board update`` writes the board's firmware: "Being
+        restocked" on the screen (as with the door open), a press not answered. Between
+        presses by construction: commands run on the loop that serves them. The mode is
+        not saved: a daemon restarted meanwhile serves as before."""
+        if self._mode_before_update is None:
+            self._mode_before_update = self.staff_mode
+        self.staff_mode = Mode.SERVICE
+        self._record(Event("board_update", detail="writing the board's firmware; vending paused"))
+
+    def resume_after_update(self, detail: str) -> None:
+        """Serve again as before the update (``detail``: how it went, for the events)."""
+        if self._mode_before_update is not None:
+            self.staff_mode, self._mode_before_update = self._mode_before_update, None
+        self._record(Event("board_update", detail=detail))
 
     # -- reports ---------------------------------------------------------------
     def faults(self, public: bool = False) -> list[str]:

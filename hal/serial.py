@@ -80,6 +80,8 @@ class BoardConnection:
         self._last_ping = 0.0
         self._closed = threading.Event()
         self._connected = threading.Event()
+        self._paused = threading.Event()  # nspvend board update has the port (pause)
+        self._hold = threading.Event()  # the reader has let go of the port while paused
         self._pending_events: list[HardwareEvent] = []
         self._thread = threading.Thread(target=self._run, name="board-link", daemon=True)
         self.display_lines: list[str] = []
@@ -176,9 +178,31 @@ class BoardConnection:
                 return False
 
     # -- the reader thread ------------------------------------------------------
+    def pause(self) -> None:
+        """Let go of the port (for ``nspvend board update``, which writes the board's firmware
+        through it): closed at once, and not opened again until :meth:`resume`."""
+        self._paused.set()
+        self._hold.wait(5)  # the reader thread has let go of it
+        self._close_port()
+        self.online, self.boot, self.firmware, self.protocol_problem = False, None, None, None
+        self._connected.clear()
+        self._set_online_event(False, "paused for a firmware update")
+
+    def resume(self, wait: float = 20.0) -> bool:
+        """Open the port again and wait up to ``wait`` seconds for the board's hello: whether
+        it answered."""
+        self._paused.clear()
+        return self._connected.wait(wait)
+
     def _run(self) -> None:
         framer = Framer()
         while not self._closed.is_set():
+            if self._paused.is_set():
+                self._close_port()
+                self._hold.set()
+                self._closed.wait(0.05)
+                continue
+            self._hold.clear()
             if self._port is None and not self._reopen():
                 self._closed.wait(self.timing.reopen)
                 continue
@@ -227,6 +251,10 @@ class BoardConnection:
             self._send(message("hello", id=0))
         if self.online and now - self._last_heard > self.timing.ping * self.timing.missed_pings:
             self._set_online(False, "board stopped answering")
+
+    def _set_online_event(self, online: bool, detail: str) -> None:
+        log.info("board %s: %s", "online" if online else "offline", detail)
+        self._emit(BoardLink(online=online, detail=detail))
 
     def _set_online(self, online: bool, detail: str) -> None:
         if online == self.online:
@@ -508,6 +536,17 @@ class SerialHardware:
     def board_firmware(self) -> str | None:
         """The firmware version the board's last hello said (None: none heard yet)."""
         return self.link.firmware
+
+    def board_port(self) -> str:
+        """The serial port the board is on (for ``nspvend board update``)."""
+        return self.link.url
+
+    def release_board(self) -> None:
+        """Let go of the board's port (see :meth:`BoardConnection.pause`)."""
+        self.link.pause()
+
+    def resume_board(self, wait: float = 20.0) -> bool:
+        return self.link.resume(wait)
 
     def close(self) -> None:
         self.link.close()
