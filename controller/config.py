@@ -357,7 +357,15 @@ def parse_config(data: dict, path: str = "<config>") -> Config:
     port = serial_table.text("port", "/dev/ttyACM0")
     if "://" not in port:  # a pyserial URL (loop://, socket://) is taken as it is
         port = resolve(port)
-    serial = SerialSettings(port, serial_table.integer("baud", 115200, 1200, 4_000_000))
+    baud = serial_table.integer("baud", 115200, 1200, 4_000_000)
+    auto_update = serial_table.flag("auto_update", False)
+    update_hours = []
+    for i, line in enumerate(serial_table.strings("update_hours", ["Daily 10:00-11:00"])):
+        try:
+            update_hours.append(parse_window(line))
+        except ValueError as e:
+            raise ConfigError(path, f"serial.update_hours[{i}]", str(e)) from None
+    serial = SerialSettings(port, baud, auto_update, tuple(update_hours))
     serial_table.finish()
 
     gpio = None

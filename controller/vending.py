@@ -15,7 +15,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import controller
@@ -118,6 +118,7 @@ class VendingMachine:
         self.board_fault: str | None = None
         self.board_outdated = False
         self._mode_before_update: Mode | None = None  # see pause_for_update
+        self._update_tried_on: date | None = None  # see _update_board_if_due
         self.messages: list[str] = list(config.messages)
         self.bucket: Bucket | None = None
         self._bucket_opened = 0.0
@@ -612,6 +613,37 @@ class VendingMachine:
         self._settle_if_due()
         self._roll_bucket_if_due()
         self._back_to_first_language()
+        self._update_board_if_due()
+
+    def _update_board_if_due(self) -> None:
+        """``[serial] auto_update``: a board too old for this software (board_outdated) is
+        updated by the daemon itself, once a day at most, in ``[serial] update_hours`` (a
+        quiet hour: vending is paused for the few seconds it takes)."""
+        settings = self.config.serial
+        if not (settings.auto_update and self.board_outdated
+                and hasattr(self.hw, "release_board")):
+            return
+        local = self.clock.now().astimezone(self.config.tz)
+        if local.date() == self._update_tried_on or not any(
+                w.contains(local) for w in settings.update_hours):
+            return
+        self._update_tried_on = local.date()
+        from hal.boardupdate import UpdateError, write_firmware
+
+        log.warning("the board's firmware is too old for this software: updating it "
+                    "([serial] auto_update)")
+        self.pause_for_update()
+        self.hw.release_board()
+        try:
+            files = write_firmware(self.hw.board_port(), say=log.info)
+            done = f"{files} files written"
+        except UpdateError as e:
+            log.error("board update: %s", e)
+            done = f"failed: {e}"
+        online = self.hw.resume_board()
+        self.resume_after_update(f"[serial] auto_update: {done}; " + (
+            f"the board answered: firmware {self.hw.board_firmware()}" if online
+            else "the board has not answered yet"))
 
     def _roll_bucket_if_due(self) -> None:
         for _ in range(MAX_ROLLS_PER_TICK):

@@ -11,6 +11,10 @@ class SerialSettings:
 
     port: str = "/dev/ttyACM0"  # any path or URL pyserial opens, a pty included
     baud: int = 115200
+    # a board too old for this software (board_outdated) updated by the daemon itself, in
+    # one of ``update_hours`` (schedule.Window, local time): see nspvend board update
+    auto_update: bool = False
+    update_hours: tuple = ()
 
 
 @dataclass(frozen=True)

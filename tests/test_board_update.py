@@ -85,3 +85,28 @@ def test_board_update_without_a_board_of_its_own_says_so(tmp_path):
     assert done.returncode == 1
     assert done.stderr.strip() == ("nspvend: board update: hal is 'sim': this machine has no "
                                    "dispenser board of its own")
+
+
+def test_with_auto_update_the_daemon_updates_an_older_board_itself_in_its_hours(tmp_path):
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    old_firmware(flash, PROTOCOL - 1, "2")
+    board = UsbBoard(flash)
+    (tmp_path / "board.tty").symlink_to(board.path)
+    (tmp_path / "nspvend.toml").write_text(machine_toml(
+        "serial-01", "serial", serial={"port": "board.tty", "auto_update": True,
+                                       "update_hours": ["Daily 00:00-23:59"]},
+        database={"path": "nspvend.db"}, control={"socket": "control.sock"}, capacity=20))
+    daemon = DaemonProcess(tmp_path / "nspvend.toml")
+    try:
+        wait_until(lambda: board.resets == 1, "the board updated and reset", timeout=60)
+        wait_until(lambda: status(tmp_path)["board_firmware"] == VERSION,
+                   "the updated board's hello")
+        assert status(tmp_path)["faults"] == [] and status(tmp_path)["mode"] == "in_service"
+        details = [e["detail"] for e in json.loads(cli(tmp_path, "events", "--json").stdout)[
+            "events"] if e["type"] == "board_update"]
+        assert any("[serial] auto_update: 10 files written" in d for d in details), details
+    finally:
+        if daemon.proc.poll() is None:
+            daemon.kill()
+        board.close()
