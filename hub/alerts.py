@@ -171,6 +171,9 @@ def told(machine: Machine, kind: str, now: datetime) -> datetime:
     return min(parse_iso(said), now) if said else now
 
 
+SWEEP_AT_MOST = 500  # machines a sweep works out again, besides those with an alert raised
+
+
 class Alerts:
     """Raises and clears conditions, and delivers them along the configured routes."""
 
@@ -185,10 +188,28 @@ class Alerts:
         self._sent: dict[int, deque[datetime]] = {}  # per route: when it was last sent to
         self._queued: dict[str, deque[datetime]] = {}  # per machine: messages queued
         self._held_back: set[str] = set()  # machines over MACHINE_PER_HOUR (said once)
+        self._cursor = 0  # where the next sweep starts, among the machines by id
 
     def heard(self, batch: list[Heard]) -> None:
         """After a batch is stored: the machines it came from, at once."""
         self.check({h.machine for h in batch})
+
+    def sweep(self) -> None:
+        """The checks' pass (every couple of seconds): the machines with an alert raised,
+        and the next :data:`SWEEP_AT_MOST` of the others in turn. What a message changes is
+        worked out as it is stored (:meth:`heard`); a sweep finds what time alone changes (a
+        machine gone quiet, a date drawing near): a fleet of 10,000 is gone over every 40 s,
+        not all of it, every machine's words read, every two seconds."""
+        known = sorted(self.config.machines)
+        if len(known) <= SWEEP_AT_MOST:
+            self.check()
+            return
+        start = self._cursor % len(known)
+        chosen = set(known[start:start + SWEEP_AT_MOST])
+        chosen |= set(known[:max(0, start + SWEEP_AT_MOST - len(known))])
+        self._cursor = (start + SWEEP_AT_MOST) % len(known)
+        chosen |= {machine for machine, _, _ in self.store.alerts.raised_alerts()}
+        self.check(chosen)
 
     def check(self, machines: set[str] | None = None) -> None:
         """Work out every machine's conditions again (all of them, or those named)."""

@@ -132,7 +132,7 @@ class HubService:
                 if not leading:
                     self._asked, self._to_ask = None, []
                     continue
-                self.alerts.check()
+                self.alerts.sweep()
                 self.alerts.deliver()
                 self._catch_up()
                 if time.monotonic() - self._forgot >= FORGET_EVERY_S:

@@ -225,3 +225,40 @@ def test_a_clearing_is_stamped_with_the_message_that_showed_it_not_a_later_one(t
         alerts.check()
     [row] = store.alerts.alert_log(TUESDAY_NIGHT)
     assert row["cleared"] == f"{mended_at:%Y-%m-%dT%H:%M:%SZ}"
+
+
+def test_a_sweep_goes_over_a_big_fleet_in_turn_and_keeps_up_with_raised_alerts(
+        tmp_path, hook, monkeypatch):
+    """Past SWEEP_AT_MOST machines each pass works out a share of them in turn, and every
+    machine with an alert raised: all seven gone quiet are found offline within three passes
+    of three, and a raised alert still clears though its machine's turn is not due."""
+    import hub.alerts
+
+    monkeypatch.setattr(hub.alerts, "SWEEP_AT_MOST", 3)
+    clock = FakeClock(TUESDAY_NIGHT)
+    ids = [f"m{i}" for i in range(1, 8)]
+    config = parse_hub_config({"mqtt": {"host": "127.0.0.1"}, "machines": known(*ids),
+                               "alerts": {"offline_after_s": 600}})
+    store = SqliteStore(tmp_path / "hub.db")
+    alerts = Alerts(config, store, clock)
+    for machine in ids:
+        jammed(store, clock, machine=machine)  # heard now: online, no jam (none listed)
+        with store.transaction():
+            store.fleet.record_availability(machine, "online", clock.now())
+    clock.advance(601)  # every one of them silent since
+
+    def offline() -> set[str]:
+        return {m for m, kind, _ in store.alerts.raised_alerts() if kind == "offline"}
+
+    found = []
+    for _ in range(3):
+        alerts.sweep()
+        found.append(len(offline()))
+    assert found == [3, 6, 7]  # three a pass, in turn, none twice
+    jammed(store, clock, machine="m2")  # m2 speaks again: online
+    alerts.sweep()  # m4-m6's turn, not m2's; but its alert is raised: worked out, found gone
+    clock.advance(CLEAR_AFTER_S + 1)
+    jammed(store, clock, machine="m2")
+    alerts.sweep()  # m7, m1, m2... and m2 as raised: gone long enough, cleared
+    assert "m2" not in offline() and len(offline()) == 6
+    store.close()
