@@ -148,18 +148,18 @@ def _parser(plugins: bool = True) -> argparse.ArgumentParser:
 def _board_update(args: argparse.Namespace) -> int:
     """``nspvend board update``: a running daemon pauses vending and lets go of the port;
     mpremote writes the firmware, each file checked on the board; the board is reset, and
-    the daemon opens the port again and waits for its hello (hal/boardupdate.py)."""
+    the daemon opens the port again and waits for its hello (hal/boardupdate.py). However
+    it ends, the daemon is asked to serve again; it would by itself after ten minutes."""
     from hal.boardupdate import UpdateError, firmware_version, write_firmware
 
     port = args.port
-    daemon = True
-    try:
+    socket = _socket_path(args)
+    daemon = os.path.exists(socket)  # one that does not answer is not written around
+    if daemon:
         released, code = _ask(args, {"id": _command_id(), "cmd": "board", "action": "release"})
         if code:
             return code
         port = port or released["result"]["port"]
-    except DaemonUnavailable:
-        daemon = False  # nobody has the port: write to it directly
     if port is None:
         config: Config = load_config(find_config(args.config))
         if config.hal != "serial":
@@ -174,11 +174,16 @@ def _board_update(args: argparse.Namespace) -> int:
         write_firmware(port, say=lambda line: print(f"  {line}"))
     except UpdateError as e:
         failed = e
+    finally:
+        if daemon:  # whatever happened (Ctrl-C too), the machine serves again
+            resumed, code = _ask(args, {"id": _command_id(), "cmd": "board",
+                                        "action": "resume"})
     if daemon:
-        resumed, code = _ask(args, {"id": _command_id(), "cmd": "board", "action": "resume"})
         if code:
             return code
         online, firmware = resumed["result"]["online"], resumed["result"]["firmware"]
+        if not online:  # the daemon waited a little; the board may take longer to boot
+            online, firmware = _hello_by_status(args)
     else:
         online, firmware = _hello_of(port)
     if failed is not None:
@@ -191,6 +196,22 @@ def _board_update(args: argparse.Namespace) -> int:
     print(f"nspvend: the board answers with firmware {firmware}"
           + ("; vending again" if daemon else ""))
     return 0
+
+
+def _hello_by_status(args: argparse.Namespace, wait: float = 20.0) -> tuple[bool, str | None]:
+    """The daemon's word on the board, asked until it has heard its hello or ``wait``."""
+    import time
+
+    deadline = time.monotonic() + wait
+    while True:
+        answer, code = _ask(args, {"id": _command_id(), "cmd": "status"})
+        state = answer.get("result", {}).get("state", {}) if not code else {}
+        firmware = state.get("board_firmware")
+        if firmware and not {"board_offline", "board_outdated"} & set(state.get("faults", ())):
+            return True, firmware
+        if time.monotonic() >= deadline:
+            return False, None
+        time.sleep(0.5)
 
 
 def _command_id() -> str:

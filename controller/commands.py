@@ -387,7 +387,7 @@ def _board(vm: VendingMachine, args: _Args, origin: str) -> Apply:
             vm.pause_for_update()
             hw.release_board()
             return {"port": hw.board_port()}
-        online = hw.resume_board()
+        online = hw.resume_board(wait=8)  # on the loop: the watchdog waits for it
         firmware = hw.board_firmware()
         vm.resume_after_update(f"the board answered: firmware {firmware}" if online else
                                "the board has not answered yet")

@@ -125,9 +125,9 @@ def _counts(data: dict, name: str) -> dict[str, int]:
     return dict(value)
 
 
-def _version(data: dict, name: str) -> str | None:
-    """An optional version: a short text of letters, digits, dots, dashes and pluses."""
-    value = _take(data, name, str, required=False)
+def _version(data: dict, name: str, required: bool = False) -> str | None:
+    """A version: a short text of ASCII letters, digits, dots, dashes and pluses."""
+    value = _take(data, name, str, required=required)
     if value is not None and not VERSION_TEXT.fullmatch(value):
         raise BadMessage(name, "must be a version like 4 or 0.3.0 (at most 40 characters)")
     return value
@@ -139,7 +139,7 @@ def _ts(data: dict, name: str = "ts", required: bool = True) -> str | None:
         return value
     try:
         # the shape first (strptime is slow: a hub drains thousands of these a second), then
-        # whether it is a real time (no 31 November)
+        # whether it is a real time (no 31 November, no second 60: as strptime did)
         ok = bool(_UTC_TIME.fullmatch(value)) and bool(datetime.fromisoformat(value[:19]))
     except ValueError:
         ok = False
@@ -212,7 +212,7 @@ class StateMessage(Message):
                    door=_take(d, "door", str, choices=("open", "closed")),
                    sharps_bin=_take(d, "sharps_bin", str, choices=("ok", "full")),
                    temperature_c=_take(d, "temperature_c", (int, float, type(None))),
-                   faults=tuple(faults), version=_take(d, "version", str),
+                   faults=tuple(faults), version=_version(d, "version", required=True),
                    uptime_s=_take(d, "uptime_s", int), clock_synced=_take(d, "clock_synced", bool),
                    ts=_ts(d), board_firmware=_version(d, "board_firmware"))
 

@@ -13,9 +13,10 @@ import enum
 import json
 import logging
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import controller
@@ -44,6 +45,7 @@ from hal.speech import Speaker
 log = logging.getLogger(__name__)
 
 SORRY_S = 10.0
+UPDATE_MAX_S = 600  # a firmware update's pause of vending ends by itself after this long
 PAGE_S = 4.0  # a screen longer than its display turns a page this often
 REST_SCREENS = ("idle", "service", "out_of_service")
 LANGUAGE_QUIET_S = 60.0
@@ -118,7 +120,8 @@ class VendingMachine:
         self.board_fault: str | None = None
         self.board_outdated = False
         self._mode_before_update: Mode | None = None  # see pause_for_update
-        self._update_tried_on: date | None = None  # see _update_board_if_due
+        self._update_paused_at: float | None = None  # when vending was paused for one
+        self._update_done: str | None = None  # an automatic update's outcome, for the loop
         self.messages: list[str] = list(config.messages)
         self.bucket: Bucket | None = None
         self._bucket_opened = 0.0
@@ -617,22 +620,43 @@ class VendingMachine:
 
     def _update_board_if_due(self) -> None:
         """``[serial] auto_update``: a board too old for this software (board_outdated) is
-        updated by the daemon itself, once a day at most, in ``[serial] update_hours`` (a
-        quiet hour: vending is paused for the few seconds it takes)."""
+        updated by the daemon itself, once a day at most (the day kept in the database, so
+        a restart does not try again at once), in ``[serial] update_hours`` (a quiet hour:
+        vending is paused for the seconds it takes). The writing is done by a thread of its
+        own, so that the loop goes on (the systemd watchdog hears from it); its outcome is
+        taken up at the next tick. And a pause that nothing ended (``nspvend board update``
+        cut off) ends by itself after :data:`UPDATE_MAX_S`."""
+        if self._update_done is not None:
+            done, self._update_done = self._update_done, None
+            self.resume_after_update(done)
+            return
+        paused = self._update_paused_at
+        if paused is not None:
+            if self.clock.monotonic() - paused > UPDATE_MAX_S and hasattr(self.hw, "resume_board"):
+                log.warning("the board's update did not end within %d s: serving again",
+                            UPDATE_MAX_S)
+                self.hw.resume_board(wait=0)
+                self.resume_after_update(f"not ended within {UPDATE_MAX_S} s: serving again")
+            return
         settings = self.config.serial
         if not (settings.auto_update and self.board_outdated
                 and hasattr(self.hw, "release_board")):
             return
         local = self.clock.now().astimezone(self.config.tz)
-        if local.date() == self._update_tried_on or not any(
-                w.contains(local) for w in settings.update_hours):
+        if not any(w.contains(local) for w in settings.update_hours) or (
+                local.date().isoformat() == self.ledger.meta("board_update_tried")):
             return
-        self._update_tried_on = local.date()
-        from hal.boardupdate import UpdateError, write_firmware
-
+        day = local.date().isoformat()
+        self.write(lambda now: self.ledger.set_meta("board_update_tried", day))
         log.warning("the board's firmware is too old for this software: updating it "
                     "([serial] auto_update)")
         self.pause_for_update()
+        threading.Thread(target=self._update_board, name="board-update", daemon=True).start()
+
+    def _update_board(self) -> None:
+        """The automatic update's work, off the loop (see :meth:`_update_board_if_due`)."""
+        from hal.boardupdate import UpdateError, write_firmware
+
         self.hw.release_board()
         try:
             files = write_firmware(self.hw.board_port(), say=log.info)
@@ -640,10 +664,13 @@ class VendingMachine:
         except UpdateError as e:
             log.error("board update: %s", e)
             done = f"failed: {e}"
+        except Exception as e:  # noqa: BLE001 (whatever it was, vending must come back)
+            log.error("board update failed: %s", e)
+            done = f"failed: {type(e).__name__}"
         online = self.hw.resume_board()
-        self.resume_after_update(f"[serial] auto_update: {done}; " + (
+        self._update_done = f"[serial] auto_update: {done}; " + (
             f"the board answered: firmware {self.hw.board_firmware()}" if online
-            else "the board has not answered yet"))
+            else "the board has not answered yet")
 
     def _roll_bucket_if_due(self) -> None:
         for _ in range(MAX_ROLLS_PER_TICK):
@@ -897,14 +924,21 @@ class VendingMachine:
         not saved: a daemon restarted meanwhile serves as before."""
         if self._mode_before_update is None:
             self._mode_before_update = self.staff_mode
+            self._update_paused_at = self.clock.monotonic()
         self.staff_mode = Mode.SERVICE
         self._record(Event("board_update", detail="writing the board's firmware; vending paused"))
+        self._show_rest_screen()
+        self._changed(Change.STATE)
 
     def resume_after_update(self, detail: str) -> None:
-        """Serve again as before the update (``detail``: how it went, for the events)."""
-        if self._mode_before_update is not None:
-            self.staff_mode, self._mode_before_update = self._mode_before_update, None
+        """Serve again as before the update (``detail``: how it went, for the events); a
+        mode staff set meanwhile stands."""
+        if self._mode_before_update is not None and self.staff_mode == Mode.SERVICE:
+            self.staff_mode = self._mode_before_update
+        self._mode_before_update = self._update_paused_at = None
         self._record(Event("board_update", detail=detail))
+        self._show_rest_screen()
+        self._changed(Change.STATE)
 
     # -- reports ---------------------------------------------------------------
     def faults(self, public: bool = False) -> list[str]:

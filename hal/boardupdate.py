@@ -128,7 +128,7 @@ def write_firmware(port: str, say: Callable[[str], None] = print) -> int:
             _check(transport, staged, data, path)
         transport.exec("_swap()")
         for path, data in files.items():
-            _check(transport, path, data, path)
+            _check(transport, path, data, path, swapped=True)
             say(f"wrote {path} ({len(data):,} bytes, SHA-256 checked on the board)")
         transport.exec_raw_no_follow(RESET)
     except TransportExecError as e:
@@ -144,8 +144,14 @@ def write_firmware(port: str, say: Callable[[str], None] = print) -> int:
     return len(files)
 
 
-def _check(transport, where: str, data: bytes, path: str) -> None:  # noqa: ANN001
+def _check(transport, where: str, data: bytes, path: str,  # noqa: ANN001
+           swapped: bool = False) -> None:
     got = transport.eval(f"_hash({where!r})")
-    if got != hashlib.sha256(data).digest():
+    if got == hashlib.sha256(data).digest():
+        return
+    if swapped:  # the old firmware is gone: the watchdog restarts the board on these files
         raise UpdateError(f"{path}: the board holds other bytes than were sent (SHA-256 "
-                          "differs); nothing was reset: run nspvend board update again")
+                          "differs) after the new files were put in place: run nspvend board "
+                          "update again at once")
+    raise UpdateError(f"{path}: the board holds other bytes than were sent (SHA-256 differs); "
+                      "the old firmware is still in place: run nspvend board update again")

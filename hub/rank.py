@@ -11,6 +11,7 @@ time (offline, a silence, a date drawing near) is added when the board is drawn
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -34,6 +35,7 @@ SHOW = {
     "outdated": "Needing an update",
 }
 ALERTED_FAULTS = ("storage_fault", "board_fault")
+RELEASE = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9}){0,5}")  # a release's version: ASCII digits
 
 
 def of_state(state: StateMessage) -> tuple[int, str]:
@@ -113,7 +115,7 @@ def versions_of(state: StateMessage) -> tuple[str, str | None, int]:
 def order_key(version: str | None) -> tuple[int, ...] | None:
     """A version as numbers to compare (``0.3.0`` -> (0, 3, 0)); None for one that is not
     digits and dots (a developer's build: never "newest", never "behind")."""
-    if not version or not all(part.isdigit() for part in version.split(".")):
+    if not version or not RELEASE.fullmatch(version):
         return None
     return tuple(int(part) for part in version.split("."))
 

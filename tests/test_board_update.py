@@ -62,8 +62,8 @@ def test_an_older_board_is_outdated_until_nspvend_board_update_and_the_counts_st
         assert "PROTOCOL = 2" in (flash / "firmware_py" / "protocol.py").read_text()
         assert not (flash / "firmware_py.new").exists() and not (flash / "firmware_py.old").exists()
 
-        now = status(tmp_path)
-        assert now["faults"] == [] and now["mode"] == "in_service"
+        wait_until(lambda: (s := status(tmp_path))["faults"] == [] and s["mode"] == "in_service"
+                   and s.get("board_firmware") == VERSION, "serving again on the new firmware")
         assert counted_packs(tmp_path / "nspvend.db") == before  # the counts untouched
         kinds = [e["type"] for e in json.loads(cli(tmp_path, "events", "--json").stdout)["events"]]
         assert kinds.count("board_update") == 2 and "board_online" in kinds
@@ -100,9 +100,9 @@ def test_with_auto_update_the_daemon_updates_an_older_board_itself_in_its_hours(
     daemon = DaemonProcess(tmp_path / "nspvend.toml")
     try:
         wait_until(lambda: board.resets == 1, "the board updated and reset", timeout=60)
-        wait_until(lambda: status(tmp_path)["board_firmware"] == VERSION,
-                   "the updated board's hello")
-        assert status(tmp_path)["faults"] == [] and status(tmp_path)["mode"] == "in_service"
+        wait_until(lambda: (s := status(tmp_path)).get("board_firmware") == VERSION
+                   and s["mode"] == "in_service" and s["faults"] == [],
+                   "the updated board's hello, and vending again")
         details = [e["detail"] for e in json.loads(cli(tmp_path, "events", "--json").stdout)[
             "events"] if e["type"] == "board_update"]
         assert any("[serial] auto_update: 10 files written" in d for d in details), details

@@ -293,7 +293,8 @@ def test_a_store_from_the_hub_before_is_upgraded(new_store):
         store.fleet.record_stock("m1", fleet.stock(NOW, count=2), NOW)
     for table in ("fleet_daily", "fleet_monthly", "fleet_daily_cover", "fleet_monthly_cover"):
         store.db.x(f"DROP TABLE {table}")
-    for column in ("state_rank", "look", "stock_rank", "use_by"):
+    for column in ("state_rank", "look", "stock_rank", "use_by", "version", "firmware",
+                   "board_outdated"):
         store.db.x(f"ALTER TABLE machines DROP COLUMN {column}")
     if store.kind == "sqlite":
         store.db.x("DROP INDEX events_by_received")
@@ -305,7 +306,7 @@ def test_a_store_from_the_hub_before_is_upgraded(new_store):
         store.db.x("DROP TABLE monthly_cover")
         store.db.x("PRAGMA user_version = 2")
         again = SqliteStore(store.db.path)
-        assert again.db.x("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 9
+        assert again.db.x("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 10
         indexes = sqlite_utils.Database(again.db.conn)["events"].indexes
         assert "events_by_received" in {i.name for i in indexes}
     else:
@@ -339,7 +340,7 @@ def test_a_store_from_the_hub_before_is_upgraded(new_store):
     assert again.usage.fleet_counts("2026-10-03T00:00:00Z", "2026-10-04T00:00:00Z") == [
         ("foil", 0, 0), ("syringe-1ml", 5, 1)]
     assert again.fleet.ranks()["m1"][3:] == (URGENCY.index("door"), "door_open",
-                                            URGENCY.index("low"), None)
+                                            URGENCY.index("low"), None, "fleet", None, 0)
     from hub.store import Tally
 
     assert again.tallies.record(Tally("tally-0001", "van", "2026-11-25T10:00:00Z",

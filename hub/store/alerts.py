@@ -110,8 +110,9 @@ class Alerts:
                 (int(count), error[:500], iso(retry_at) if retry_at else None,
                  None if retry_at else "gave up " + iso(at), delivery))
     def deliveries_given_up(self) -> int:
-        return self.db.x("SELECT count(*) FROM deliveries WHERE done LIKE 'gave up%'"
-                       ).fetchone()[0]
+        # the pattern a parameter: psycopg reads a % in the statement as a placeholder
+        return self.db.x("SELECT count(*) FROM deliveries WHERE done LIKE ?",
+                         ("gave up%",)).fetchone()[0]
 
     def delivery_route(self, delivery: int) -> int:
         return self.db.x("SELECT route FROM deliveries WHERE id = ?", (delivery,)).fetchone()[0]

@@ -22,7 +22,7 @@ from hub.store.schema import LEADER_KEY, MIGRATIONS, PG_MIGRATIONS, SCHEMA_VERSI
 
 log = logging.getLogger("hub.store")
 
-PG_TYPES = {"text": "text", "int": "integer", "real": "double precision"}
+PG_TYPES = {"text": "text", "int": "integer", "bigint": "bigint", "real": "double precision"}
 
 
 class Db:

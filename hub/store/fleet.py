@@ -3,14 +3,17 @@ silence), its events, and the machines staff enrolled or that ask to join."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from controller.clock import iso
-from controller.messages import ONLINE, EventMessage, StateMessage, StockMessage
+from controller.messages import ONLINE, BadMessage, EventMessage, StateMessage, StockMessage
 from hub import rank
 from hub.store.db import Db
 from hub.store.schema import MACHINE_COLUMNS, RANK_COLUMNS
+
+log = logging.getLogger("hub.store")
 
 
 @dataclass(frozen=True)
@@ -84,16 +87,22 @@ class Fleet:
                          " (state_rank IS NULL OR board_outdated IS NULL)) OR"
                          " (stock IS NOT NULL AND stock_rank IS NULL)").fetchall()
         for mid, state, stock in rows:
-            if state:
-                said = StateMessage.read(state)
-                self.db.x("UPDATE machines SET state_rank = ?, look = ?, version = ?,"
-                          " firmware = ?, board_outdated = ? WHERE id = ?",
-                          (*rank.of_state(said), *rank.versions_of(said), mid))
-            if stock:
-                self.db.x("UPDATE machines SET stock_rank = ?, use_by = ? WHERE id = ?",
-                          (*rank.of_stock(StockMessage.read(stock)), mid))
+            try:
+                self._fill_rank(mid, state, stock)
+            except BadMessage as e:  # kept by an older hub, unreadable now: the next one mends it
+                log.warning("machine %s: its kept words cannot be read (%s); the board ranks "
+                            "it when it next says them", mid, e)
         return len(rows)
 
+    def _fill_rank(self, mid: str, state: str | None, stock: str | None) -> None:
+        if state:
+            said = StateMessage.read(state)
+            self.db.x("UPDATE machines SET state_rank = ?, look = ?, version = ?,"
+                      " firmware = ?, board_outdated = ? WHERE id = ?",
+                      (*rank.of_state(said), *rank.versions_of(said), mid))
+        if stock:
+            self.db.x("UPDATE machines SET stock_rank = ?, use_by = ? WHERE id = ?",
+                      (*rank.of_stock(StockMessage.read(stock)), mid))
 
     def record_event(self, machine: str, event: EventMessage, at: datetime) -> bool:
         cursor = self.db.x("INSERT INTO events (id, machine, ts, type, slot, product, detail,"

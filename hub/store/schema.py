@@ -249,14 +249,17 @@ PG_MIGRATIONS: list[list[str]] = [
     [f"ALTER TABLE machines ADD COLUMN IF NOT EXISTS state_rank INTEGER, ADD COLUMN IF NOT"
      f" EXISTS look {T}, ADD COLUMN IF NOT EXISTS stock_rank INTEGER,"
      " ADD COLUMN IF NOT EXISTS use_by TEXT",
-     f"CREATE TABLE fleet_daily (day {T}, product {T}, confirmed INTEGER, unconfirmed INTEGER,"
+    # BIGINT: the whole fleet's sums, which one machine's made-up counts must not overflow
+    # (its own rows' INTEGER limit stops at its own rows); read back through CAST, as sum()
+    # of a BIGINT is a numeric
+     f"CREATE TABLE fleet_daily (day {T}, product {T}, confirmed BIGINT, unconfirmed BIGINT,"
      " PRIMARY KEY (day, product))",
-     f"CREATE TABLE fleet_monthly (month {T}, product {T}, confirmed INTEGER,"
-     " unconfirmed INTEGER, PRIMARY KEY (month, product))",
+     f"CREATE TABLE fleet_monthly (month {T}, product {T}, confirmed BIGINT,"
+     " unconfirmed BIGINT, PRIMARY KEY (month, product))",
      f"CREATE TABLE fleet_daily_cover (day {T} PRIMARY KEY, seconds DOUBLE PRECISION,"
-     " buckets INTEGER)",
+     " buckets BIGINT)",
      f"CREATE TABLE fleet_monthly_cover (month {T} PRIMARY KEY, seconds DOUBLE PRECISION,"
-     " buckets INTEGER)", *V9],
+     " buckets BIGINT)", *V9],
     [f"ALTER TABLE machines ADD COLUMN IF NOT EXISTS version {T}, ADD COLUMN IF NOT EXISTS"
      f" firmware {T}, ADD COLUMN IF NOT EXISTS board_outdated INTEGER"],
 ]

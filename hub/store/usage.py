@@ -85,6 +85,8 @@ class Usage:
             share[1] += n
         counted = (("confirmed", "int"), ("unconfirmed", "int"))
         covered = (("seconds", "real"), ("buckets", "int"))
+        fleet_counted = (("confirmed", "bigint"), ("unconfirmed", "bigint"))
+        fleet_covered = (("seconds", "real"), ("buckets", "bigint"))
         text = "text"
         # what follows is written, never read back: sent in one go
         with self.db.pipeline():
@@ -99,12 +101,13 @@ class Usage:
             self._add_up("monthly_cover", (("machine", text), ("month", text)), covered,
                          month_cover)
             # the whole fleet's, by product: what a report of every machine adds up
-            self._add_up("fleet_daily", (("day", text), ("product", text)), counted,
+            self._add_up("fleet_daily", (("day", text), ("product", text)), fleet_counted,
                          _without_machine(daily))
-            self._add_up("fleet_monthly", (("month", text), ("product", text)), counted,
+            self._add_up("fleet_monthly", (("month", text), ("product", text)), fleet_counted,
                          _without_machine(monthly))
-            self._add_up("fleet_daily_cover", (("day", text),), covered, _without_machine(cover))
-            self._add_up("fleet_monthly_cover", (("month", text),), covered,
+            self._add_up("fleet_daily_cover", (("day", text),), fleet_covered,
+                         _without_machine(cover))
+            self._add_up("fleet_monthly_cover", (("month", text),), fleet_covered,
                          _without_machine(month_cover))
             # a pack ends a silence told before it; the latest bucket with a pack is kept
             for source, params in self.db.rows((("id", text), ("e", text)), sorted(last.items())):
@@ -167,13 +170,13 @@ class Usage:
         months, days, edges = _split(start, end)
         rows: list[tuple] = []
         if months:
-            rows += self.db.x("SELECT product, sum(confirmed), sum(unconfirmed) FROM"
-                              " fleet_monthly WHERE month >= ? AND month < ? GROUP BY product",
-                              months).fetchall()
+            rows += self.db.x("SELECT product, CAST(sum(confirmed) AS BIGINT), CAST(sum("
+                              "unconfirmed) AS BIGINT) FROM fleet_monthly WHERE month >= ? AND"
+                              " month < ? GROUP BY product", months).fetchall()
         for span in days:
-            rows += self.db.x("SELECT product, sum(confirmed), sum(unconfirmed) FROM"
-                              " fleet_daily WHERE day >= ? AND day < ? GROUP BY product",
-                              span).fetchall()
+            rows += self.db.x("SELECT product, CAST(sum(confirmed) AS BIGINT), CAST(sum("
+                              "unconfirmed) AS BIGINT) FROM fleet_daily WHERE day >= ? AND"
+                              " day < ? GROUP BY product", span).fetchall()
         for a, b in edges:
             rows += self.db.x("SELECT c.product, sum(c.confirmed), sum(c.unconfirmed) FROM"
                               " buckets b JOIN bucket_counts c ON c.bucket_id = b.id"
