@@ -365,8 +365,13 @@ def _status(args: argparse.Namespace) -> int:
         print(f"mode: {st['mode']}   door: {st['door']}   sharps bin: {st['sharps_bin']}   "
               f"temperature: {st['temperature_c']} C")
         print(f"faults: {', '.join(st['faults']) or 'none'}")
+        if "board_outdated" in st["faults"]:
+            print("  the dispenser board's firmware is older than this software: the machine "
+                  "serves nobody until it is updated: sudo nspvend board update")
+        board = f"   board firmware {st['board_firmware']}" if st.get("board_firmware") else ""
         print(f"clock synced: {'yes' if st['clock_synced'] else 'no'}   up: {st['uptime_s']} s"
-              f"   version {st['version']}   messages waiting for the hub: {r['outbox']}")
+              f"   version {st['version']}{board}   messages waiting for the hub: "
+              f"{r['outbox']}")
         if r["open_vends"]:
             print(f"vends waiting for the board to confirm: {r['open_vends']}")
         print()

@@ -51,6 +51,8 @@ def test_an_older_board_is_outdated_until_nspvend_board_update_and_the_counts_st
         said = [e["detail"] for e in events if e["type"] == "board_outdated"]
         assert said and f"link protocol {PROTOCOL - 1}, older than this host's {PROTOCOL}" \
             in said[0] and "nspvend board update" in said[0]
+        shown = cli(tmp_path, "status").stdout  # staff at the machine are told what to run
+        assert "faults: board_outdated" in shown and "sudo nspvend board update" in shown
         before = counted_packs(tmp_path / "nspvend.db")
 
         done = cli(tmp_path, "board", "update")
