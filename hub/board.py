@@ -172,12 +172,12 @@ PER_PAGE = 60  # tiles on one page of the board
 
 
 def order(config: HubConfig, store: HubStore, now: datetime, area: str | None = None,
-          show: str = "", search: str = "") -> list[str]:
+          show: str = "", search: str = "", ranks: dict[str, tuple] | None = None) -> list[str]:
     """The ids of the machines the board shows, most urgent first, then by name: those of
     ``area``, those ``show`` keeps (a key of :data:`hub.rank.SHOW`), those whose id, name,
     place or area holds ``search`` (any case). From the store's short summary of each
     machine (:mod:`hub.rank`), not its words: fast whatever the fleet."""
-    ranks = store.fleet.ranks()
+    ranks = store.fleet.ranks() if ranks is None else ranks
     rank = ranker(now, config.offline_after_s, now.astimezone(config.tz).date(),
                   config.expiring_days)
     latest = newest(ranks.values()) if show == "outdated" else (None, None)
@@ -198,13 +198,15 @@ def order(config: HubConfig, store: HubStore, now: datetime, area: str | None = 
     return [mid for *_, mid in sorted(keyed)]
 
 
-def tiles_of(config: HubConfig, store: HubStore, now: datetime, ids: list[str]) -> list[Tile]:
+def tiles_of(config: HubConfig, store: HubStore, now: datetime, ids: list[str],
+             latest: tuple[str | None, str | None] | None = None) -> list[Tile]:
     """The tiles of the machines ``ids``, in that order: each one's words read and worked out
     (its products' days until empty are left to :func:`with_days`), and what of it is behind
     the newest versions the hub has heard of."""
     machines = {m.id: m for m in store.fleet.machines(set(ids))} if ids else {}
     acknowledged = store.alerts.acknowledged()
-    latest = newest(store.fleet.ranks().values()) if ids else (None, None)
+    if latest is None:
+        latest = newest(store.fleet.ranks().values()) if ids else (None, None)
     out = []
     for mid in ids:
         m = machines.get(mid)
@@ -244,11 +246,12 @@ def page_of(config: HubConfig, store: HubStore, now: datetime, area: str | None,
             show: str = "", search: str = "") -> Page:
     """The board's ``page`` of the machines the filters keep (see :func:`order`): only its
     tiles are worked out, with days until empty."""
-    ids = order(config, store, now, area, show, search)
+    ranks = store.fleet.ranks()  # read once: the order, and the newest versions
+    ids = order(config, store, now, area, show, search, ranks)
     pages = max(1, -(-len(ids) // PER_PAGE))
     page = min(max(1, page), pages)
     chosen = ids[(page - 1) * PER_PAGE:page * PER_PAGE]
-    shown = with_days(store, tiles_of(config, store, now, chosen), now)
+    shown = with_days(store, tiles_of(config, store, now, chosen, newest(ranks.values())), now)
     return Page(shown, page, pages, len(ids), len(config.machines))
 
 

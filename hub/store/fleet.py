@@ -77,7 +77,7 @@ class Fleet:
         """Every machine's summary for the board, by id: ``(availability, last_heard,
         silence, state_rank, look, stock_rank, use_by, version, firmware, board_outdated)``
         (:func:`hub.rank.ranker` and :func:`hub.rank.newest` read it)."""
-        return {row[0]: tuple(row[1:]) for row in self.db.x(
+        return {row[0]: row[1:] for row in self.db.x(
             f"SELECT {RANK_COLUMNS} FROM machines").fetchall()}
 
     def fill_ranks(self) -> int:
