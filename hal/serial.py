@@ -305,7 +305,7 @@ class BoardConnection:
         """A board speaking another version of the link: refuse it, say so once, use nothing.
         One of an older version is "outdated": its firmware wants updating from this host
         (``nspvend board update``); one of a newer, this host's software does."""
-        older = theirs.isdigit() and int(theirs) < PROTOCOL
+        older = theirs.isascii() and theirs.isdigit() and int(theirs) < PROTOCOL
         if older:
             detail = (f"the board's firmware speaks link protocol {theirs}, older than this "
                       f"host's {PROTOCOL}: run nspvend board update")
