@@ -191,8 +191,18 @@ class Alerts:
         self._cursor = 0  # where the next sweep starts, among the machines by id
 
     def heard(self, batch: list[Heard]) -> None:
-        """After a batch is stored: the machines it came from, at once."""
-        self.check({h.machine for h in batch})
+        """After a batch is stored: the machines it came from, at once. A usage bucket
+        raises nothing (what is wrong comes in states, stocks, events and availability);
+        it can only end what is raised (a silence, by a pack; offline, by being heard): so
+        of the machines that sent only buckets, those with an alert raised. A backlog of
+        buckets from a thousand machines then does not read and work out a thousand
+        machines' words after every batch."""
+        told = {h.machine for h in batch if h.leaf != "usage"}
+        counted = {h.machine for h in batch if h.leaf == "usage" and h.new} - told
+        if counted:
+            told |= counted & {m for m, _, _ in self.store.alerts.raised_alerts()}
+        if told:
+            self.check(told)
 
     def sweep(self) -> None:
         """The checks' pass (every couple of seconds): the machines with an alert raised,

@@ -262,3 +262,41 @@ def test_a_sweep_goes_over_a_big_fleet_in_turn_and_keeps_up_with_raised_alerts(
     alerts.sweep()  # m7, m1, m2... and m2 as raised: gone long enough, cleared
     assert "m2" not in offline() and len(offline()) == 6
     store.close()
+
+
+def test_buckets_alone_end_what_is_raised_and_raise_nothing(tmp_path, hook):
+    """After a batch of usage buckets the alerts look again only at those of its machines
+    with an alert raised (a bucket can end an offline or a silence, never raise anything):
+    a backlog from a thousand machines does not have a thousand machines' words worked out
+    after every batch. What their states say is raised when the states come, or by a sweep."""
+    from hub.listener import Heard
+    from simulator.fleet import bucket
+
+    clock = FakeClock(TUESDAY_NIGHT)
+    config = parse_hub_config({"mqtt": {"host": "127.0.0.1"}, "machines": known("m1", "m2"),
+                               "alerts": {"offline_after_s": 600}})
+    store = SqliteStore(tmp_path / "hub.db")
+    alerts = Alerts(config, store, clock)
+    jammed(store, clock, machine="m1")
+    with store.transaction():
+        store.fleet.record_availability("m1", "online", clock.now())
+    clock.advance(601)
+    alerts.check()
+    assert {(m, k) for m, k, _ in store.alerts.raised_alerts()} == {("m1", "offline")}
+    jammed(store, clock, 1, machine="m2")  # stored, not yet worked out (as a batch mid-way)
+    with store.transaction():
+        store.fleet.record_availability("m2", "online", clock.now())
+
+    def buckets(*machines: str) -> list[Heard]:
+        with store.transaction():
+            store.fleet.heard_from(list(machines), clock.now())
+        return [Heard(m, "usage", bucket(clock.now(), {"foil": 1}), True) for m in machines]
+
+    alerts.heard(buckets("m1", "m2"))  # m1 heard again: its offline found gone
+    assert ("m2", "jam", "slot 1") not in store.alerts.raised_alerts()  # not from a bucket
+    clock.advance(CLEAR_AFTER_S + 1)
+    alerts.heard(buckets("m1"))
+    assert ("m1", "offline", "") not in store.alerts.raised_alerts()  # ended by its buckets
+    alerts.heard([Heard("m2", "state", None, True)])  # its state's own batch raises it
+    assert ("m2", "jam", "slot 1") in store.alerts.raised_alerts()
+    store.close()
