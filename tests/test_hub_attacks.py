@@ -164,7 +164,7 @@ def test_a_huge_message_is_skipped_unread_and_a_bucket_from_the_future_is_refuse
     sender = Subscriber(hub.broker.port, "nothing/#")
     try:
         state = {"schema": 1, "mode": "in_service", "door": "closed", "sharps_bin": "ok",
-                 "temperature_c": None, "faults": [], "version": "x" * 100, "uptime_s": 1,
+                 "temperature_c": None, "faults": [], "version": "0.3.0", "uptime_s": 1,
                  "clock_synced": True, "ts": "2026-12-01T10:00:00Z"}
         big = json.dumps({**state, "version": "x" * (20 * 1024 * 1024)})
         sender.publish("nspvend/hub-a/state", big)
