@@ -50,7 +50,7 @@ class Db:
     def rows(self, columns: tuple[tuple[str, str], ...], rows: list[tuple]
              ) -> Iterator[tuple[str, list]]:
         """``rows`` as a table ``v`` whose columns are ``columns`` (name, and ``text``,
-        ``int`` or ``real``), for a statement to read ``FROM``: as ``(from, parameters)``,
+        ``int``, ``bigint`` or ``real``), for a statement to read ``FROM``: as ``(from, parameters)``,
         in as few statements as the database takes (PostgreSQL one, SQLite a chunk at a
         time). Nothing when there are no rows."""
         raise NotImplementedError
