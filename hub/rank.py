@@ -34,7 +34,6 @@ SHOW = {
     "ok": "Nothing wrong",
     "outdated": "Needing an update",
 }
-ALERTED_FAULTS = ("storage_fault", "board_fault")
 RELEASE = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9}){0,5}")  # a release's version: ASCII digits
 
 

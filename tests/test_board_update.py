@@ -36,12 +36,19 @@ def status(tmp: Path) -> dict:
     return json.loads(cli(tmp, "status", "--json").stdout)["state"]
 
 
-def test_an_older_board_is_outdated_until_nspvend_board_update_and_the_counts_stay(tmp_path):
-    flash = tmp_path / "flash"
+def older_board(tmp: Path) -> tuple[UsbBoard, Path]:
+    """A board whose firmware speaks the link protocol before this software's, at
+    ``tmp/board.tty``; and its flash."""
+    flash = tmp / "flash"
     flash.mkdir()
     old_firmware(flash, PROTOCOL - 1, "2")
     board = UsbBoard(flash)
-    (tmp_path / "board.tty").symlink_to(board.path)
+    (tmp / "board.tty").symlink_to(board.path)
+    return board, flash
+
+
+def test_an_older_board_is_outdated_until_nspvend_board_update_and_the_counts_stay(tmp_path):
+    board, flash = older_board(tmp_path)
     (tmp_path / "nspvend.toml").write_text(CONFIG)
     daemon = DaemonProcess(tmp_path / "nspvend.toml")
     try:
@@ -90,11 +97,7 @@ def test_board_update_without_a_board_of_its_own_says_so(tmp_path):
 
 
 def test_with_auto_update_the_daemon_updates_an_older_board_itself_in_its_hours(tmp_path):
-    flash = tmp_path / "flash"
-    flash.mkdir()
-    old_firmware(flash, PROTOCOL - 1, "2")
-    board = UsbBoard(flash)
-    (tmp_path / "board.tty").symlink_to(board.path)
+    board, _ = older_board(tmp_path)
     (tmp_path / "nspvend.toml").write_text(machine_toml(
         "serial-01", "serial", serial={"port": "board.tty", "auto_update": True,
                                        "update_hours": ["Daily 00:00-23:59"]},

@@ -296,27 +296,17 @@ def test_a_store_from_the_hub_before_is_upgraded(new_store):
     for column in ("state_rank", "look", "stock_rank", "use_by", "version", "firmware",
                    "board_outdated"):
         store.db.x(f"ALTER TABLE machines DROP COLUMN {column}")
+    store.db.x("DROP INDEX events_by_received")
+    for table in ("alert_log", "tallies", "tally_counts", "expired_removals", "monthly_counts",
+                  "monthly_cover"):
+        store.db.x(f"DROP TABLE {table}")
     if store.kind == "sqlite":
-        store.db.x("DROP INDEX events_by_received")
-        store.db.x("DROP TABLE alert_log")
-        store.db.x("DROP TABLE tallies")
-        store.db.x("DROP TABLE tally_counts")
-        store.db.x("DROP TABLE expired_removals")
-        store.db.x("DROP TABLE monthly_counts")
-        store.db.x("DROP TABLE monthly_cover")
         store.db.x("PRAGMA user_version = 2")
         again = SqliteStore(store.db.path)
         assert again.db.x("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 10
         indexes = sqlite_utils.Database(again.db.conn)["events"].indexes
         assert "events_by_received" in {i.name for i in indexes}
     else:
-        store.db.x("DROP INDEX events_by_received")
-        store.db.x("DROP TABLE alert_log")
-        store.db.x("DROP TABLE tallies")
-        store.db.x("DROP TABLE tally_counts")
-        store.db.x("DROP TABLE expired_removals")
-        store.db.x("DROP TABLE monthly_counts")
-        store.db.x("DROP TABLE monthly_cover")
         store.db.x("UPDATE nspvend_schema SET version = 2")
         again = PgStore(store.db.url)
         assert again.db.x("SELECT version FROM nspvend_schema").fetchone()[0] == SCHEMA_VERSION
