@@ -199,10 +199,15 @@ class Alerts:
         machines' words after every batch."""
         told = {h.machine for h in batch if h.leaf != "usage"}
         counted = {h.machine for h in batch if h.leaf == "usage" and h.new} - told
-        if counted:
-            told |= counted & {m for m, _, _ in self.store.alerts.raised_alerts()}
-        if told:
-            self.check(told)
+        if not counted:
+            if told:
+                self.check(told)
+            return
+        with self._turn:
+            raised = self.store.alerts.raised_alerts()  # read once: to choose, and to check
+            told |= counted & {m for m, _, _ in raised}
+            if told:
+                self._check(told, raised)
 
     def sweep(self) -> None:
         """The checks' pass (every couple of seconds): the machines with an alert raised,
@@ -226,9 +231,10 @@ class Alerts:
         with self._turn:
             self._check(machines)
 
-    def _check(self, machines: set[str] | None) -> None:
+    def _check(self, machines: set[str] | None, raised: dict | None = None) -> None:
         now = self.clock.now()
-        raised = self.store.alerts.raised_alerts()
+        if raised is None:
+            raised = self.store.alerts.raised_alerts()
         for machine in self.store.fleet.machines(machines):
             if machine.id not in self.config.machines:
                 continue  # removed (its history stays): nothing more is said of it
