@@ -233,7 +233,6 @@ class Web:
         self.checks = PasswordChecks()
         self.logins_failed = 0
         self._checking: set[str] = set()  # name@address with a password check under way
-        self._names: tuple[float, dict[str, str]] | None = None  # see _product_names
         self.registry = hub_metrics(self)
         self.secure = config.base_url.startswith("https://")
         self.templates = Environment(loader=FileSystemLoader(HERE / "templates"),
@@ -666,17 +665,8 @@ class Web:
         return known + tuple(sorted({c for s in spans for c in s.tallied} - set(known)))
 
     def _product_names(self) -> dict[str, str]:
-        """Each product's name as ``[tally] products`` or the machines' stock say: worked out
-        from every machine's stock at most once a minute (a fleet's worth of words to read)."""
-        now = time.monotonic()
-        if self._names is None or now - self._names[0] > 60:
-            names: dict[str, str] = dict(self.config.tally_products)
-            for m in self.store.fleet.machines():
-                for pid, p in (m.stock.products.items() if m.stock else ()):
-                    if p.name:
-                        names.setdefault(pid, p.name)
-            self._names = (now, names)
-        return self._names[1]
+        """Each product's name as ``[tally] products`` or else the machines' stock say."""
+        return {**self.store.fleet.product_names(), **dict(self.config.tally_products)}
 
     async def usage_csv(self, request: Request, user: dict) -> Response:
         try:

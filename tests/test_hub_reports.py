@@ -4,6 +4,7 @@ real PostgreSQL server (tests/postgres.py): the same tests for both."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -13,7 +14,7 @@ import sqlite_utils
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from controller.clock import iso
+from controller.clock import FakeClock, iso
 from controller.messages import EventMessage, StateMessage, StockMessage, UsageMessage
 from hub import reports
 from hub.alerts import conditions_of
@@ -280,7 +281,9 @@ def test_a_store_from_the_hub_before_is_upgraded(new_store):
     """Schema 3 adds the indexes the hourly clearing out needs, to a store of schema 2;
     schema 4 the alerts' log, with the alerts raised at the time; schema 5 enrolment, every
     machine heard before it counted as enrolled; schema 6 people's tallies; schema 7 packs
-    taken out past their date; schema 8 monthly roll-ups, filled from the daily ones."""
+    taken out past their date; schema 8 monthly roll-ups, filled from the daily ones; 9 and
+    10 the fleet's roll-ups and the board's summary; 11 the products' names from the stock
+    kept."""
     store = new_store()
     with store.transaction():
         store.fleet.heard("m1", NOW)  # a machine heard before enrolment existed
@@ -290,8 +293,13 @@ def test_a_store_from_the_hub_before_is_upgraded(new_store):
         store.alerts.raise_alert("m1", "door_open", "", "Door open", NOW)
         store.alerts.clear_alert("m1", "door_open", "", NOW)
         store.fleet.record_state("m1", fleet.state(NOW, door="open"), NOW)
-        store.fleet.record_stock("m1", fleet.stock(NOW, count=2), NOW)
-    for table in ("fleet_daily", "fleet_monthly", "fleet_daily_cover", "fleet_monthly_cover"):
+        named = fleet.stock(NOW, count=2)
+        named = dataclasses.replace(named, products={**named.products, "foil": dataclasses.replace(
+            named.products["foil"], name="Foil")})
+        store.fleet.record_stock("m1", named, NOW)
+    assert store.fleet.product_names() == {"foil": "Foil"}
+    for table in ("fleet_daily", "fleet_monthly", "fleet_daily_cover", "fleet_monthly_cover",
+                  "products"):
         store.db.x(f"DROP TABLE {table}")
     for column in ("state_rank", "look", "stock_rank", "use_by", "version", "firmware",
                    "board_outdated"):
@@ -303,7 +311,7 @@ def test_a_store_from_the_hub_before_is_upgraded(new_store):
     if store.kind == "sqlite":
         store.db.x("PRAGMA user_version = 2")
         again = SqliteStore(store.db.path)
-        assert again.db.x("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 10
+        assert again.db.x("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 11
         indexes = sqlite_utils.Database(again.db.conn)["events"].indexes
         assert "events_by_received" in {i.name for i in indexes}
     else:
@@ -329,6 +337,7 @@ def test_a_store_from_the_hub_before_is_upgraded(new_store):
         ("foil", 0, 0), ("syringe-1ml", 5, 1)]
     assert again.usage.fleet_counts("2026-10-03T00:00:00Z", "2026-10-04T00:00:00Z") == [
         ("foil", 0, 0), ("syringe-1ml", 5, 1)]
+    assert again.fleet.product_names() == {"foil": "Foil"}
     assert again.fleet.ranks()["m1"][3:] == (URGENCY.index("door"), "door_open",
                                             URGENCY.index("low"), None, "fleet", None, 0)
     from hub.store import Tally
@@ -426,6 +435,52 @@ def test_a_batch_is_held_while_the_database_is_busy_and_stored_after(new_store):
     assert [h.message.id for h in result[0] if h.leaf == "usage"] == ["b1"]
     assert listener.skipped == 0
     other.close()
+
+
+def test_a_batch_of_latest_words_keeps_each_machine_s_last_state_and_stock(new_store):
+    """The states and stocks of a batch are stored together: each machine's last in the batch
+    stands (with the board's summary of it), whatever came between, and the names its
+    stock gives its products are the pages' names."""
+    from hub.config import parse_hub_config
+    from hub.listener import Listener
+
+    store = new_store()
+    listener = Listener(parse_hub_config({"mqtt": {"host": "127.0.0.1"},
+                                          "machines": known("m1", "m2", "m3")}), store,
+                        clock=FakeClock(NOW))
+
+    def said(machine, leaf, message):
+        return (f"nspvend/{machine}/{leaf}", message.encode().encode(), 0, 1)
+
+    def named(count, name):
+        stock = fleet.stock(NOW, count=count)
+        return dataclasses.replace(stock, products={**stock.products, "foil": dataclasses.replace(
+            stock.products["foil"], name=name)})
+
+    early, late = NOW - timedelta(minutes=10), NOW - timedelta(minutes=5)
+    batch = [said("m1", "state", fleet.state(early, door="open")),
+             said("m2", "state", fleet.state(early)),
+             said("m1", "stock", named(0, "Foil")),
+             said("m1", "state", fleet.state(late)),  # m1's last state: door shut
+             said("m2", "state", fleet.state(late, faults=["slot 2: jam"])),
+             said("m1", "stock", named(9, "Foil (pack of 5)")),
+             ("nspvend/m3/availability", b"online", 0, 1)]
+    heard = listener.store_batch(batch)
+    assert [(h.machine, h.leaf) for h in heard] == [
+        ("m1", "state"), ("m2", "state"), ("m1", "stock"), ("m1", "state"), ("m2", "state"),
+        ("m1", "stock"), ("m3", "availability")]
+    m1, m2 = store.fleet.machine("m1"), store.fleet.machine("m2")
+    assert (m1.state.door, m1.state_at, m1.stock.products["foil"].count, m1.stock_at) == (
+        "closed", iso(late), 9, iso(NOW))
+    assert (m2.state.faults, m2.state_at, m2.stock) == (("slot 2: jam",), iso(late), None)
+    ranks = store.fleet.ranks()
+    assert ranks["m1"][3:7] == (URGENCY.index("ok"), "in_service", URGENCY.index("ok"), None)
+    assert ranks["m2"][3] == URGENCY.index("fault")
+    assert store.fleet.machine("m3").availability == "online"
+    assert store.fleet.product_names() == {"foil": "Foil (pack of 5)"}
+    # a name changed on the machine is the pages' name from its next stock
+    listener.store_batch([said("m1", "stock", named(8, "Foil"))])
+    assert store.fleet.product_names() == {"foil": "Foil"}
 
 
 def test_the_machines_online_are_those_whose_last_word_was_online(new_store):

@@ -15,6 +15,12 @@ from hub.store.schema import MACHINE_COLUMNS, RANK_COLUMNS
 
 log = logging.getLogger("hub.store")
 
+STATE_ROWS = (("id", "text"), ("state", "text"), ("at", "text"), ("state_rank", "int"),
+              ("look", "text"), ("version", "text"), ("firmware", "text"),
+              ("board_outdated", "int"))
+STOCK_ROWS = (("id", "text"), ("stock", "text"), ("at", "text"), ("stock_rank", "int"),
+              ("use_by", "text"))
+
 
 @dataclass(frozen=True)
 class Machine:
@@ -42,6 +48,7 @@ class Fleet:
 
     def __init__(self, db: Db) -> None:
         self.db = db
+        self._names: dict[str, str] = {}  # the products' names as last read (record_stocks)
 
     def heard(self, machine: str, at: datetime) -> None:
         """Any message from ``machine`` (inside a transaction)."""
@@ -63,15 +70,52 @@ class Fleet:
 
     def record_state(self, machine: str, state: StateMessage, at: datetime) -> None:
         """The machine's latest state, and the board's summary of it (:func:`hub.rank.of_state`)."""
-        self.db.x("UPDATE machines SET state = ?, state_at = ?, state_rank = ?, look = ?,"
-                  " version = ?, firmware = ?, board_outdated = ? WHERE id = ?",
-                  (state.encode(), iso(at), *rank.of_state(state), *rank.versions_of(state),
-                   machine))
+        self.record_states([(machine, state, at)])
+
+    def record_states(self, items: list[tuple[str, StateMessage, datetime]]) -> None:
+        """Each ``(machine, state, told at)`` as the machine's latest state, with the board's
+        summary of it (:func:`hub.rank.of_state`): where a machine says more than one, the
+        last in ``items`` stands. One statement for them all (inside a transaction)."""
+        latest = {machine: (state, at) for machine, state, at in items}
+        rows = [(machine, state.encode(), iso(at), *rank.of_state(state),
+                 *rank.versions_of(state)) for machine, (state, at) in sorted(latest.items())]
+        for source, params in self.db.rows(STATE_ROWS, rows):
+            self.db.x("UPDATE machines SET state = v.state, state_at = v.at, state_rank ="
+                      " v.state_rank, look = v.look, version = v.version, firmware = v.firmware,"
+                      f" board_outdated = v.board_outdated FROM {source} WHERE machines.id = v.id",
+                      params)
 
     def record_stock(self, machine: str, stock: StockMessage, at: datetime) -> None:
         """The machine's latest stock, and the board's summary of it (:func:`hub.rank.of_stock`)."""
-        self.db.x("UPDATE machines SET stock = ?, stock_at = ?, stock_rank = ?, use_by = ?"
-                  " WHERE id = ?", (stock.encode(), iso(at), *rank.of_stock(stock), machine))
+        self.record_stocks([(machine, stock, at)])
+
+    def record_stocks(self, items: list[tuple[str, StockMessage, datetime]]) -> None:
+        """Each ``(machine, stock, told at)`` as the machine's latest stock, with the board's
+        summary of it (:func:`hub.rank.of_stock`), as :meth:`record_states`; and the products'
+        names they give, for the pages (:meth:`product_names`)."""
+        latest = {machine: (stock, at) for machine, stock, at in items}
+        rows = [(machine, stock.encode(), iso(at), *rank.of_stock(stock))
+                for machine, (stock, at) in sorted(latest.items())]
+        for source, params in self.db.rows(STOCK_ROWS, rows):
+            self.db.x("UPDATE machines SET stock = v.stock, stock_at = v.at, stock_rank ="
+                      f" v.stock_rank, use_by = v.use_by FROM {source} WHERE machines.id = v.id",
+                      params)
+        said = {pid: p.name for stock, _ in latest.values()
+                for pid, p in stock.products.items() if p.name}
+        if any(self._names.get(pid) != name for pid, name in said.items()):
+            # read again first: the names change seldom, and another process may have
+            # written them (only what was read is remembered, so a batch undone is no loss)
+            self._names = dict(self.db.x("SELECT id, name FROM products").fetchall())
+            changed = sorted((pid, name) for pid, name in said.items()
+                             if self._names.get(pid) != name)
+            for source, params in self.db.rows((("id", "text"), ("name", "text")), changed):
+                self.db.x(f"INSERT INTO products (id, name) SELECT v.id, v.name FROM {source}"
+                          " WHERE true ON CONFLICT (id) DO UPDATE SET name = excluded.name",
+                          params)
+
+    def product_names(self) -> dict[str, str]:
+        """Each product's name, as the machines' stock last gave it (by product id)."""
+        return dict(self.db.x("SELECT id, name FROM products ORDER BY id").fetchall())
 
     def ranks(self) -> dict[str, tuple]:
         """Every machine's summary for the board, by id: ``(availability, last_heard,

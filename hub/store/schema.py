@@ -188,8 +188,18 @@ def _v10(db: sqlite_utils.Database) -> None:
             db["machines"].add_column(column, kind)
 
 
+def _v11(db: sqlite_utils.Database) -> None:
+    # the products' names the machines' stock gives, for the pages (a short table, not every
+    # machine's stock read for them), filled from the kept stocks
+    db["products"].create({"id": str, "name": str}, pk="id", if_not_exists=True)
+    db.execute("INSERT OR IGNORE INTO products (id, name) SELECT p.key,"
+               " json_extract(p.value, '$.name') FROM machines, json_each(machines.stock,"
+               " '$.products') AS p WHERE machines.stock IS NOT NULL AND json_valid(machines.stock)"
+               " AND json_type(p.value, '$.name') = 'text' ORDER BY machines.id")
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7,
-                                                            _v8, _v9, _v10]
+                                                            _v8, _v9, _v10, _v11]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 T = 'TEXT COLLATE "C"'  # ISO times and days compare as bytes, whatever the server's locale
@@ -262,6 +272,11 @@ PG_MIGRATIONS: list[list[str]] = [
      " buckets BIGINT)", *V9],
     [f"ALTER TABLE machines ADD COLUMN IF NOT EXISTS version {T}, ADD COLUMN IF NOT EXISTS"
      f" firmware {T}, ADD COLUMN IF NOT EXISTS board_outdated INTEGER"],
+    [f"CREATE TABLE products (id {T} PRIMARY KEY, name TEXT)",
+     "INSERT INTO products (id, name) SELECT DISTINCT ON (p.key) p.key, p.value->>'name' FROM"
+     " machines, json_each(machines.stock::json->'products') AS p WHERE machines.stock IS NOT"
+     " NULL AND json_typeof(p.value->'name') = 'string' ORDER BY p.key, machines.id"
+     " ON CONFLICT DO NOTHING"],
 ]
 assert len(PG_MIGRATIONS) == SCHEMA_VERSION
 CATCH_UP = "hub (catch-up)"  # who the hub's own questions for buckets are recorded as
