@@ -854,7 +854,7 @@ def hub_metrics(web: Web) -> Any:
                                       "ids nobody enrolled (not stored)",
                                       value=listener.strangers if listener else 0)
             yield GaugeMetricFamily("nspvend_hub_batches_waiting", "Messages heard and not "
-                                    "yet stored", value=listener.inbox.qsize() if listener else 0)
+                                    "yet stored", value=listener.waiting() if listener else 0)
             yield GaugeMetricFamily("nspvend_hub_lag_seconds", "Seconds since the last "
                                     "message from the broker",
                                     value=time.monotonic() - listener.last_heard

@@ -398,7 +398,7 @@ def test_a_message_the_store_refuses_is_left_out_and_the_rest_of_its_batch_store
     listener = _listener(store)
     batch = [_usage_item("b1", 1, 3, 1), _usage_item("refused", 2, 100, 2),
              _usage_item("b3", 3, 4, 3)]
-    heard = listener._store_until_stored(batch)
+    heard = listener._store_until_stored(listener.read_batch(batch))
     assert [h.message.id for h in heard if h.leaf == "usage"] == ["b1", "b3"]
     assert store.usage.usage_totals("2026-11-24T00:00:00Z", "2026-11-25T00:00:00Z") == [
         ("m1", "foil", 0, 0, 2), ("m1", "syringe-1ml", 7, 0, 2)]
@@ -426,7 +426,7 @@ def test_a_batch_is_held_while_the_database_is_busy_and_stored_after(new_store):
         other.execute("LOCK TABLE machines IN ACCESS EXCLUSIVE MODE")
     result: list = []
     worker = threading.Thread(target=lambda: result.append(
-        listener._store_until_stored([_usage_item("b1", 1, 3, 1)])))
+        listener._store_until_stored(listener.read_batch([_usage_item("b1", 1, 3, 1)]))))
     worker.start()
     worker.join(0.5)
     assert worker.is_alive() and listener.stored == 0

@@ -125,10 +125,13 @@ class Usage:
         as :meth:`Db.rows` takes them)."""
         names = [name for name, _ in keys + values]
         added = ", ".join(f"{v} = {table}.{v} + excluded.{v}" for v, _ in values)
+        # most products give nothing most hours: a row kept already is then left as it is
+        # (not written again, which on PostgreSQL is a new version of the row and its index)
+        something = " OR ".join(f"excluded.{v} <> 0" for v, _ in values)
         for source, params in self.db.rows(keys + values, [(*k, *v) for k, v in sorted(rows.items())]):
             self.db.x(f"INSERT INTO {table} ({', '.join(names)}) SELECT * FROM {source}"
                       f" WHERE true ON CONFLICT ({', '.join(n for n, _ in keys)})"
-                      f" DO UPDATE SET {added}", params)
+                      f" DO UPDATE SET {added} WHERE {something}", params)
 
     def period_counts(self, start: str, end: str, machines: list[str] | None = None
                       ) -> list[tuple[str, str, int, int]]:
