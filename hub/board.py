@@ -16,10 +16,10 @@ from controller.stock import use_until
 from hub import humane
 from hub.alerts import conditions_of, date_state
 from hub.config import HubConfig
-from hub.rank import SHOW, URGENCY, behind, newest, ranker, shows
+from hub.rank import SHOW, URGENCY, behind, bounds, shows
 from hub.store import HubStore, Machine
 
-__all__ = ["SHOW", "URGENCY", "newest"]
+__all__ = ["SHOW", "URGENCY"]
 
 STATES = {
     "never": "Never heard",
@@ -172,15 +172,17 @@ PER_PAGE = 60  # tiles on one page of the board
 
 
 def order(config: HubConfig, store: HubStore, now: datetime, area: str | None = None,
-          show: str = "", search: str = "", ranks: dict[str, tuple] | None = None) -> list[str]:
+          show: str = "", search: str = "") -> list[str]:
     """The ids of the machines the board shows, most urgent first, then by name: those of
     ``area``, those ``show`` keeps (a key of :data:`hub.rank.SHOW`), those whose id, name,
     place or area holds ``search`` (any case). From the store's short summary of each
-    machine (:mod:`hub.rank`), not its words: fast whatever the fleet."""
-    ranks = store.fleet.ranks() if ranks is None else ranks
-    rank = ranker(now, config.offline_after_s, now.astimezone(config.tz).date(),
-                  config.expiring_days)
-    latest = newest(ranks.values()) if show == "outdated" else (None, None)
+    machine (:mod:`hub.rank`), its urgency worked out by the database: fast whatever the
+    fleet."""
+    urgent = store.fleet.urgencies(*bounds(now, config.offline_after_s,
+                                           now.astimezone(config.tz).date(),
+                                           config.expiring_days))
+    versions, latest = ((store.fleet.versions(), store.fleet.newest()) if show == "outdated"
+                        else ({}, (None, None)))
     wanted = search.strip().casefold()
     keyed = []
     for mid, info in config.machines.items():
@@ -189,10 +191,8 @@ def order(config: HubConfig, store: HubStore, now: datetime, area: str | None = 
         if wanted and not any(wanted in (x or "").casefold()
                               for x in (mid, info.name, info.place, info.area)):
             continue
-        summary = ranks.get(mid)
-        urgency = rank(*summary)[0] if summary else 0
-        outdated = bool(summary and behind(*summary[7:10], latest)) if show == "outdated" \
-            else False
+        urgency = urgent.get(mid, 0)  # never heard: offline
+        outdated = mid in versions and bool(behind(*versions[mid], latest))
         if shows(show, urgency, outdated):
             keyed.append((urgency, info.name.casefold(), mid))
     return [mid for *_, mid in sorted(keyed)]
@@ -206,7 +206,7 @@ def tiles_of(config: HubConfig, store: HubStore, now: datetime, ids: list[str],
     machines = {m.id: m for m in store.fleet.machines(set(ids))} if ids else {}
     acknowledged = store.alerts.acknowledged()
     if latest is None:
-        latest = newest(store.fleet.ranks().values()) if ids else (None, None)
+        latest = store.fleet.newest() if ids else (None, None)
     out = []
     for mid in ids:
         m = machines.get(mid)
@@ -246,12 +246,11 @@ def page_of(config: HubConfig, store: HubStore, now: datetime, area: str | None,
             show: str = "", search: str = "") -> Page:
     """The board's ``page`` of the machines the filters keep (see :func:`order`): only its
     tiles are worked out, with days until empty."""
-    ranks = store.fleet.ranks()  # read once: the order, and the newest versions
-    ids = order(config, store, now, area, show, search, ranks)
+    ids = order(config, store, now, area, show, search)
     pages = max(1, -(-len(ids) // PER_PAGE))
     page = min(max(1, page), pages)
     chosen = ids[(page - 1) * PER_PAGE:page * PER_PAGE]
-    shown = with_days(store, tiles_of(config, store, now, chosen, newest(ranks.values())), now)
+    shown = with_days(store, tiles_of(config, store, now, chosen), now)
     return Page(shown, page, pages, len(ids), len(config.machines))
 
 

@@ -61,15 +61,23 @@ def of_stock(stock: StockMessage) -> tuple[int, str | None]:
     return URGENCY.index(urgency), min(days).isoformat() if days else None
 
 
+def bounds(now: datetime, offline_after_s: int, today: date, expiring_days: int
+           ) -> tuple[str, str, str]:
+    """``(silent before, past, near)`` as ISO text: a machine last heard at or before the
+    first is offline; packs whose use-by day is the second or before are past it, the third
+    or before near it."""
+    return (iso(now - timedelta(seconds=offline_after_s)), today.isoformat(),
+            (today + timedelta(days=expiring_days)).isoformat())
+
+
 def ranker(now: datetime, offline_after_s: int, today: date, expiring_days: int
            ) -> Callable[..., tuple[int, str]]:
     """A function of a machine's summary (as :meth:`hub.store.fleet.Fleet.ranks` gives it:
     availability, last_heard, silence, state_rank, look, stock_rank, use_by) that says its
     ``(urgency index, state)`` as its tile does, at ``now`` (``today`` in the hub's time
-    zone). Times and days are compared as ISO text: ten thousand machines in milliseconds."""
-    silent_before = iso(now - timedelta(seconds=offline_after_s))
-    past = today.isoformat()  # packs whose use-by day has come are past it
-    near = (today + timedelta(days=expiring_days)).isoformat()
+    zone). Times and days are compared as ISO text: ten thousand machines in milliseconds
+    (:meth:`hub.store.fleet.Fleet.urgencies` is the same, worked out by the database)."""
+    silent_before, past, near = bounds(now, offline_after_s, today, expiring_days)
     fault, low, ok = URGENCY.index("fault"), URGENCY.index("low"), len(URGENCY) - 1
 
     def rank(availability: str | None, last_heard: str | None, silence: str | None,
@@ -119,12 +127,12 @@ def order_key(version: str | None) -> tuple[int, ...] | None:
     return tuple(int(part) for part in version.split("."))
 
 
-def newest(summaries: Iterable[tuple]) -> tuple[str | None, str | None]:
-    """The newest software and board firmware versions among machines' summaries (as
-    :meth:`hub.store.fleet.Fleet.ranks` gives them)."""
+def newest(pairs: Iterable[tuple[str | None, str | None]]) -> tuple[str | None, str | None]:
+    """The newest software and board firmware versions among machines'
+    ``(version, firmware)``."""
     found: list[str | None] = [None, None]
-    for summary in summaries:
-        for i, version in enumerate(summary[7:9]):
+    for pair in pairs:
+        for i, version in enumerate(pair):
             key = order_key(version)
             if key is not None and (found[i] is None or key > order_key(found[i])):
                 found[i] = version

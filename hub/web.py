@@ -527,7 +527,7 @@ class Web:
         now = self.clock.now()
         tile = board.tile_of(self.config, self.store, m, mid, now, m.last_pack if m else None,
                              self.store.alerts.acknowledged(),
-                             board.newest(self.store.fleet.ranks().values()))
+                             self.store.fleet.newest())
         stock = m.stock if m else None
         events = self.store.fleet.events(mid, 30)
         for e in events:

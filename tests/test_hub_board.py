@@ -5,16 +5,18 @@ real SQLite file, for machines in every state the contract allows."""
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from controller.messages import ProductStock, SlotStock, StockMessage
 from hub import board
 from hub.config import parse_hub_config
-from hub.rank import URGENCY, ranker
-from hub.store import SqliteStore
+from hub.rank import URGENCY, bounds, ranker
+from hub.store import PgStore, SqliteStore
 from simulator import fleet
 
 NOW = datetime(2026, 12, 1, 21, 0, tzinfo=UTC)
@@ -86,6 +88,24 @@ def test_the_summary_ranks_each_machine_as_its_tile_does(tmp_path_factory, machi
     store = SqliteStore(tmp_path_factory.mktemp("board") / "hub.db")
     ids = [f"m{i}" for i in range(len(machines))]
     cfg = config([{"id": mid, "name": mid} for mid in ids])
+    keep(store, ids, machines)
+    summaries = store.fleet.ranks()
+    tiles = {t.id: t for t in board.tiles_of(cfg, store, NOW, ids)}
+    rank = ranker(NOW, OFFLINE_AFTER_S, NOW.astimezone(cfg.tz).date(), 30)
+    for mid in ids:
+        if mid not in summaries:
+            assert tiles[mid].state == "never" and tiles[mid].urgency == "offline"
+            continue
+        urgency, state = rank(*summaries[mid])
+        assert (URGENCY[urgency], state) == (tiles[mid].urgency, tiles[mid].state), mid
+    # and the board's order is the tiles' own: most urgent first, then by name
+    expected = sorted(tiles.values(), key=lambda t: (URGENCY.index(t.urgency), t.name, t.id))
+    assert board.order(cfg, store, NOW) == [t.id for t in expected]
+    store.close()
+
+
+def keep(store, ids: list[str], machines: list[dict]) -> None:
+    """What each of ``machines`` (:func:`build`) said, stored as the machine ``ids``."""
     with store.transaction():
         for mid, m in zip(ids, machines, strict=True):
             if m["heard"] is None:
@@ -100,18 +120,31 @@ def test_the_summary_ranks_each_machine_as_its_tile_does(tmp_path_factory, machi
                 store.fleet.record_stock(mid, stock_of(*m["stock"]), at)
             if m["silence"]:
                 store.fleet.record_event(mid, fleet.event(at, "silence", detail="no pack"), at)
-    summaries = store.fleet.ranks()
-    tiles = {t.id: t for t in board.tiles_of(cfg, store, NOW, ids)}
-    rank = ranker(NOW, OFFLINE_AFTER_S, NOW.astimezone(cfg.tz).date(), 30)
-    for mid in ids:
-        if mid not in summaries:
-            assert tiles[mid].state == "never" and tiles[mid].urgency == "offline"
-            continue
-        urgency, state = rank(*summaries[mid])
-        assert (URGENCY[urgency], state) == (tiles[mid].urgency, tiles[mid].state), mid
-    # and the board's order is the tiles' own: most urgent first, then by name
-    expected = sorted(tiles.values(), key=lambda t: (URGENCY.index(t.urgency), t.name, t.id))
-    assert board.order(cfg, store, NOW) == [t.id for t in expected]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_the_database_ranks_each_machine_as_the_summary_does(tmp_path, request, kind):
+    """The board's order comes from the urgencies the database works out
+    (Fleet.urgencies): for every trouble alone and every two together, the same as
+    hub.rank.ranker's from the machine's summary, on both databases."""
+    store = (SqliteStore(tmp_path / "hub.db") if kind == "sqlite"
+             else PgStore(request.getfixturevalue("postgres_server").database()))
+    cases = [[t] for t in TROUBLES] + [list(pair) for pair in itertools.combinations(TROUBLES, 2)]
+    ids = [f"m{i:03d}" for i in range(len(cases))]
+    keep(store, ids, [build(troubles) for troubles in cases])
+    cfg = config([{"id": mid, "name": mid} for mid in ids])
+    today = NOW.astimezone(cfg.tz).date()
+    # 45 days: December's packs (good until 1 January) are near their date on 1 December
+    rank = ranker(NOW, OFFLINE_AFTER_S, today, 45)
+    got = store.fleet.urgencies(*bounds(NOW, OFFLINE_AFTER_S, today, 45))
+    want = {mid: rank(*summary)[0] for mid, summary in store.fleet.ranks().items()}
+    assert len(want) > 250 and {URGENCY[u] for u in want.values()} == set(URGENCY)
+    alone = {troubles[0]: URGENCY[want[mid]] for mid, troubles in zip(ids, cases, strict=True)
+             if len(troubles) == 1 and mid in want}
+    assert (alone["expiring"], alone["expired"], alone["silence"], alone["expires later"]) == (
+        "low", "fault", "fault", "ok")
+    assert {mid: URGENCY[u] for mid, u in got.items()} == {
+        mid: URGENCY[u] for mid, u in want.items()}
     store.close()
 
 

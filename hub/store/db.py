@@ -30,6 +30,7 @@ class Db:
 
     kind = ""
     order = "rowid"  # what keeps commands in the order they were recorded
+    least = "min"  # the smallest of its arguments
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
@@ -183,6 +184,7 @@ class PgDb(Db):
 
     kind = "postgresql"
     order = "seq"
+    least = "LEAST"
 
     def __init__(self, url: str, password: str | None = None) -> None:
         super().__init__()

@@ -124,6 +124,32 @@ class Fleet:
         return {row[0]: row[1:] for row in self.db.x(
             f"SELECT {RANK_COLUMNS} FROM machines").fetchall()}
 
+    def urgencies(self, silent_before: str, past: str, near: str) -> dict[str, int]:
+        """Each machine's urgency (an index of :data:`hub.rank.URGENCY`) as
+        :func:`hub.rank.ranker` works it out from the summary, worked out by the database:
+        silent since ``silent_before`` or not online is offline; packs whose use-by day is
+        ``past`` or before are a fault, ``near`` or before low. By id."""
+        fault, low, ok = (rank.URGENCY.index(u) for u in ("fault", "low", "ok"))
+        return dict(self.db.x(
+            "SELECT id, CASE WHEN availability IS NULL OR availability <> 'online' OR"
+            " (last_heard IS NOT NULL AND last_heard <= ?) THEN 0 ELSE"
+            f" {self.db.least}(coalesce(state_rank, {ok}), coalesce(stock_rank, {ok}),"
+            f" CASE WHEN silence IS NOT NULL AND silence <> '' THEN {fault} ELSE {ok} END,"
+            f" CASE WHEN use_by IS NULL OR use_by = '' THEN {ok} WHEN use_by <= ? THEN {fault}"
+            f" WHEN use_by <= ? THEN {low} ELSE {ok} END) END FROM machines",
+            (silent_before, past, near)).fetchall())
+
+    def versions(self) -> dict[str, tuple[str | None, str | None, int | None]]:
+        """Each machine's ``(software version, board firmware, board_outdated)``, by id."""
+        return {row[0]: tuple(row[1:]) for row in self.db.x(
+            "SELECT id, version, firmware, board_outdated FROM machines").fetchall()}
+
+    def newest(self) -> tuple[str | None, str | None]:
+        """The newest software and board firmware versions the machines say
+        (:func:`hub.rank.newest`), from the few pairs of them there are."""
+        return rank.newest(self.db.x("SELECT DISTINCT version, firmware FROM machines"
+                                     ).fetchall())
+
     def fill_ranks(self) -> int:
         """Summaries for machines whose words were kept before there were any (a store just
         upgraded): how many were filled."""
