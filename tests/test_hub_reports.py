@@ -320,6 +320,9 @@ def test_a_store_from_the_hub_before_is_upgraded(new_store):
         assert again.db.x("SELECT version FROM nspvend_schema").fetchone()[0] == SCHEMA_VERSION
         assert again.db.x("SELECT count(*) FROM pg_indexes WHERE indexname = 'events_by_received'"
                         ).fetchone()[0] == 1
+        # room for the next version of a row updated batch after batch (schema 11)
+        assert again.db.x("SELECT reloptions FROM pg_class WHERE relname = 'daily_counts'"
+                          ).fetchone()[0] == ["fillfactor=70"]
     assert [(e[0], e[1]) for e in again.fleet.enrolled()] == [("m1", "m1")]  # still known
     [raised] = again.alerts.alert_log(NOW)
     assert (raised["type"], raised["subject"], raised["cleared"]) == ("jam", "slot 1", None)
