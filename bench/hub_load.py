@@ -401,7 +401,7 @@ def last_heard(client: HubClient, hubs: int, timeout: float = 900) -> float:
         else:
             calm = 0
         time.sleep(0.1)
-    return last
+    return last if calm >= 2 * hubs else float("nan")
 
 
 def settle(client: HubClient, hubs: int, quiet_s: float = 2.0, timeout: float = 600) -> float:

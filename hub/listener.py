@@ -245,7 +245,7 @@ class Listener:
                     batch.append(self.inbox.get_nowait())
                 except queue.Empty:
                     break
-            heard = self._store_until_stored(self.read_batch(batch))
+            heard = self._store_until_stored(batch)
             if heard is None:
                 return  # stopping: not acknowledged, so the broker sends them again
             for _, _, mid, qos in batch:
@@ -262,41 +262,42 @@ class Listener:
         """Messages heard and not yet stored (acknowledged)."""
         return self.received - self.acked
 
-    def _store_until_stored(self, read: list[tuple[str, str, Any]]) -> list[Heard] | None:
-        """Store what was read of a batch (:meth:`read_batch`), trying again while the
-        database is away (the batch is not acknowledged until then, so nothing is lost); None
-        if the hub stops first.
+    def _store_until_stored(self, batch: list[tuple[str, bytes, int, int]]) -> list[Heard] | None:
+        """Read and store ``batch``, trying again while the database is away (the batch is
+        not acknowledged until then, so nothing is lost; reading asks the database too, for
+        the machines enrolled); None if the hub stops first.
 
         A message the store refuses for itself (one the contract's checks let through but
         the database will not keep) must not hold up every message after it: the batch is
         then stored a message at a time, and the one refused is logged and left out."""
-        done = self._while_away(read)
+        done = self._while_away(batch)
         if not isinstance(done, Exception):
             return done
         heard: list[Heard] = []
-        for item in read:
+        for item in batch:
             one = self._while_away([item])
             if one is None:
                 return None
             if isinstance(one, Exception):
-                self._bad(item[0], item[1], "the store refused it (" + first_line(one)
-                          + "); left out")
+                where = split_topic(self.prefix, item[0]) or ("?", item[0][-40:])
+                self._bad(where[0], where[1], "the store refused it ("
+                          + first_line(one) + "); left out")
             else:
                 heard += one
         return heard
 
-    def _while_away(self, read: list[tuple[str, str, Any]]) -> list[Heard] | Exception | None:
-        """``read`` stored (what it changed), the store's refusal of it, or None if the hub
-        stops while the database is away."""
+    def _while_away(self, batch: list[tuple[str, bytes, int, int]]) -> list[Heard] | Exception | None:
+        """``batch`` read and stored (what it changed), the store's refusal of it, or None if
+        the hub stops while the database is away."""
         wait = 1.0
         while True:
             try:
-                return self.store_read(read)
+                return self.store_batch(batch)
             except Exception as e:
                 if not self.store.unavailable(e):
                     return e
                 log.warning("could not store %d messages (%s); trying again in %.0f s",
-                            len(read), first_line(e), wait)
+                            len(batch), first_line(e), wait)
             if self._stop.wait(wait):
                 return None
             wait = min(wait * 2, 30.0)

@@ -297,6 +297,14 @@ def test_a_store_from_the_hub_before_is_upgraded(new_store):
         named = dataclasses.replace(named, products={**named.products, "foil": dataclasses.replace(
             named.products["foil"], name="Foil")})
         store.fleet.record_stock("m1", named, NOW)
+        # and names the pages do not take: nothing, a control character, a lone surrogate
+        # (which neither database would keep as text)
+        odd = dataclasses.replace(named, products={
+            pid: dataclasses.replace(p, name=name) for (pid, p), name in zip(
+                named.products.items(), ("", "Foil (odd)\n", "Cit\x00ric", "\ud800"),
+                strict=True)})
+        store.fleet.heard("m2", NOW)
+        store.fleet.record_stock("m2", odd, NOW)
     assert store.fleet.product_names() == {"foil": "Foil"}
     for table in ("fleet_daily", "fleet_monthly", "fleet_daily_cover", "fleet_monthly_cover",
                   "products"):
@@ -323,7 +331,7 @@ def test_a_store_from_the_hub_before_is_upgraded(new_store):
         # room for the next version of a row updated batch after batch (schema 11)
         assert again.db.x("SELECT reloptions FROM pg_class WHERE relname = 'daily_counts'"
                           ).fetchone()[0] == ["fillfactor=70"]
-    assert [(e[0], e[1]) for e in again.fleet.enrolled()] == [("m1", "m1")]  # still known
+    assert [(e[0], e[1]) for e in again.fleet.enrolled()] == [("m1", "m1"), ("m2", "m2")]
     [raised] = again.alerts.alert_log(NOW)
     assert (raised["type"], raised["subject"], raised["cleared"]) == ("jam", "slot 1", None)
     with again.transaction():
@@ -401,7 +409,7 @@ def test_a_message_the_store_refuses_is_left_out_and_the_rest_of_its_batch_store
     listener = _listener(store)
     batch = [_usage_item("b1", 1, 3, 1), _usage_item("refused", 2, 100, 2),
              _usage_item("b3", 3, 4, 3)]
-    heard = listener._store_until_stored(listener.read_batch(batch))
+    heard = listener._store_until_stored(batch)
     assert [h.message.id for h in heard if h.leaf == "usage"] == ["b1", "b3"]
     assert store.usage.usage_totals("2026-11-24T00:00:00Z", "2026-11-25T00:00:00Z") == [
         ("m1", "foil", 0, 0, 2), ("m1", "syringe-1ml", 7, 0, 2)]
@@ -429,7 +437,7 @@ def test_a_batch_is_held_while_the_database_is_busy_and_stored_after(new_store):
         other.execute("LOCK TABLE machines IN ACCESS EXCLUSIVE MODE")
     result: list = []
     worker = threading.Thread(target=lambda: result.append(
-        listener._store_until_stored(listener.read_batch([_usage_item("b1", 1, 3, 1)]))))
+        listener._store_until_stored([_usage_item("b1", 1, 3, 1)])))
     worker.start()
     worker.join(0.5)
     assert worker.is_alive() and listener.stored == 0
@@ -437,6 +445,69 @@ def test_a_batch_is_held_while_the_database_is_busy_and_stored_after(new_store):
     worker.join(10)
     assert [h.message.id for h in result[0] if h.leaf == "usage"] == ["b1"]
     assert listener.skipped == 0
+    other.close()
+
+
+def test_the_database_away_while_a_batch_is_read_holds_the_batch_too(tmp_path):
+    """Reading a batch asks the database too (the machines enrolled, every 2 s): the
+    database away then is waited out like a store refused for being busy, and the hub's
+    writer goes on, not stopped for good."""
+    import sqlite3
+    import threading
+
+    store = SqliteStore(tmp_path / "hub.db")
+    enrolled, failed = store.fleet.enrolled, []
+
+    def away():
+        if not failed:
+            failed.append(1)
+            raise sqlite3.OperationalError("database is locked")
+        return enrolled()
+
+    stored = threading.Event()
+    listener = _listener(store)
+    store.fleet.enrolled = away
+    listener.on_heard = lambda heard: stored.set()
+    listener.directory._at = -1e9  # the list of machines is due to be read again
+    topic, payload, mid, _ = _usage_item("b1", 1, 3, 1)
+    listener.inbox.put((topic, payload, mid, 0))
+    listener._writer.start()
+    try:
+        assert stored.wait(15) and failed
+        assert listener.stored == 1 and listener.acked == 1 and listener.skipped == 0
+    finally:
+        listener._stop.set()
+        listener._writer.join(10)
+    store.close()
+
+
+def test_a_product_s_name_written_by_another_hub_process_is_read_again_within_a_minute(
+        tmp_path):
+    """Two hub processes on one store: a name the other wrote is noticed once this one's
+    reading of the names is a minute old, so the machine's latest name stands."""
+    from hub.store.fleet import NAMES_READ_S
+
+    def named(name):
+        stock = fleet.stock(NOW)
+        return dataclasses.replace(stock, products={**stock.products, "foil": dataclasses.replace(
+            stock.products["foil"], name=name)})
+
+    one, other = SqliteStore(tmp_path / "hub.db"), SqliteStore(tmp_path / "hub.db")
+    with one.transaction():
+        one.fleet.heard("m1", NOW)
+        one.fleet.record_stock("m1", named("Foil"), NOW)
+    with one.transaction():
+        one.fleet.record_stock("m1", named("Foil"), NOW)  # read back: this process knows it
+    with other.transaction():
+        other.fleet.record_stock("m1", named("Foil (5)"), NOW)
+    with one.transaction():  # the machine's name again: this process read it so just now
+        one.fleet.record_stock("m1", named("Foil"), NOW)
+    assert one.fleet.product_names() == {"foil": "Foil (5)"}
+    one.fleet._names_read -= NAMES_READ_S  # a minute on
+    with one.transaction():
+        one.fleet.record_stock("m1", named("Foil"), NOW)
+    assert one.fleet.product_names() == {"foil": "Foil"}
+    one.close()
     other.close()
 
 

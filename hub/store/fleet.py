@@ -4,6 +4,7 @@ silence), its events, and the machines staff enrolled or that ask to join."""
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -14,6 +15,16 @@ from hub.store.db import Db
 from hub.store.schema import MACHINE_COLUMNS, RANK_COLUMNS
 
 log = logging.getLogger("hub.store")
+
+NAMES_READ_S = 60.0  # the products' names a process read are read again after this
+NAME_AT_MOST = 200
+
+
+def _shown(name: str | None) -> bool:
+    """Whether a product's name from a machine's stock can name it on the pages: 1 to 200
+    printable characters (no control characters, no lone surrogates a database refuses)."""
+    return bool(name) and len(name) <= NAME_AT_MOST and name.isprintable()
+
 
 STATE_ROWS = (("id", "text"), ("state", "text"), ("at", "text"), ("state_rank", "int"),
               ("look", "text"), ("version", "text"), ("firmware", "text"),
@@ -49,6 +60,7 @@ class Fleet:
     def __init__(self, db: Db) -> None:
         self.db = db
         self._names: dict[str, str] = {}  # the products' names as last read (record_stocks)
+        self._names_read = -NAMES_READ_S
 
     def heard(self, machine: str, at: datetime) -> None:
         """Any message from ``machine`` (inside a transaction)."""
@@ -101,11 +113,14 @@ class Fleet:
                       f" v.stock_rank, use_by = v.use_by FROM {source} WHERE machines.id = v.id",
                       params)
         said = {pid: p.name for stock, _ in latest.values()
-                for pid, p in stock.products.items() if p.name}
+                for pid, p in stock.products.items() if _shown(p.name)}
+        if said and time.monotonic() - self._names_read > NAMES_READ_S:
+            self._names = {}  # another process may have written others since: read again
         if any(self._names.get(pid) != name for pid, name in said.items()):
             # read again first: the names change seldom, and another process may have
             # written them (only what was read is remembered, so a batch undone is no loss)
             self._names = dict(self.db.x("SELECT id, name FROM products").fetchall())
+            self._names_read = time.monotonic()
             changed = sorted((pid, name) for pid, name in said.items()
                              if self._names.get(pid) != name)
             for source, params in self.db.rows((("id", "text"), ("name", "text")), changed):
