@@ -376,6 +376,13 @@ def run(n: int, kind: str, hubs: int, pg: Postgres | None, quick: bool) -> dict:
 QUIET_S = 0.5
 
 
+def waiting_and_lag(metrics: str) -> tuple[float, float]:
+    """From a hub process's /metrics: the messages it heard and has not stored, and the
+    seconds since it last heard one."""
+    return (float(re.search(r"^nspvend_hub_batches_waiting (\S+)", metrics, re.M)[1]),
+            float(re.search(r"^nspvend_hub_lag_seconds (\S+)", metrics, re.M)[1]))
+
+
 def last_heard(client: HubClient, hubs: int, timeout: float = 900) -> float:
     """When the hub processes last heard a message (perf_counter), once each has nothing
     waiting and has heard nothing for QUIET_S, asked every 0.1 s until every process has
@@ -393,8 +400,7 @@ def last_heard(client: HubClient, hubs: int, timeout: float = 900) -> float:
             calm = 0
             time.sleep(0.1)
             continue
-        waiting = float(re.search(r"^nspvend_hub_batches_waiting (\S+)", text, re.M)[1])
-        lag = float(re.search(r"^nspvend_hub_lag_seconds (\S+)", text, re.M)[1])
+        waiting, lag = waiting_and_lag(text)
         if waiting == 0 and lag >= QUIET_S:
             last = now - lag if calm == 0 else max(last, now - lag)
             calm += 1
@@ -412,8 +418,7 @@ def settle(client: HubClient, hubs: int, quiet_s: float = 2.0, timeout: float = 
     calm = 0
     while time.perf_counter() - t0 < timeout and calm < 2 * hubs:
         text = client.get("/metrics")[2]
-        waiting = float(re.search(r"^nspvend_hub_batches_waiting (\S+)", text, re.M)[1])
-        lag = float(re.search(r"^nspvend_hub_lag_seconds (\S+)", text, re.M)[1])
+        waiting, lag = waiting_and_lag(text)
         calm = calm + 1 if waiting == 0 and lag >= quiet_s else 0
         time.sleep(0.25)
     return time.perf_counter() - t0

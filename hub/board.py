@@ -198,15 +198,13 @@ def order(config: HubConfig, store: HubStore, now: datetime, area: str | None = 
     return [mid for *_, mid in sorted(keyed)]
 
 
-def tiles_of(config: HubConfig, store: HubStore, now: datetime, ids: list[str],
-             latest: tuple[str | None, str | None] | None = None) -> list[Tile]:
+def tiles_of(config: HubConfig, store: HubStore, now: datetime, ids: list[str]) -> list[Tile]:
     """The tiles of the machines ``ids``, in that order: each one's words read and worked out
     (its products' days until empty are left to :func:`with_days`), and what of it is behind
     the newest versions the hub has heard of."""
     machines = {m.id: m for m in store.fleet.machines(set(ids))} if ids else {}
     acknowledged = store.alerts.acknowledged()
-    if latest is None:
-        latest = store.fleet.newest() if ids else (None, None)
+    latest = store.fleet.newest() if ids else (None, None)
     out = []
     for mid in ids:
         m = machines.get(mid)

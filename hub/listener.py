@@ -303,16 +303,10 @@ class Listener:
             wait = min(wait * 2, 30.0)
 
     def store_batch(self, batch: list[tuple[str, bytes, int, int]]) -> list[Heard]:
-        """Read and store a batch of ``(topic, payload, mid, qos)`` in one transaction."""
-        return self.store_read(self.read_batch(batch))
-
-    def read_batch(self, batch: list[tuple[str, bytes, int, int]]) -> list[tuple[str, str, Any]]:
-        """``(machine, leaf, message)`` for each of ``batch`` that keeps the contract and
-        comes from a machine enrolled (the rest logged and skipped)."""
-        return [r for r in (self._read(topic, payload) for topic, payload, _, _ in batch) if r]
-
-    def store_read(self, read: list[tuple[str, str, Any]]) -> list[Heard]:
-        """Store what :meth:`read_batch` read, in one transaction."""
+        """Read and store a batch of ``(topic, payload, mid, qos)`` in one transaction (what
+        does not keep the contract, or comes from a machine nobody enrolled, logged and
+        skipped)."""
+        read = [r for r in (self._read(topic, payload) for topic, payload, _, _ in batch) if r]
         if not read:
             return []
         now = self.clock.now()

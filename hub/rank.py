@@ -5,8 +5,9 @@ columns, and works out the full tile (:func:`hub.board.tile_of`) only for the pa
 The summary is made as each message is stored: from a state, how urgent the state alone is
 and what the machine is doing (:func:`of_state`); from a stock, how urgent the stock alone
 is and the first date its packs must be used by (:func:`of_stock`). What depends on the
-time (offline, a silence, a date drawing near) is added when the board is drawn
-(:func:`ranker`). A test holds it to the tiles' own urgency and state.
+time (offline, a silence, a date drawing near) is added when the board is drawn, by the
+database (:meth:`hub.store.fleet.Fleet.urgencies`). :func:`ranker` says the same rule in
+Python: the tests hold it to the tiles' own urgency and state, and the database to it.
 """
 
 from __future__ import annotations

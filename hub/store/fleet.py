@@ -9,7 +9,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from controller.clock import iso
-from controller.messages import ONLINE, BadMessage, EventMessage, StateMessage, StockMessage
+from controller.messages import (
+    MAX_NAME,
+    ONLINE,
+    BadMessage,
+    EventMessage,
+    StateMessage,
+    StockMessage,
+)
 from hub import rank
 from hub.store.db import Db
 from hub.store.schema import MACHINE_COLUMNS, RANK_COLUMNS
@@ -17,13 +24,13 @@ from hub.store.schema import MACHINE_COLUMNS, RANK_COLUMNS
 log = logging.getLogger("hub.store")
 
 NAMES_READ_S = 60.0  # the products' names a process read are read again after this
-NAME_AT_MOST = 200
 
 
 def _shown(name: str | None) -> bool:
-    """Whether a product's name from a machine's stock can name it on the pages: 1 to 200
-    printable characters (no control characters, no lone surrogates a database refuses)."""
-    return bool(name) and len(name) <= NAME_AT_MOST and name.isprintable()
+    """Whether a product's name from a machine's stock can name it on the pages: 1 to
+    MAX_NAME printable characters, as the contract's ids and products are (no control
+    characters, no lone surrogates a database refuses)."""
+    return bool(name) and len(name) <= MAX_NAME and name.isprintable()
 
 
 STATE_ROWS = (("id", "text"), ("state", "text"), ("at", "text"), ("state_rank", "int"),
