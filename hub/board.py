@@ -15,7 +15,7 @@ from controller.messages import SlotStock, StockMessage
 from controller.stock import use_until
 from hub import humane
 from hub.alerts import conditions_of, date_state
-from hub.config import HubConfig
+from hub.config import HubConfig, MachineInfo
 from hub.rank import SHOW, URGENCY, behind, bounds, shows
 from hub.store import HubStore, Machine
 
@@ -178,33 +178,69 @@ def order(config: HubConfig, store: HubStore, now: datetime, area: str | None = 
     place or area holds ``search`` (any case). From the store's short summary of each
     machine (:mod:`hub.rank`), its urgency worked out by the database: fast whatever the
     fleet."""
+    return _ordered(config, store, now, area, show, search)[0]
+
+
+def _ordered(config: HubConfig, store: HubStore, now: datetime, area: str | None, show: str,
+             search: str) -> tuple[list[str], tuple[str | None, str | None]]:
+    """:func:`order`'s ids, and the newest versions the machines say."""
     urgent = store.fleet.urgencies(*bounds(now, config.offline_after_s,
                                            now.astimezone(config.tz).date(),
                                            config.expiring_days))
-    versions, latest = ((store.fleet.versions(), store.fleet.newest()) if show == "outdated"
-                        else ({}, (None, None)))
+    urgency = urgent.by_id.get
+    versions = store.fleet.versions() if show == "outdated" else {}
     wanted = search.strip().casefold()
-    keyed = []
-    for mid, info in config.machines.items():
-        if area and info.area != area:
+    kept = []
+    for mid, info, words in _by_name(config).machines:
+        if area and info.area != area or wanted and not any(wanted in w for w in words):
             continue
-        if wanted and not any(wanted in (x or "").casefold()
-                              for x in (mid, info.name, info.place, info.area)):
+        if show and not shows(show, urgency(mid, 0),  # never heard: offline
+                              mid in versions and bool(behind(*versions[mid], urgent.newest))):
             continue
-        urgency = urgent.get(mid, 0)  # never heard: offline
-        outdated = mid in versions and bool(behind(*versions[mid], latest))
-        if shows(show, urgency, outdated):
-            keyed.append((urgency, info.name.casefold(), mid))
-    return [mid for *_, mid in sorted(keyed)]
+        kept.append(mid)
+    # sorted by name already: a stable sort by urgency keeps that order within each
+    return sorted(kept, key=lambda mid: urgency(mid, 0)), urgent.newest
 
 
-def tiles_of(config: HubConfig, store: HubStore, now: datetime, ids: list[str]) -> list[Tile]:
+@dataclass(frozen=True)
+class _Names:
+    """The hub's machines in the board's order within an urgency (by name in any case, then
+    id), each with the words a search looks in; and the areas they are in."""
+
+    known: dict
+    machines: list[tuple[str, MachineInfo, tuple[str, ...]]]
+    areas: list[str]
+
+
+_names = _Names({}, [], [])
+
+
+def _by_name(config: HubConfig) -> _Names:
+    """:class:`_Names` of ``config``'s machines, sorted again only when they change
+    (:class:`hub.enrol.Directory` swaps ``config.machines`` whole): ten thousand names are
+    not sorted for every page."""
+    global _names
+    names = _names
+    if names.known is not config.machines:
+        known = config.machines
+        machines = sorted(((mid, info, tuple((x or "").casefold() for x in
+                                             (mid, info.name, info.place, info.area)))
+                           for mid, info in known.items()),
+                          key=lambda row: (row[1].name.casefold(), row[0]))
+        names = _names = _Names(known, machines,
+                                sorted({info.area for info in known.values() if info.area}))
+    return names
+
+
+def tiles_of(config: HubConfig, store: HubStore, now: datetime, ids: list[str],
+             latest: tuple[str | None, str | None] | None = None) -> list[Tile]:
     """The tiles of the machines ``ids``, in that order: each one's words read and worked out
     (its products' days until empty are left to :func:`with_days`), and what of it is behind
-    the newest versions the hub has heard of."""
+    the newest versions the hub has heard of (``latest``, read if not given)."""
     machines = {m.id: m for m in store.fleet.machines(set(ids))} if ids else {}
     acknowledged = store.alerts.acknowledged()
-    latest = store.fleet.newest() if ids else (None, None)
+    if latest is None:
+        latest = store.fleet.newest() if ids else (None, None)
     out = []
     for mid in ids:
         m = machines.get(mid)
@@ -244,11 +280,11 @@ def page_of(config: HubConfig, store: HubStore, now: datetime, area: str | None,
             show: str = "", search: str = "") -> Page:
     """The board's ``page`` of the machines the filters keep (see :func:`order`): only its
     tiles are worked out, with days until empty."""
-    ids = order(config, store, now, area, show, search)
+    ids, latest = _ordered(config, store, now, area, show, search)
     pages = max(1, -(-len(ids) // PER_PAGE))
     page = min(max(1, page), pages)
     chosen = ids[(page - 1) * PER_PAGE:page * PER_PAGE]
-    shown = with_days(store, tiles_of(config, store, now, chosen), now)
+    shown = with_days(store, tiles_of(config, store, now, chosen, latest), now)
     return Page(shown, page, pages, len(ids), len(config.machines))
 
 
@@ -264,7 +300,7 @@ def with_days(store: HubStore, shown: list[Tile], now: datetime) -> list[Tile]:
 
 
 def areas(config: HubConfig) -> list[str]:
-    return sorted({info.area for info in config.machines.values() if info.area})
+    return _by_name(config).areas
 
 
 # -- the pick list -------------------------------------------------------------------------

@@ -143,8 +143,9 @@ def test_the_database_ranks_each_machine_as_the_summary_does(tmp_path, request, 
              if len(troubles) == 1 and mid in want}
     assert (alone["expiring"], alone["expired"], alone["silence"], alone["expires later"]) == (
         "low", "fault", "fault", "ok")
-    assert {mid: URGENCY[u] for mid, u in got.items()} == {
+    assert {mid: URGENCY[u] for mid, u in got.by_id.items()} == {
         mid: URGENCY[u] for mid, u in want.items()}
+    assert got.newest == store.fleet.newest()
     store.close()
 
 
@@ -250,6 +251,8 @@ def test_the_board_says_which_machines_need_updating_and_filters_them(tmp_path):
     assert [p.text for p in tiles["m3"].problems] == [
         "Not serving: the dispenser board's firmware is older than the machine's software. At "
         "the machine: nspvend board update"]  # the alert's words
+    page = board.page_of(cfg, store, NOW, None, 1)  # the newest read with the urgencies
+    assert {t.id: t.updates for t in page.tiles} == {mid: t.updates for mid, t in tiles.items()}
     found = board.page_of(cfg, store, NOW, None, 1, show="outdated")
     assert sorted(t.id for t in found.tiles) == ["m1", "m2", "m3"] and found.kept == 3
     store.close()

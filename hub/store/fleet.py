@@ -60,6 +60,14 @@ class Machine:
     last_pack: str | None = None
 
 
+@dataclass(frozen=True)
+class Urgencies:
+    """How urgent each machine is, by id (:meth:`Fleet.urgencies`), and the newest software
+    and board firmware versions the machines say."""
+
+    by_id: dict[str, int]
+    newest: tuple[str | None, str | None]
+
 
 class Fleet:
     """The machines (``store.fleet``)."""
@@ -146,20 +154,23 @@ class Fleet:
         return {row[0]: row[1:] for row in self.db.x(
             f"SELECT {RANK_COLUMNS} FROM machines").fetchall()}
 
-    def urgencies(self, silent_before: str, past: str, near: str) -> dict[str, int]:
+    def urgencies(self, silent_before: str, past: str, near: str) -> Urgencies:
         """Each machine's urgency (an index of :data:`hub.rank.URGENCY`) as
         :func:`hub.rank.ranker` works it out from the summary, worked out by the database:
         silent since ``silent_before`` or not online is offline; packs whose use-by day is
-        ``past`` or before are a fault, ``near`` or before low. By id."""
+        ``past`` or before are a fault, ``near`` or before low. With the newest versions
+        (:meth:`newest`), from the same reading of the table."""
         fault, low, ok = (rank.URGENCY.index(u) for u in ("fault", "low", "ok"))
-        return dict(self.db.x(
+        rows = self.db.x(
             "SELECT id, CASE WHEN availability IS NULL OR availability <> 'online' OR"
             " (last_heard IS NOT NULL AND last_heard <= ?) THEN 0 ELSE"
             f" {self.db.least}(coalesce(state_rank, {ok}), coalesce(stock_rank, {ok}),"
             f" CASE WHEN silence IS NOT NULL AND silence <> '' THEN {fault} ELSE {ok} END,"
             f" CASE WHEN use_by IS NULL OR use_by = '' THEN {ok} WHEN use_by <= ? THEN {fault}"
-            f" WHEN use_by <= ? THEN {low} ELSE {ok} END) END FROM machines",
-            (silent_before, past, near)).fetchall())
+            f" WHEN use_by <= ? THEN {low} ELSE {ok} END) END, version, firmware FROM machines",
+            (silent_before, past, near)).fetchall()
+        return Urgencies({row[0]: row[1] for row in rows},
+                         rank.newest({(row[2], row[3]) for row in rows}))
 
     def versions(self) -> dict[str, tuple[str | None, str | None, int | None]]:
         """Each machine's ``(software version, board firmware, board_outdated)``, by id."""
