@@ -355,8 +355,7 @@ def run(n: int, kind: str, hubs: int, pg: Postgres | None, quick: bool) -> dict:
         took = all_stored(client, hubs) - t0
         result["mix_100x"] = {"messages": mix.sent, "buckets": mix.buckets, "drained_s": took,
                               "rate": mix.sent / took}
-        # the pages on a hub at rest, as staff mostly find it: started again, the hubs are
-        # also given every machine's retained state and stock
+        # the pages on a hub at rest, as staff mostly find it
         result["settled_s"] = settle(client, hubs)
 
         timed = client.median_get
@@ -383,8 +382,9 @@ def waiting_and_lag(metrics: str) -> tuple[float, float]:
 
 def all_stored(client: HubClient, hubs: int, timeout: float = 900) -> float:
     """When (perf_counter) every hub process had stored all it heard: the first of a run of
-    answers from /metrics (asked every 0.05 s) that say nothing waits, the run ending once
-    every process has said so twice with nothing heard for 0.5 s."""
+    answers from /metrics (asked every 0.05 s, each answered by whichever process takes
+    it) that say nothing waits, the run ending with twice as many answers as there are
+    processes saying so with nothing heard for 0.5 s."""
     t0 = time.perf_counter()
     calm, since = 0, None
     while time.perf_counter() - t0 < timeout and calm < 2 * hubs:
