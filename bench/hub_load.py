@@ -380,11 +380,13 @@ def waiting_and_lag(metrics: str) -> tuple[float, float]:
             float(re.search(r"^nspvend_hub_lag_seconds (\S+)", metrics, re.M)[1]))
 
 
-def all_stored(client: HubClient, hubs: int, timeout: float = 900) -> float:
+def quiet_since(client: HubClient, hubs: int, quiet_s: float, every: float,
+                timeout: float) -> float | None:
     """When (perf_counter) every hub process had stored all it heard: the first of a run of
-    answers from /metrics (asked every 0.05 s, each answered by whichever process takes
-    it) that say nothing waits, the run ending with twice as many answers as there are
-    processes saying so with nothing heard for 0.5 s."""
+    answers from /metrics (asked every ``every`` s, each answered by whichever process takes
+    it) that say nothing waits, the run ending with twice as many answers running as there
+    are processes that also say nothing was heard for ``quiet_s``. None if not by
+    ``timeout``."""
     t0 = time.perf_counter()
     calm, since = 0, None
     while time.perf_counter() - t0 < timeout and calm < 2 * hubs:
@@ -392,24 +394,25 @@ def all_stored(client: HubClient, hubs: int, timeout: float = 900) -> float:
         waiting, lag = waiting_and_lag(client.get("/metrics")[2])
         if waiting == 0:
             since = asked if since is None else since
-            calm += lag >= 0.5
+            calm = calm + 1 if lag >= quiet_s else 0
         else:
             calm, since = 0, None
-        time.sleep(0.05)
-    return since if since is not None and calm >= 2 * hubs else float("nan")
+        time.sleep(every)
+    return since if calm >= 2 * hubs else None
+
+
+def all_stored(client: HubClient, hubs: int, timeout: float = 900) -> float:
+    """When every hub process had stored all it heard (:func:`quiet_since`, nothing heard
+    for 0.5 s, asked every 0.05 s), or nan."""
+    since = quiet_since(client, hubs, 0.5, 0.05, timeout)
+    return since if since is not None else float("nan")
 
 
 def settle(client: HubClient, hubs: int, quiet_s: float = 2.0, timeout: float = 600) -> float:
     """Wait until every hub process has stored what it heard and heard nothing for
-    ``quiet_s`` (its /metrics, asked until each process has answered so twice running);
-    the seconds it took."""
+    ``quiet_s`` (:func:`quiet_since`, asked every 0.25 s); the seconds it took."""
     t0 = time.perf_counter()
-    calm = 0
-    while time.perf_counter() - t0 < timeout and calm < 2 * hubs:
-        text = client.get("/metrics")[2]
-        waiting, lag = waiting_and_lag(text)
-        calm = calm + 1 if waiting == 0 and lag >= quiet_s else 0
-        time.sleep(0.25)
+    quiet_since(client, hubs, quiet_s, 0.25, timeout)
     return time.perf_counter() - t0
 
 
