@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 from controller.clock import Clock, SystemClock, iso, parse_iso
 from controller.messages import SlotStock
 from controller.stock import use_until
-from hub import humane
+from hub import humane, rank
 from hub.config import HubConfig
 from hub.listener import Heard
 from hub.store import HubStore, Machine
@@ -204,7 +204,8 @@ class Alerts:
                 self.check(told)
             return
         with self._turn:
-            raised = self.store.alerts.raised_alerts()  # read once: to choose, and to check
+            # read once: to choose, and to check
+            raised = self.store.alerts.raised_alerts(told | counted)
             told |= counted & {m for m, _, _ in raised}
             if told:
                 self._check(told, raised)
@@ -234,8 +235,22 @@ class Alerts:
     def _check(self, machines: set[str] | None, raised: dict | None = None) -> None:
         now = self.clock.now()
         if raised is None:
-            raised = self.store.alerts.raised_alerts()
-        for machine in self.store.fleet.machines(machines):
+            raised = self.store.alerts.raised_alerts(machines)
+        raised_of: dict[str, list[tuple[str, str, str]]] = {}  # by machine
+        for key in raised:
+            if machines is None or key[0] in machines:
+                raised_of.setdefault(key[0], []).append(key)
+        # only what may have something to say or to end: a machine whose summary is "ok"
+        # has no condition (conditions_of finds one only where the summary does), so its
+        # words are read and worked out only if it has an alert raised. Most of a healthy
+        # fleet's messages then cost the alerts one short query a batch, not a reading of
+        # every machine's state and stock
+        tz = self.config.tz or ZoneInfo("UTC")
+        wanted = self.store.fleet.not_ok(machines, *rank.bounds(
+            now, self.config.offline_after_s, now.astimezone(tz).date(),
+            self.config.expiring_days))
+        wanted |= set(raised_of)
+        for machine in self.store.fleet.machines(wanted):
             if machine.id not in self.config.machines:
                 continue  # removed (its history stays): nothing more is said of it
             current = {(m, t, s): d for m, t, s, d in
@@ -245,15 +260,15 @@ class Alerts:
                 self._gone.pop(key, None)
                 if key not in raised:
                     self._raise((*key, detail), told(machine, key[1], now))
-            for key in raised:
-                if key[0] == machine.id and key not in current:
+            for key in raised_of.get(machine.id, ()):
+                if key not in current:
                     # cleared only once gone for CLEAR_AFTER_S: a product flipping between
                     # low and ok is one alert, not one a flip
                     found, said = self._gone.setdefault(key, (now, told(machine, key[1], now)))
                     if (now - found).total_seconds() >= CLEAR_AFTER_S:
                         self._gone.pop(key, None)
                         self._clear(key, said)
-        self._tell_raised(now)
+        self._tell_raised(now, machines)
 
     def _raise(self, condition: Condition, at: datetime) -> None:
         machine, kind, subject, detail = condition
@@ -264,7 +279,7 @@ class Alerts:
 
     def _clear(self, key: tuple[str, str, str], at: datetime) -> None:
         with self.store.transaction():
-            row = self.store.alerts.raised_alerts().get(key)
+            row = self.store.alerts.raised_alerts({key[0]}).get(key)
             if row is None or not self.store.alerts.clear_alert(*key, max(at, parse_iso(row["raised"]))):
                 return
             lasted = (at - parse_iso(row["raised"])).total_seconds()
@@ -273,9 +288,12 @@ class Alerts:
                 self._queue(route, key[0], key[1], key[2], "cleared", at, text)
         log.info("alert cleared: %s %s %s", *key)
 
-    def _tell_raised(self, now: datetime) -> None:
-        """Tell each route of every raised alert it wants and has not heard, in its hours."""
-        for (machine, kind, subject), row in self.store.alerts.raised_alerts().items():
+    def _tell_raised(self, now: datetime, machines: set[str] | None = None) -> None:
+        """Tell each route of every raised alert (or those of ``machines``) it wants and has
+        not heard, in its hours."""
+        if not self.config.routes:
+            return
+        for (machine, kind, subject), row in self.store.alerts.raised_alerts(machines).items():
             was = row["told"]
             told = set(json.loads(was or "[]"))
             for i, route in enumerate(self.config.routes):

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from controller.messages import ProductStock, SlotStock, StockMessage
 from hub import board
+from hub.alerts import conditions_of
 from hub.config import parse_hub_config
 from hub.rank import URGENCY, bounds, ranker
 from hub.store import PgStore, SqliteStore
@@ -146,6 +147,33 @@ def test_the_database_ranks_each_machine_as_the_summary_does(tmp_path, request, 
     assert {mid: URGENCY[u] for mid, u in got.by_id.items()} == {
         mid: URGENCY[u] for mid, u in want.items()}
     assert got.newest == store.fleet.newest()
+    store.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_the_alerts_pass_over_only_machines_the_summary_finds_well(tmp_path, request, kind):
+    """The alerts read a machine's words only where its summary is less than "ok", or it
+    has an alert raised (Fleet.not_ok): for a machine with nothing wrong, every trouble
+    alone and every two together, each machine the alerts find something wrong with is one
+    the database finds less than ok, on both databases."""
+    store = (SqliteStore(tmp_path / "hub.db") if kind == "sqlite"
+             else PgStore(request.getfixturevalue("postgres_server").database()))
+    cases = [[], *([t] for t in TROUBLES), *(list(p) for p in itertools.combinations(TROUBLES, 2))]
+    ids = [f"m{i:03d}" for i in range(len(cases))]
+    keep(store, ids, [build(troubles) for troubles in cases])
+    cfg = config([{"id": mid, "name": mid} for mid in ids])
+    limits = bounds(NOW, OFFLINE_AFTER_S, NOW.astimezone(cfg.tz).date(), cfg.expiring_days)
+    found = store.fleet.not_ok(None, *limits)
+    wrong = {m.id for m in store.fleet.machines()
+             if conditions_of(m, NOW, OFFLINE_AFTER_S, cfg.tz, cfg.expiring_days)}
+    assert wrong and wrong <= found
+    well = set(ids) - found  # nothing wrong at all, packs dated next June, ...
+    assert {ids[0], ids[1 + TROUBLES.index("expires later")]} <= well
+    assert found == {mid for mid, u in store.fleet.urgencies(*limits).by_id.items()
+                     if URGENCY[u] != "ok"}
+    some = set(ids[::3])  # and of some of them, as a batch asks
+    assert store.fleet.not_ok(some, *limits) == found & some
+    assert store.fleet.not_ok(set(), *limits) == set()
     store.close()
 
 

@@ -235,6 +235,25 @@ def test_raising_a_raised_alert_again_changes_nothing(new_store):
         "raised": "2026-11-25T12:07:00Z", "detail": "jammed again", "told": "[]"}
 
 
+def test_the_alerts_raised_are_read_for_the_machines_asked_about(new_store):
+    """What the alerts read after each batch: the raised alerts of that batch's machines
+    alone (not every one raised in a fleet of thousands), cleared ones left out."""
+    store = new_store()
+    with store.transaction():
+        for m in ("m1", "m2", "m3"):
+            store.alerts.raise_alert(m, "door_open", "", "Door open", NOW)
+        store.alerts.raise_alert("m1", "jam", "slot 1", "Slot 1 jammed", NOW)
+        store.alerts.clear_alert("m3", "door_open", "", NOW + timedelta(minutes=1))
+    every = store.alerts.raised_alerts()
+    assert sorted(every) == [("m1", "door_open", ""), ("m1", "jam", "slot 1"),
+                             ("m2", "door_open", "")]
+    assert store.alerts.raised_alerts({"m1", "m3", "m9"}) == {
+        k: v for k, v in every.items() if k[0] == "m1"}
+    assert store.alerts.raised_alerts({"m2"}) == {("m2", "door_open", ""): every[
+        ("m2", "door_open", "")]}
+    assert store.alerts.raised_alerts(set()) == {}
+
+
 def test_two_writers_storing_the_same_buckets_at_once_keep_each_once(new_store):
     import threading
 

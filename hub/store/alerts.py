@@ -16,9 +16,19 @@ class Alerts:
     def __init__(self, db: Db) -> None:
         self.db = db
 
-    def raised_alerts(self) -> dict[tuple[str, str, str], dict]:
-        rows = self.db.x("SELECT machine, type, subject, raised, detail, told FROM alerts"
-                       " WHERE cleared IS NULL").fetchall()
+    def raised_alerts(self, machines: set[str] | None = None
+                      ) -> dict[tuple[str, str, str], dict]:
+        """Every alert raised and not cleared (or those of ``machines``), by ``(machine,
+        type, subject)``: when it was raised, its words, and the routes told of it."""
+        columns = "alerts.machine, type, subject, raised, detail, told"
+        if machines is None:
+            rows = self.db.x(f"SELECT {columns} FROM alerts WHERE cleared IS NULL").fetchall()
+        else:
+            rows = []
+            for source, params in self.db.rows((("id", "text"),), [(m,) for m in sorted(machines)]):
+                rows += self.db.x(f"SELECT {columns} FROM alerts JOIN {source} ON"
+                                  " alerts.machine = v.id WHERE cleared IS NULL",
+                                  params).fetchall()
         return {(m, t, s): {"raised": r, "detail": d, "told": told}
                 for m, t, s, r, d, told in rows}
 

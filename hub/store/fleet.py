@@ -160,17 +160,40 @@ class Fleet:
         silent since ``silent_before`` or not online is offline; packs whose use-by day is
         ``past`` or before are a fault, ``near`` or before low. With the newest versions
         (:meth:`newest`), from the same reading of the table."""
-        fault, low, ok = (rank.URGENCY.index(u) for u in ("fault", "low", "ok"))
-        rows = self.db.x(
-            "SELECT id, CASE WHEN availability IS NULL OR availability <> 'online' OR"
-            " (last_heard IS NOT NULL AND last_heard <= ?) THEN 0 ELSE"
-            f" {self.db.least}(coalesce(state_rank, {ok}), coalesce(stock_rank, {ok}),"
-            f" CASE WHEN silence IS NOT NULL AND silence <> '' THEN {fault} ELSE {ok} END,"
-            f" CASE WHEN use_by IS NULL OR use_by = '' THEN {ok} WHEN use_by <= ? THEN {fault}"
-            f" WHEN use_by <= ? THEN {low} ELSE {ok} END) END, version, firmware FROM machines",
-            (silent_before, past, near)).fetchall()
+        rows = self.db.x(f"SELECT id, {self._urgency()}, version, firmware FROM machines",
+                         (silent_before, past, near)).fetchall()
         return Urgencies({row[0]: row[1] for row in rows},
                          rank.newest({(row[2], row[3]) for row in rows}))
+
+    def not_ok(self, ids: set[str] | None, silent_before: str, past: str, near: str
+               ) -> set[str]:
+        """Which of ``ids`` (every machine heard, if None) are less than "ok" (as
+        :meth:`urgencies`), from their summaries alone: a machine that is not has nothing
+        wrong the alerts could say (:func:`hub.alerts.conditions_of` finds something only
+        where the summary does), so its words need not be read."""
+        ok = rank.URGENCY.index("ok")
+        bounds = [silent_before, past, near, ok]
+        where = f"{self._urgency()} <> ?"
+        if ids is None:
+            return {row[0] for row in self.db.x(f"SELECT id FROM machines WHERE {where}",
+                                                bounds).fetchall()}
+        found: set[str] = set()
+        for source, params in self.db.rows((("id", "text"),), [(m,) for m in sorted(ids)]):
+            found.update(row[0] for row in self.db.x(
+                f"SELECT machines.id FROM machines JOIN {source} ON machines.id = v.id"
+                f" WHERE {where}", [*params, *bounds]).fetchall())
+        return found
+
+    def _urgency(self) -> str:
+        """The SQL of a machine's urgency (see :meth:`urgencies`), its parameters the
+        silent-before time, the past day and the near day."""
+        fault, low, ok = (rank.URGENCY.index(u) for u in ("fault", "low", "ok"))
+        return ("CASE WHEN availability IS NULL OR availability <> 'online' OR"
+                " (last_heard IS NOT NULL AND last_heard <= ?) THEN 0 ELSE"
+                f" {self.db.least}(coalesce(state_rank, {ok}), coalesce(stock_rank, {ok}),"
+                f" CASE WHEN silence IS NOT NULL AND silence <> '' THEN {fault} ELSE {ok} END,"
+                f" CASE WHEN use_by IS NULL OR use_by = '' THEN {ok} WHEN use_by <= ? THEN"
+                f" {fault} WHEN use_by <= ? THEN {low} ELSE {ok} END) END")
 
     def versions(self) -> dict[str, tuple[str | None, str | None, int | None]]:
         """Each machine's ``(software version, board firmware, board_outdated)``, by id."""
