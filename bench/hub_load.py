@@ -11,8 +11,10 @@ one local mosquitto:
 
 - the store is first given a year of daily roll-ups for every machine (what a year of
   hourly buckets leaves behind), so the reports have a year to add up;
-- each machine says hello (online, state, stock), then sends at the rate a machine really
-  does (a state every 5 minutes, stock and a usage bucket every hour: 14 messages an hour),
+- each machine says hello (online, state, stock; one in five is running low of
+  everything, so the alerts have a fifth of the fleet raised to keep working out), then
+  sends at the rate a machine really does (a state every 5 minutes, each with its own
+  uptime, stock and a usage bucket every hour: 14 messages an hour),
   for 20 s, then at 100 times that rate for 20 s; a probe machine sends a bucket each second
   beside them, and the bench watches the store for each one: the lag from publish to stored;
 - then a backlog of 20,000 buckets, sent while the hub processes are stopped (the broker
@@ -226,27 +228,39 @@ class Probe:
             t.join(5)
 
 
+LOW_EVERY = 5  # one machine in this many is running low (of everything)
+
+
+def stock_of(machine: int, at: datetime) -> str:
+    """The stock the ``machine``-th machine says: running low, one in :data:`LOW_EVERY`."""
+    return stock(at, count=2 if machine % LOW_EVERY == 0 else 10).encode()
+
+
 class Mix:
-    """Messages in the mix a machine sends: per machine and hour, 12 states, a stock and a
-    usage bucket, the machines taken in turn."""
+    """Messages in the mix a machine sends: per machine and hour, 12 states (each its own,
+    as a machine's uptime and temperature change), a stock and a usage bucket, the machines
+    taken in turn."""
 
     def __init__(self, fleet: Fleet, ids: list[str], start: datetime) -> None:
         self.fleet, self.ids, self.start = fleet, ids, start
-        self.state, self.stock = state(start).encode(), stock(start).encode()
+        self.stocks = (stock_of(0, start), stock_of(1, start))  # low, and not
         self.kinds = ["state"] * 12 + ["stock", "usage"]
         self.rng = random.Random(7)
         self.sent = self.buckets = 0
 
     def send(self) -> None:
-        machine = self.ids[self.sent % len(self.ids)]
+        i = self.sent % len(self.ids)
+        machine = self.ids[i]
         kind = self.kinds[self.rng.randrange(len(self.kinds))]
         if kind == "usage":
             self.buckets += 1
             self.fleet.say(machine, bucket(self.start + timedelta(hours=self.buckets % 8760),
                                            {"syringe-1ml": 1}))
-        else:
-            self.fleet.publish(machine, kind, self.state if kind == "state" else self.stock,
+        elif kind == "state":
+            self.fleet.publish(machine, kind, state(self.start, uptime_s=self.sent).encode(),
                                retain=True)
+        else:
+            self.fleet.publish(machine, kind, self.stocks[min(i % LOW_EVERY, 1)], retain=True)
         self.sent += 1
 
 
@@ -295,6 +309,8 @@ def run(n: int, kind: str, hubs: int, pg: Postgres | None, quick: bool) -> dict:
     try:
         t0 = time.perf_counter()
         fleet.hello(now)
+        for i in range(0, n, LOW_EVERY):
+            fleet.publish(ids[i], "stock", stock_of(i, now), retain=True)
         hello = wait_until(lambda: store.machines() >= n, 600, 0.2)
         result["hello_s"] = hello if hello is not None else float("nan")
         client = HubClient(f"http://127.0.0.1:{web}")
