@@ -171,7 +171,9 @@ def told(machine: Machine, kind: str, now: datetime) -> datetime:
     return min(parse_iso(said), now) if said else now
 
 
+ENDED_BY_BUCKETS = ("offline", "silence")  # a bucket is a machine heard, and may hold a pack
 SWEEP_AT_MOST = 500  # machines a sweep works out again, besides those with an alert raised
+HEARD_MARGIN_S = 30.0  # a sweep looks again at raised machines heard since the last, less this
 
 
 class Alerts:
@@ -189,12 +191,13 @@ class Alerts:
         self._queued: dict[str, deque[datetime]] = {}  # per machine: messages queued
         self._held_back: set[str] = set()  # machines over MACHINE_PER_HOUR (said once)
         self._cursor = 0  # where the next sweep starts, among the machines by id
+        self._swept: datetime | None = None  # when the last sweep began
 
     def heard(self, batch: list[Heard]) -> None:
         """After a batch is stored: the machines it came from, at once. A usage bucket
         raises nothing (what is wrong comes in states, stocks, events and availability);
         it can only end what is raised (a silence, by a pack; offline, by being heard): so
-        of the machines that sent only buckets, those with an alert raised. A backlog of
+        of the machines that sent only buckets, those with such an alert raised. A backlog of
         buckets from a thousand machines then does not read and work out a thousand
         machines' words after every batch."""
         told = {h.machine for h in batch if h.leaf != "usage"}
@@ -206,7 +209,7 @@ class Alerts:
         with self._turn:
             # read once: to choose, and to check
             raised = self.store.alerts.raised_alerts(told | counted)
-            told |= counted & {m for m, _, _ in raised}
+            told |= counted & {m for m, kind, _ in raised if kind in ENDED_BY_BUCKETS}
             if told:
                 self._check(told, raised)
 
@@ -215,17 +218,30 @@ class Alerts:
         and the next :data:`SWEEP_AT_MOST` of the others in turn. What a message changes is
         worked out as it is stored (:meth:`heard`); a sweep finds what time alone changes (a
         machine gone quiet, a date drawing near): a fleet of 10,000 is gone over every 40 s,
-        not all of it, every machine's words read, every two seconds."""
+        not all of it, every machine's words read, every two seconds.
+
+        Of the machines with an alert raised, those heard since the last sweep (whatever
+        process stored it: a bucket stored by another can end a silence) and those whose
+        alert is waiting to be cleared. The others have said nothing new, and what is
+        raised does not end with time alone (an offline ends when the machine is heard, a
+        date only with a refill): their turn comes round too."""
         known = sorted(self.config.machines)
         if len(known) <= SWEEP_AT_MOST:
             self.check()
             return
+        now = self.clock.now()
+        since, self._swept = self._swept, now
         start = self._cursor % len(known)
         chosen = set(known[start:start + SWEEP_AT_MOST])
         chosen |= set(known[:max(0, start + SWEEP_AT_MOST - len(known))])
         self._cursor = (start + SWEEP_AT_MOST) % len(known)
-        chosen |= {machine for machine, _, _ in self.store.alerts.raised_alerts()}
-        self.check(chosen)
+        # heard since the last sweep less a margin (another process's clock, a batch
+        # committed while this one was reading)
+        chosen |= self.store.alerts.raised_machines(
+            None if since is None else iso(since - timedelta(seconds=HEARD_MARGIN_S)))
+        with self._turn:
+            chosen |= {key[0] for key in self._gone}
+            self._check(chosen)
 
     def check(self, machines: set[str] | None = None) -> None:
         """Work out every machine's conditions again (all of them, or those named)."""

@@ -229,9 +229,10 @@ def test_a_clearing_is_stamped_with_the_message_that_showed_it_not_a_later_one(t
 
 def test_a_sweep_goes_over_a_big_fleet_in_turn_and_keeps_up_with_raised_alerts(
         tmp_path, hook, monkeypatch):
-    """Past SWEEP_AT_MOST machines each pass works out a share of them in turn, and every
-    machine with an alert raised: all seven gone quiet are found offline within three passes
-    of three, and a raised alert still clears though its machine's turn is not due."""
+    """Past SWEEP_AT_MOST machines each pass works out a share of them in turn: all seven
+    gone quiet are found offline within three passes of three. A machine with an alert
+    raised is worked out again when heard since the last pass (whichever process stored
+    it), or while its alert waits to clear, though its turn is not due; not at every pass."""
     import hub.alerts
 
     monkeypatch.setattr(hub.alerts, "SWEEP_AT_MOST", 3)
@@ -255,18 +256,25 @@ def test_a_sweep_goes_over_a_big_fleet_in_turn_and_keeps_up_with_raised_alerts(
         alerts.sweep()
         found.append(len(offline()))
     assert found == [3, 6, 7]  # three a pass, in turn, none twice
-    jammed(store, clock, machine="m2")  # m2 speaks again: online
-    alerts.sweep()  # m4-m6's turn, not m2's; but its alert is raised: worked out, found gone
+    read: list[set[str]] = []
+    words = store.fleet.machines
+    monkeypatch.setattr(store.fleet, "machines",
+                        lambda ids=None: read.append(set(ids or ())) or words(ids))
+    clock.advance(60)
+    alerts.sweep()  # m3-m5's turn: nobody heard since the last pass, so no other is read
+    jammed(store, clock, machine="m5")  # m5 speaks again (stored by any process): online
+    clock.advance(31)
+    alerts.sweep()  # m6, m7, m1's turn; m5 heard since the last pass: found gone
     clock.advance(CLEAR_AFTER_S + 1)
-    jammed(store, clock, machine="m2")
-    alerts.sweep()  # m7, m1, m2... and m2 as raised: gone long enough, cleared
-    assert "m2" not in offline() and len(offline()) == 6
+    alerts.sweep()  # m2-m4's turn; m5 not heard since, but its alert waits to clear: cleared
+    assert read == [{"m3", "m4", "m5"}, {"m6", "m7", "m1", "m5"}, {"m2", "m3", "m4", "m5"}]
+    assert "m5" not in offline() and len(offline()) == 6
     store.close()
 
 
-def test_buckets_alone_end_what_is_raised_and_raise_nothing(tmp_path, hook):
+def test_buckets_alone_end_what_is_raised_and_raise_nothing(tmp_path, hook, monkeypatch):
     """After a batch of usage buckets the alerts look again only at those of its machines
-    with an alert raised (a bucket can end an offline or a silence, never raise anything):
+    with an offline or a silence raised (what a bucket can end; it never raises anything):
     a backlog from a thousand machines does not have a thousand machines' words worked out
     after every batch. What their states say is raised when the states come, or by a sweep."""
     from hub.listener import Heard
@@ -299,4 +307,10 @@ def test_buckets_alone_end_what_is_raised_and_raise_nothing(tmp_path, hook):
     assert ("m1", "offline", "") not in store.alerts.raised_alerts()  # ended by its buckets
     alerts.heard([Heard("m2", "state", None, True)])  # its state's own batch raises it
     assert ("m2", "jam", "slot 1") in store.alerts.raised_alerts()
+    read: list[set[str]] = []
+    words = store.fleet.machines
+    monkeypatch.setattr(store.fleet, "machines",
+                        lambda ids=None: read.append(set(ids or ())) or words(ids))
+    alerts.heard(buckets("m1", "m2"))  # a jam raised: no bucket ends it, so nothing is read
+    assert read == [] and ("m2", "jam", "slot 1") in store.alerts.raised_alerts()
     store.close()

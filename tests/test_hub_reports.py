@@ -237,7 +237,8 @@ def test_raising_a_raised_alert_again_changes_nothing(new_store):
 
 def test_the_alerts_raised_are_read_for_the_machines_asked_about(new_store):
     """What the alerts read after each batch: the raised alerts of that batch's machines
-    alone (not every one raised in a fleet of thousands), cleared ones left out."""
+    alone (not every one raised in a fleet of thousands), cleared ones left out; and at
+    each sweep, which machines with one raised were heard since the last."""
     store = new_store()
     with store.transaction():
         for m in ("m1", "m2", "m3"):
@@ -252,6 +253,14 @@ def test_the_alerts_raised_are_read_for_the_machines_asked_about(new_store):
     assert store.alerts.raised_alerts({"m2"}) == {("m2", "door_open", ""): every[
         ("m2", "door_open", "")]}
     assert store.alerts.raised_alerts(set()) == {}
+    # and which machines with an alert raised were heard lately (a sweep's share)
+    with store.transaction():
+        store.fleet.heard("m1", NOW - timedelta(minutes=10))
+        store.fleet.heard("m2", NOW)
+        store.fleet.heard("m3", NOW)
+    assert store.alerts.raised_machines() == {"m1", "m2"}
+    assert store.alerts.raised_machines("2026-11-25T11:55:00Z") == {"m2"}
+    assert store.alerts.raised_machines("2026-11-25T11:50:00Z") == {"m1", "m2"}
 
 
 def test_two_writers_storing_the_same_buckets_at_once_keep_each_once(new_store):

@@ -32,6 +32,17 @@ class Alerts:
         return {(m, t, s): {"raised": r, "detail": d, "told": told}
                 for m, t, s, r, d, told in rows}
 
+    def raised_machines(self, heard_since: str | None = None) -> set[str]:
+        """The machines with an alert raised (those last heard at ``heard_since`` or after,
+        if given)."""
+        if heard_since is None:
+            rows = self.db.x("SELECT DISTINCT machine FROM alerts WHERE cleared IS NULL")
+        else:
+            rows = self.db.x("SELECT DISTINCT alerts.machine FROM alerts JOIN machines ON"
+                             " machines.id = alerts.machine WHERE alerts.cleared IS NULL AND"
+                             " machines.last_heard >= ?", (heard_since,))
+        return {row[0] for row in rows.fetchall()}
+
     def set_told(self, machine: str, kind: str, subject: str, routes: list[int],
                  was: str | None) -> bool:
         """Which routes have heard this alert raised (so they, and only they, hear it end):
