@@ -17,16 +17,15 @@ one local mosquitto:
   uptime, stock and a usage bucket every hour: 14 messages an hour),
   for 20 s, then at 100 times that rate for 20 s; a probe machine sends a bucket each second
   beside them, and the bench watches the store for each one: the lag from publish to stored;
-- then a backlog of 20,000 buckets, sent while the hub processes are stopped (the broker
-  keeps their sessions), as after an outage: how fast the hubs drain it once started again
-  (from the first batch stored to the last bucket, those of the first batch left out) is
-  the most they can store;
+- then a backlog of 20,000 buckets, as after an outage, sent while the hub processes are
+  paused (SIGSTOP: the broker keeps it in their sessions), timed from their going on until
+  every one has stored all it heard (its /metrics): the most they can store, not how fast
+  the bench's own publishers send on the same two CPUs, nor how fast a process starts;
 - then the same for the mix at 100 times the real rate, as much as the live phase sends or
-  as many messages as the backlog if that is more ("100x drained", sent while the hub
-  processes are paused, timed from their going on until every one has stored all it
-  heard): how fast the hubs store that mix without the bench's own publishers
-  sharing the two CPUs with them (they cannot send 10,000 machines' mix as it falls due
-  here). Above the rate offered, the hubs keep up with it;
+  as many messages as the backlog if that is more ("100x drained"): how fast the hubs
+  store that mix without the bench's own publishers sharing the two CPUs with them (they
+  cannot send 10,000 machines' mix as it falls due here). Above the rate offered, the hubs
+  keep up with it;
 - the fleet board (``/``) and a report by financial year over HTTP, logged in, once the hub
   processes are at rest (all they heard stored, nothing new for 2 s); their memory (RSS).
 
@@ -337,42 +336,30 @@ def run(n: int, kind: str, hubs: int, pg: Postgres | None, quick: bool) -> dict:
                                     "drained_s": drained, "stored_rate": sent / drained,
                                     "lag_p50": percentile(lags, .5),
                                     "lag_p99": percentile(lags, .99), "probes": len(lags)}
-        # the backlog: the hub processes stopped (their sessions kept by the broker), every
-        # machine's outbox sent meanwhile, then the hubs started again: the rate from the
-        # first bucket stored to the last is how fast the hub drains, not how fast the
-        # bench's own publishers (on the same two CPUs) can send
+        # the backlog, as after an outage: every machine's outbox sent while the hub
+        # processes are paused (the broker keeps it in their sessions), timed from their
+        # going on until every one has stored all it heard: how fast the hubs drain, not how
+        # fast the bench's own publishers (on the same two CPUs) send, nor how fast a
+        # process starts
         backlog = BACKLOG  # --quick too: a few batches of 2,000 would time nothing
-        for p in procs:
-            p.terminate()
-        before = store.count()
         start = datetime(2019, 1, 1, tzinfo=UTC)
-        for i in range(backlog):
-            fleet.say(ids[i % n], bucket(start + timedelta(hours=i // n), {"foil": 1}))
-        fleet.wait_acked(600)
-        procs = [HubProcess(config, args=("--instance", str(i + 1)) if hubs > 1 else ())
-                 for i in range(hubs)]
-        wait_until(lambda: store.count() > before, 120, 0.01)
-        t0 = time.perf_counter()
-        first = store.count() - before
-        took = wait_until(lambda: store.count() >= before + backlog, 900, 0.05)
-        took = (time.perf_counter() - t0) if took is not None else float("nan")
-        result["backlog"] = {"messages": backlog, "rate": (backlog - first) / took}
-        # the same for the mix at 100 times the real rate (see the module's words): the hub
-        # processes paused, not stopped, so that they are not also given every machine's
-        # retained availability, state and stock again (as a process started is)
-        settle(client, hubs)
-        for p in procs:
-            p.proc.send_signal(signal.SIGSTOP)
-        before = store.count()
+
+        def outbox() -> int:
+            for i in range(backlog):
+                fleet.say(ids[i % n], bucket(start + timedelta(hours=i // n), {"foil": 1}))
+            return backlog
+
+        took = paused(procs, client, hubs, fleet, store, outbox)
+        result["backlog"] = {"messages": backlog, "drained_s": took, "rate": backlog / took}
+        # the same for the mix at 100 times the real rate (see the module's words)
         mix = Mix(fleet, ids, now - timedelta(days=800))
-        for _ in range(max(backlog, int(n * PER_HOUR / 3600 * 100 * phase))):
-            mix.send()
-        fleet.wait_acked(600)
-        t0 = time.perf_counter()
-        for p in procs:
-            p.proc.send_signal(signal.SIGCONT)
-        wait_until(lambda: store.count() >= before + mix.buckets, 900, 0.05)
-        took = all_stored(client, hubs) - t0
+
+        def mixed() -> int:
+            for _ in range(max(backlog, int(n * PER_HOUR / 3600 * 100 * phase))):
+                mix.send()
+            return mix.buckets
+
+        took = paused(procs, client, hubs, fleet, store, mixed)
         result["mix_100x"] = {"messages": mix.sent, "buckets": mix.buckets, "drained_s": took,
                               "rate": mix.sent / took}
         # the pages on a hub at rest, as staff mostly find it
@@ -419,6 +406,25 @@ def quiet_since(client: HubClient, hubs: int, quiet_s: float, every: float,
             calm, since = 0, None
         time.sleep(every)
     return since if calm >= 2 * hubs else None
+
+
+def paused(procs: list[HubProcess], client: HubClient, hubs: int, fleet: Fleet,
+           store: Store, send: Callable[[], int]) -> float:
+    """Seconds the hub processes take to store what ``send`` sends (it returns how many
+    buckets) while they are paused (SIGSTOP: the broker keeps it for them, and they are not
+    given every machine's retained words again, as a process started is), from their going
+    on until every one has stored all it heard."""
+    settle(client, hubs)  # from rest
+    for p in procs:
+        p.proc.send_signal(signal.SIGSTOP)
+    before = store.count()
+    buckets = send()
+    fleet.wait_acked(600)
+    t0 = time.perf_counter()
+    for p in procs:
+        p.proc.send_signal(signal.SIGCONT)
+    wait_until(lambda: store.count() >= before + buckets, 900, 0.05)
+    return all_stored(client, hubs) - t0
 
 
 def all_stored(client: HubClient, hubs: int, timeout: float = 900) -> float:
