@@ -866,7 +866,7 @@ def hub_metrics(web: Web) -> Any:
             yield GaugeMetricFamily("nspvend_hub_broker_connected", "1 when connected",
                                     value=int(bool(listener and listener.connected.is_set())))
             try:  # the store away: the listener's figures still come
-                raised = len(web.store.alerts.raised_alerts())
+                raised = web.store.alerts.raised_count()
                 given_up = web.store.alerts.deliveries_given_up()
             except Exception:  # whatever the database says, /metrics answers
                 raised = given_up = None

@@ -248,6 +248,7 @@ def test_the_alerts_raised_are_read_for_the_machines_asked_about(new_store):
     every = store.alerts.raised_alerts()
     assert sorted(every) == [("m1", "door_open", ""), ("m1", "jam", "slot 1"),
                              ("m2", "door_open", "")]
+    assert store.alerts.raised_count() == 3  # /metrics' nspvend_hub_alerts_raised
     assert store.alerts.raised_alerts({"m1", "m3", "m9"}) == {
         k: v for k, v in every.items() if k[0] == "m1"}
     assert store.alerts.raised_alerts({"m2"}) == {("m2", "door_open", ""): every[

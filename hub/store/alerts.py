@@ -32,6 +32,10 @@ class Alerts:
         return {(m, t, s): {"raised": r, "detail": d, "told": told}
                 for m, t, s, r, d, told in rows}
 
+    def raised_count(self) -> int:
+        """How many alerts are raised now."""
+        return self.db.x("SELECT count(*) FROM alerts WHERE cleared IS NULL").fetchone()[0]
+
     def raised_machines(self, heard_since: str | None = None) -> set[str]:
         """The machines with an alert raised (those last heard at ``heard_since`` or after,
         if given)."""
