@@ -266,6 +266,8 @@ class Alerts:
             now, self.config.offline_after_s, now.astimezone(tz).date(),
             self.config.expiring_days))
         wanted |= set(raised_of)
+        raising: list[tuple[Condition, datetime]] = []
+        clearing: list[tuple[tuple[str, str, str], datetime]] = []
         for machine in self.store.fleet.machines(wanted):
             if machine.id not in self.config.machines:
                 continue  # removed (its history stays): nothing more is said of it
@@ -275,7 +277,7 @@ class Alerts:
             for key, detail in current.items():
                 self._gone.pop(key, None)
                 if key not in raised:
-                    self._raise((*key, detail), told(machine, key[1], now))
+                    raising.append(((*key, detail), told(machine, key[1], now)))
             for key in raised_of.get(machine.id, ()):
                 if key not in current:
                     # cleared only once gone for CLEAR_AFTER_S: a product flipping between
@@ -283,26 +285,40 @@ class Alerts:
                     found, said = self._gone.setdefault(key, (now, told(machine, key[1], now)))
                     if (now - found).total_seconds() >= CLEAR_AFTER_S:
                         self._gone.pop(key, None)
-                        self._clear(key, said)
+                        clearing.append((key, said))
+        if raising or clearing:
+            # in one transaction, however many: the whole fleet found offline after an
+            # outage, or a fifth of it low at a first start, is one commit, not 10,000 (each
+            # waiting for the disk, the listener's thread meanwhile storing nothing)
+            done: list[tuple[int, str]] = []  # logged once committed
+            with self.store.transaction():
+                done += [(logging.WARNING, line) for condition, at in raising
+                         if (line := self._raise(condition, at))]
+                done += [(logging.INFO, line) for key, at in clearing
+                         if (line := self._clear(key, at))]
+            for level, line in done:
+                log.log(level, "%s", line)
         self._tell_raised(now, machines)
 
-    def _raise(self, condition: Condition, at: datetime) -> None:
+    def _raise(self, condition: Condition, at: datetime) -> str | None:
+        """Raise ``condition`` (inside a transaction): what to log once committed, or None
+        if it was raised already."""
         machine, kind, subject, detail = condition
-        with self.store.transaction():
-            if not self.store.alerts.raise_alert(machine, kind, subject, detail, at):
-                return
-        log.warning("alert raised: %s %s %s: %s", machine, kind, subject, detail)
+        if not self.store.alerts.raise_alert(machine, kind, subject, detail, at):
+            return None
+        return f"alert raised: {machine} {kind} {subject}: {detail}"
 
-    def _clear(self, key: tuple[str, str, str], at: datetime) -> None:
-        with self.store.transaction():
-            row = self.store.alerts.raised_alerts({key[0]}).get(key)
-            if row is None or not self.store.alerts.clear_alert(*key, max(at, parse_iso(row["raised"]))):
-                return
-            lasted = (at - parse_iso(row["raised"])).total_seconds()
-            text = ended(self.store.fleet.machine(key[0]), key[1], key[2], lasted)
-            for route in json.loads(row["told"] or "[]"):
-                self._queue(route, key[0], key[1], key[2], "cleared", at, text)
-        log.info("alert cleared: %s %s %s", *key)
+    def _clear(self, key: tuple[str, str, str], at: datetime) -> str | None:
+        """Clear the alert ``key`` and queue its routes' messages (inside a transaction):
+        what to log once committed, or None if it was not raised."""
+        row = self.store.alerts.raised_alerts({key[0]}).get(key)
+        if row is None or not self.store.alerts.clear_alert(*key, max(at, parse_iso(row["raised"]))):
+            return None
+        lasted = (at - parse_iso(row["raised"])).total_seconds()
+        text = ended(self.store.fleet.machine(key[0]), key[1], key[2], lasted)
+        for route in json.loads(row["told"] or "[]"):
+            self._queue(route, key[0], key[1], key[2], "cleared", at, text)
+        return "alert cleared: {} {} {}".format(*key)
 
     def _tell_raised(self, now: datetime, machines: set[str] | None = None) -> None:
         """Tell each route of every raised alert (or those of ``machines``) it wants and has
