@@ -261,10 +261,7 @@ class Alerts:
         # words are read and worked out only if it has an alert raised. Most of a healthy
         # fleet's messages then cost the alerts one short query a batch, not a reading of
         # every machine's state and stock
-        tz = self.config.tz or ZoneInfo("UTC")
-        wanted = self.store.fleet.not_ok(machines, *rank.bounds(
-            now, self.config.offline_after_s, now.astimezone(tz).date(),
-            self.config.expiring_days))
+        wanted = self.store.fleet.not_ok(machines, *rank.bounds_of(self.config, now))
         wanted |= set(raised_of)
         raising: list[tuple[Condition, datetime]] = []
         clearing: list[tuple[tuple[str, str, str], datetime]] = []

@@ -16,7 +16,7 @@ from controller.stock import use_until
 from hub import humane
 from hub.alerts import conditions_of, date_state
 from hub.config import HubConfig, MachineInfo
-from hub.rank import SHOW, URGENCY, behind, bounds, shows
+from hub.rank import SHOW, URGENCY, behind, bounds_of, shows
 from hub.store import HubStore, Machine
 
 __all__ = ["SHOW", "URGENCY"]
@@ -184,9 +184,7 @@ def order(config: HubConfig, store: HubStore, now: datetime, area: str | None = 
 def _ordered(config: HubConfig, store: HubStore, now: datetime, area: str | None, show: str,
              search: str) -> tuple[list[str], tuple[str | None, str | None]]:
     """:func:`order`'s ids, and the newest versions the machines say."""
-    urgent = store.fleet.urgencies(*bounds(now, config.offline_after_s,
-                                           now.astimezone(config.tz).date(),
-                                           config.expiring_days))
+    urgent = store.fleet.urgencies(*bounds_of(config, now))
     urgency = urgent.by_id.get
     versions = store.fleet.versions() if show == "outdated" else {}
     wanted = search.strip().casefold()

@@ -71,6 +71,14 @@ def bounds(now: datetime, offline_after_s: int, today: date, expiring_days: int
             (today + timedelta(days=expiring_days)).isoformat())
 
 
+def bounds_of(config: Any, now: datetime) -> tuple[str, str, str]:
+    """:func:`bounds` at ``now`` for a :class:`~hub.config.HubConfig`: its offline time, the
+    day in its time zone and its notice of dates. The board and the alerts both ask this,
+    so that a machine the board finds "ok" is one the alerts have nothing to say of."""
+    return bounds(now, config.offline_after_s, now.astimezone(config.tz).date(),
+                  config.expiring_days)
+
+
 def ranker(now: datetime, offline_after_s: int, today: date, expiring_days: int
            ) -> Callable[..., tuple[int, str]]:
     """A function of a machine's summary (as :meth:`hub.store.fleet.Fleet.ranks` gives it:

@@ -25,7 +25,7 @@ class Alerts:
             rows = self.db.x(f"SELECT {columns} FROM alerts WHERE cleared IS NULL").fetchall()
         else:
             rows = []
-            for source, params in self.db.rows((("id", "text"),), [(m,) for m in sorted(machines)]):
+            for source, params in self.db.ids(machines):
                 rows += self.db.x(f"SELECT {columns} FROM alerts JOIN {source} ON"
                                   " alerts.machine = v.id WHERE cleared IS NULL",
                                   params).fetchall()

@@ -13,7 +13,7 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,11 @@ class Db:
         in as few statements as the database takes (PostgreSQL one, SQLite a chunk at a
         time). Nothing when there are no rows."""
         raise NotImplementedError
+
+    def ids(self, ids: Iterable[str]) -> Iterator[tuple[str, list]]:
+        """``ids``, each once and in order, as :meth:`rows` of one ``id`` column (a set of
+        machines for a statement to join)."""
+        return self.rows((("id", "text"),), [(i,) for i in sorted(set(ids))])
 
     @contextmanager
     def pipeline(self) -> Iterator[None]:

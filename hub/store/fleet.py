@@ -85,7 +85,7 @@ class Fleet:
         """Messages from each of ``machines`` (each once, in one order for every process, so
         that two processes' batches never wait for each other in a circle; inside a
         transaction): a statement for up to 500."""
-        for source, params in self.db.rows((("id", "text"),), [(m,) for m in sorted(set(machines))]):
+        for source, params in self.db.ids(machines):
             self.db.x(f"INSERT INTO machines (id, first_heard, last_heard) SELECT v.id, ?, ? FROM"
                       f" {source} WHERE true ON CONFLICT(id) DO UPDATE SET"
                       " last_heard = excluded.last_heard", [iso(at), iso(at), *params])
@@ -178,7 +178,7 @@ class Fleet:
             return {row[0] for row in self.db.x(f"SELECT id FROM machines WHERE {where}",
                                                 bounds).fetchall()}
         found: set[str] = set()
-        for source, params in self.db.rows((("id", "text"),), [(m,) for m in sorted(ids)]):
+        for source, params in self.db.ids(ids):
             found.update(row[0] for row in self.db.x(
                 f"SELECT machines.id FROM machines JOIN {source} ON machines.id = v.id"
                 f" WHERE {where}", [*params, *bounds]).fetchall())
