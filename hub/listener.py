@@ -115,6 +115,9 @@ class Listener:
         self.directory = Directory(config, store)
         self.directory.refresh(force=True)
         self._stop = threading.Event()
+        # the messages read ahead while the writer stores the batch before them (see _read_ahead)
+        self._ahead: list[tuple[str, bytes, int, int, Any]] = []
+        self._ahead_changed = threading.Condition()
         self._writer = threading.Thread(target=self._write_loop, name="hub-store", daemon=True)
         self.client_id = client_id or config.client_id
         self.client = self._client(self.client_id)
@@ -238,48 +241,97 @@ class Listener:
 
     # -- the writer ---------------------------------------------------------------------------
     def _write_loop(self) -> None:
-        while not self._stop.is_set():
+        reader = threading.Thread(target=self._read_ahead, name="hub-read", daemon=True)
+        reader.start()
+        try:
+            while not self._stop.is_set():
+                with self._ahead_changed:
+                    if not self._ahead:
+                        self._ahead_changed.wait(0.2)
+                    taken, self._ahead = self._ahead, []
+                    self._ahead_changed.notify_all()
+                if taken:
+                    self._write(taken)
+        finally:
+            self._stop.set()
+            reader.join(10)
+
+    def _write(self, taken: list[tuple[str, bytes, int, int, Any]]) -> None:
+        batch = [item[:4] for item in taken]
+        heard = self._store_until_stored(batch, [item[4] for item in taken])
+        if heard is None:
+            return  # stopping: not acknowledged, so the broker sends them again
+        for _, _, mid, qos in batch:
+            if qos:
+                self.client.ack(mid, qos)
+        self.acked += len(batch)
+        if heard:
             try:
-                first = self.inbox.get(timeout=0.2)
+                self.on_heard(heard)
+            except Exception:
+                log.exception("handling what was heard failed; carrying on")
+
+    def _read_ahead(self) -> None:
+        """Take the messages heard into batches of up to :data:`BATCH`, each read
+        (:meth:`_parse`) while the writer stores the batch before it: reading is most of a
+        batch's work in Python, and storing mostly waits on the database (a server's
+        round trips and commit; SQLite's own code), so the two go on at once."""
+        while not self._stop.is_set():
+            with self._ahead_changed:
+                if len(self._ahead) >= BATCH:
+                    self._ahead_changed.wait(0.2)
+                    continue
+                room = BATCH - len(self._ahead)
+            chunk = []
+            try:
+                chunk.append(self.inbox.get(timeout=0.2))
+                while len(chunk) < min(room, 100):
+                    chunk.append(self.inbox.get_nowait())
             except queue.Empty:
-                continue
-            batch = [first]
-            while len(batch) < BATCH:
-                try:
-                    batch.append(self.inbox.get_nowait())
-                except queue.Empty:
-                    break
-            heard = self._store_until_stored(batch)
-            if heard is None:
-                return  # stopping: not acknowledged, so the broker sends them again
-            for _, _, mid, qos in batch:
-                if qos:
-                    self.client.ack(mid, qos)
-            self.acked += len(batch)
-            if heard:
-                try:
-                    self.on_heard(heard)
-                except Exception:
-                    log.exception("handling what was heard failed; carrying on")
+                if not chunk:
+                    continue
+            read = [(*item, self._parse(item[0], item[1])) for item in chunk]
+            with self._ahead_changed:
+                self._ahead += read
+                self._ahead_changed.notify_all()
+
+    def _parse(self, topic: str, payload: bytes) -> Any:
+        """A known machine's message read as :meth:`_read` would read it (the message, or
+        the :class:`BadMessage` it raised); None where it is left to :meth:`_read` (not a
+        known machine's, too long, or not a kind read here)."""
+        where = split_topic(self.prefix, topic)
+        if where is None or where[0] not in self.config.machines or where[1] not in READERS:
+            return None
+        if len(payload) > (MAX_ANSWER if where[1] == "cmd/result" else MAX_PAYLOAD):
+            return None
+        try:
+            return READERS[where[1]].read(payload)
+        except BadMessage as e:
+            return e
+        except Exception:  # read again by _read, which says what it is
+            return None
 
     def waiting(self) -> int:
         """Messages heard and not yet stored (acknowledged)."""
         return self.received - self.acked
 
-    def _store_until_stored(self, batch: list[tuple[str, bytes, int, int]]) -> list[Heard] | None:
+    def _store_until_stored(self, batch: list[tuple[str, bytes, int, int]],
+                            parsed: list[Any] | None = None) -> list[Heard] | None:
         """Read and store ``batch``, trying again while the database is away (the batch is
         not acknowledged until then, so nothing is lost; reading asks the database too, for
         the machines enrolled); None if the hub stops first.
 
         A message the store refuses for itself (one the contract's checks let through but
         the database will not keep) must not hold up every message after it: the batch is
-        then stored a message at a time, and the one refused is logged and left out."""
-        done = self._while_away(batch)
+        then stored a message at a time, and the one refused is logged and left out.
+        ``parsed``: each message as :meth:`_parse` read it ahead, where it did."""
+        parsed = parsed or [None] * len(batch)
+        done = self._while_away(batch, parsed)
         if not isinstance(done, Exception):
             return done
         heard: list[Heard] = []
-        for item in batch:
-            one = self._while_away([item])
+        for item, ahead in zip(batch, parsed, strict=True):
+            one = self._while_away([item], [ahead])
             if one is None:
                 return None
             if isinstance(one, Exception):
@@ -290,13 +342,14 @@ class Listener:
                 heard += one
         return heard
 
-    def _while_away(self, batch: list[tuple[str, bytes, int, int]]) -> list[Heard] | Exception | None:
+    def _while_away(self, batch: list[tuple[str, bytes, int, int]], parsed: list[Any]
+                    ) -> list[Heard] | Exception | None:
         """``batch`` read and stored (what it changed), the store's refusal of it, or None if
         the hub stops while the database is away."""
         wait = 1.0
         while True:
             try:
-                return self.store_batch(batch)
+                return self.store_batch(batch, parsed)
             except Exception as e:
                 if not self.store.unavailable(e):
                     return e
@@ -306,11 +359,14 @@ class Listener:
                 return None
             wait = min(wait * 2, 30.0)
 
-    def store_batch(self, batch: list[tuple[str, bytes, int, int]]) -> list[Heard]:
+    def store_batch(self, batch: list[tuple[str, bytes, int, int]],
+                    parsed: list[Any] | None = None) -> list[Heard]:
         """Read and store a batch of ``(topic, payload, mid, qos)`` in one transaction (what
         does not keep the contract, or comes from a machine nobody enrolled, logged and
-        skipped)."""
-        read = [r for r in (self._read(topic, payload) for topic, payload, _, _ in batch) if r]
+        skipped). ``parsed``: each payload as :meth:`_parse` read it, or None to read it."""
+        parsed = parsed or [None] * len(batch)
+        read = [r for r in (self._read(topic, payload, ahead) for (topic, payload, _, _), ahead
+                            in zip(batch, parsed, strict=True)) if r]
         if not read:
             return []
         now = self.clock.now()
@@ -343,7 +399,8 @@ class Listener:
             self.stored_by[h.leaf] = self.stored_by.get(h.leaf, 0) + 1
         return heard
 
-    def _read(self, topic: str, payload: bytes) -> tuple[str, str, Any] | None:
+    def _read(self, topic: str, payload: bytes, parsed: Any = None
+              ) -> tuple[str, str, Any] | None:
         where = split_topic(self.prefix, topic)
         if where is None or where[1] == "cmd":
             return None  # not a machine's, or the hub's own command coming back
@@ -365,7 +422,9 @@ class Listener:
         try:
             if leaf == "availability":
                 return machine, leaf, read_availability(payload)
-            message = READERS[leaf].read(payload)
+            if isinstance(parsed, BadMessage):
+                raise parsed
+            message = READERS[leaf].read(payload) if parsed is None else parsed
         except BadMessage as e:
             self._bad(machine, leaf, str(e))
             return None

@@ -510,6 +510,66 @@ def test_the_database_away_while_a_batch_is_read_holds_the_batch_too(tmp_path):
     store.close()
 
 
+def test_the_next_batch_is_read_while_one_is_stored_and_each_message_kept_once(
+        tmp_path, monkeypatch, caplog):
+    """While a batch is stored (mostly waiting on the database), the messages after it are
+    read (the contract's checks: most of a batch's work in Python), up to a batch of them
+    and no more; each is then stored, or skipped as bad and said once, in order."""
+    import threading
+
+    import hub.listener as listener_module
+    from controller.messages import BadMessage
+
+    monkeypatch.setattr(listener_module, "BATCH", 3)
+    store = SqliteStore(tmp_path / "hub.db")
+    listener = _listener(store)
+    record, storing, go, done = (store.usage.record_usages, threading.Event(),
+                                 threading.Event(), threading.Event())
+
+    def held(items, at):
+        storing.set()
+        assert go.wait(10)
+        return record(items, at)
+
+    store.usage.record_usages = held
+    batches: list[list[str]] = []
+
+    def heard(heard):
+        batches.append([h.message.id for h in heard])
+        if "b5" in batches[-1]:
+            done.set()
+
+    listener.on_heard = heard
+    items = [_usage_item(b, hour, 1, mid) for mid, (b, hour) in enumerate(
+        [("b1", 1), ("b2", 2), ("bad", 3), ("b3", 4), ("b4", 5), ("b5", 6)])]
+    items[2] = ("nspvend/m1/usage", b'{"schema": 1, "id": "bad"}', 2, 1)
+    listener.inbox.put(items[0][:3] + (0,))
+    listener._writer.start()
+    try:
+        assert storing.wait(10)  # the first batch, b1, is being stored
+        for topic, payload, mid, _ in items[1:]:
+            listener.inbox.put((topic, payload, mid, 0))
+        with listener._ahead_changed:  # read while b1 is still being stored
+            assert listener._ahead_changed.wait_for(lambda: len(listener._ahead) == 3, 10)
+            ahead = list(listener._ahead)
+        assert listener.stored == 0 and listener.inbox.qsize() == 2  # a batch ahead, no more
+        assert [type(a[4]).__name__ for a in ahead] == ["UsageMessage", "BadMessage",
+                                                        "UsageMessage"]
+        assert isinstance(ahead[1][4], BadMessage)
+        go.set()
+        assert done.wait(10)
+    finally:
+        listener._stop.set()
+        listener._writer.join(10)
+    assert batches == [["b1"], ["b2", "b3"], ["b4", "b5"]]
+    assert listener.acked == 6 and listener.stored == 5 and listener.skipped == 1
+    assert [r.getMessage()[:34] for r in caplog.records if "skipped" in r.getMessage()] == [
+        "skipped a usage message from m1 th"]
+    assert store.usage.usage_totals("2026-11-24T00:00:00Z", "2026-11-25T00:00:00Z") == [
+        ("m1", "foil", 0, 0, 5), ("m1", "syringe-1ml", 5, 0, 5)]
+    store.close()
+
+
 def test_a_product_s_name_written_by_another_hub_process_is_read_again_within_a_minute(
         tmp_path):
     """Two hub processes on one store: a name the other wrote is noticed once this one's
