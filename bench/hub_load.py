@@ -101,7 +101,12 @@ class Store:
         else:
             import psycopg
 
-            self.conn = psycopg.connect(where, autocommit=True)
+            # never a prepared statement's generic plan: the bench looks up a few buckets by
+            # their key many times a second while the hubs drain, and the plan PostgreSQL
+            # kept for that, made from the statistics of the tables as seeded (no bucket
+            # yet), read every bucket: 10-40 ms of the server's CPU a look, as much as the
+            # hub's own work while it drained (the look takes 1-2 ms planned each time)
+            self.conn = psycopg.connect(where, autocommit=True, prepare_threshold=None)
 
     def q(self, sql: str, params: tuple = ()) -> list:
         if self.kind == "postgresql":
