@@ -429,10 +429,10 @@ def test_a_message_the_store_refuses_is_left_out_and_the_rest_of_its_batch_store
     store = new_store()
     record = store.usage.record_usages
 
-    def refusing(items, at):
+    def refusing(items, at, *packs):
         if any(message.id == "refused" for _, message in items):
             raise ValueError("the database will not keep this")
-        return record(items, at)
+        return record(items, at, *packs)
 
     store.usage.record_usages = refusing
     listener = _listener(store)
@@ -526,10 +526,10 @@ def test_the_next_batch_is_read_while_one_is_stored_and_each_message_kept_once(
     record, storing, go, done = (store.usage.record_usages, threading.Event(),
                                  threading.Event(), threading.Event())
 
-    def held(items, at):
+    def held(items, at, *packs):
         storing.set()
         assert go.wait(10)
-        return record(items, at)
+        return record(items, at, *packs)
 
     store.usage.record_usages = held
     batches: list[list[str]] = []
@@ -644,6 +644,55 @@ def test_a_batch_of_latest_words_keeps_each_machine_s_last_state_and_stock(new_s
     # a name changed on the machine is the pages' name from its next stock
     listener.store_batch([said("m1", "stock", named(8, "Foil"))])
     assert store.fleet.product_names() == {"foil": "Foil"}
+
+
+def test_a_batch_writes_each_machine_s_row_once_with_all_it_said(new_store):
+    """Heard, a state, a stock and a bucket with a pack from each machine in one batch: one
+    statement writes the machines' rows, each once (on PostgreSQL each write of a row is a
+    new version of it, which the board reads past until it is cleared away), and the row
+    has all of it: the latest state and stock, the latest pack, and a silence told before
+    that pack ended (one told after it stands)."""
+    from hub.config import parse_hub_config
+    from hub.listener import Listener
+
+    store = new_store()
+    listener = Listener(parse_hub_config({"mqtt": {"host": "127.0.0.1"},
+                                          "machines": known("m1", "m2", "m3")}), store,
+                        clock=FakeClock(NOW))
+
+    def said(machine, leaf, message):
+        return (f"nspvend/{machine}/{leaf}", message.encode().encode(), 0, 1)
+
+    hour = NOW - timedelta(hours=2)
+    listener.store_batch([  # silences: m1's before its next pack, m2's after it
+        said("m1", "event", fleet.event(hour - timedelta(hours=1), "silence", detail="m1")),
+        said("m2", "event", fleet.event(hour + timedelta(hours=2), "silence", detail="m2"))])
+    writes: list[str] = []
+    x = store.db.x
+
+    def watched(sql, params=()):
+        if sql.startswith(("INSERT INTO machines", "UPDATE machines")):
+            writes.append(sql.split()[0])
+        return x(sql, params)
+
+    store.db.x = watched
+    batch = []
+    for m in ("m3", "m1", "m2"):
+        batch += [said(m, "state", fleet.state(hour)), said(m, "stock", fleet.stock(hour)),
+                  said(m, "usage", fleet.bucket(hour, {"foil": 2})),
+                  said(m, "state", fleet.state(hour, door="open"))]
+    listener.store_batch(batch)
+    store.db.x = x
+    assert writes == ["INSERT"]
+    end = iso(hour + timedelta(hours=1))
+    for m in ("m1", "m2", "m3"):
+        machine = store.fleet.machine(m)
+        assert (machine.state.door, machine.stock is not None, machine.last_pack,
+                machine.last_heard) == ("open", True, end, iso(NOW))
+    assert store.fleet.machine("m1").silence is None
+    assert store.fleet.machine("m2").silence == "m2"
+    assert store.usage.usage_totals(iso(hour), end)[:2] == [
+        ("m1", "citric", 0, 0, 1), ("m1", "foil", 2, 0, 1)]
 
 
 def test_the_machines_online_are_those_whose_last_word_was_online(new_store):

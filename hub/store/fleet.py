@@ -33,11 +33,27 @@ def _shown(name: str | None) -> bool:
     return bool(name) and len(name) <= MAX_NAME and name.isprintable()
 
 
-STATE_ROWS = (("id", "text"), ("state", "text"), ("at", "text"), ("state_rank", "int"),
-              ("look", "text"), ("version", "text"), ("firmware", "text"),
-              ("board_outdated", "int"))
-STOCK_ROWS = (("id", "text"), ("stock", "text"), ("at", "text"), ("stock_rank", "int"),
-              ("use_by", "text"))
+# a machine's latest state and stock, and the board's summary of each (hub.rank)
+STATE_KINDS = (("state", "text"), ("state_at", "text"), ("state_rank", "int"), ("look", "text"),
+               ("version", "text"), ("firmware", "text"), ("board_outdated", "int"))
+STOCK_KINDS = (("stock", "text"), ("stock_at", "text"), ("stock_rank", "int"),
+               ("use_by", "text"))
+STATE_COLUMNS = tuple(name for name, _ in STATE_KINDS)
+STOCK_COLUMNS = tuple(name for name, _ in STOCK_KINDS)
+STATE_ROWS = (("id", "text"), *STATE_KINDS)
+STOCK_ROWS = (("id", "text"), *STOCK_KINDS)
+HEARD_ROWS = (("id", "text"), ("heard", "text"), *STATE_KINDS, *STOCK_KINDS,
+              ("last_pack", "text"))
+
+
+def _state_columns(state: StateMessage, at: datetime) -> tuple:
+    """A state's :data:`STATE_COLUMNS`, told at ``at``."""
+    return (state.encode(), iso(at), *rank.of_state(state), *rank.versions_of(state))
+
+
+def _stock_columns(stock: StockMessage, at: datetime) -> tuple:
+    """A stock's :data:`STOCK_COLUMNS`, told at ``at``."""
+    return (stock.encode(), iso(at), *rank.of_stock(stock))
 
 
 @dataclass(frozen=True)
@@ -82,13 +98,48 @@ class Fleet:
         self.heard_from([machine], at)
 
     def heard_from(self, machines: list[str], at: datetime) -> None:
-        """Messages from each of ``machines`` (each once, in one order for every process, so
-        that two processes' batches never wait for each other in a circle; inside a
-        transaction): a statement for up to 500."""
-        for source, params in self.db.ids(machines):
-            self.db.x(f"INSERT INTO machines (id, first_heard, last_heard) SELECT v.id, ?, ? FROM"
-                      f" {source} WHERE true ON CONFLICT(id) DO UPDATE SET"
-                      " last_heard = excluded.last_heard", [iso(at), iso(at), *params])
+        """Messages from each of ``machines`` (inside a transaction; :meth:`record_heard`)."""
+        self.record_heard(machines, at)
+
+    def record_heard(self, machines: list[str], at: datetime,
+                     states: list[tuple[str, StateMessage, datetime]] = (),
+                     stocks: list[tuple[str, StockMessage, datetime]] = (),
+                     packs: dict[str, str] | None = None) -> None:
+        """A batch's messages from ``machines``, in one statement (inside a transaction):
+        each heard at ``at``; the latest of ``states`` and ``stocks`` (``(machine, words,
+        told at)``, the last said standing) as :meth:`record_states` and
+        :meth:`record_stocks` keep them; and ``packs``, the end of each machine's latest
+        bucket with a pack (:meth:`hub.store.usage.Usage.record_usages`), which ends a
+        silence told before it.
+
+        One new version of each machine's row however much the batch says of it (on
+        PostgreSQL every write of a row is a new version of it, which the board reads past
+        until it is cleared away), written in id order, so two processes' batches never
+        wait for each other in a circle."""
+        said: dict[str, list] = {m: [None] * 12 for m in machines}
+        for machine, state, told in states:
+            said.setdefault(machine, [None] * 12)[0:7] = _state_columns(state, told)
+        for machine, stock, told in stocks:
+            said.setdefault(machine, [None] * 12)[7:11] = _stock_columns(stock, told)
+        for machine, end in (packs or {}).items():
+            said.setdefault(machine, [None] * 12)[11] = end
+        rows = [(machine, iso(at), *columns) for machine, columns in sorted(said.items())]
+        kept = ", ".join(f"{c} = CASE WHEN excluded.{key} IS NULL THEN machines.{c} ELSE"
+                         f" excluded.{c} END" for key, names in (("state", STATE_COLUMNS),
+                                                                  ("stock", STOCK_COLUMNS))
+                         for c in names)
+        ended = "machines.silence_at < excluded.last_pack"
+        names = ", ".join(name for name, _ in HEARD_ROWS[2:])
+        for source, params in self.db.rows(HEARD_ROWS, rows):
+            self.db.x(f"INSERT INTO machines (id, first_heard, last_heard, {names}) SELECT"
+                      f" v.id, v.heard, v.heard, {names} FROM {source} WHERE true"
+                      " ON CONFLICT (id) DO UPDATE SET last_heard = excluded.last_heard,"
+                      f" {kept}, last_pack = CASE WHEN machines.last_pack IS NULL OR"
+                      " machines.last_pack < excluded.last_pack THEN excluded.last_pack ELSE"
+                      f" machines.last_pack END, silence = CASE WHEN {ended} THEN NULL ELSE"
+                      f" machines.silence END, silence_at = CASE WHEN {ended} THEN NULL ELSE"
+                      " machines.silence_at END", params)
+        self._names_said([stock for _, stock, _ in stocks])
 
     def record_availability(self, machine: str, value: str, at: datetime) -> None:
         self.db.x("UPDATE machines SET availability_since = CASE WHEN coalesce(availability, '')"
@@ -104,12 +155,11 @@ class Fleet:
         summary of it (:func:`hub.rank.of_state`): where a machine says more than one, the
         last in ``items`` stands. One statement for them all (inside a transaction)."""
         latest = {machine: (state, at) for machine, state, at in items}
-        rows = [(machine, state.encode(), iso(at), *rank.of_state(state),
-                 *rank.versions_of(state)) for machine, (state, at) in sorted(latest.items())]
+        rows = [(machine, *_state_columns(state, at))
+                for machine, (state, at) in sorted(latest.items())]
+        set_ = ", ".join(f"{c} = v.{c}" for c in STATE_COLUMNS)
         for source, params in self.db.rows(STATE_ROWS, rows):
-            self.db.x("UPDATE machines SET state = v.state, state_at = v.at, state_rank ="
-                      " v.state_rank, look = v.look, version = v.version, firmware = v.firmware,"
-                      f" board_outdated = v.board_outdated FROM {source} WHERE machines.id = v.id",
+            self.db.x(f"UPDATE machines SET {set_} FROM {source} WHERE machines.id = v.id",
                       params)
 
     def record_stock(self, machine: str, stock: StockMessage, at: datetime) -> None:
@@ -121,13 +171,17 @@ class Fleet:
         summary of it (:func:`hub.rank.of_stock`), as :meth:`record_states`; and the products'
         names they give, for the pages (:meth:`product_names`)."""
         latest = {machine: (stock, at) for machine, stock, at in items}
-        rows = [(machine, stock.encode(), iso(at), *rank.of_stock(stock))
+        rows = [(machine, *_stock_columns(stock, at))
                 for machine, (stock, at) in sorted(latest.items())]
+        set_ = ", ".join(f"{c} = v.{c}" for c in STOCK_COLUMNS)
         for source, params in self.db.rows(STOCK_ROWS, rows):
-            self.db.x("UPDATE machines SET stock = v.stock, stock_at = v.at, stock_rank ="
-                      f" v.stock_rank, use_by = v.use_by FROM {source} WHERE machines.id = v.id",
+            self.db.x(f"UPDATE machines SET {set_} FROM {source} WHERE machines.id = v.id",
                       params)
-        said = {pid: p.name for stock, _ in latest.values()
+        self._names_said([stock for stock, _ in latest.values()])
+
+    def _names_said(self, stocks: list[StockMessage]) -> None:
+        """The products' names ``stocks`` give, where they are new (for the pages)."""
+        said = {pid: p.name for stock in stocks
                 for pid, p in stock.products.items() if _shown(p.name)}
         if said and time.monotonic() - self._names_read > NAMES_READ_S:
             self._names = {}  # another process may have written others since: read again
