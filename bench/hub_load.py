@@ -20,7 +20,8 @@ one local mosquitto:
 - then a backlog of 20,000 buckets, as after an outage, sent while the hub processes are
   paused (SIGSTOP: the broker keeps it in their sessions), timed from their going on until
   every one has stored all it heard (its /metrics): the most they can store, not how fast
-  the bench's own publishers send on the same two CPUs, nor how fast a process starts;
+  the bench's own publishers send on the same two CPUs, nor how fast a process starts.
+  A drain takes a few seconds: it is done three times, and the middle rate shown;
 - then the same for the mix at 100 times the real rate, as much as the live phase sends or
   as many messages as the backlog if that is more ("100x drained"): how fast the hubs
   store that mix without the bench's own publishers sharing the two CPUs with them (they
@@ -86,6 +87,7 @@ PASSWORD = "bench password"
 PER_HOUR = 14  # 12 states (every 5 minutes), a stock and a usage bucket
 PHASE_S = 20.0
 BACKLOG = 20_000
+DRAINS = 3  # the backlog is drained this many times, its rate the median
 CONNECTIONS = 50
 
 
@@ -357,16 +359,20 @@ def run(n: int, kind: str, hubs: int, pg: Postgres | None, quick: bool) -> dict:
         # fast the bench's own publishers (on the same two CPUs) send, nor how fast a
         # process starts
         backlog = BACKLOG  # --quick too: a few batches of 2,000 would time nothing
-        start = datetime(2019, 1, 1, tzinfo=UTC)
+        rates = []
+        for drain in range(DRAINS):  # a drain takes seconds: the middle of three, not one
+            start = datetime(2019, 1, 1, tzinfo=UTC) + timedelta(days=drain)
 
-        def outbox() -> list[str]:
-            sent = [bucket(start + timedelta(hours=i // n), {"foil": 1}) for i in range(backlog)]
-            for i, usage in enumerate(sent):
-                fleet.say(ids[i % n], usage)
-            return [usage.id for usage in sent[-TAIL:]]
+            def outbox(start: datetime = start) -> list[str]:
+                sent = [bucket(start + timedelta(hours=i // n), {"foil": 1})
+                        for i in range(backlog)]
+                for i, usage in enumerate(sent):
+                    fleet.say(ids[i % n], usage)
+                return [usage.id for usage in sent[-TAIL:]]
 
-        took = paused(procs, client, hubs, fleet, store, outbox)
-        result["backlog"] = {"messages": backlog, "drained_s": took, "rate": backlog / took}
+            rates.append(backlog / paused(procs, client, hubs, fleet, store, outbox))
+        result["backlog"] = {"messages": backlog, "rates": rates,
+                             "rate": sorted(rates)[len(rates) // 2]}
         # the same for the mix at 100 times the real rate (see the module's words)
         mix = Mix(fleet, ids, now - timedelta(days=800))
 
