@@ -372,21 +372,21 @@ class Listener:
         now = self.clock.now()
         heard: list[Heard] = []
         with self.store.transaction():
-            # the buckets together, then each machine's row once, with all the batch says of
-            # it (most of what 10,000 machines say is a state every 5 minutes): each kind in
-            # a few statements however many, sent to a database server in a few round trips
-            # (a backlog drains as fast into PostgreSQL as into a file), every process
-            # writing in one order, so two processes' batches never wait for each other in
-            # a circle; then the rest message by message (machines' rows this batch holds)
+            # each machine's row first, once, with its latest state and stock (most of what
+            # 10,000 machines say is a state every 5 minutes), every process in one order:
+            # two hub processes' batches then wait for each other there, holding nothing
+            # else, never in a circle. Then the buckets together, each kind in a few
+            # statements however many, sent to a database server in a few round trips (a
+            # backlog drains as fast into PostgreSQL as into a file); the rest message by
+            # message (machines' rows this batch holds)
             usages = [(machine, message) for machine, leaf, message in read if leaf == "usage"]
             latest = {leaf: [(machine, message, told_at(message.ts, now))
                              for machine, kind, message in read if kind == leaf]
                       for leaf in ("state", "stock")}
-            packs: dict[str, str] = {}
             with self.store.pipeline():
-                new = iter(self.store.usage.record_usages(usages, now, packs))
                 self.store.fleet.record_heard([machine for machine, _, _ in read], now,
-                                              latest["state"], latest["stock"], packs)
+                                              latest["state"], latest["stock"])
+                new = iter(self.store.usage.record_usages(usages, now))
             for machine, leaf, message in read:
                 if leaf == "usage":
                     heard.append(Heard(machine, leaf, message, next(new)))

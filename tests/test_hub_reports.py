@@ -600,20 +600,27 @@ def test_a_product_s_name_written_by_another_hub_process_is_read_again_within_a_
     other.close()
 
 
+def _three_machines(store):
+    """A listener for m1, m2 and m3, its clock at NOW."""
+    from hub.config import parse_hub_config
+    from hub.listener import Listener
+
+    return Listener(parse_hub_config({"mqtt": {"host": "127.0.0.1"},
+                                      "machines": known("m1", "m2", "m3")}), store,
+                    clock=FakeClock(NOW))
+
+
+def said(machine: str, leaf: str, message) -> tuple[str, bytes, int, int]:
+    """``message`` from ``machine`` as the listener takes it off the broker."""
+    return (f"nspvend/{machine}/{leaf}", message.encode().encode(), 0, 1)
+
+
 def test_a_batch_of_latest_words_keeps_each_machine_s_last_state_and_stock(new_store):
     """The states and stocks of a batch are stored together: each machine's last in the batch
     stands (with the board's summary of it), whatever came between, and the names its
     stock gives its products are the pages' names."""
-    from hub.config import parse_hub_config
-    from hub.listener import Listener
-
     store = new_store()
-    listener = Listener(parse_hub_config({"mqtt": {"host": "127.0.0.1"},
-                                          "machines": known("m1", "m2", "m3")}), store,
-                        clock=FakeClock(NOW))
-
-    def said(machine, leaf, message):
-        return (f"nspvend/{machine}/{leaf}", message.encode().encode(), 0, 1)
+    listener = _three_machines(store)
 
     def named(count, name):
         stock = fleet.stock(NOW, count=count)
@@ -646,22 +653,14 @@ def test_a_batch_of_latest_words_keeps_each_machine_s_last_state_and_stock(new_s
     assert store.fleet.product_names() == {"foil": "Foil"}
 
 
-def test_a_batch_writes_each_machine_s_row_once_with_all_it_said(new_store):
-    """Heard, a state, a stock and a bucket with a pack from each machine in one batch: one
-    statement writes the machines' rows, each once (on PostgreSQL each write of a row is a
-    new version of it, which the board reads past until it is cleared away), and the row
-    has all of it: the latest state and stock, the latest pack, and a silence told before
-    that pack ended (one told after it stands)."""
-    from hub.config import parse_hub_config
-    from hub.listener import Listener
-
+def test_a_batch_writes_each_machine_s_row_once_with_its_latest_words(new_store):
+    """Heard, two states, a stock and a bucket with a pack from each machine in one batch:
+    one statement writes each machine's row with its latest state and stock (on
+    PostgreSQL each write of a row is a new version of it, which the board reads past
+    until it is cleared away), one more the pack, and the row has all of it; the pack
+    ends a silence told before it (one told after it stands)."""
     store = new_store()
-    listener = Listener(parse_hub_config({"mqtt": {"host": "127.0.0.1"},
-                                          "machines": known("m1", "m2", "m3")}), store,
-                        clock=FakeClock(NOW))
-
-    def said(machine, leaf, message):
-        return (f"nspvend/{machine}/{leaf}", message.encode().encode(), 0, 1)
+    listener = _three_machines(store)
 
     hour = NOW - timedelta(hours=2)
     listener.store_batch([  # silences: m1's before its next pack, m2's after it
@@ -683,7 +682,7 @@ def test_a_batch_writes_each_machine_s_row_once_with_all_it_said(new_store):
                   said(m, "state", fleet.state(hour, door="open"))]
     listener.store_batch(batch)
     store.db.x = x
-    assert writes == ["INSERT"]
+    assert writes == ["INSERT", "UPDATE"]  # heard with its words; the latest pack
     end = iso(hour + timedelta(hours=1))
     for m in ("m1", "m2", "m3"):
         machine = store.fleet.machine(m)

@@ -42,8 +42,7 @@ STATE_COLUMNS = tuple(name for name, _ in STATE_KINDS)
 STOCK_COLUMNS = tuple(name for name, _ in STOCK_KINDS)
 STATE_ROWS = (("id", "text"), *STATE_KINDS)
 STOCK_ROWS = (("id", "text"), *STOCK_KINDS)
-HEARD_ROWS = (("id", "text"), ("heard", "text"), *STATE_KINDS, *STOCK_KINDS,
-              ("last_pack", "text"))
+HEARD_ROWS = (("id", "text"), ("heard", "text"), *STATE_KINDS, *STOCK_KINDS)
 
 
 def _state_columns(state: StateMessage, at: datetime) -> tuple:
@@ -103,42 +102,32 @@ class Fleet:
 
     def record_heard(self, machines: list[str], at: datetime,
                      states: list[tuple[str, StateMessage, datetime]] = (),
-                     stocks: list[tuple[str, StockMessage, datetime]] = (),
-                     packs: dict[str, str] | None = None) -> None:
+                     stocks: list[tuple[str, StockMessage, datetime]] = ()) -> None:
         """A batch's messages from ``machines``, in one statement (inside a transaction):
-        each heard at ``at``; the latest of ``states`` and ``stocks`` (``(machine, words,
-        told at)``, the last said standing) as :meth:`record_states` and
-        :meth:`record_stocks` keep them; and ``packs``, the end of each machine's latest
-        bucket with a pack (:meth:`hub.store.usage.Usage.record_usages`), which ends a
-        silence told before it.
+        each heard at ``at``, with the latest of ``states`` and ``stocks`` (``(machine,
+        words, told at)``, the last said standing) as :meth:`record_states` and
+        :meth:`record_stocks` keep them.
 
-        One new version of each machine's row however much the batch says of it (on
-        PostgreSQL every write of a row is a new version of it, which the board reads past
-        until it is cleared away), written in id order, so two processes' batches never
-        wait for each other in a circle."""
-        said: dict[str, list] = {m: [None] * 12 for m in machines}
+        One new version of each machine's row, not one for being heard and others for its
+        state and stock (on PostgreSQL every write of a row is a new version of it, which
+        the board reads past until it is cleared away), written in id order, so two
+        processes' batches never wait for each other in a circle."""
+        said: dict[str, list] = {m: [None] * 11 for m in machines}
         for machine, state, told in states:
-            said.setdefault(machine, [None] * 12)[0:7] = _state_columns(state, told)
+            said.setdefault(machine, [None] * 11)[0:7] = _state_columns(state, told)
         for machine, stock, told in stocks:
-            said.setdefault(machine, [None] * 12)[7:11] = _stock_columns(stock, told)
-        for machine, end in (packs or {}).items():
-            said.setdefault(machine, [None] * 12)[11] = end
+            said.setdefault(machine, [None] * 11)[7:11] = _stock_columns(stock, told)
         rows = [(machine, iso(at), *columns) for machine, columns in sorted(said.items())]
         kept = ", ".join(f"{c} = CASE WHEN excluded.{key} IS NULL THEN machines.{c} ELSE"
                          f" excluded.{c} END" for key, names in (("state", STATE_COLUMNS),
                                                                   ("stock", STOCK_COLUMNS))
                          for c in names)
-        ended = "machines.silence_at < excluded.last_pack"
         names = ", ".join(name for name, _ in HEARD_ROWS[2:])
         for source, params in self.db.rows(HEARD_ROWS, rows):
             self.db.x(f"INSERT INTO machines (id, first_heard, last_heard, {names}) SELECT"
                       f" v.id, v.heard, v.heard, {names} FROM {source} WHERE true"
                       " ON CONFLICT (id) DO UPDATE SET last_heard = excluded.last_heard,"
-                      f" {kept}, last_pack = CASE WHEN machines.last_pack IS NULL OR"
-                      " machines.last_pack < excluded.last_pack THEN excluded.last_pack ELSE"
-                      f" machines.last_pack END, silence = CASE WHEN {ended} THEN NULL ELSE"
-                      f" machines.silence END, silence_at = CASE WHEN {ended} THEN NULL ELSE"
-                      " machines.silence_at END", params)
+                      f" {kept}", params)
         self._names_said([stock for _, stock, _ in stocks])
 
     def record_availability(self, machine: str, value: str, at: datetime) -> None:

@@ -29,16 +29,12 @@ class Usage:
         """Keep a bucket once: True if it was new, False if heard before (not counted again)."""
         return self.record_usages([(machine, usage)], at)[0]
 
-    def record_usages(self, items: list[tuple[str, UsageMessage]], at: datetime,
-                      packs: dict[str, str] | None = None) -> list[bool]:
+    def record_usages(self, items: list[tuple[str, UsageMessage]], at: datetime) -> list[bool]:
         """Keep each ``(machine, bucket)`` once (inside the caller's transaction): for each,
         True if it was new, False if heard before, or earlier in ``items``. A handful of
         statements however many buckets (each a round trip to a database server): the new
         ones found by one insert that says which it inserted, then their counts, the daily
-        roll-ups (added up here first, a row per key) and each machine's last pack: written
-        here, or, given ``packs``, put there (machine -> the end of its latest bucket with a
-        pack) for the caller to write with the rest of the machine's row
-        (:meth:`hub.store.fleet.Fleet.record_heard`)."""
+        roll-ups (added up here first, a row per key) and each machine's last pack."""
         if not items:
             return []
         rows = [(u.id, m, u.start, u.end, int(u.clock_synced), iso(at)) for m, u in items]
@@ -113,10 +109,6 @@ class Usage:
                          _without_machine(cover))
             self._add_up("fleet_monthly_cover", (("month", text),), fleet_covered,
                          _without_machine(month_cover))
-            if packs is not None:
-                for machine, end in last.items():
-                    packs[machine] = max(packs.get(machine, end), end)
-                return flags
             # a pack ends a silence told before it; the latest bucket with a pack is kept
             for source, params in self.db.rows((("id", text), ("e", text)), sorted(last.items())):
                 self.db.x("UPDATE machines SET"
