@@ -302,7 +302,7 @@ class Listener:
         where = split_topic(self.prefix, topic)
         if where is None or where[0] not in self.config.machines or where[1] not in READERS:
             return None
-        if len(payload) > (MAX_ANSWER if where[1] == "cmd/result" else MAX_PAYLOAD):
+        if len(payload) > _limit(where[1]):
             return None
         try:
             return READERS[where[1]].read(payload)
@@ -414,7 +414,7 @@ class Listener:
         if machine not in self.config.machines:
             self._stranger(machine)
             return None
-        limit = MAX_ANSWER if leaf == "cmd/result" else MAX_PAYLOAD
+        limit = _limit(leaf)
         if len(payload) > limit:
             self._bad(machine, leaf, f"{len(payload)} bytes, more than {limit // 1024} KiB "
                                      "(not read)")
@@ -519,6 +519,11 @@ class Listener:
         log.log(logging.DEBUG if quiet else logging.INFO, "command %s (%s) to %s by %s",
                 sent["cmd"], sent["id"], machine, user)
         return sent
+
+
+def _limit(leaf: str) -> int:
+    """The most bytes a message under ``leaf`` is read at."""
+    return MAX_ANSWER if leaf == "cmd/result" else MAX_PAYLOAD
 
 
 def told_at(ts: str, now: datetime) -> datetime:

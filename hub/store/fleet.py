@@ -112,11 +112,12 @@ class Fleet:
         state and stock (on PostgreSQL every write of a row is a new version of it, which
         the board reads past until it is cleared away), written in id order, so two
         processes' batches never wait for each other in a circle."""
-        said: dict[str, list] = {m: [None] * 11 for m in machines}
+        width, split = len(HEARD_ROWS) - 2, len(STATE_KINDS)  # the state's columns, the stock's
+        said: dict[str, list] = {m: [None] * width for m in machines}
         for machine, state, told in states:
-            said.setdefault(machine, [None] * 11)[0:7] = _state_columns(state, told)
+            said.setdefault(machine, [None] * width)[:split] = _state_columns(state, told)
         for machine, stock, told in stocks:
-            said.setdefault(machine, [None] * 11)[7:11] = _stock_columns(stock, told)
+            said.setdefault(machine, [None] * width)[split:] = _stock_columns(stock, told)
         rows = [(machine, iso(at), *columns) for machine, columns in sorted(said.items())]
         kept = ", ".join(f"{c} = CASE WHEN excluded.{key} IS NULL THEN machines.{c} ELSE"
                          f" excluded.{c} END" for key, names in (("state", STATE_COLUMNS),
