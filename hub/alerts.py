@@ -224,7 +224,9 @@ class Alerts:
         process stored it: a bucket stored by another can end a silence) and those whose
         alert is waiting to be cleared. The others have said nothing new, and what is
         raised does not end with time alone (an offline ends when the machine is heard, a
-        date only with a refill): their turn comes round too."""
+        date only with a refill): their turn comes round too. With several processes, also
+        the machines heard since whose summary is less than "ok": what another process
+        stored is raised within a sweep, not when its turn comes round."""
         known = sorted(self.config.machines)
         if len(known) <= SWEEP_AT_MOST:
             self.check()
@@ -237,8 +239,13 @@ class Alerts:
         self._cursor = (start + SWEEP_AT_MOST) % len(known)
         # heard since the last sweep less a margin (another process's clock, a batch
         # committed while this one was reading)
-        chosen |= self.store.alerts.raised_machines(
-            None if since is None else iso(since - timedelta(seconds=HEARD_MARGIN_S)))
+        heard_since = None if since is None else iso(since - timedelta(seconds=HEARD_MARGIN_S))
+        chosen |= self.store.alerts.raised_machines(heard_since)
+        if self.config.share_group:
+            # and those another process heard saying something wrong: it stores its share of
+            # the machines' words (hub.listener), and only this one raises what they say
+            chosen |= self.store.fleet.not_ok(None, *rank.bounds_of(self.config, now),
+                                              heard_since=heard_since)
         with self._turn:
             chosen |= {key[0] for key in self._gone}
             self._check(chosen)

@@ -7,12 +7,16 @@ keys (a bucket's id, an event's id) make a second hearing count once. A message 
 not keep the contract is logged and skipped; it never stops the hub or enters the store.
 
 Several hub processes (``mqtt.share_group``, each with its own ``client_id``) share the
-counted messages, ``usage`` and ``event``, through an MQTT 5 shared subscription: each is
-delivered to one of them. What is a machine's latest word (``availability``, ``state``,
-``stock``, retained at the broker) and the answers to commands go to every process: a
-shared subscription gets no retained messages and no order between its members, and a
-process waiting for an answer must hear it. Storing those twice is harmless (the latest
-wins in the order the machine sent them; an answer is kept once).
+machines' messages, ``usage``, ``event``, ``state`` and ``stock``, through an MQTT 5 shared
+subscription: each is delivered to one of them, so two processes do half the work each. A
+shared subscription keeps no order between its members: a state or stock told before the
+one kept is not kept (:meth:`hub.store.fleet.Fleet.record_heard`), whichever process
+stores it, whenever. It gets no retained messages either: on connecting, a process also
+subscribes to ``state`` and ``stock`` alone for the machines' retained words (those of a
+machine gone quiet included), and unsubscribes once the broker has them on their way.
+``availability`` (retained, a change seldom, its order the only one there is) and the
+answers to commands (a process waiting for an answer must hear it) go to every process;
+storing those twice is harmless.
 """
 
 from __future__ import annotations
@@ -58,6 +62,8 @@ log = logging.getLogger(__name__)
 # trips to a database server) once for up to this many (a backlog drains 20-35% faster
 # than with 500), and a quiet one stores each message as it comes
 BATCH = 2000
+SHARED = ("usage", "event", "state", "stock")  # with a share group, each to one process
+RETAINED = ("state", "stock")  # of those, retained at the broker
 SESSION_EXPIRY_S = 7 * 24 * 3600
 RETIRE_QUIET_S = 5.0  # longer than a running process's first reconnect (1 s)
 STALLED_S = 120.0
@@ -98,6 +104,9 @@ class Listener:
         self.connected = threading.Event()
         self.subscribed = threading.Event()  # the broker has our subscription (and session)
         self.unsubscribed = threading.Event()  # retiring: the broker sends us nothing new
+        # with a share group: the subscription for the retained words, then its ending
+        self._catching_up: int | None = None
+        self.caught_up = threading.Event()  # its ending answered: the words all queued for us
         self.taken_over = threading.Event()  # another connection took this session
         self.received = 0
         self.acked = 0
@@ -135,8 +144,8 @@ class Listener:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
-        client.on_subscribe = lambda c, u, mid, reasons, props: self.subscribed.set()
-        client.on_unsubscribe = lambda c, u, mid, reasons, props: self.unsubscribed.set()
+        client.on_subscribe = self._on_subscribe
+        client.on_unsubscribe = self._on_unsubscribe
         return client
 
     def start(self) -> None:
@@ -166,11 +175,16 @@ class Listener:
             return
         self.session_present = bool(getattr(flags, "session_present", False))
         if self.retiring:  # whichever way it was subscribed, alone or sharing
-            client.unsubscribe([f"{self.prefix}/+/#", *self.topics()])
+            client.unsubscribe([f"{self.prefix}/+/#", *self.topics(), *self._retained()])
         else:
             if self.config.share_group:  # a session that once had everything, alone
                 client.unsubscribe(f"{self.prefix}/+/#")
             client.subscribe([(topic, 1) for topic in self.topics()])
+            if self._retained():
+                self.caught_up.clear()
+                # the broker queues every retained match for us as it takes the subscription,
+                # as it answers: ending it once answered loses none (_on_subscribe)
+                self._catching_up = client.subscribe([(t, 1) for t in self._retained()])[1]
         self.connected.set()
         log.info("connected to the broker (%s)", reason)
 
@@ -180,8 +194,27 @@ class Listener:
         group = self.config.share_group
         if not group:
             return [f"{root}/#"]
-        return [f"$share/{group}/{root}/usage", f"$share/{group}/{root}/event",
-                f"{root}/availability", f"{root}/state", f"{root}/stock", f"{root}/cmd/result"]
+        return [*(f"$share/{group}/{root}/{leaf}" for leaf in SHARED),
+                f"{root}/availability", f"{root}/cmd/result"]
+
+    def _retained(self) -> list[str]:
+        """With a share group, what is subscribed to alone for a moment on connecting: the
+        shared words that are retained, which a shared subscription never gets."""
+        return [f"{self.prefix}/+/{leaf}" for leaf in RETAINED] if self.config.share_group else []
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any,
+                      properties: Any) -> None:
+        if mid == self._catching_up:  # the retained words are on their way: shared from now
+            self._catching_up = client.unsubscribe(self._retained())[1]
+        else:
+            self.subscribed.set()
+
+    def _on_unsubscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any,
+                        properties: Any) -> None:
+        if mid == self._catching_up:
+            self.caught_up.set()
+        else:
+            self.unsubscribed.set()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                        properties: Any) -> None:
@@ -405,7 +438,7 @@ class Listener:
         if where is None or where[1] == "cmd":
             return None  # not a machine's, or the hub's own command coming back
         machine, leaf = where
-        if self.retiring and leaf not in ("usage", "event"):
+        if self.retiring and leaf not in SHARED:
             return None  # a latest word from days ago: the running processes have newer
         if not MACHINE_ID.fullmatch(machine):
             self._bad(machine, leaf, "the machine id is not like hackney-01")

@@ -272,6 +272,39 @@ def test_a_sweep_goes_over_a_big_fleet_in_turn_and_keeps_up_with_raised_alerts(
     store.close()
 
 
+def test_with_several_processes_a_sweep_raises_what_another_process_stored_at_once(
+        tmp_path, hook, monkeypatch):
+    """Hub processes sharing the machines' words: a jam another process stored (so this
+    one, running the alerts, never heard it) is raised by the next sweep, though the
+    machine's turn is not due; a machine heard saying all is well is not read for it."""
+    import hub.alerts
+
+    monkeypatch.setattr(hub.alerts, "SWEEP_AT_MOST", 2)
+    clock = FakeClock(TUESDAY_NIGHT)
+    ids = [f"m{i}" for i in range(1, 8)]
+    config = parse_hub_config({"mqtt": {"host": "127.0.0.1", "protocol": "5",
+                                        "share_group": "hubs-" + "x" * 16},
+                               "machines": known(*ids)})
+    store = SqliteStore(tmp_path / "hub.db")
+    alerts = Alerts(config, store, clock)
+    for machine in ids:
+        jammed(store, clock, machine=machine)  # heard: no jam
+        with store.transaction():
+            store.fleet.record_availability(machine, "online", clock.now())
+    alerts.sweep()  # m1 and m2's turn
+    read: list[set[str]] = []
+    words = store.fleet.machines
+    monkeypatch.setattr(store.fleet, "machines",
+                        lambda ids=None: read.append(set(ids or ())) or words(ids))
+    clock.advance(60)
+    jammed(store, clock, 2, machine="m6")  # stored by the other process
+    jammed(store, clock, machine="m7")
+    alerts.sweep()  # m3 and m4's turn
+    assert read == [{"m6"}]
+    assert [key[:2] for key in store.alerts.raised_alerts()] == [("m6", "jam")]
+    store.close()
+
+
 def test_a_whole_fleet_going_offline_and_coming_back_is_one_commit_each_way(
         tmp_path, monkeypatch):
     """After an outage every machine is found offline at once, and heard again at once: the

@@ -694,6 +694,42 @@ def test_a_batch_writes_each_machine_s_row_once_with_its_latest_words(new_store)
         ("m1", "citric", 0, 0, 1), ("m1", "foil", 2, 0, 1)]
 
 
+def test_a_state_or_stock_told_before_the_one_kept_is_not_kept(new_store):
+    """Several hub processes share the machines' words, in no order between them: a state or
+    stock told before the one kept (stored late by another process, or heard again) is not
+    kept, in a batch or in a later one, through every way of writing them; of two told in
+    the same second, the one stored last stands. The machine is heard all the same."""
+    store = new_store()
+    listener = _three_machines(store)
+    early, late = NOW - timedelta(minutes=10), NOW - timedelta(minutes=5)
+    listener.store_batch([said("m1", "state", fleet.state(late, door="open")),
+                          said("m1", "stock", fleet.stock(late, count=9)),
+                          said("m2", "state", fleet.state(late, door="open")),
+                          said("m2", "state", fleet.state(early))])  # out of order in a batch
+    listener.clock = FakeClock(NOW + timedelta(minutes=1))
+    listener.store_batch([said("m1", "state", fleet.state(early)),
+                          said("m1", "stock", fleet.stock(early, count=1)),
+                          said("m3", "state", fleet.state(late, door="open"))])
+    with store.transaction():
+        store.fleet.record_state("m1", fleet.state(early), early)
+        store.fleet.record_stock("m1", fleet.stock(early, count=2), early)
+    listener.store_batch([said("m3", "state", fleet.state(late))])  # the same second, later
+    m1, m2, m3 = (store.fleet.machine(m) for m in ("m1", "m2", "m3"))
+    assert (m1.state.door, m1.state_at, m1.stock.products["foil"].count, m1.stock_at) == (
+        "open", iso(late), 9, iso(late))
+    assert m1.last_heard == iso(NOW + timedelta(minutes=1))
+    assert (m2.state.door, m2.state_at) == ("open", iso(late))
+    assert (m3.state.door, m3.state_at) == ("closed", iso(late))
+    # the board's summary is that of the state kept
+    assert store.fleet.ranks()["m1"][4] == "door_open"
+    # and a later one is kept, however it comes
+    with store.transaction():
+        store.fleet.record_state("m1", fleet.state(NOW), NOW)
+        store.fleet.record_stock("m1", fleet.stock(NOW, count=3), NOW)
+    m1 = store.fleet.machine("m1")
+    assert (m1.state.door, m1.stock.products["foil"].count) == ("closed", 3)
+
+
 def test_the_machines_online_are_those_whose_last_word_was_online(new_store):
     store = new_store()
     with store.transaction():

@@ -135,6 +135,70 @@ def test_two_hubs_on_postgresql_share_the_stream_and_a_kill_9_loses_and_doubles_
         hook.close()
 
 
+def test_two_hub_processes_share_the_machines_words_and_the_latest_told_stands(tmp_path):
+    """With a share group, each state and stock goes to one process, not to both (two
+    processes then do half the work each, where they each did all of it); the words the
+    machines retained at the broker before either started (one machine quiet since) are
+    stored all the same (a broker keeping to MQTT 5 gives a shared subscription none:
+    mosquitto 2.0 does); and whichever process stores them in whatever order, each
+    machine's latest told stands (an older state heard last is not kept)."""
+    from hub.config import parse_hub_config
+    from hub.listener import Listener
+    from hub.store import SqliteStore
+    from simulator.fleet import stock
+
+    broker = Broker(tmp_path / "broker")
+    ids = [f"site-{n:02d}" for n in range(6)]
+    config = parse_hub_config({
+        "mqtt": {"host": "127.0.0.1", "port": broker.port, "protocol": "5",
+                 "share_group": "hubs-" + "x" * 16}, "machines": known(*ids)})
+    fleet = Fleet("127.0.0.1", broker.port, ids, connections=2)
+    now = datetime.now(UTC).replace(microsecond=0)
+    listeners: list[Listener] = []
+    live: list[list[tuple[str, int]]] = [[], []]  # the states each process stored, live
+    try:
+        for i, m in enumerate(ids):  # said before any hub process ran
+            fleet.publish(m, "state", state(now - timedelta(hours=1), uptime_s=i).encode(),
+                          retain=True)
+            fleet.publish(m, "stock", stock(now - timedelta(hours=1), count=i).encode(),
+                          retain=True)
+        assert fleet.wait_acked(30)
+        for n in (0, 1):
+            listeners.append(Listener(
+                config, SqliteStore(tmp_path / "hub.db"), client_id=f"nspvend-hub-{n + 1}",
+                on_heard=lambda heard, n=n: live[n].extend(
+                    (h.machine, h.message.uptime_s) for h in heard
+                    if h.leaf == "state" and h.message.uptime_s >= 100)))
+            listeners[-1].start()
+        for listener in listeners:  # subscribed alone for the retained words, and no longer
+            assert listener.caught_up.wait(30)
+        store = listeners[0].store
+        wait(lambda: [(m.state and m.state.uptime_s, m.stock and m.stock.slots[0].count)
+                      for m in store.fleet.machines()] == [(i, i) for i in range(len(ids))],
+             30, "the retained words stored")
+        sent = []
+        for minute in range(1, 11):  # live: each machine's states, told a minute apart
+            for i, m in enumerate(ids[1:]):
+                fleet.publish(m, "state", state(now - timedelta(minutes=30 - minute),
+                                                uptime_s=100 * minute + i).encode())
+                sent.append((m, 100 * minute + i))
+        fleet.publish(ids[1], "state", state(now - timedelta(minutes=50), uptime_s=100,
+                                             door="open").encode())
+        sent.append((ids[1], 100))
+        assert fleet.wait_acked(30)
+        wait(lambda: len(live[0]) + len(live[1]) >= len(sent), 30, "the live states stored")
+        assert sorted(live[0] + live[1]) == sorted(sent)  # each by one process
+        assert live[0] and live[1]  # and both had a share
+        assert [(m.state.uptime_s, m.state.door) for m in store.fleet.machines()] == [
+            (0, "closed"), *((1000 + i, "closed") for i in range(len(ids) - 1))]
+    finally:
+        for listener in listeners:
+            listener.stop()
+            listener.store.close()
+        fleet.close()
+        broker.kill()
+
+
 def test_a_machine_behind_a_bridged_site_broker_is_seen_and_commanded_by_the_central_hub(
         tmp_path):
     from tests.daemon_process import ROOT, DaemonProcess

@@ -7,6 +7,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from controller.clock import iso
 from controller.messages import (
@@ -43,6 +44,27 @@ STOCK_COLUMNS = tuple(name for name, _ in STOCK_KINDS)
 STATE_ROWS = (("id", "text"), *STATE_KINDS)
 STOCK_ROWS = (("id", "text"), *STOCK_KINDS)
 HEARD_ROWS = (("id", "text"), ("heard", "text"), *STATE_KINDS, *STOCK_KINDS)
+
+
+def _newer(key: str, said: str) -> str:
+    """The SQL of whether the ``key`` (``state`` or ``stock``) that row ``said`` gives is to be
+    kept over the machine's: it gives one, told no earlier than the one kept (the times are
+    :func:`~controller.clock.iso`'s, compared as text; a later one said in the same second
+    stands). Several hub processes share the machines' words, so one can store a state
+    after another process stored a later one (or hear it again, from a session it was
+    away from): the latest told stands whatever order they are stored in."""
+    return (f"{said}.{key} IS NOT NULL AND (machines.{key}_at IS NULL OR"
+            f" {said}.{key}_at >= machines.{key}_at)")
+
+
+def _latest(items: list[tuple[str, Any, datetime]]) -> dict[str, tuple[Any, datetime]]:
+    """Each machine's latest told of ``items`` (``(machine, words, told at)``); of those told
+    in the same second, the last."""
+    latest: dict[str, tuple[Any, datetime]] = {}
+    for machine, words, at in items:
+        if machine not in latest or iso(at) >= iso(latest[machine][1]):
+            latest[machine] = (words, at)
+    return latest
 
 
 def _state_columns(state: StateMessage, at: datetime) -> tuple:
@@ -104,23 +126,25 @@ class Fleet:
                      states: list[tuple[str, StateMessage, datetime]] = (),
                      stocks: list[tuple[str, StockMessage, datetime]] = ()) -> None:
         """A batch's messages from ``machines``, in one statement (inside a transaction):
-        each heard at ``at``, with the latest of ``states`` and ``stocks`` (``(machine,
-        words, told at)``, the last said standing) as :meth:`record_states` and
-        :meth:`record_stocks` keep them.
+        each heard at ``at``, with the latest told of ``states`` and ``stocks`` (``(machine,
+        words, told at)``) as :meth:`record_states` and :meth:`record_stocks` keep them.
 
         One new version of each machine's row, not one for being heard and others for its
         state and stock (on PostgreSQL every write of a row is a new version of it, which
         the board reads past until it is cleared away), written in id order, so two
-        processes' batches never wait for each other in a circle."""
+        processes' batches never wait for each other in a circle.
+
+        A state or stock told before the one kept is not kept (:func:`_newer`): several hub
+        processes share a machine's words, in no order between them."""
         width, split = len(HEARD_ROWS) - 2, len(STATE_KINDS)  # the state's columns, the stock's
         said: dict[str, list] = {m: [None] * width for m in machines}
-        for machine, state, told in states:
+        for machine, (state, told) in _latest(states).items():
             said.setdefault(machine, [None] * width)[:split] = _state_columns(state, told)
-        for machine, stock, told in stocks:
+        for machine, (stock, told) in _latest(stocks).items():
             said.setdefault(machine, [None] * width)[split:] = _stock_columns(stock, told)
         rows = [(machine, iso(at), *columns) for machine, columns in sorted(said.items())]
-        kept = ", ".join(f"{c} = CASE WHEN excluded.{key} IS NULL THEN machines.{c} ELSE"
-                         f" excluded.{c} END" for key, names in (("state", STATE_COLUMNS),
+        kept = ", ".join(f"{c} = CASE WHEN {_newer(key, 'excluded')} THEN excluded.{c} ELSE"
+                         f" machines.{c} END" for key, names in (("state", STATE_COLUMNS),
                                                                   ("stock", STOCK_COLUMNS))
                          for c in names)
         names = ", ".join(name for name, _ in HEARD_ROWS[2:])
@@ -129,7 +153,7 @@ class Fleet:
                       f" v.id, v.heard, v.heard, {names} FROM {source} WHERE true"
                       " ON CONFLICT (id) DO UPDATE SET last_heard = excluded.last_heard,"
                       f" {kept}", params)
-        self._names_said([stock for _, stock, _ in stocks])
+        self._names_said([stock for stock, _ in _latest(stocks).values()])
 
     def record_availability(self, machine: str, value: str, at: datetime) -> None:
         self.db.x("UPDATE machines SET availability_since = CASE WHEN coalesce(availability, '')"
@@ -143,14 +167,16 @@ class Fleet:
     def record_states(self, items: list[tuple[str, StateMessage, datetime]]) -> None:
         """Each ``(machine, state, told at)`` as the machine's latest state, with the board's
         summary of it (:func:`hub.rank.of_state`): where a machine says more than one, the
-        last in ``items`` stands. One statement for them all (inside a transaction)."""
-        latest = {machine: (state, at) for machine, state, at in items}
+        latest told stands (of those told together, the last in ``items``), and none told
+        before the one kept (:func:`_newer`). One statement for them all (inside a
+        transaction)."""
+        latest = _latest(items)
         rows = [(machine, *_state_columns(state, at))
                 for machine, (state, at) in sorted(latest.items())]
         set_ = ", ".join(f"{c} = v.{c}" for c in STATE_COLUMNS)
         for source, params in self.db.rows(STATE_ROWS, rows):
-            self.db.x(f"UPDATE machines SET {set_} FROM {source} WHERE machines.id = v.id",
-                      params)
+            self.db.x(f"UPDATE machines SET {set_} FROM {source} WHERE machines.id = v.id"
+                      f" AND {_newer('state', 'v')}", params)
 
     def record_stock(self, machine: str, stock: StockMessage, at: datetime) -> None:
         """The machine's latest stock, and the board's summary of it (:func:`hub.rank.of_stock`)."""
@@ -160,13 +186,13 @@ class Fleet:
         """Each ``(machine, stock, told at)`` as the machine's latest stock, with the board's
         summary of it (:func:`hub.rank.of_stock`), as :meth:`record_states`; and the products'
         names they give, for the pages (:meth:`product_names`)."""
-        latest = {machine: (stock, at) for machine, stock, at in items}
+        latest = _latest(items)
         rows = [(machine, *_stock_columns(stock, at))
                 for machine, (stock, at) in sorted(latest.items())]
         set_ = ", ".join(f"{c} = v.{c}" for c in STOCK_COLUMNS)
         for source, params in self.db.rows(STOCK_ROWS, rows):
-            self.db.x(f"UPDATE machines SET {set_} FROM {source} WHERE machines.id = v.id",
-                      params)
+            self.db.x(f"UPDATE machines SET {set_} FROM {source} WHERE machines.id = v.id"
+                      f" AND {_newer('stock', 'v')}", params)
         self._names_said([stock for stock, _ in latest.values()])
 
     def _names_said(self, stocks: list[StockMessage]) -> None:
@@ -209,16 +235,19 @@ class Fleet:
         return Urgencies({row[0]: row[1] for row in rows},
                          rank.newest({(row[2], row[3]) for row in rows}))
 
-    def not_ok(self, ids: set[str] | None, silent_before: str, past: str, near: str
-               ) -> set[str]:
-        """Which of ``ids`` (every machine heard, if None) are less than "ok" (as
-        :meth:`urgencies`), from their summaries alone: a machine that is not has nothing
-        wrong the alerts could say (:func:`hub.alerts.conditions_of` finds something only
-        where the summary does), so its words need not be read."""
+    def not_ok(self, ids: set[str] | None, silent_before: str, past: str, near: str,
+               heard_since: str | None = None) -> set[str]:
+        """Which of ``ids`` (every machine heard, if None; of those, the ones last heard at
+        ``heard_since`` or after, if given) are less than "ok" (as :meth:`urgencies`), from
+        their summaries alone: a machine that is not has nothing wrong the alerts could say
+        (:func:`hub.alerts.conditions_of` finds something only where the summary does), so
+        its words need not be read."""
         ok = rank.URGENCY.index("ok")
         bounds = [silent_before, past, near, ok]
         where = f"{self._urgency()} <> ?"
         if ids is None:
+            if heard_since is not None:
+                where, bounds = f"{where} AND last_heard >= ?", [*bounds, heard_since]
             return {row[0] for row in self.db.x(f"SELECT id FROM machines WHERE {where}",
                                                 bounds).fetchall()}
         found: set[str] = set()
