@@ -241,9 +241,11 @@ class Alerts:
         # committed while this one was reading)
         heard_since = None if since is None else iso(since - timedelta(seconds=HEARD_MARGIN_S))
         chosen |= self.store.alerts.raised_machines(heard_since)
-        if self.config.share_group:
+        if self.config.share_group and heard_since is not None:
             # and those another process heard saying something wrong: it stores its share of
-            # the machines' words (hub.listener), and only this one raises what they say
+            # the machines' words (hub.listener), and only this one raises what they say.
+            # Not at a first sweep: every machine not well is not read at once (at a start
+            # after an outage, the whole fleet), but in turn
             chosen |= self.store.fleet.not_ok(None, *rank.bounds_of(self.config, now),
                                               heard_since=heard_since)
         with self._turn:
