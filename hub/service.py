@@ -113,8 +113,8 @@ class HubService:
         self._checker = threading.Thread(target=self._check_loop, name="hub-alerts", daemon=True)
         if config.share_group and len(config.share_group) < 16:
             log.warning("mqtt.share_group is short: any account on the broker that guesses it "
-                        "takes a share of the machines' usage (the catch-up asks the machines "
-                        "for what it takes); make it long and random")
+                        "takes a share of the machines' messages (the catch-up asks the "
+                        "machines for the buckets it takes); make it long and random")
 
     def _heard(self, batch: list[Heard]) -> None:
         self.web.answers.heard(batch)
