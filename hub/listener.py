@@ -11,9 +11,10 @@ machines' messages, ``usage``, ``event``, ``state`` and ``stock``, through an MQ
 subscription: each is delivered to one of them, so two processes do half the work each. A
 shared subscription keeps no order between its members: a state or stock told before the
 one kept is not kept (:meth:`hub.store.fleet.Fleet.record_heard`), whichever process
-stores it, whenever. It gets no retained messages either: on connecting, a process also
-subscribes to ``state`` and ``stock`` alone for the machines' retained words (those of a
-machine gone quiet included), and unsubscribes once the broker has them on their way.
+stores it, whenever. By MQTT 5 it gets no retained messages either (mosquitto 2.0 gives
+them): on connecting, a process also subscribes to ``state`` and ``stock`` alone for the
+machines' retained words (those of a machine gone quiet included), and unsubscribes once
+the broker has them on their way.
 ``availability`` (retained, a change seldom, its order the only one there is) and the
 answers to commands (a process waiting for an answer must hear it) go to every process;
 storing those twice is harmless.
@@ -199,7 +200,8 @@ class Listener:
 
     def _retained(self) -> list[str]:
         """With a share group, what is subscribed to alone for a moment on connecting: the
-        shared words that are retained, which a shared subscription never gets."""
+        shared words that are retained, which MQTT 5 gives a shared subscription none of
+        (mosquitto 2.0 gives them all the same: then they come twice, the second not kept)."""
         return [f"{self.prefix}/+/{leaf}" for leaf in RETAINED] if self.config.share_group else []
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any,
