@@ -220,13 +220,15 @@ class Alerts:
         machine gone quiet, a date drawing near): a fleet of 10,000 is gone over every 40 s,
         not all of it, every machine's words read, every two seconds.
 
-        Of the machines with an alert raised, those heard since the last sweep (whatever
-        process stored it: a bucket stored by another can end a silence) and those whose
-        alert is waiting to be cleared. The others have said nothing new, and what is
-        raised does not end with time alone (an offline ends when the machine is heard, a
-        date only with a refill): their turn comes round too. With several processes, also
-        the machines heard since whose summary is less than "ok": what another process
-        stored is raised within a sweep, not when its turn comes round."""
+        Of the machines with an alert raised, those whose alert is waiting to be cleared;
+        with several processes, those heard since the last sweep (whatever process stored
+        it: a bucket stored by another can end a silence; a process alone worked out each
+        as it stored it, :meth:`heard`); at a first sweep, all of them. The others have said
+        nothing new, and what is raised does not end with time alone (an offline ends when
+        the machine is heard, a date only with a refill): their turn comes round too. With
+        several processes, also the machines heard since whose summary is less than "ok":
+        what another process stored is raised within a sweep, not when its turn comes
+        round."""
         known = sorted(self.config.machines)
         if len(known) <= SWEEP_AT_MOST:
             self.check()
@@ -240,7 +242,9 @@ class Alerts:
         # heard since the last sweep less a margin (another process's clock, a batch
         # committed while this one was reading)
         heard_since = None if since is None else iso(since - timedelta(seconds=HEARD_MARGIN_S))
-        chosen |= self.store.alerts.raised_machines(heard_since)
+        if since is None or self.config.share_group:
+            # (a process alone heard them all, and worked each out as it stored it: heard)
+            chosen |= self.store.alerts.raised_machines(heard_since)
         if self.config.share_group and heard_since is not None:
             # and those another process heard saying something wrong: it stores its share of
             # the machines' words (hub.listener), and only this one raises what they say.
